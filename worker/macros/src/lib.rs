@@ -1,0 +1,202 @@
+//! Attribute macros for mainstay. Each is thin sugar over mainstay's public API:
+//!
+//! - `#[workflow]` turns `async fn f(args) -> mainstay::Result<T>` into `fn f(args) ->
+//!   mainstay::WorkflowCall<..>` plus a hidden type implementing `mainstay::Workflow`, registered
+//!   by name at link time;
+//! - `#[step]` turns `async fn f(args) -> mainstay::Result<T>` into a function returning
+//!   `mainstay::step_with(name, options, ..)`.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, Meta, Pat, ReturnType, Token};
+
+/// Options shared by the attributes: `name = "..."` and the step retry policy.
+#[derive(Default)]
+struct Options {
+    name: Option<String>,
+    max_attempts: Option<u32>,
+    interval_ms: Option<u64>,
+    backoff_rate: Option<f64>,
+}
+
+fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr)?;
+    let mut o = Options::default();
+    for meta in metas {
+        let Meta::NameValue(nv) = &meta else {
+            return Err(syn::Error::new_spanned(meta, "expected `key = value`"));
+        };
+        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        if !allowed.contains(&key.as_str()) {
+            return Err(syn::Error::new_spanned(
+                &nv.path,
+                format!("unknown option `{key}`; expected one of: {}", allowed.join(", ")),
+            ));
+        }
+        let Expr::Lit(ExprLit { lit, .. }) = &nv.value else {
+            return Err(syn::Error::new_spanned(&nv.value, "expected a literal"));
+        };
+        match (key.as_str(), lit) {
+            ("name", Lit::Str(s)) => o.name = Some(s.value()),
+            ("max_attempts", Lit::Int(i)) => o.max_attempts = Some(i.base10_parse()?),
+            ("interval_ms", Lit::Int(i)) => o.interval_ms = Some(i.base10_parse()?),
+            ("backoff_rate", Lit::Float(f)) => o.backoff_rate = Some(f.base10_parse()?),
+            ("backoff_rate", Lit::Int(i)) => o.backoff_rate = Some(i.base10_parse::<u32>()? as f64),
+            _ => return Err(syn::Error::new_spanned(lit, format!("wrong type of value for `{key}`"))),
+        }
+    }
+    if o.max_attempts == Some(0) {
+        return Err(syn::Error::new(Span::call_site(), "max_attempts must be at least 1"));
+    }
+    Ok(o)
+}
+
+/// The pieces of an `async fn` the macros rebuild.
+struct Parts {
+    args: Vec<(syn::Ident, Box<syn::Type>)>,
+    arg_pats: Vec<Box<Pat>>,
+    ret: Box<syn::Type>,
+}
+
+fn check_fn(f: &ItemFn, what: &str) -> syn::Result<Parts> {
+    if f.sig.asyncness.is_none() {
+        return Err(syn::Error::new_spanned(&f.sig.fn_token, format!("a {what} must be an `async fn`")));
+    }
+    if !f.sig.generics.params.is_empty() || f.sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(
+            &f.sig.generics,
+            format!("a {what} cannot be generic: its name and argument types are recorded"),
+        ));
+    }
+    let ret = match &f.sig.output {
+        ReturnType::Type(_, ty) => ty.clone(),
+        ReturnType::Default => {
+            return Err(syn::Error::new_spanned(
+                &f.sig,
+                format!("a {what} must return mainstay::Result<T>"),
+            ))
+        }
+    };
+    let mut args = Vec::new();
+    let mut arg_pats = Vec::new();
+    for (i, input) in f.sig.inputs.iter().enumerate() {
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new_spanned(r, format!("a {what} cannot take `self`")))
+            }
+            FnArg::Typed(pt) => {
+                args.push((format_ident!("__mainstay_arg{}", i), pt.ty.clone()));
+                arg_pats.push(pt.pat.clone());
+            }
+        }
+    }
+    Ok(Parts { args, arg_pats, ret })
+}
+
+/// Marks an `async fn` as a durable workflow. Options: `name = "..."` (default: the function
+/// name) under which it is recorded and found by recovery and other SDKs.
+#[proc_macro_attribute]
+pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_workflow(attr, item).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+fn expand_workflow(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2> {
+    let opts = parse_options(attr, &["name"])?;
+    let f: ItemFn = syn::parse(item)?;
+    let Parts { args, arg_pats, ret } = check_fn(&f, "workflow")?;
+    let vis = &f.vis;
+    let ident = &f.sig.ident;
+    let name = opts.name.unwrap_or_else(|| ident.to_string());
+    let ty = format_ident!("__mainstay_workflow_{}", ident);
+    let attrs = &f.attrs;
+    let body = &f.block;
+    let arg_names: Vec<_> = args.iter().map(|(n, _)| n).collect();
+    let arg_types: Vec<_> = args.iter().map(|(_, t)| t).collect();
+    Ok(quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis struct #ty;
+
+        impl ::mainstay::Workflow for #ty {
+            const NAME: &'static str = #name;
+            type Args = ( #( #arg_types, )* );
+            type Output = <#ret as ::mainstay::__private::WorkflowResult>::Ok;
+            fn run(args: Self::Args) -> ::mainstay::__private::BoxFuture<'static, ::mainstay::Result<Self::Output>> {
+                async fn __mainstay_body( #( #arg_pats: #arg_types ),* ) -> #ret #body
+                let ( #( #arg_names, )* ) = args;
+                ::mainstay::__private::boxed(__mainstay_body( #( #arg_names ),* ))
+            }
+        }
+
+        ::mainstay::__private::inventory::submit! {
+            ::mainstay::Registration::of::<#ty>()
+        }
+
+        #( #attrs )*
+        #vis fn #ident( #( #arg_names: #arg_types ),* ) -> ::mainstay::WorkflowCall<#ty> {
+            ::mainstay::WorkflowCall::new(( #( #arg_names, )* ))
+        }
+    })
+}
+
+/// Marks an `async fn` as a step: inside a workflow its outcome is checkpointed and a replay
+/// returns it without running it. Options: `name = "..."`, `max_attempts = N` (retries; the
+/// arguments must then be `Clone`), `interval_ms = N`, `backoff_rate = F`.
+#[proc_macro_attribute]
+pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_step(attr, item).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+fn expand_step(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2> {
+    let opts = parse_options(attr, &["name", "max_attempts", "interval_ms", "backoff_rate"])?;
+    let f: ItemFn = syn::parse(item)?;
+    let Parts { args, arg_pats, ret } = check_fn(&f, "step")?;
+    let vis = &f.vis;
+    let ident = &f.sig.ident;
+    let name = opts.name.unwrap_or_else(|| ident.to_string());
+    let attrs = &f.attrs;
+    let body = &f.block;
+    let arg_names: Vec<_> = args.iter().map(|(n, _)| n).collect();
+    let arg_types: Vec<_> = args.iter().map(|(_, t)| t).collect();
+    let max_attempts = opts.max_attempts.unwrap_or(1);
+    let mut options = quote! { ::mainstay::StepOptions::retries(#max_attempts) };
+    if let Some(ms) = opts.interval_ms {
+        options = quote! { #options.interval(::std::time::Duration::from_millis(#ms)) };
+    }
+    if let Some(rate) = opts.backoff_rate {
+        options = quote! { #options.backoff_rate(#rate) };
+    }
+    // With one attempt the closure runs once and may move the arguments; with retries each
+    // attempt gets a clone.
+    let call = if max_attempts > 1 {
+        quote! {
+            let __mainstay_args = ( #( #arg_names, )* );
+            ::mainstay::step_with(#name, #options, move || {
+                let ( #( #arg_names, )* ) = ::std::clone::Clone::clone(&__mainstay_args);
+                __mainstay_body( #( #arg_names ),* )
+            })
+        }
+    } else {
+        quote! {
+            let mut __mainstay_args = ::std::option::Option::Some(( #( #arg_names, )* ));
+            ::mainstay::step_with(#name, #options, move || {
+                let ( #( #arg_names, )* ) = __mainstay_args
+                    .take()
+                    .expect("a step without retries runs its body once");
+                __mainstay_body( #( #arg_names ),* )
+            })
+        }
+    };
+    Ok(quote! {
+        #( #attrs )*
+        #vis fn #ident( #( #arg_names: #arg_types ),* )
+            -> impl ::std::future::Future<Output = #ret> + ::std::marker::Send
+        {
+            async fn __mainstay_body( #( #arg_pats: #arg_types ),* ) -> #ret #body
+            #call
+        }
+    })
+}

@@ -1,0 +1,324 @@
+//! The runtime: launch, the process-wide instance, in-process bookkeeping, and shutdown.
+//!
+//! Launch order matters: migrate, register the application version, re-enqueue this executor's
+//! `PENDING` workflows, and only then start claiming, so recovered work is claimed like any
+//! queued work (one owner wins). Shutdown stops claiming and interrupts running workflows
+//! without writing anything for them: they stay `PENDING` and are recovered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::{Error, Failure, Result};
+use crate::registry::{Registration, Registry};
+use crate::status::WorkflowStatus;
+use crate::sysdb::{Committer, SystemDatabase, INTERNAL_QUEUE};
+use crate::workflow::WorkflowHandle;
+use crate::{queue, recovery};
+
+/// What a local waiter learns when a workflow run in this process ends.
+#[derive(Debug, Clone)]
+pub(crate) enum LocalOutcome {
+    Success(String),
+    Failed(Failure),
+    /// Ended without recording an outcome; the database has the truth.
+    Interrupted,
+}
+
+struct LocalRun {
+    cancel: CancellationToken,
+    done: watch::Receiver<Option<LocalOutcome>>,
+}
+
+pub(crate) struct Runtime {
+    pub(crate) config: Config,
+    pub(crate) db: SystemDatabase,
+    pub(crate) committer: Committer,
+    pub(crate) registry: Registry,
+    pub(crate) app_version: String,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) wake: Notify,
+    pub(crate) queues: Vec<String>,
+    pub(crate) slots: Arc<Semaphore>,
+    local: Mutex<HashMap<String, LocalRun>>,
+}
+
+impl Runtime {
+    pub(crate) fn new_cancel_token(&self) -> CancellationToken {
+        CancellationToken::new()
+    }
+
+    pub(crate) fn register_local(
+        &self,
+        id: &str,
+        cancel: CancellationToken,
+        done: watch::Receiver<Option<LocalOutcome>>,
+    ) {
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), LocalRun { cancel, done });
+    }
+
+    pub(crate) fn deregister_local(&self, id: &str) {
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    pub(crate) fn local_outcome(&self, id: &str) -> Option<watch::Receiver<Option<LocalOutcome>>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|r| r.done.clone())
+    }
+
+    pub(crate) fn cancel_local(&self, id: &str) {
+        if let Some(run) = self.local.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            run.cancel.cancel();
+        }
+    }
+
+    pub(crate) fn local_count(&self) -> usize {
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+static GLOBAL: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
+
+pub(crate) fn global() -> Result<Arc<Runtime>> {
+    GLOBAL
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or(Error::NotLaunched(
+            "mainstay is not launched: call Mainstay::launch(config) before running workflows \
+             (or run them with .on(&app))",
+        ))
+}
+
+/// A launched mainstay runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Mainstay {
+    rt: Arc<Runtime>,
+}
+
+/// Configures and launches a [`Mainstay`].
+pub struct MainstayBuilder {
+    config: Config,
+    registrations: Vec<Registration>,
+    queues: Vec<String>,
+    global: bool,
+}
+
+impl MainstayBuilder {
+    /// Registers a workflow type by hand (the macros register theirs automatically).
+    pub fn register<W: crate::Workflow>(mut self) -> Self {
+        self.registrations.push(Registration::of::<W>());
+        self
+    }
+
+    /// Also claims work from this queue (the internal queue is always listened to).
+    pub fn listen_queue(mut self, name: impl Into<String>) -> Self {
+        self.queues.push(name.into());
+        self
+    }
+
+    /// Whether this instance becomes the process-wide one that plain `.await`ed workflow calls
+    /// use (default: yes).
+    pub fn global(mut self, global: bool) -> Self {
+        self.global = global;
+        self
+    }
+
+    /// Connects, migrates, recovers this executor's pending workflows and starts working.
+    pub async fn launch(self) -> Result<Mainstay> {
+        let config = self.config;
+        let db = SystemDatabase::connect(&config).await?;
+        db.migrate().await?;
+        let registry = Registry::collect(&self.registrations);
+        let app_version = config.app_version.clone().unwrap_or_else(|| default_version(&registry));
+        db.register_version(&app_version, config.app_name.as_deref()).await?;
+        let committer = Committer::start(db.clone(), config.commit_concurrency);
+        let mut queues = vec![INTERNAL_QUEUE.to_string()];
+        for q in self.queues {
+            if !queues.contains(&q) {
+                queues.push(q);
+            }
+        }
+        let rt = Arc::new(Runtime {
+            slots: Arc::new(Semaphore::new(config.worker_concurrency)),
+            config,
+            db,
+            committer,
+            registry,
+            app_version,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            wake: Notify::new(),
+            queues,
+            local: Mutex::new(HashMap::new()),
+        });
+        let recovered = recovery::recover_own(&rt).await?;
+        queue::start_listener(rt.clone()).await?;
+        queue::start_dispatcher(rt.clone());
+        tracing::info!(
+            executor_id = %rt.config.executor_id,
+            app_version = %rt.app_version,
+            workflows = rt.registry.names().count(),
+            recovered,
+            "mainstay launched"
+        );
+        if self.global {
+            *GLOBAL.write().unwrap_or_else(|p| p.into_inner()) = Some(rt.clone());
+        }
+        Ok(Mainstay { rt })
+    }
+}
+
+/// A version derived from the registered workflow names (FNV-1a), used when none is configured.
+fn default_version(registry: &Registry) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for name in registry.names() {
+        for b in name.bytes().chain(std::iter::once(0)) {
+            hash ^= b as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+impl Mainstay {
+    /// A builder for this configuration.
+    pub fn builder(config: Config) -> MainstayBuilder {
+        MainstayBuilder { config, registrations: Vec::new(), queues: Vec::new(), global: true }
+    }
+
+    /// Launches with this configuration and the workflows the macros registered.
+    pub async fn launch(config: Config) -> Result<Mainstay> {
+        Mainstay::builder(config).launch().await
+    }
+
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    pub fn executor_id(&self) -> &str {
+        &self.rt.config.executor_id
+    }
+
+    pub fn app_version(&self) -> &str {
+        &self.rt.app_version
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.rt.config
+    }
+
+    /// Runs a workflow call on this instance and waits for its output.
+    pub async fn run<W: crate::Workflow>(&self, call: crate::WorkflowCall<W>) -> Result<W::Output> {
+        call.on(self).await
+    }
+
+    /// Starts a workflow call on this instance in the background.
+    pub async fn start<W: crate::Workflow>(
+        &self,
+        call: crate::WorkflowCall<W>,
+    ) -> Result<WorkflowHandle<W::Output>> {
+        call.on(self).start().await
+    }
+
+    /// A handle to an existing workflow, by ID.
+    pub fn retrieve<T: serde::de::DeserializeOwned>(&self, workflow_id: impl Into<String>) -> WorkflowHandle<T> {
+        WorkflowHandle::new(self.rt.clone(), workflow_id.into())
+    }
+
+    /// The status record of a workflow, if it exists.
+    pub async fn status(&self, workflow_id: &str) -> Result<Option<WorkflowStatus>> {
+        self.rt.db.get_status(workflow_id).await
+    }
+
+    /// Cancels a workflow: it stops at its next step (or at once if it is sleeping) and its
+    /// status becomes `CANCELLED`. Cancelling a finished workflow changes nothing.
+    pub async fn cancel(&self, workflow_id: &str) -> Result<()> {
+        match self.rt.db.cancel(workflow_id).await? {
+            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
+            Some(_) => {
+                self.rt.cancel_local(workflow_id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Resumes a cancelled, failed or parked workflow from its last completed step.
+    pub async fn resume<T: serde::de::DeserializeOwned>(&self, workflow_id: &str) -> Result<WorkflowHandle<T>> {
+        if !self.rt.db.resume(workflow_id).await? {
+            return match self.rt.db.get_status(workflow_id).await? {
+                None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
+                Some(s) => Err(Error::Config(format!(
+                    "workflow {workflow_id} is {} and cannot be resumed; only CANCELLED, ERROR, \
+                     MAX_RECOVERY_ATTEMPTS_EXCEEDED, ENQUEUED or DELAYED workflows can",
+                    s.status
+                ))),
+            };
+        }
+        self.rt.wake.notify_one();
+        Ok(self.retrieve(workflow_id))
+    }
+
+    /// Workflows running in this process right now.
+    pub fn running_workflows(&self) -> usize {
+        self.rt.local_count()
+    }
+
+    /// Stops claiming work, interrupts running workflows (they stay `PENDING` for recovery),
+    /// waits for in-flight writes, and closes the connections.
+    pub async fn shutdown(&self) {
+        self.shutdown_within(Duration::from_secs(10)).await
+    }
+
+    /// [`shutdown`](Mainstay::shutdown) with a bound on how long to wait for tasks.
+    pub async fn shutdown_within(&self, grace: Duration) {
+        if self.rt.shutdown.is_cancelled() {
+            return;
+        }
+        tracing::info!(executor_id = %self.rt.config.executor_id, "mainstay shutting down");
+        self.rt.shutdown.cancel();
+        self.rt.tasks.close();
+        if tokio::time::timeout(grace, self.rt.tasks.wait()).await.is_err() {
+            tracing::warn!("some workflow tasks did not stop within {grace:?}");
+        }
+        self.rt.committer.quiesce(grace).await;
+        {
+            let mut global = GLOBAL.write().unwrap_or_else(|p| p.into_inner());
+            if global.as_ref().is_some_and(|g| Arc::ptr_eq(g, &self.rt)) {
+                *global = None;
+            }
+        }
+        self.rt.db.close().await;
+    }
+
+    /// Waits for SIGINT (Ctrl-C) or SIGTERM, then shuts down.
+    pub async fn run_until_signal(&self) -> Result<()> {
+        wait_for_signal().await?;
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Error::Config(format!("cannot install the SIGTERM handler: {e}")))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Configuration: from code, from the environment, validated before anything connects.
+//!
+//! Every environment variable mainstay reads is a constant in [`env`], so the names that reach
+//! deployments (the operator sets them on worker pods) live in one place.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Names of the environment variables mainstay reads.
+pub mod env {
+    /// System database URL (`postgres://user:pass@host:port/db`).
+    pub const DATABASE_URL: &str = "MAINSTAY_DATABASE_URL";
+    /// Fallback for [`DATABASE_URL`], the conventional name.
+    pub const DATABASE_URL_FALLBACK: &str = "DATABASE_URL";
+    /// Schema of the system tables (default `dbos`).
+    pub const SYSTEM_SCHEMA: &str = "MAINSTAY_SYSTEM_SCHEMA";
+    /// This process's executor ID (in Kubernetes: the pod name).
+    pub const EXECUTOR_ID: &str = "MAINSTAY_EXECUTOR_ID";
+    /// The application version this process runs; only workflows of it are recovered here.
+    pub const APP_VERSION: &str = "MAINSTAY_APP_VERSION";
+    /// The application name recorded with workflows.
+    pub const APP_NAME: &str = "MAINSTAY_APP_NAME";
+}
+
+/// The schema DBOS and mainstay use by default.
+pub const DEFAULT_SCHEMA: &str = "dbos";
+/// Executor ID of a process that was not given one.
+pub const DEFAULT_EXECUTOR_ID: &str = "local";
+
+/// Runtime configuration. Build it with [`Config::new`] or [`Config::from_env`] and adjust the
+/// public fields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// System database URL.
+    pub database_url: String,
+    /// Schema holding the system tables.
+    pub system_schema: String,
+    /// Identity of this process for recovery; unique per live process.
+    pub executor_id: String,
+    /// Application version; `None` derives one from the registered workflow names.
+    pub app_version: Option<String>,
+    /// Application name recorded with workflows.
+    pub app_name: Option<String>,
+    /// Recoveries allowed after the first execution before a workflow is parked as
+    /// `MAX_RECOVERY_ATTEMPTS_EXCEEDED`.
+    pub max_recovery_attempts: i64,
+    /// Connections to the system database.
+    pub pool_size: u32,
+    /// How long to keep retrying an unreachable database at launch.
+    pub connect_timeout: Duration,
+    /// Checkpoint batches written concurrently by the group committer.
+    pub commit_concurrency: usize,
+    /// Fallback polling interval for queued work when no notification arrives.
+    pub polling_interval: Duration,
+    /// Queued workflows this process runs at once (all queues together).
+    pub worker_concurrency: usize,
+}
+
+impl Config {
+    /// A configuration for this database URL with defaults for everything else.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Config {
+            database_url: database_url.into(),
+            system_schema: DEFAULT_SCHEMA.to_string(),
+            executor_id: DEFAULT_EXECUTOR_ID.to_string(),
+            app_version: None,
+            app_name: None,
+            max_recovery_attempts: 100,
+            pool_size: 20,
+            connect_timeout: Duration::from_secs(30),
+            commit_concurrency: 4,
+            polling_interval: Duration::from_secs(1),
+            worker_concurrency: 256,
+        }
+    }
+
+    /// Reads the configuration from the environment (see [`env`]).
+    pub fn from_env() -> Result<Self> {
+        let url = std::env::var(env::DATABASE_URL)
+            .or_else(|_| std::env::var(env::DATABASE_URL_FALLBACK))
+            .map_err(|_| {
+                Error::Config(format!(
+                    "no database URL: set {} (or {}) to a Postgres URL such as \
+                     postgres://postgres:secret@localhost:5432/myapp",
+                    env::DATABASE_URL,
+                    env::DATABASE_URL_FALLBACK
+                ))
+            })?;
+        let mut config = Config::new(url);
+        config.apply_env();
+        Ok(config)
+    }
+
+    /// Overrides fields with the environment variables that are set.
+    pub fn apply_env(&mut self) {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var(env::SYSTEM_SCHEMA) {
+            self.system_schema = v;
+        }
+        if let Some(v) = var(env::EXECUTOR_ID) {
+            self.executor_id = v;
+        }
+        if let Some(v) = var(env::APP_VERSION) {
+            self.app_version = Some(v);
+        }
+        if let Some(v) = var(env::APP_NAME) {
+            self.app_name = Some(v);
+        }
+    }
+
+    /// Checks every field; the error names the field and how to fix it.
+    pub fn validate(&self) -> Result<()> {
+        validate_database_url(&self.database_url)?;
+        validate_identifier(&self.system_schema).map_err(|why| {
+            Error::Config(format!(
+                "system schema {:?} {why}; use letters, digits and underscores, starting with a \
+                 letter or underscore, at most 63 characters (set {})",
+                self.system_schema,
+                env::SYSTEM_SCHEMA
+            ))
+        })?;
+        if self.executor_id.trim().is_empty() {
+            return Err(Error::Config(format!(
+                "executor ID is empty; set {} to a name unique to this process",
+                env::EXECUTOR_ID
+            )));
+        }
+        if self.max_recovery_attempts < 0 {
+            return Err(Error::Config("max_recovery_attempts must be >= 0".into()));
+        }
+        if self.pool_size < 2 {
+            return Err(Error::Config(
+                "pool_size must be at least 2 (one connection listens for notifications)".into(),
+            ));
+        }
+        if self.commit_concurrency == 0 || self.worker_concurrency == 0 {
+            return Err(Error::Config(
+                "commit_concurrency and worker_concurrency must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a Postgres URL without connecting, so typos are reported before any retrying.
+pub fn validate_database_url(raw: &str) -> Result<()> {
+    let hint = "expected postgres://USER:PASSWORD@HOST:PORT/DATABASE";
+    let parsed = url::Url::parse(raw).map_err(|e| {
+        Error::Config(format!("database URL {} is malformed ({e}); {hint}", redact(raw)))
+    })?;
+    match parsed.scheme() {
+        "postgres" | "postgresql" => {}
+        other => {
+            return Err(Error::Config(format!(
+                "database URL {} has scheme `{other}`, but only postgres:// and postgresql:// are \
+                 supported; {hint}",
+                redact(raw)
+            )))
+        }
+    }
+    let has_socket_host =
+        parsed.query_pairs().any(|(k, v)| k == "host" && v.starts_with('/'));
+    if parsed.host_str().map(str::is_empty).unwrap_or(true) && !has_socket_host {
+        return Err(Error::Config(format!(
+            "database URL {} names no host; {hint}",
+            redact(raw)
+        )));
+    }
+    Ok(())
+}
+
+/// The URL with its password replaced, safe for logs and error messages.
+pub fn redact(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+fn validate_identifier(name: &str) -> std::result::Result<(), &'static str> {
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err("is empty"),
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
+            return Err("does not start with a letter or underscore")
+        }
+        _ => {}
+    }
+    if name.len() > 63 {
+        return Err("is longer than 63 characters");
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("contains characters other than letters, digits and underscores");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_with_actionable_messages() {
+        assert!(validate_database_url("postgres://u:p@localhost:5432/db").is_ok());
+        assert!(validate_database_url("postgresql://localhost/db").is_ok());
+        assert!(validate_database_url("postgres:///db?host=/tmp/pg").is_ok());
+        let err = validate_database_url("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(err.contains("scheme `mysql`") && !err.contains("secret"), "{err}");
+        let err = validate_database_url("not a url").unwrap_err().to_string();
+        assert!(err.contains("malformed") && err.contains("postgres://"), "{err}");
+    }
+
+    #[test]
+    fn schema_names_are_identifiers() {
+        let mut c = Config::new("postgres://localhost/db");
+        assert!(c.validate().is_ok());
+        c.system_schema = "bad-name".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("bad-name") && err.contains(env::SYSTEM_SCHEMA), "{err}");
+    }
+}

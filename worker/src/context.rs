@@ -1,0 +1,127 @@
+//! The context of the workflow execution a task is running, carried in a task-local.
+//!
+//! Invariants: operation IDs (`function_id`) are handed out when an operation is *called*, in
+//! call order, starting at 1, so concurrent steps (`join!`) get the same IDs on every replay; a
+//! first execution carries no recorded steps and never reads before a step, while a replay
+//! carries every recorded step, read once when it started.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Runtime;
+use crate::error::{Error, Result};
+use crate::status::Status;
+use crate::sysdb::RecordedOp;
+
+tokio::task_local! {
+    static CONTEXT: Arc<WorkflowContext>;
+}
+
+pub(crate) struct WorkflowContext {
+    pub(crate) rt: Arc<Runtime>,
+    pub(crate) workflow_id: Arc<str>,
+    pub(crate) owner: Arc<str>,
+    next_function_id: AtomicI32,
+    recorded: Option<HashMap<i32, RecordedOp>>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl WorkflowContext {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        workflow_id: &str,
+        owner: &str,
+        recorded: Option<Vec<RecordedOp>>,
+        cancel: CancellationToken,
+    ) -> WorkflowContext {
+        WorkflowContext {
+            rt,
+            workflow_id: Arc::from(workflow_id),
+            owner: Arc::from(owner),
+            next_function_id: AtomicI32::new(1),
+            recorded: recorded.map(|ops| ops.into_iter().map(|op| (op.function_id, op)).collect()),
+            cancel,
+        }
+    }
+
+    pub(crate) fn next_function_id(&self) -> i32 {
+        self.next_function_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The record of operation `function_id`, if a previous execution wrote one. A record under
+    /// another name means the code changed: a non-determinism error.
+    pub(crate) fn replayed(&self, function_id: i32, name: &str) -> Result<Option<&RecordedOp>> {
+        let Some(op) = self.recorded.as_ref().and_then(|r| r.get(&function_id)) else {
+            return Ok(None);
+        };
+        if op.name != name {
+            return Err(Error::NonDeterministic {
+                workflow_id: self.workflow_id.to_string(),
+                function_id,
+                recorded: op.name.clone(),
+                called: name.to_string(),
+            });
+        }
+        Ok(Some(op))
+    }
+
+    /// Fails fast when the workflow was cancelled or the runtime is stopping.
+    pub(crate) fn check_interrupted(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled { workflow_id: self.workflow_id.to_string() });
+        }
+        if self.rt.shutdown.is_cancelled() {
+            return Err(Error::Shutdown { workflow_id: self.workflow_id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Sleeps until `deadline`, unless the workflow is cancelled or the runtime stops first.
+    pub(crate) async fn sleep_until(&self, deadline: tokio::time::Instant) -> Result<()> {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => Ok(()),
+            _ = self.cancel.cancelled() => {
+                Err(Error::Cancelled { workflow_id: self.workflow_id.to_string() })
+            }
+            _ = self.rt.shutdown.cancelled() => {
+                Err(Error::Shutdown { workflow_id: self.workflow_id.to_string() })
+            }
+        }
+    }
+
+    /// Explains why a write owned by this execution was refused.
+    pub(crate) async fn lost_ownership(&self) -> Error {
+        match self.rt.db.get_status(&self.workflow_id).await {
+            Ok(Some(s)) if s.status == Status::Cancelled => {
+                Error::Cancelled { workflow_id: self.workflow_id.to_string() }
+            }
+            Ok(_) => Error::NotOwner { workflow_id: self.workflow_id.to_string() },
+            Err(e) => e,
+        }
+    }
+}
+
+/// The context of the workflow this task is running, if any.
+pub(crate) fn current() -> Option<Arc<WorkflowContext>> {
+    CONTEXT.try_with(|c| c.clone()).ok()
+}
+
+/// Runs `fut` with `ctx` as the current workflow context.
+pub(crate) async fn scope<F: std::future::Future>(ctx: Arc<WorkflowContext>, fut: F) -> F::Output {
+    CONTEXT.scope(ctx, fut).await
+}
+
+/// The ID of the workflow the calling task is running, if it is running one.
+pub fn workflow_id() -> Option<String> {
+    current().map(|c| c.workflow_id.to_string())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

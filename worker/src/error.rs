@@ -1,0 +1,224 @@
+//! Errors of the runtime, and the durable form of application failures.
+//!
+//! Invariant: an [`Error::Failed`] is data. When a step or workflow fails with it, the failure is
+//! recorded in DBOS's portable error format (`{"name","message","code","data"}`) and every later
+//! read (a replay, `get_result` from any process, another DBOS SDK) returns the same value.
+//! The other variants describe the runtime's own situation (a database outage, a cancellation,
+//! a shutdown) and are never recorded as a workflow's outcome: a workflow interrupted by them
+//! stays `PENDING` and is recovered.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Result of mainstay operations and of workflow and step bodies.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An application failure in DBOS's portable error format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// A short class name for the failure, e.g. `"PaymentDeclined"`.
+    pub name: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Optional machine-readable code (a number or a string).
+    #[serde(default)]
+    pub code: Option<Value>,
+    /// Optional structured detail.
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+impl Failure {
+    pub fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Failure { name: name.into(), message: message.into(), code: None, data: None }
+    }
+
+    pub fn with_code(mut self, code: impl Into<Value>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn with_data(mut self, data: impl Serialize) -> Self {
+        self.data = serde_json::to_value(data).ok();
+        self
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+/// Everything that can go wrong in mainstay.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An application failure, recorded durably and returned as itself on every read.
+    #[error("{0}")]
+    Failed(Failure),
+
+    /// The workflow was cancelled; it stops at its next step.
+    #[error("workflow {workflow_id} was cancelled")]
+    Cancelled { workflow_id: String },
+
+    /// A workflow ID is already used by a different workflow function.
+    #[error(
+        "workflow ID {workflow_id} already belongs to workflow `{existing}`, not `{requested}`; \
+         choose another workflow ID"
+    )]
+    WorkflowConflict { workflow_id: String, existing: String, requested: String },
+
+    /// A replay called a different operation than the recorded one at the same position.
+    #[error(
+        "non-deterministic workflow {workflow_id}: step {function_id} was recorded as `{recorded}` \
+         but the code now calls `{called}`; workflow code must call the same steps in the same \
+         order when it is re-run (deploy code changes as a new application version)"
+    )]
+    NonDeterministic { workflow_id: String, function_id: i32, recorded: String, called: String },
+
+    /// A workflow of this name is not registered in this process.
+    #[error(
+        "workflow `{name}` is not registered in this process; annotate it with \
+         #[mainstay::workflow] or register it with Mainstay::builder().register::<W>()"
+    )]
+    NotRegistered { name: String },
+
+    /// No workflow with this ID exists.
+    #[error("no workflow with ID {workflow_id}")]
+    NotFound { workflow_id: String },
+
+    /// The workflow was recovered more often than allowed and is no longer run.
+    #[error(
+        "workflow {workflow_id} exceeded its maximum recovery attempts and was moved to \
+         MAX_RECOVERY_ATTEMPTS_EXCEEDED; inspect it, then resume it to run it again"
+    )]
+    MaxRecoveryAttemptsExceeded { workflow_id: String },
+
+    /// Another process took over this workflow; this execution stops without writing.
+    #[error("workflow {workflow_id} is now owned by another execution; this one stops")]
+    NotOwner { workflow_id: String },
+
+    /// The runtime is shutting down; the workflow stays PENDING and is recovered later.
+    #[error("mainstay is shutting down; workflow {workflow_id} stays PENDING for recovery")]
+    Shutdown { workflow_id: String },
+
+    /// A value could not be (de)serialized.
+    #[error("failed to {action} {what}: {source}")]
+    Serialization {
+        action: &'static str,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A recorded value uses a format mainstay cannot read (e.g. Python pickle).
+    #[error(
+        "{what} is stored in the `{format}` serialization format, which mainstay cannot read; \
+         only `portable_json` is supported (write it from the other SDK with portable serialization)"
+    )]
+    UnsupportedSerialization { what: String, format: String },
+
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A statement against the system database failed.
+    #[error("failed to {context}: {source}")]
+    Database {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The system database was migrated by newer code than this binary.
+    #[error(
+        "the system database schema `{schema}` is at Mainstay schema version {found}, newer than \
+         this binary knows ({known}); upgrade this program to a Mainstay release that knows \
+         version {found}, or point it at another database"
+    )]
+    SchemaAhead { schema: String, found: i64, known: i64 },
+
+    /// mainstay was used before it was launched.
+    #[error("{0}")]
+    NotLaunched(&'static str),
+}
+
+impl Error {
+    /// An application failure with a name and message.
+    pub fn failed(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Failed(Failure::new(name, message))
+    }
+
+    /// An application failure named `Error` with this message.
+    pub fn msg(message: impl std::fmt::Display) -> Self {
+        Error::Failed(Failure::new("Error", message.to_string()))
+    }
+
+    /// Wraps any error as a durable application failure. The name is the error's type name
+    /// (without its module path) and the message includes its chain of causes.
+    pub fn from_std<E: std::error::Error + ?Sized>(err: &E) -> Self {
+        let full = std::any::type_name::<E>();
+        let name = full.rsplit("::").next().unwrap_or(full).to_string();
+        let mut message = err.to_string();
+        let mut cause = err.source();
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        Error::Failed(Failure { name, message, code: None, data: None })
+    }
+
+    pub(crate) fn db(context: impl Into<String>, source: sqlx::Error) -> Self {
+        Error::Database { context: context.into(), source }
+    }
+
+    /// The durable failure this error is recorded as, or `None` if it must not be recorded
+    /// (the work was interrupted, not failed).
+    pub(crate) fn to_failure(&self) -> Option<Failure> {
+        match self {
+            Error::Failed(f) => Some(f.clone()),
+            Error::Cancelled { .. }
+            | Error::NotOwner { .. }
+            | Error::Shutdown { .. }
+            | Error::Database { .. }
+            | Error::NotLaunched(_) => None,
+            other => Some(Failure::new(other.kind_name(), other.to_string())),
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Error::Failed(_) => "Failed",
+            Error::Cancelled { .. } => "Cancelled",
+            Error::WorkflowConflict { .. } => "WorkflowConflict",
+            Error::NonDeterministic { .. } => "NonDeterministic",
+            Error::NotRegistered { .. } => "NotRegistered",
+            Error::NotFound { .. } => "NotFound",
+            Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceeded",
+            Error::NotOwner { .. } => "NotOwner",
+            Error::Shutdown { .. } => "Shutdown",
+            Error::Serialization { .. } => "Serialization",
+            Error::UnsupportedSerialization { .. } => "UnsupportedSerialization",
+            Error::Config(_) => "Config",
+            Error::Database { .. } => "Database",
+            Error::SchemaAhead { .. } => "SchemaAhead",
+            Error::NotLaunched(_) => "NotLaunched",
+        }
+    }
+
+    /// The recorded failure, if this is an application failure.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Error::Failed(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        Error::Failed(f)
+    }
+}

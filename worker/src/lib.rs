@@ -1,0 +1,73 @@
+//! # mainstay
+//!
+//! Durable workflows for Rust. Workflows are ordinary async functions made of steps; every
+//! step's outcome is checkpointed in Postgres, so after a crash a workflow resumes from its
+//! last completed step. The system database is the DBOS 3.x schema, so DBOS's CLI and SDKs can
+//! inspect and drive mainstay workflows.
+//!
+//! ```no_run
+//! #[mainstay::step]
+//! async fn step_one() -> mainstay::Result<()> {
+//!     println!("Step one completed!");
+//!     Ok(())
+//! }
+//!
+//! #[mainstay::workflow]
+//! async fn two_steps() -> mainstay::Result<()> {
+//!     step_one().await?;
+//!     Ok(())
+//! }
+//!
+//! # async fn run() -> mainstay::Result<()> {
+//! let app = mainstay::Mainstay::launch(mainstay::Config::from_env()?).await?;
+//! two_steps().await?;
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The attributes are sugar: [`step`], [`step_with`], [`sleep`], the [`Workflow`] trait and
+//! [`WorkflowCall`] are the API they expand to, usable directly.
+
+mod app;
+pub mod config;
+mod context;
+mod error;
+pub mod local_postgres;
+mod queue;
+mod recovery;
+mod registry;
+mod serialization;
+mod sleep;
+mod status;
+mod step;
+mod sysdb;
+mod workflow;
+
+pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
+pub use config::Config;
+pub use context::workflow_id;
+pub use error::{Error, Failure, Result};
+pub use registry::Registration;
+pub use serialization::PORTABLE_JSON;
+pub use sleep::{sleep, SLEEP_OPERATION};
+pub use status::{Status, WorkflowStatus};
+pub use step::{step, step_with, StepOptions};
+pub use sysdb::{DBOS_SCHEMA_VERSION, INTERNAL_QUEUE, MAINSTAY_SCHEMA_VERSION};
+pub use workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
+
+pub use mainstay_macros::{step, workflow};
+
+/// Runs the system-database migrations against `config`'s database and returns.
+pub async fn migrate(config: &Config) -> Result<()> {
+    let db = sysdb::SystemDatabase::connect(config).await?;
+    let result = db.migrate().await;
+    db.close().await;
+    result
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::workflow::{boxed, WorkflowResult};
+    pub use futures::future::BoxFuture;
+    pub use inventory;
+}

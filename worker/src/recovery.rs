@@ -1,0 +1,34 @@
+//! Recovery: workflows left `PENDING` by a process that stopped are put back on a queue, and
+//! the ordinary claim admits exactly one new runner, which replays them from their records.
+//!
+//! A process recovers its own executor's workflows of its own application version at launch.
+//! Dead executors (a pod that is gone) are recovered by whoever knows they are dead, through
+//! [`recover_executor`] (the operator calls it when a worker pod disappears).
+
+use std::sync::Arc;
+
+use crate::app::Runtime;
+use crate::error::Result;
+
+/// Re-enqueues this process's own `PENDING` workflows; returns how many.
+pub(crate) async fn recover_own(rt: &Arc<Runtime>) -> Result<usize> {
+    let ids = rt.db.recover_executor(&rt.config.executor_id, Some(&rt.app_version)).await?;
+    if !ids.is_empty() {
+        tracing::info!(
+            executor_id = %rt.config.executor_id,
+            count = ids.len(),
+            "re-enqueued pending workflows of this executor for recovery"
+        );
+    }
+    Ok(ids.len())
+}
+
+impl crate::Mainstay {
+    /// Re-enqueues every `PENDING` workflow of `executor_id` (any version), so that live workers
+    /// run them. Call it only for an executor known to be dead. Returns the workflow IDs.
+    pub async fn recover_executor(&self, executor_id: &str) -> Result<Vec<String>> {
+        let ids = self.runtime().db.recover_executor(executor_id, None).await?;
+        self.runtime().wake.notify_one();
+        Ok(ids)
+    }
+}

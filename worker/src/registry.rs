@@ -1,0 +1,63 @@
+//! The workflows this process can run, by name, so that recovered and queued workflows can be
+//! started from their stored name and inputs.
+//!
+//! `#[mainstay::workflow]` registers each workflow at link time (through `inventory`); code
+//! without macros registers with [`crate::MainstayBuilder::register`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::app::Runtime;
+use crate::sysdb::Claimed;
+use crate::workflow::{run_claimed, Workflow};
+
+type Runner = fn(Arc<Runtime>, Claimed) -> BoxFuture<'static, ()>;
+
+/// A registered workflow: its name and a type-erased runner.
+#[derive(Clone, Copy)]
+pub struct Registration {
+    pub(crate) name: fn() -> &'static str,
+    pub(crate) runner: Runner,
+}
+
+impl Registration {
+    /// The registration of workflow type `W`.
+    pub const fn of<W: Workflow>() -> Registration {
+        Registration { name: name_of::<W>, runner: run_claimed::<W> }
+    }
+}
+
+fn name_of<W: Workflow>() -> &'static str {
+    W::NAME
+}
+
+inventory::collect!(Registration);
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    by_name: BTreeMap<&'static str, Registration>,
+}
+
+impl Registry {
+    /// Everything registered by the macros, plus `extra`.
+    pub(crate) fn collect(extra: &[Registration]) -> Registry {
+        let mut by_name = BTreeMap::new();
+        for r in inventory::iter::<Registration> {
+            by_name.insert((r.name)(), *r);
+        }
+        for r in extra {
+            by_name.insert((r.name)(), *r);
+        }
+        Registry { by_name }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Registration> {
+        self.by_name.get(name)
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.by_name.keys().copied()
+    }
+}

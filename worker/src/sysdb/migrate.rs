@@ -1,0 +1,144 @@
+//! System-database migrations: DBOS's schema at migration 125, then Mainstay's own objects.
+//!
+//! Invariants: runs under a session advisory lock, so concurrent launches serialize; each step
+//! is one transaction, so a crash leaves either the old or the new version; a database that a
+//! later DBOS release migrated further is accepted as is (never downgraded), while one that a
+//! later *Mainstay* release migrated is refused, because this binary cannot know what changed.
+
+use sqlx::{AssertSqlSafe, Acquire, PgPool, Row};
+
+use crate::error::{Error, Result};
+
+/// The DBOS migration number whose schema Mainstay creates (DBOS Transact 3.4.0).
+pub const DBOS_SCHEMA_VERSION: i64 = 125;
+
+/// Mainstay's own migrations (objects prefixed `mainstay_`), in order.
+const MAINSTAY_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/0002_mainstay_enqueue_notify.sql"))];
+
+/// The newest Mainstay schema version this binary knows.
+pub const MAINSTAY_SCHEMA_VERSION: i64 = MAINSTAY_MIGRATIONS[MAINSTAY_MIGRATIONS.len() - 1].0;
+
+const DBOS_SCHEMA: &str = include_str!("../../migrations/0001_dbos_system_schema.sql");
+
+fn render(sql: &str, schema: &str) -> String {
+    sql.replace("{{schema}}", &format!("\"{schema}\""))
+}
+
+pub(super) async fn run(pool: &PgPool, schema: &str) -> Result<()> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| Error::db("acquire a connection to migrate the system database", e))?;
+    let lock_key = format!("mainstay-migrate:{schema}");
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(&lock_key)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::db("take the migration lock", e))?;
+    let result = migrate_locked(&mut conn, schema).await;
+    // Released explicitly so a pooled connection does not keep holding it.
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(&lock_key)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<()> {
+    let mut tx = conn.begin().await.map_err(|e| Error::db("begin migration", e))?;
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db(format!("create schema {schema}"), e))?;
+    let dbos_version = table_version(&mut tx, schema, "dbos_migrations").await?;
+    match dbos_version {
+        Some(v) if v >= DBOS_SCHEMA_VERSION => {
+            if v > DBOS_SCHEMA_VERSION {
+                tracing::info!(
+                    schema,
+                    version = v,
+                    "system database was migrated by a newer DBOS release; using it as is"
+                );
+            }
+        }
+        Some(v) if v > 0 => {
+            return Err(Error::Config(format!(
+                "the system database schema `{schema}` is at DBOS migration {v}, older than the \
+                 {DBOS_SCHEMA_VERSION} Mainstay requires; launch DBOS Transact 3.4 against it once \
+                 to upgrade it, or use a new schema"
+            )));
+        }
+        _ => {
+            sqlx::raw_sql(AssertSqlSafe(render(DBOS_SCHEMA, schema)))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Error::db(format!("create the DBOS system tables in schema {schema}"), e))?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DELETE FROM \"{schema}\".dbos_migrations; \
+                 INSERT INTO \"{schema}\".dbos_migrations (version) VALUES ({DBOS_SCHEMA_VERSION})"
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db("record the DBOS migration version", e))?;
+        }
+    }
+
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS \"{schema}\".mainstay_migrations (
+             version bigint NOT NULL PRIMARY KEY,
+             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint)"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| Error::db("create the mainstay_migrations table", e))?;
+    let current = table_version(&mut tx, schema, "mainstay_migrations").await?.unwrap_or(0);
+    if current > MAINSTAY_SCHEMA_VERSION {
+        return Err(Error::SchemaAhead {
+            schema: schema.to_string(),
+            found: current,
+            known: MAINSTAY_SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MAINSTAY_MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        sqlx::raw_sql(AssertSqlSafe(render(sql, schema)))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(format!("apply Mainstay migration {version}"), e))?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO \"{schema}\".mainstay_migrations (version) VALUES ($1)"
+        )))
+        .bind(version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db(format!("record Mainstay migration {version}"), e))?;
+    }
+    tx.commit().await.map_err(|e| Error::db("commit the migration", e))?;
+    Ok(())
+}
+
+/// The highest version recorded in a bookkeeping table, or `None` if the table does not exist.
+async fn table_version(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Option<i64>> {
+    let exists: bool = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+         WHERE table_schema = $1 AND table_name = $2)",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Error::db(format!("check for table {schema}.{table}"), e))?
+    .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT max(version) FROM \"{schema}\".{table}")))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| Error::db(format!("read {schema}.{table}"), e))?;
+    Ok(row.get::<Option<i64>, _>(0))
+}

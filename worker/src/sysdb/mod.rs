@@ -1,0 +1,754 @@
+//! The system database: the only module that issues SQL against it.
+//!
+//! Invariants:
+//! - every write is one statement (or one transaction for a group-committed batch) and is
+//!   acknowledged to its caller only after it committed;
+//! - step checkpoints and outcomes carry the writer's owner token, and the token check is part of
+//!   the writing statement itself: two executions racing on one workflow never both record;
+//! - a first execution writes its row and then only checkpoints; replays read the recorded steps
+//!   once, up front.
+
+mod committer;
+mod migrate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+
+pub(crate) use committer::Committer;
+pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
+
+use crate::config::{redact, Config};
+use crate::error::{Error, Result};
+use crate::status::{Status, WorkflowStatus};
+
+/// Queue that recovery, resume and fork put workflows on; reserved by DBOS.
+pub const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
+
+/// Channel on which a trigger announces newly enqueued work (payload: the queue name).
+pub const ENQUEUED_CHANNEL: &str = "mainstay_enqueued";
+/// Channel on which cancellations are announced (payload: the workflow ID).
+pub const CANCELLED_CHANNEL: &str = "mainstay_cancelled";
+
+const NOW_MS: &str = "(EXTRACT(epoch FROM now()) * 1000)::bigint";
+
+/// A workflow row to insert.
+#[derive(Debug, Clone)]
+pub(crate) struct NewWorkflow {
+    pub id: String,
+    pub name: String,
+    pub status: &'static str,
+    pub inputs: String,
+    pub owner: Option<String>,
+    pub executor_id: Option<String>,
+    pub app_version: Option<String>,
+    pub app_name: Option<String>,
+    pub queue_name: Option<String>,
+    pub parent_id: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub deadline_ms: Option<i64>,
+    pub priority: i32,
+    pub deduplication_id: Option<String>,
+    pub partition_key: Option<String>,
+    pub delay_until_ms: Option<i64>,
+    pub recovery_attempts: i64,
+}
+
+/// What inserting a workflow found.
+#[derive(Debug, Clone)]
+pub(crate) enum StartOutcome {
+    Inserted,
+    Exists { name: Option<String>, status: Status },
+}
+
+/// A step's checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct StepRecord {
+    pub workflow_id: Arc<str>,
+    pub owner: Arc<str>,
+    pub function_id: i32,
+    pub name: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub child_workflow_id: Option<String>,
+    pub started_ms: i64,
+    pub completed_ms: i64,
+}
+
+/// A recorded operation, read back on replay or on a checkpoint conflict.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordedOp {
+    pub function_id: i32,
+    pub name: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub child_workflow_id: Option<String>,
+    pub serialization: Option<String>,
+}
+
+/// What a checkpoint found.
+#[derive(Debug, Clone)]
+pub(crate) enum CheckpointOutcome {
+    Recorded,
+    /// Another execution recorded this step first; its record wins.
+    Existing(RecordedOp),
+    /// This execution no longer owns the workflow (cancelled, recovered elsewhere).
+    NotOwner,
+}
+
+/// A workflow's final outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub workflow_id: Arc<str>,
+    pub owner: Arc<str>,
+    pub status: &'static str,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A workflow claimed from a queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    pub id: String,
+    pub name: String,
+    pub status: Status,
+    pub owner: String,
+    pub inputs: Option<String>,
+    pub serialization: Option<String>,
+    pub deadline_ms: Option<i64>,
+    /// Whether an earlier execution recorded steps (a replay must load them).
+    pub has_steps: bool,
+}
+
+/// All statements, with the schema name spliced in once.
+struct Sql {
+    insert_workflows: Arc<str>,
+    existing_workflows: Arc<str>,
+    insert_steps: Arc<str>,
+    existing_steps: Arc<str>,
+    finish_workflows: Arc<str>,
+    finished_check: Arc<str>,
+    start_child: Arc<str>,
+    recorded_steps: Arc<str>,
+    get_status: Arc<str>,
+    claim: Arc<str>,
+    recover_executor: Arc<str>,
+    cancel: Arc<str>,
+    resume: Arc<str>,
+    register_version: Arc<str>,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Sql {
+        let s = format!("\"{schema}\"");
+        let f = |text: &str| -> Arc<str> { Arc::from(text.replace("{s}", &s).replace("{now}", NOW_MS)) };
+        Sql {
+            insert_workflows: f(r#"
+WITH r AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[],
+                         $13::int4[], $14::text[], $15::text[], $16::int8[], $17::int8[])
+        AS r(id, name, status, inputs, owner, executor, version, app_name, queue, parent,
+             timeout_ms, deadline, priority, dedup, partition_key, delay_until, attempts)
+), ins AS (
+    INSERT INTO {s}.workflow_status (
+        workflow_uuid, name, status, owner_xid, executor_id, application_version,
+        application_name, queue_name, parent_workflow_id, workflow_timeout_ms,
+        workflow_deadline_epoch_ms, priority, deduplication_id, queue_partition_key,
+        delay_until_epoch_ms, recovery_attempts, serialization, creator_xid, created_at, updated_at)
+    SELECT id, name, status, owner, executor, version, app_name, queue, parent, timeout_ms,
+           deadline, priority, dedup, partition_key, delay_until, attempts, 'portable_json',
+           owner, {now}, {now}
+    FROM r
+    ON CONFLICT (workflow_uuid) DO NOTHING
+    RETURNING workflow_uuid
+), inp AS (
+    INSERT INTO {s}.workflow_input (workflow_uuid, inputs)
+    SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
+    ON CONFLICT (workflow_uuid) DO NOTHING
+)
+SELECT workflow_uuid FROM ins"#),
+            existing_workflows: f(
+                "SELECT workflow_uuid, name, status FROM {s}.workflow_status \
+                 WHERE workflow_uuid = ANY($1::text[])",
+            ),
+            insert_steps: f(r#"
+INSERT INTO {s}.operation_outputs (
+    workflow_uuid, function_id, function_name, output, error, child_workflow_id,
+    started_at_epoch_ms, completed_at_epoch_ms, serialization)
+SELECT r.wf, r.fid, r.name, r.output, r.error, r.child, r.started, r.completed, 'portable_json'
+FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::int8[], $9::int8[])
+     AS r(wf, owner, fid, name, output, error, child, started, completed)
+WHERE EXISTS (SELECT 1 FROM {s}.workflow_status ws
+              WHERE ws.workflow_uuid = r.wf AND ws.owner_xid = r.owner AND ws.status = 'PENDING')
+ON CONFLICT (workflow_uuid, function_id) DO NOTHING
+RETURNING workflow_uuid, function_id"#),
+            existing_steps: f(r#"
+SELECT o.workflow_uuid, o.function_id, o.function_name, o.output, o.error, o.child_workflow_id,
+       o.serialization
+FROM {s}.operation_outputs o
+JOIN UNNEST($1::text[], $2::int4[]) AS k(wf, fid) ON o.workflow_uuid = k.wf AND o.function_id = k.fid"#),
+            finish_workflows: f(r#"
+WITH r AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        AS r(id, owner, status, output, error)
+), upd AS (
+    UPDATE {s}.workflow_status ws
+    SET status = r.status, updated_at = {now}, completed_at = {now}, deduplication_id = NULL
+    FROM r
+    WHERE ws.workflow_uuid = r.id AND ws.owner_xid = r.owner AND ws.status = 'PENDING'
+    RETURNING ws.workflow_uuid
+), out AS (
+    INSERT INTO {s}.workflow_output (workflow_uuid, output, error)
+    SELECT r.id, r.output, r.error FROM r JOIN upd ON upd.workflow_uuid = r.id
+    ON CONFLICT (workflow_uuid) DO UPDATE SET output = EXCLUDED.output, error = EXCLUDED.error
+)
+SELECT workflow_uuid FROM upd"#),
+            finished_check: f(
+                "SELECT workflow_uuid, status, owner_xid FROM {s}.workflow_status \
+                 WHERE workflow_uuid = ANY($1::text[])",
+            ),
+            start_child: f(r#"
+WITH own AS (
+    SELECT 1 FROM {s}.workflow_status
+    WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+), child AS (
+    INSERT INTO {s}.workflow_status (
+        workflow_uuid, name, status, owner_xid, executor_id, application_version,
+        application_name, parent_workflow_id, workflow_timeout_ms, workflow_deadline_epoch_ms,
+        recovery_attempts, serialization, creator_xid, created_at, updated_at)
+    SELECT $3, $4, 'PENDING', $5, $6, $7, $8, $1, $9, $10, 1, 'portable_json', $5, {now}, {now}
+    FROM own
+    ON CONFLICT (workflow_uuid) DO NOTHING
+    RETURNING workflow_uuid
+), inp AS (
+    INSERT INTO {s}.workflow_input (workflow_uuid, inputs)
+    SELECT workflow_uuid, $11 FROM child
+    ON CONFLICT (workflow_uuid) DO NOTHING
+), rec AS (
+    INSERT INTO {s}.operation_outputs (
+        workflow_uuid, function_id, function_name, child_workflow_id, started_at_epoch_ms,
+        serialization)
+    SELECT $1, $12, $4, $3, {now}, 'portable_json' FROM own
+    ON CONFLICT (workflow_uuid, function_id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM child) AS created,
+       (SELECT count(*) FROM rec) AS recorded"#),
+            recorded_steps: f(
+                "SELECT function_id, function_name, output, error, child_workflow_id, serialization \
+                 FROM {s}.operation_outputs WHERE workflow_uuid = $1",
+            ),
+            get_status: f(r#"
+SELECT ws.workflow_uuid, ws.status, ws.name, ws.executor_id, ws.application_version,
+       ws.queue_name, ws.parent_workflow_id, COALESCE(ws.recovery_attempts, 0) AS recovery_attempts,
+       ws.created_at, ws.updated_at, ws.started_at_epoch_ms, ws.completed_at,
+       ws.workflow_deadline_epoch_ms,
+       COALESCE(o.output, ws.output) AS output, COALESCE(o.error, ws.error) AS error,
+       ws.serialization
+FROM {s}.workflow_status ws LEFT JOIN {s}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid
+WHERE ws.workflow_uuid = $1"#),
+            claim: f(r#"
+WITH picked AS (
+    SELECT workflow_uuid FROM {s}.workflow_status
+    WHERE queue_name = $1 AND status = 'ENQUEUED'
+      AND (application_version = $2
+           OR (application_version IS NULL
+               AND $2 = (SELECT version_name FROM {s}.application_versions
+                         ORDER BY version_timestamp DESC LIMIT 1)))
+    ORDER BY priority, created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.workflow_status ws
+SET status = CASE WHEN COALESCE(ws.recovery_attempts, 0) > $5 THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
+                  ELSE 'PENDING' END,
+    owner_xid = gen_random_uuid()::text,
+    executor_id = $4,
+    application_version = COALESCE(ws.application_version, $2),
+    started_at_epoch_ms = {now},
+    updated_at = {now},
+    recovery_attempts = COALESCE(ws.recovery_attempts, 0) + 1,
+    workflow_deadline_epoch_ms = CASE
+        WHEN ws.workflow_timeout_ms IS NOT NULL AND ws.workflow_deadline_epoch_ms IS NULL
+        THEN {now} + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
+FROM picked LEFT JOIN {s}.workflow_input wi ON wi.workflow_uuid = picked.workflow_uuid
+WHERE ws.workflow_uuid = picked.workflow_uuid
+RETURNING ws.workflow_uuid, ws.name, ws.status, ws.owner_xid, COALESCE(wi.inputs, ws.inputs) AS inputs,
+          ws.serialization, ws.workflow_deadline_epoch_ms,
+          EXISTS (SELECT 1 FROM {s}.operation_outputs oo
+                  WHERE oo.workflow_uuid = ws.workflow_uuid) AS has_steps"#),
+            recover_executor: f(r#"
+UPDATE {s}.workflow_status
+SET status = 'ENQUEUED', queue_name = COALESCE(queue_name, $3), owner_xid = NULL,
+    started_at_epoch_ms = NULL, updated_at = {now}
+WHERE status = 'PENDING' AND executor_id = $1
+  AND ($2::text IS NULL OR application_version = $2 OR application_version IS NULL)
+RETURNING workflow_uuid"#),
+            cancel: f(r#"
+WITH upd AS (
+    UPDATE {s}.workflow_status
+    SET status = 'CANCELLED', updated_at = {now}, deduplication_id = NULL,
+        started_at_epoch_ms = NULL
+    WHERE workflow_uuid = $1 AND status NOT IN ('SUCCESS', 'ERROR')
+    RETURNING workflow_uuid
+), notify AS (
+    SELECT pg_notify('mainstay_cancelled', workflow_uuid) FROM upd
+)
+SELECT (SELECT count(*) FROM notify) AS cancelled,
+       (SELECT status FROM {s}.workflow_status WHERE workflow_uuid = $1) AS previous"#),
+            resume: f(r#"
+UPDATE {s}.workflow_status
+SET status = 'ENQUEUED', queue_name = $2, owner_xid = NULL, started_at_epoch_ms = NULL,
+    recovery_attempts = 0, workflow_deadline_epoch_ms = NULL, deduplication_id = NULL,
+    updated_at = {now}
+WHERE workflow_uuid = $1 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
+                                        'ENQUEUED', 'DELAYED')
+RETURNING workflow_uuid"#),
+            register_version: f(r#"
+INSERT INTO {s}.application_versions (version_id, version_name, application_name)
+VALUES (gen_random_uuid()::text, $1, $2)
+ON CONFLICT DO NOTHING"#),
+        }
+    }
+}
+
+/// Handle to the system database. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct SystemDatabase {
+    pool: PgPool,
+    schema: Arc<str>,
+    sql: Arc<Sql>,
+}
+
+fn q(sql: &Arc<str>) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(AssertSqlSafe(sql.clone()))
+}
+
+/// Whether a failed statement may succeed when tried again on a fresh connection.
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
+                || code == "40001" || code == "40P01" || code == "53300"
+        }
+        _ => false,
+    }
+}
+
+impl SystemDatabase {
+    /// Connects, retrying an unreachable server with backoff until `connect_timeout`.
+    pub(crate) async fn connect(config: &Config) -> Result<SystemDatabase> {
+        config.validate()?;
+        let options: PgConnectOptions = config.database_url.parse().map_err(|e| {
+            Error::Config(format!(
+                "database URL {} is invalid: {e}",
+                redact(&config.database_url)
+            ))
+        })?;
+        let options = options.application_name("mainstay");
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let mut delay = Duration::from_millis(100);
+        let pool = loop {
+            let attempt = PgPoolOptions::new()
+                .max_connections(config.pool_size)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await;
+            match attempt {
+                Ok(pool) => break pool,
+                Err(e) if is_transient(&e) && tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(
+                        url = %redact(&config.database_url),
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "system database unreachable; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    let hint = if is_transient(&e) {
+                        format!(
+                            "gave up after {:?}; check that Postgres is running and reachable at \
+                             that address (or start one with `mainstay postgres start`)",
+                            config.connect_timeout
+                        )
+                    } else {
+                        "check the user, password and database name in the URL".to_string()
+                    };
+                    return Err(Error::Config(format!(
+                        "cannot connect to the system database at {}: {e}; {hint}",
+                        redact(&config.database_url)
+                    )));
+                }
+            }
+        };
+        Ok(SystemDatabase {
+            pool,
+            schema: Arc::from(config.system_schema.as_str()),
+            sql: Arc::new(Sql::new(&config.system_schema)),
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Runs the system-database migrations (idempotent, under an advisory lock).
+    pub(crate) async fn migrate(&self) -> Result<()> {
+        migrate::run(&self.pool, &self.schema).await
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- group-committed writes (called by the committer) ----
+
+    pub(crate) async fn insert_workflows(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[&NewWorkflow],
+    ) -> std::result::Result<Vec<StartOutcome>, sqlx::Error> {
+        let col = |f: &dyn Fn(&NewWorkflow) -> Option<String>| -> Vec<Option<String>> {
+            rows.iter().map(|r| f(r)).collect()
+        };
+        let inserted: Vec<String> = q(&self.sql.insert_workflows)
+            .bind(col(&|r| Some(r.id.clone())))
+            .bind(col(&|r| Some(r.name.clone())))
+            .bind(col(&|r| Some(r.status.to_string())))
+            .bind(col(&|r| Some(r.inputs.clone())))
+            .bind(col(&|r| r.owner.clone()))
+            .bind(col(&|r| r.executor_id.clone()))
+            .bind(col(&|r| r.app_version.clone()))
+            .bind(col(&|r| r.app_name.clone()))
+            .bind(col(&|r| r.queue_name.clone()))
+            .bind(col(&|r| r.parent_id.clone()))
+            .bind(rows.iter().map(|r| r.timeout_ms).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.deadline_ms).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.priority).collect::<Vec<_>>())
+            .bind(col(&|r| r.deduplication_id.clone()))
+            .bind(col(&|r| r.partition_key.clone()))
+            .bind(rows.iter().map(|r| r.delay_until_ms).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.recovery_attempts).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+        let missing: Vec<String> =
+            rows.iter().filter(|r| !inserted.contains(&r.id)).map(|r| r.id.clone()).collect();
+        let mut existing = std::collections::HashMap::new();
+        if !missing.is_empty() {
+            for row in q(&self.sql.existing_workflows).bind(&missing).fetch_all(&mut *conn).await? {
+                let id: String = row.get(0);
+                let name: Option<String> = row.get(1);
+                let status: Option<String> = row.get(2);
+                existing.insert(id, (name, Status::parse(status.as_deref().unwrap_or(""))));
+            }
+        }
+        Ok(rows
+            .iter()
+            .map(|r| {
+                if inserted.contains(&r.id) {
+                    StartOutcome::Inserted
+                } else {
+                    let (name, status) = existing
+                        .get(&r.id)
+                        .cloned()
+                        .unwrap_or((None, Status::Other("UNKNOWN".into())));
+                    StartOutcome::Exists { name, status }
+                }
+            })
+            .collect())
+    }
+
+    pub(crate) async fn insert_steps(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[&StepRecord],
+    ) -> std::result::Result<Vec<CheckpointOutcome>, sqlx::Error> {
+        let inserted: Vec<(String, i32)> = q(&self.sql.insert_steps)
+            .bind(rows.iter().map(|r| r.workflow_id.to_string()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.owner.to_string()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.function_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.output.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.child_workflow_id.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.started_ms).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.completed_ms).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.get::<String, _>(0), row.get::<i32, _>(1)))
+            .collect();
+        let is_inserted =
+            |r: &StepRecord| inserted.iter().any(|(w, f)| **w == *r.workflow_id && *f == r.function_id);
+        let missing: Vec<&&StepRecord> = rows.iter().filter(|r| !is_inserted(r)).collect();
+        let mut existing: Vec<(String, RecordedOp)> = Vec::new();
+        if !missing.is_empty() {
+            let rows_found = q(&self.sql.existing_steps)
+                .bind(missing.iter().map(|r| r.workflow_id.to_string()).collect::<Vec<_>>())
+                .bind(missing.iter().map(|r| r.function_id).collect::<Vec<_>>())
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in rows_found {
+                existing.push((
+                    row.get(0),
+                    RecordedOp {
+                        function_id: row.get(1),
+                        name: row.get(2),
+                        output: row.get(3),
+                        error: row.get(4),
+                        child_workflow_id: row.get(5),
+                        serialization: row.get(6),
+                    },
+                ));
+            }
+        }
+        Ok(rows
+            .iter()
+            .map(|r| {
+                if is_inserted(r) {
+                    return CheckpointOutcome::Recorded;
+                }
+                existing
+                    .iter()
+                    .find(|(w, op)| **w == *r.workflow_id && op.function_id == r.function_id)
+                    .map(|(_, op)| CheckpointOutcome::Existing(op.clone()))
+                    .unwrap_or(CheckpointOutcome::NotOwner)
+            })
+            .collect())
+    }
+
+    pub(crate) async fn finish_workflows(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[&Outcome],
+    ) -> std::result::Result<Vec<bool>, sqlx::Error> {
+        let updated: Vec<String> = q(&self.sql.finish_workflows)
+            .bind(rows.iter().map(|r| r.workflow_id.to_string()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.owner.to_string()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.status.to_string()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.output.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| row.get(0))
+            .collect();
+        let missing: Vec<String> = rows
+            .iter()
+            .filter(|r| !updated.iter().any(|u| **u == *r.workflow_id))
+            .map(|r| r.workflow_id.to_string())
+            .collect();
+        // A retry after an ambiguous commit finds its own outcome already written.
+        let mut already: Vec<String> = Vec::new();
+        if !missing.is_empty() {
+            for row in q(&self.sql.finished_check).bind(&missing).fetch_all(&mut *conn).await? {
+                let id: String = row.get(0);
+                let status: Option<String> = row.get(1);
+                let owner: Option<String> = row.get(2);
+                if let Some(r) = rows.iter().find(|r| *r.workflow_id == *id) {
+                    if status.as_deref() == Some(r.status) && owner.as_deref() == Some(&*r.owner) {
+                        already.push(id);
+                    }
+                }
+            }
+        }
+        Ok(rows
+            .iter()
+            .map(|r| {
+                updated.iter().any(|u| **u == *r.workflow_id)
+                    || already.iter().any(|u| **u == *r.workflow_id)
+            })
+            .collect())
+    }
+
+    // ---- direct statements ----
+
+    /// Starts a child workflow and records it as the parent's step, in one statement.
+    /// Returns `(owned, created)`: whether the parent is still owned, whether the child is new.
+    pub(crate) async fn start_child(
+        &self,
+        parent_id: &str,
+        parent_owner: &str,
+        function_id: i32,
+        child: &NewWorkflow,
+    ) -> Result<(bool, bool)> {
+        let row = q(&self.sql.start_child)
+            .bind(parent_id)
+            .bind(parent_owner)
+            .bind(&child.id)
+            .bind(&child.name)
+            .bind(&child.owner)
+            .bind(&child.executor_id)
+            .bind(&child.app_version)
+            .bind(&child.app_name)
+            .bind(child.timeout_ms)
+            .bind(child.deadline_ms)
+            .bind(&child.inputs)
+            .bind(function_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("start child workflow {}", child.id), e))?;
+        let owned: i64 = row.get("owned");
+        let created: i64 = row.get("created");
+        Ok((owned > 0, created > 0))
+    }
+
+    /// Every recorded operation of a workflow, for a replay.
+    pub(crate) async fn recorded_steps(&self, workflow_id: &str) -> Result<Vec<RecordedOp>> {
+        let rows = q(&self.sql.recorded_steps)
+            .bind(workflow_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("load the recorded steps of workflow {workflow_id}"), e))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| RecordedOp {
+                function_id: row.get(0),
+                name: row.get(1),
+                output: row.get(2),
+                error: row.get(3),
+                child_workflow_id: row.get(4),
+                serialization: row.get(5),
+            })
+            .collect())
+    }
+
+    pub(crate) async fn get_status(&self, workflow_id: &str) -> Result<Option<WorkflowStatus>> {
+        let row = q(&self.sql.get_status)
+            .bind(workflow_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("read the status of workflow {workflow_id}"), e))?;
+        Ok(row.map(|row| WorkflowStatus {
+            workflow_id: row.get(0),
+            status: Status::parse(row.get::<Option<String>, _>(1).as_deref().unwrap_or("")),
+            name: row.get(2),
+            executor_id: row.get(3),
+            app_version: row.get(4),
+            queue_name: row.get(5),
+            parent_workflow_id: row.get(6),
+            recovery_attempts: row.get(7),
+            created_at_ms: row.get(8),
+            updated_at_ms: row.get(9),
+            started_at_ms: row.get(10),
+            completed_at_ms: row.get(11),
+            deadline_epoch_ms: row.get(12),
+            output: row.get(13),
+            error: row.get(14),
+            serialization: row.get(15),
+        }))
+    }
+
+    /// Claims up to `limit` runnable workflows of a queue for this executor.
+    pub(crate) async fn claim(
+        &self,
+        queue: &str,
+        app_version: &str,
+        executor_id: &str,
+        limit: i64,
+        max_recovery_attempts: i64,
+    ) -> Result<Vec<Claimed>> {
+        let rows = q(&self.sql.claim)
+            .bind(queue)
+            .bind(app_version)
+            .bind(limit)
+            .bind(executor_id)
+            .bind(max_recovery_attempts)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("claim queued workflows from queue {queue}"), e))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Claimed {
+                id: row.get(0),
+                name: row.get::<Option<String>, _>(1).unwrap_or_default(),
+                status: Status::parse(row.get::<Option<String>, _>(2).as_deref().unwrap_or("")),
+                owner: row.get::<Option<String>, _>(3).unwrap_or_default(),
+                inputs: row.get(4),
+                serialization: row.get(5),
+                deadline_ms: row.get(6),
+                has_steps: row.get(7),
+            })
+            .collect())
+    }
+
+    /// Re-enqueues the `PENDING` workflows of an executor (of one version, or any if `None`).
+    pub(crate) async fn recover_executor(
+        &self,
+        executor_id: &str,
+        app_version: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let rows = q(&self.sql.recover_executor)
+            .bind(executor_id)
+            .bind(app_version)
+            .bind(INTERNAL_QUEUE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| {
+                Error::db(format!("re-enqueue the pending workflows of executor {executor_id}"), e)
+            })?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Cancels a workflow that has not finished. Returns the status it had, or `None` if it
+    /// does not exist.
+    pub(crate) async fn cancel(&self, workflow_id: &str) -> Result<Option<(bool, Status)>> {
+        let row = q(&self.sql.cancel)
+            .bind(workflow_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("cancel workflow {workflow_id}"), e))?;
+        let cancelled: i64 = row.get("cancelled");
+        let previous: Option<String> = row.get("previous");
+        Ok(previous.map(|p| (cancelled > 0, Status::parse(&p))))
+    }
+
+    /// Puts a stopped workflow back on the internal queue so it runs again from its last step.
+    pub(crate) async fn resume(&self, workflow_id: &str) -> Result<bool> {
+        let rows = q(&self.sql.resume)
+            .bind(workflow_id)
+            .bind(INTERNAL_QUEUE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("resume workflow {workflow_id}"), e))?;
+        Ok(!rows.is_empty())
+    }
+
+    pub(crate) async fn register_version(&self, version: &str, app_name: Option<&str>) -> Result<()> {
+        q(&self.sql.register_version)
+            .bind(version)
+            .bind(app_name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("register application version {version}"), e))?;
+        Ok(())
+    }
+
+    /// A listener subscribed to mainstay's wake-up channels.
+    pub(crate) async fn listener(&self) -> Result<sqlx::postgres::PgListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(|e| Error::db("open a notification listener", e))?;
+        listener
+            .listen_all([ENQUEUED_CHANNEL, CANCELLED_CHANNEL])
+            .await
+            .map_err(|e| Error::db("listen for notifications", e))?;
+        Ok(listener)
+    }
+}

@@ -1,0 +1,472 @@
+//! Workflows: durable functions of steps, started, run, awaited and recorded.
+//!
+//! Invariants:
+//! - a workflow ID names one execution record: starting an existing ID with the same workflow
+//!   returns that run (it never runs twice); with another workflow it is a [`Error::WorkflowConflict`];
+//! - a workflow's outcome is written once, by the execution that owns the row (`owner_xid`),
+//!   and only while the row is `PENDING`;
+//! - an interrupted workflow (shutdown, cancel, lost ownership, database outage) writes nothing
+//!   and stays as it is for recovery; a panic is recorded as a failure named `Panic`.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::app::{LocalOutcome, Mainstay, Runtime};
+use crate::context::{self, WorkflowContext};
+use crate::error::{Error, Failure, Result};
+use crate::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure};
+use crate::status::{Status, WorkflowStatus};
+use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome};
+
+/// A durable workflow. `#[mainstay::workflow]` implements it for an `async fn`; implement it by
+/// hand to define workflows without macros.
+pub trait Workflow: Send + Sync + 'static {
+    /// The name recorded in the database, by which recovery and other SDKs find it.
+    const NAME: &'static str;
+    /// The arguments as a tuple (`()` for none, `(T,)` for one); stored as positional args.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// The output on success.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Runs the body.
+    fn run(args: Self::Args) -> BoxFuture<'static, Result<Self::Output>>;
+}
+
+/// Options of one workflow start.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowOptions {
+    /// The workflow ID: an idempotency key. A fresh UUID when unset.
+    pub id: Option<String>,
+}
+
+/// A call of workflow `W` with its arguments. `.await` it to run the workflow durably and get
+/// its output, or [`start`](WorkflowCall::start) it in the background for a handle.
+///
+/// Inside a workflow, the call is a child workflow, recorded as a step of the caller.
+#[must_use = "a workflow call does nothing until it is awaited or started"]
+pub struct WorkflowCall<W: Workflow> {
+    args: W::Args,
+    options: WorkflowOptions,
+    parent: Option<(Arc<WorkflowContext>, i32)>,
+    runtime: Option<Arc<Runtime>>,
+}
+
+impl<W: Workflow> WorkflowCall<W> {
+    /// A call of `W` with these arguments. Inside a workflow, its step ID is taken now.
+    pub fn new(args: W::Args) -> Self {
+        let parent = context::current().map(|ctx| {
+            let id = ctx.next_function_id();
+            (ctx, id)
+        });
+        WorkflowCall { args, options: WorkflowOptions::default(), parent, runtime: None }
+    }
+
+    /// Runs the workflow under this ID (an idempotency key).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.options.id = Some(id.into());
+        self
+    }
+
+    /// Runs the workflow on this instance instead of the globally launched one.
+    pub fn on(mut self, app: &Mainstay) -> Self {
+        self.runtime = Some(app.runtime().clone());
+        self
+    }
+
+    fn resolve_runtime(&self) -> Result<Arc<Runtime>> {
+        if let Some((ctx, _)) = &self.parent {
+            return Ok(ctx.rt.clone());
+        }
+        match &self.runtime {
+            Some(rt) => Ok(rt.clone()),
+            None => crate::app::global(),
+        }
+    }
+
+    /// Starts the workflow in the background and returns once its start is durable.
+    pub async fn start(self) -> Result<WorkflowHandle<W::Output>> {
+        Ok(self.begin().await?.0)
+    }
+
+    async fn begin(
+        self,
+    ) -> Result<(WorkflowHandle<W::Output>, Option<tokio::task::JoinHandle<Result<W::Output>>>)> {
+        let rt = self.resolve_runtime()?;
+        match self.parent {
+            Some((parent, function_id)) => {
+                start_child::<W>(rt, parent, function_id, self.args, self.options).await
+            }
+            None => start_top::<W>(rt, self.args, self.options).await,
+        }
+    }
+}
+
+impl<W: Workflow> IntoFuture for WorkflowCall<W> {
+    type Output = Result<W::Output>;
+    type IntoFuture = BoxFuture<'static, Result<W::Output>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        async move {
+            let (handle, running) = self.begin().await?;
+            if let Some(join) = running {
+                match join.await {
+                    Ok(Err(Error::NotOwner { .. })) => {}
+                    Ok(result) => return result,
+                    Err(e) => {
+                        return Err(Error::msg(format!(
+                            "workflow {} task failed: {e}",
+                            handle.workflow_id()
+                        )))
+                    }
+                }
+            }
+            handle.get_result().await
+        }
+        .boxed()
+    }
+}
+
+/// A handle to a started workflow, possibly running in another process.
+pub struct WorkflowHandle<T> {
+    id: String,
+    rt: Arc<Runtime>,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for WorkflowHandle<T> {
+    fn clone(&self) -> Self {
+        WorkflowHandle { id: self.id.clone(), rt: self.rt.clone(), _output: PhantomData }
+    }
+}
+
+impl<T: DeserializeOwned> WorkflowHandle<T> {
+    pub(crate) fn new(rt: Arc<Runtime>, id: String) -> Self {
+        WorkflowHandle { id, rt, _output: PhantomData }
+    }
+
+    pub fn workflow_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The workflow's current status record.
+    pub async fn status(&self) -> Result<WorkflowStatus> {
+        self.rt
+            .db
+            .get_status(&self.id)
+            .await?
+            .ok_or_else(|| Error::NotFound { workflow_id: self.id.clone() })
+    }
+
+    /// Waits for the workflow to finish and returns its recorded output or failure.
+    pub async fn get_result(&self) -> Result<T> {
+        let json = wait_for_outcome(&self.rt, &self.id).await?;
+        decode(Some(&json), None, &format!("the output of workflow {}", self.id))
+    }
+}
+
+/// Waits until a workflow has an outcome; returns the output JSON or the recorded failure.
+pub(crate) async fn wait_for_outcome(rt: &Arc<Runtime>, id: &str) -> Result<String> {
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if let Some(mut done) = rt.local_outcome(id) {
+            let outcome = done.wait_for(Option::is_some).await.ok().and_then(|o| o.clone());
+            match outcome {
+                Some(LocalOutcome::Success(json)) => return Ok(json),
+                Some(LocalOutcome::Failed(f)) => return Err(Error::Failed(f)),
+                _ => {}
+            }
+        }
+        let status = rt
+            .db
+            .get_status(id)
+            .await?
+            .ok_or_else(|| Error::NotFound { workflow_id: id.to_string() })?;
+        if let Some(result) = outcome_of(&status) {
+            return result;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = rt.shutdown.cancelled() => return Err(Error::Shutdown { workflow_id: id.to_string() }),
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The final result recorded in a status row, or `None` if the workflow has not finished.
+pub(crate) fn outcome_of(status: &WorkflowStatus) -> Option<Result<String>> {
+    let id = &status.workflow_id;
+    let ser = status.serialization.as_deref();
+    match status.status {
+        Status::Success => Some(match &status.output {
+            Some(o) => decode::<serde_json::Value>(Some(o), ser, &format!("the output of workflow {id}"))
+                .map(|_| o.clone()),
+            None => Ok("null".to_string()),
+        }),
+        Status::Error => Some(Err(match &status.error {
+            Some(e) => match decode_failure(e, ser, &format!("the error of workflow {id}")) {
+                Ok(f) => Error::Failed(f),
+                Err(e) => e,
+            },
+            None => Error::Failed(Failure::new("Error", "workflow failed without a recorded error")),
+        })),
+        Status::Cancelled => Some(Err(Error::Cancelled { workflow_id: id.clone() })),
+        Status::MaxRecoveryAttemptsExceeded => {
+            Some(Err(Error::MaxRecoveryAttemptsExceeded { workflow_id: id.clone() }))
+        }
+        _ => None,
+    }
+}
+
+type Started<W> = (
+    WorkflowHandle<<W as Workflow>::Output>,
+    Option<tokio::task::JoinHandle<Result<<W as Workflow>::Output>>>,
+);
+
+fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, owner: String) -> NewWorkflow {
+    NewWorkflow {
+        id,
+        name: W::NAME.to_string(),
+        status: Status::PENDING,
+        inputs,
+        owner: Some(owner),
+        executor_id: Some(rt.config.executor_id.clone()),
+        app_version: Some(rt.app_version.clone()),
+        app_name: rt.config.app_name.clone(),
+        queue_name: None,
+        parent_id: None,
+        timeout_ms: None,
+        deadline_ms: None,
+        priority: 0,
+        deduplication_id: None,
+        partition_key: None,
+        delay_until_ms: None,
+        recovery_attempts: 1,
+    }
+}
+
+async fn start_top<W: Workflow>(
+    rt: Arc<Runtime>,
+    args: W::Args,
+    options: WorkflowOptions,
+) -> Result<Started<W>> {
+    if rt.shutdown.is_cancelled() {
+        return Err(Error::NotLaunched("mainstay is shutting down; no new workflows start"));
+    }
+    let id = options.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let inputs = encode_args(&args, &format!("the inputs of workflow {id}"))?;
+    let owner = uuid::Uuid::new_v4().to_string();
+    let row = new_row::<W>(&rt, id.clone(), inputs, owner.clone());
+    match rt.committer.start_workflow(row).await? {
+        StartOutcome::Inserted => {
+            let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, rt.new_cancel_token());
+            let join = spawn_run::<W>(rt.clone(), Arc::new(ctx), args);
+            Ok((WorkflowHandle::new(rt, id), Some(join)))
+        }
+        StartOutcome::Exists { name, .. } => {
+            check_same_workflow::<W>(&id, name)?;
+            Ok((WorkflowHandle::new(rt, id), None))
+        }
+    }
+}
+
+fn check_same_workflow<W: Workflow>(id: &str, existing: Option<String>) -> Result<()> {
+    match existing {
+        Some(name) if name != W::NAME => Err(Error::WorkflowConflict {
+            workflow_id: id.to_string(),
+            existing: name,
+            requested: W::NAME.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn start_child<W: Workflow>(
+    rt: Arc<Runtime>,
+    parent: Arc<WorkflowContext>,
+    function_id: i32,
+    args: W::Args,
+    options: WorkflowOptions,
+) -> Result<Started<W>> {
+    if let Some(op) = parent.replayed(function_id, W::NAME)? {
+        let child = op.child_workflow_id.clone().ok_or_else(|| Error::NonDeterministic {
+            workflow_id: parent.workflow_id.to_string(),
+            function_id,
+            recorded: format!("{} (a step)", op.name),
+            called: format!("{} (a child workflow)", W::NAME),
+        })?;
+        return Ok((WorkflowHandle::new(rt, child), None));
+    }
+    parent.check_interrupted()?;
+    let id = options.id.unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
+    let inputs = encode_args(&args, &format!("the inputs of workflow {id}"))?;
+    let owner = uuid::Uuid::new_v4().to_string();
+    let mut row = new_row::<W>(&rt, id.clone(), inputs, owner.clone());
+    row.parent_id = Some(parent.workflow_id.to_string());
+    let (owned, created) =
+        rt.db.start_child(&parent.workflow_id, &parent.owner, function_id, &row).await?;
+    if !owned {
+        return Err(parent.lost_ownership().await);
+    }
+    if !created {
+        let existing = rt.db.get_status(&id).await?.and_then(|s| s.name);
+        check_same_workflow::<W>(&id, existing)?;
+        return Ok((WorkflowHandle::new(rt, id), None));
+    }
+    let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, rt.new_cancel_token());
+    let join = spawn_run::<W>(rt.clone(), Arc::new(ctx), args);
+    Ok((WorkflowHandle::new(rt, id), Some(join)))
+}
+
+/// Runs a workflow in a task of the runtime.
+fn spawn_run<W: Workflow>(
+    rt: Arc<Runtime>,
+    ctx: Arc<WorkflowContext>,
+    args: W::Args,
+) -> tokio::task::JoinHandle<Result<W::Output>> {
+    let tasks = rt.tasks.clone();
+    tasks.spawn(run_local::<W>(rt, ctx, args))
+}
+
+/// Runs a workflow to its outcome, publishing it to local waiters.
+async fn run_local<W: Workflow>(
+    rt: Arc<Runtime>,
+    ctx: Arc<WorkflowContext>,
+    args: W::Args,
+) -> Result<W::Output> {
+    let id = ctx.workflow_id.to_string();
+    let (done, _) = watch::channel(None);
+    rt.register_local(&id, ctx.cancel.clone(), done.subscribe());
+    let (result, outcome) = execute::<W>(&rt, ctx, args).await;
+    let _ = done.send(Some(outcome));
+    rt.deregister_local(&id);
+    result
+}
+
+async fn execute<W: Workflow>(
+    rt: &Arc<Runtime>,
+    ctx: Arc<WorkflowContext>,
+    args: W::Args,
+) -> (Result<W::Output>, LocalOutcome) {
+    let id = ctx.workflow_id.clone();
+    let body = std::panic::AssertUnwindSafe(context::scope(ctx.clone(), W::run(args))).catch_unwind();
+    let result = tokio::select! {
+        r = body => match r {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic with a non-string payload".to_string());
+                tracing::error!(workflow_id = %id, panic = %msg, "workflow panicked");
+                Err(Error::Failed(Failure::new("Panic", msg)))
+            }
+        },
+        _ = rt.shutdown.cancelled() => Err(Error::Shutdown { workflow_id: id.to_string() }),
+    };
+    let encoded = result.and_then(|value| {
+        let json = encode(&value, &format!("the output of workflow {id}"))?;
+        Ok((value, json))
+    });
+    let (status, output, error, outcome) = match &encoded {
+        Ok((_, json)) => (Status::SUCCESS, Some(json.clone()), None, LocalOutcome::Success(json.clone())),
+        Err(e) => match e.to_failure() {
+            Some(f) => (Status::ERROR, None, Some(encode_failure(&f)), LocalOutcome::Failed(f)),
+            None => {
+                return (encoded.map(|(v, _)| v), LocalOutcome::Interrupted);
+            }
+        },
+    };
+    let write = Outcome { workflow_id: id.clone(), owner: ctx.owner.clone(), status, output, error };
+    match rt.committer.finish(write).await {
+        Ok(true) => {
+            let result = match (encoded, outcome.clone()) {
+                (Ok((value, _)), _) => Ok(value),
+                (Err(_), LocalOutcome::Failed(f)) => Err(Error::Failed(f)),
+                (Err(e), _) => Err(e),
+            };
+            (result, outcome)
+        }
+        Ok(false) => (Err(ctx.lost_ownership().await), LocalOutcome::Interrupted),
+        Err(e) => (Err(e), LocalOutcome::Interrupted),
+    }
+}
+
+/// Runs a workflow claimed from a queue (or recovered): the type-erased entry of the registry.
+pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> BoxFuture<'static, ()> {
+    async move {
+        let id = claimed.id.clone();
+        let recorded = if claimed.has_steps {
+            match rt.db.recorded_steps(&id).await {
+                Ok(ops) => Some(ops),
+                Err(e) => {
+                    tracing::error!(workflow_id = %id, error = %e, "cannot load recorded steps; \
+                        the workflow stays PENDING and is recovered at the next restart");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let what = format!("the inputs of workflow {id}");
+        let ctx = Arc::new(WorkflowContext::new(
+            rt.clone(),
+            &id,
+            &claimed.owner,
+            recorded,
+            rt.new_cancel_token(),
+        ));
+        match decode_args::<W::Args>(claimed.inputs.as_deref(), claimed.serialization.as_deref(), &what) {
+            Ok(args) => {
+                let _ = run_local::<W>(rt, ctx, args).await;
+            }
+            Err(e) => {
+                tracing::error!(workflow_id = %id, error = %e, "cannot decode workflow inputs");
+                record_failure(&rt, &claimed, e).await;
+            }
+        }
+    }
+    .boxed()
+}
+
+/// Records that a claimed workflow cannot run here because nothing registered its name.
+pub(crate) async fn fail_unregistered(rt: &Arc<Runtime>, claimed: &Claimed) {
+    record_failure(rt, claimed, Error::NotRegistered { name: claimed.name.clone() }).await;
+}
+
+async fn record_failure(rt: &Arc<Runtime>, claimed: &Claimed, e: Error) {
+    let f = e.to_failure().unwrap_or_else(|| Failure::new("Error", e.to_string()));
+    let write = Outcome {
+        workflow_id: Arc::from(claimed.id.as_str()),
+        owner: Arc::from(claimed.owner.as_str()),
+        status: Status::ERROR,
+        output: None,
+        error: Some(encode_failure(&f)),
+    };
+    if let Err(e) = rt.committer.finish(write).await {
+        tracing::error!(workflow_id = %claimed.id, error = %e, "cannot record the workflow's failure");
+    }
+}
+
+/// Helper for the macros: the `T` of `Result<T>`.
+#[doc(hidden)]
+pub trait WorkflowResult {
+    type Ok;
+}
+
+impl<T> WorkflowResult for Result<T> {
+    type Ok = T;
+}
+
+/// Helper so generated code can name a future type.
+#[doc(hidden)]
+pub fn boxed<F: Future + Send + 'static>(f: F) -> BoxFuture<'static, F::Output> {
+    f.boxed()
+}
