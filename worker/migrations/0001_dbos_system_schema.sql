@@ -17,8 +17,8 @@ CREATE TABLE IF NOT EXISTS {{schema}}.workflow_status (
     output text,
     error text,
     executor_id text,
-    created_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
-    updated_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
+    created_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
+    updated_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
     application_version text,
     application_id text,
     class_name varchar(255) DEFAULT NULL,
@@ -87,7 +87,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS uq_workflow_status_dedup_id
 CREATE TABLE IF NOT EXISTS {{schema}}.workflow_input (
     workflow_uuid text NOT NULL PRIMARY KEY,
     inputs text,
-    retention_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint
+    retention_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint
 );
 CREATE INDEX IF NOT EXISTS idx_workflow_input_retention
     ON {{schema}}.workflow_input (retention_timestamp);
@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS {{schema}}.workflow_output (
     workflow_uuid text NOT NULL PRIMARY KEY,
     output text,
     error text,
-    retention_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint
+    retention_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint
 );
 CREATE INDEX IF NOT EXISTS idx_workflow_output_retention
     ON {{schema}}.workflow_output (retention_timestamp);
@@ -112,7 +112,7 @@ CREATE TABLE IF NOT EXISTS {{schema}}.operation_outputs (
     completed_at_epoch_ms bigint,
     serialization text,
     application_name text,
-    retention_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
+    retention_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
     PRIMARY KEY (workflow_uuid, function_id)
 );
 CREATE INDEX IF NOT EXISTS idx_operation_outputs_completed_at_function_name_v2
@@ -126,7 +126,7 @@ CREATE TABLE IF NOT EXISTS {{schema}}.notifications (
         REFERENCES {{schema}}.workflow_status (workflow_uuid) ON UPDATE CASCADE ON DELETE CASCADE,
     topic text,
     message text NOT NULL,
-    created_at_epoch_ms bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
+    created_at_epoch_ms bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
     serialization text,
     consumed boolean NOT NULL DEFAULT false,
     consumed_by_function_id integer
@@ -184,8 +184,8 @@ CREATE TABLE IF NOT EXISTS {{schema}}.queues (
     priority_enabled boolean NOT NULL DEFAULT false,
     partition_queue boolean NOT NULL DEFAULT false,
     polling_interval_sec double precision NOT NULL DEFAULT 1.0,
-    created_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
-    updated_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
+    created_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
+    updated_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
     application_name text,
     partition_concurrency integer,
     partition_worker_concurrency integer,
@@ -211,8 +211,8 @@ CREATE TABLE IF NOT EXISTS {{schema}}.workflow_schedules (
 CREATE TABLE IF NOT EXISTS {{schema}}.application_versions (
     version_id text NOT NULL PRIMARY KEY,
     version_name text NOT NULL UNIQUE,
-    version_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
-    created_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint,
+    version_timestamp bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
+    created_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint,
     application_name text
 );
 CREATE INDEX IF NOT EXISTS idx_application_versions_owner_timestamp

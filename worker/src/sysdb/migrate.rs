@@ -87,7 +87,7 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS \"{schema}\".mainstay_migrations (
              version bigint NOT NULL PRIMARY KEY,
-             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000)::bigint)"
+             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint)"
     )))
     .execute(&mut *tx)
     .await

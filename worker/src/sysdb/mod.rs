@@ -424,7 +424,7 @@ impl SystemDatabase {
         let col = |f: &dyn Fn(&NewWorkflow) -> Option<String>| -> Vec<Option<String>> {
             rows.iter().map(|r| f(r)).collect()
         };
-        let inserted: Vec<String> = q(&self.sql.insert_workflows)
+        let mut inserted: Vec<String> = q(&self.sql.insert_workflows)
             .bind(col(&|r| Some(r.id.clone())))
             .bind(col(&|r| Some(r.name.clone())))
             .bind(col(&|r| Some(r.status.to_string())))
@@ -447,8 +447,23 @@ impl SystemDatabase {
             .into_iter()
             .map(|row| row.get::<String, _>(0))
             .collect();
-        let missing: Vec<String> =
-            rows.iter().filter(|r| !inserted.contains(&r.id)).map(|r| r.id.clone()).collect();
+        // Two starts of one ID in a batch: only the first inserted it.
+        let fresh: Vec<bool> = rows
+            .iter()
+            .map(|r| match inserted.iter().position(|id| *id == r.id) {
+                Some(i) => {
+                    inserted.swap_remove(i);
+                    true
+                }
+                None => false,
+            })
+            .collect();
+        let missing: Vec<String> = rows
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| !**f)
+            .map(|(r, _)| r.id.clone())
+            .collect();
         let mut existing = std::collections::HashMap::new();
         if !missing.is_empty() {
             for row in q(&self.sql.existing_workflows).bind(&missing).fetch_all(&mut *conn).await? {
@@ -460,8 +475,9 @@ impl SystemDatabase {
         }
         Ok(rows
             .iter()
-            .map(|r| {
-                if inserted.contains(&r.id) {
+            .zip(fresh)
+            .map(|(r, fresh)| {
+                if fresh {
                     StartOutcome::Inserted
                 } else {
                     let (name, status) = existing

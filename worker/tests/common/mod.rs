@@ -1,0 +1,91 @@
+//! Shared setup for the integration tests: a fresh database per test on the Postgres that
+//! `MAINSTAY_TEST_DATABASE_URL` points at (`.ci/run` starts one and sets it).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+pub const TEST_URL_ENV: &str = "MAINSTAY_TEST_DATABASE_URL";
+
+pub fn admin_url() -> String {
+    std::env::var(TEST_URL_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{TEST_URL_ENV} is not set: point it at a Postgres superuser URL, e.g. \
+             postgres://postgres@127.0.0.1:5432/postgres (bash .ci/run starts one and sets it)"
+        )
+    })
+}
+
+/// Replaces the database name in a URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("test database URL parses");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+/// Creates an empty database named after the test and returns its URL.
+pub async fn fresh_database(name: &str) -> String {
+    let db = format!("t_{}", name.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let mut conn = PgConnection::connect(&admin_url()).await.expect("connect to the test Postgres");
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .expect("drop old test database");
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    with_database(&admin_url(), &db)
+}
+
+pub fn config(url: &str, executor: &str) -> mainstay::Config {
+    let mut c = mainstay::Config::new(url);
+    c.executor_id = executor.to_string();
+    c.app_version = Some("test-v1".to_string());
+    c.polling_interval = Duration::from_millis(200);
+    c.pool_size = 8;
+    c
+}
+
+/// Launches a non-global instance for a test.
+pub async fn launch(url: &str, executor: &str) -> mainstay::Mainstay {
+    mainstay::Mainstay::builder(config(url, executor))
+        .global(false)
+        .launch()
+        .await
+        .expect("launch mainstay")
+}
+
+pub async fn connect(url: &str) -> PgConnection {
+    PgConnection::connect(url).await.expect("connect")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
