@@ -212,3 +212,25 @@ pub fn find_binaries() -> Result<PathBuf> {
         )
     })
 }
+
+/// The configured database URL (`MAINSTAY_DATABASE_URL`, then `DATABASE_URL`), or, when none is
+/// set, the URL of a private local Postgres started on demand. For examples and development.
+pub async fn configured_or_local_url() -> Result<String> {
+    use crate::config::env;
+    for name in [env::DATABASE_URL, env::DATABASE_URL_FALLBACK] {
+        if let Ok(url) = std::env::var(name) {
+            if !url.trim().is_empty() {
+                return Ok(url);
+            }
+        }
+    }
+    let local = LocalPostgres::from_env()?;
+    let url = local.start().await?;
+    tracing::info!(data_dir = %local.data_dir.display(), %url, "using a private local Postgres");
+    eprintln!(
+        "No {} set: using a private local Postgres at {url} (data in {}; stop it with `mainstay postgres stop`).",
+        env::DATABASE_URL,
+        local.data_dir.display()
+    );
+    Ok(url)
+}

@@ -60,7 +60,7 @@ pub(crate) struct NewWorkflow {
 #[derive(Debug, Clone)]
 pub(crate) enum StartOutcome {
     Inserted,
-    Exists { name: Option<String>, status: Status },
+    Exists { name: Option<String> },
 }
 
 /// A step's checkpoint.
@@ -117,7 +117,6 @@ pub(crate) struct Claimed {
     pub owner: String,
     pub inputs: Option<String>,
     pub serialization: Option<String>,
-    pub deadline_ms: Option<i64>,
     /// Whether an earlier execution recorded steps (a replay must load them).
     pub has_steps: bool,
 }
@@ -171,7 +170,7 @@ WITH r AS (
 )
 SELECT workflow_uuid FROM ins"#),
             existing_workflows: f(
-                "SELECT workflow_uuid, name, status FROM {s}.workflow_status \
+                "SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])",
             ),
             insert_steps: f(r#"
@@ -401,10 +400,6 @@ impl SystemDatabase {
         &self.pool
     }
 
-    pub(crate) fn schema(&self) -> &str {
-        &self.schema
-    }
-
     /// Runs the system-database migrations (idempotent, under an advisory lock).
     pub(crate) async fn migrate(&self) -> Result<()> {
         migrate::run(&self.pool, &self.schema).await
@@ -467,10 +462,7 @@ impl SystemDatabase {
         let mut existing = std::collections::HashMap::new();
         if !missing.is_empty() {
             for row in q(&self.sql.existing_workflows).bind(&missing).fetch_all(&mut *conn).await? {
-                let id: String = row.get(0);
-                let name: Option<String> = row.get(1);
-                let status: Option<String> = row.get(2);
-                existing.insert(id, (name, Status::parse(status.as_deref().unwrap_or(""))));
+                existing.insert(row.get::<String, _>(0), row.get::<Option<String>, _>(1));
             }
         }
         Ok(rows
@@ -480,11 +472,7 @@ impl SystemDatabase {
                 if fresh {
                     StartOutcome::Inserted
                 } else {
-                    let (name, status) = existing
-                        .get(&r.id)
-                        .cloned()
-                        .unwrap_or((None, Status::Other("UNKNOWN".into())));
-                    StartOutcome::Exists { name, status }
+                    StartOutcome::Exists { name: existing.get(&r.id).cloned().flatten() }
                 }
             })
             .collect())
@@ -698,7 +686,6 @@ impl SystemDatabase {
                 owner: row.get::<Option<String>, _>(3).unwrap_or_default(),
                 inputs: row.get(4),
                 serialization: row.get(5),
-                deadline_ms: row.get(6),
                 has_steps: row.get(7),
             })
             .collect())

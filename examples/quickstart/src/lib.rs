@@ -1,0 +1,52 @@
+//! The workflows of the DBOS tutorial's section 2, shared by the two quickstart programs.
+
+use std::time::Duration;
+
+use mainstay::{Config, Mainstay};
+
+#[mainstay::step]
+pub async fn step_one() -> mainstay::Result<()> {
+    println!("Step one completed!");
+    Ok(())
+}
+
+#[mainstay::step]
+pub async fn step_two() -> mainstay::Result<()> {
+    println!("Step two completed!");
+    Ok(())
+}
+
+/// Two steps: a crash between them resumes at step two.
+#[mainstay::workflow]
+pub async fn dbos_workflow() -> mainstay::Result<()> {
+    step_one().await?;
+    step_two().await?;
+    Ok(())
+}
+
+/// Step one, five durable one-second sleeps, step two: stop the process during the sleeps and
+/// start it again, and only what was left runs.
+#[mainstay::workflow]
+pub async fn sleepy_workflow() -> mainstay::Result<()> {
+    step_one().await?;
+    for _ in 0..5 {
+        println!("Press Control + C to stop the app...");
+        mainstay::sleep(Duration::from_secs(1)).await?;
+    }
+    step_two().await?;
+    Ok(())
+}
+
+/// Launches mainstay on the configured database, or on a private local Postgres.
+pub async fn launch() -> anyhow::Result<Mainstay> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    let url = mainstay::local_postgres::configured_or_local_url().await?;
+    let mut config = Config::new(url);
+    config.app_name = Some("quickstart".into());
+    config.apply_env();
+    Ok(Mainstay::launch(config).await?)
+}
