@@ -83,6 +83,12 @@ async fn crash_child() {
     let app = mainstay::Mainstay::launch(cfg).await.expect("child launches");
     let out = match mode.as_str() {
         "start" => crash_workflow().id(id).await,
+        "serve" => {
+            crash_workflow().id(id).start().await.expect("start");
+            app.run_until_signal().await.expect("signal handlers");
+            println!("CHILD STOPPED GRACEFULLY");
+            return;
+        }
         _ => app.retrieve::<u32>(id).get_result().await,
     };
     println!("CHILD RESULT {out:?}");
@@ -268,5 +274,31 @@ async fn two_processes_racing_to_recover_one_workflow_write_its_outcome_once() {
     let (a, b) = tokio::join!(finish(first), finish(second));
     assert!(a.contains("CHILD RESULT Ok(3)") && b.contains("CHILD RESULT Ok(3)"), "{a}\n{b}");
     assert_eq!(effect_runs(&url, id, "s1").await, 1, "completed step s1 ran again");
+    assert_finished_once(&url, id).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_leaves_the_workflow_to_recovery() {
+    let url = setup("sigterm").await;
+    let id = "sigterm-1";
+    let c = child(&url, "serve", id, "crash-e", None);
+    wait_for("the sleep to be recorded", Duration::from_secs(30), || recorded(&url, id, "DBOS.sleep")).await;
+    let pid = c.id().expect("child pid").to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let out = finish(c).await;
+    assert!(out.contains("CHILD STOPPED GRACEFULLY"), "{out}");
+    let mut conn = connect(&url).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status, "PENDING", "an interrupted workflow must stay PENDING for recovery");
+
+    finish(child(&url, "recover", id, "crash-e", None)).await;
+    for label in ["s1", "s2", "s3"] {
+        assert_eq!(effect_runs(&url, id, label).await, 1, "step {label}");
+    }
     assert_finished_once(&url, id).await;
 }
