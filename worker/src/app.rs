@@ -19,7 +19,7 @@ use crate::registry::{Registration, Registry};
 use crate::status::WorkflowStatus;
 use crate::sysdb::{Committer, SystemDatabase, INTERNAL_QUEUE};
 use crate::workflow::WorkflowHandle;
-use crate::{queue, recovery};
+use crate::{cancellation, queue, recovery};
 
 /// What a local waiter learns when a workflow run in this process ends.
 #[derive(Debug, Clone)]
@@ -75,6 +75,10 @@ impl Runtime {
         if let Some(run) = self.local.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             run.cancel.cancel();
         }
+    }
+
+    pub(crate) fn local_ids(&self) -> Vec<String> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
     pub(crate) fn local_count(&self) -> usize {
@@ -160,6 +164,7 @@ impl MainstayBuilder {
         let recovered = recovery::recover_own(&rt).await?;
         queue::start_listener(rt.clone()).await?;
         queue::start_dispatcher(rt.clone());
+        cancellation::start_watcher(rt.clone());
         tracing::info!(
             executor_id = %rt.config.executor_id,
             app_version = %rt.app_version,

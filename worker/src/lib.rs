@@ -29,6 +29,7 @@
 //! [`WorkflowCall`] are the API they expand to, usable directly.
 
 mod app;
+mod cancellation;
 pub mod config;
 mod context;
 mod error;

@@ -137,6 +137,7 @@ struct Sql {
     cancel: Arc<str>,
     resume: Arc<str>,
     register_version: Arc<str>,
+    cancelled_among: Arc<str>,
 }
 
 impl Sql {
@@ -307,6 +308,10 @@ SET status = 'ENQUEUED', queue_name = $2, owner_xid = NULL, started_at_epoch_ms 
 WHERE workflow_uuid = $1 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
                                         'ENQUEUED', 'DELAYED')
 RETURNING workflow_uuid"#),
+            cancelled_among: f(
+                "SELECT workflow_uuid FROM {s}.workflow_status \
+                 WHERE workflow_uuid = ANY($1::text[]) AND status = 'CANCELLED'",
+            ),
             register_version: f(r#"
 INSERT INTO {s}.application_versions (version_id, version_name, application_name)
 VALUES (gen_random_uuid()::text, $1, $2)
@@ -741,6 +746,16 @@ impl SystemDatabase {
             .await
             .map_err(|e| Error::db(format!("register application version {version}"), e))?;
         Ok(())
+    }
+
+    /// Which of these workflows were cancelled (by anyone: this SDK, DBOS's CLI or clients).
+    pub(crate) async fn cancelled_among(&self, ids: &[String]) -> Result<Vec<String>> {
+        let rows = q(&self.sql.cancelled_among)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("check running workflows for cancellation", e))?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     /// A listener subscribed to mainstay's wake-up channels.
