@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Runtime;
 use crate::error::{Error, Result};
 use crate::status::Status;
-use crate::sysdb::RecordedOp;
+use crate::sysdb::{CheckpointOutcome, RecordedOp, StepRecord};
 
 tokio::task_local! {
     static CONTEXT: Arc<WorkflowContext>;
@@ -66,6 +66,29 @@ impl WorkflowContext {
             });
         }
         Ok(Some(op))
+    }
+
+    /// Records the outcome of operation `function_id` (owner-checked, group-committed).
+    pub(crate) async fn checkpoint(
+        &self,
+        function_id: i32,
+        name: String,
+        output: Option<String>,
+        error: Option<String>,
+        started_ms: i64,
+    ) -> Result<CheckpointOutcome> {
+        let record = StepRecord {
+            workflow_id: self.workflow_id.clone(),
+            owner: self.owner.clone(),
+            function_id,
+            name,
+            output,
+            error,
+            child_workflow_id: None,
+            started_ms,
+            completed_ms: now_ms(),
+        };
+        self.rt.committer.checkpoint(record).await
     }
 
     /// Fails fast when the workflow was cancelled or the runtime is stopping.

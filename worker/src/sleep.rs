@@ -11,7 +11,7 @@ use crate::context::{self, now_ms};
 use crate::error::Result;
 use crate::serialization::encode;
 use crate::step::recorded_result;
-use crate::sysdb::{CheckpointOutcome, StepRecord};
+use crate::sysdb::CheckpointOutcome;
 
 /// Operation name DBOS uses for durable sleeps.
 pub const SLEEP_OPERATION: &str = "DBOS.sleep";
@@ -33,18 +33,8 @@ pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
                 ctx.check_interrupted()?;
                 let now = now_ms();
                 let wake_ms = now + duration.as_millis() as i64;
-                let record = StepRecord {
-                    workflow_id: ctx.workflow_id.clone(),
-                    owner: ctx.owner.clone(),
-                    function_id,
-                    name: SLEEP_OPERATION.to_string(),
-                    output: Some(encode(&(wake_ms as f64 / 1000.0), "a sleep's wake-up time")?),
-                    error: None,
-                    child_workflow_id: None,
-                    started_ms: now,
-                    completed_ms: now,
-                };
-                match ctx.rt.committer.checkpoint(record).await? {
+                let output = encode(&(wake_ms as f64 / 1000.0), "a sleep's wake-up time")?;
+                match ctx.checkpoint(function_id, SLEEP_OPERATION.into(), Some(output), None, now).await? {
                     CheckpointOutcome::Recorded => wake_ms,
                     CheckpointOutcome::Existing(op) => {
                         (recorded_result::<f64>(&op, &ctx.workflow_id)? * 1000.0).round() as i64

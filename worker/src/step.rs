@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::context::{self, now_ms};
 use crate::error::{Error, Result};
 use crate::serialization::{decode, decode_failure, encode, encode_failure};
-use crate::sysdb::{CheckpointOutcome, RecordedOp, StepRecord};
+use crate::sysdb::{CheckpointOutcome, RecordedOp};
 
 /// Retry policy of a step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,18 +107,7 @@ where
                 None => return result,
             },
         };
-        let record = StepRecord {
-            workflow_id: ctx.workflow_id.clone(),
-            owner: ctx.owner.clone(),
-            function_id,
-            name,
-            output,
-            error,
-            child_workflow_id: None,
-            started_ms,
-            completed_ms: now_ms(),
-        };
-        match ctx.rt.committer.checkpoint(record).await? {
+        match ctx.checkpoint(function_id, name, output, error, started_ms).await? {
             CheckpointOutcome::Recorded => match failure {
                 Some(f) => Err(Error::Failed(f)),
                 None => result,
