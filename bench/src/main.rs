@@ -59,7 +59,8 @@ struct Args {
     /// Workflows in flight in the concurrent scenario.
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
-    /// Sequential workflows between the two xid readings of the writes scenario.
+    /// Sequential workflows between the two xid readings of the writes scenario (0 skips it;
+    /// so does 0 for the other scenarios).
     #[arg(long, default_value_t = 500)]
     writes_sample: usize,
     /// Unmeasured workflows before each scenario.
@@ -68,6 +69,10 @@ struct Args {
     /// Connections of mainstay's pool.
     #[arg(long, default_value_t = 20)]
     pool_size: u32,
+    /// Checkpoint batches mainstay writes at once (`Config::commit_concurrency`; default: the
+    /// runtime's default).
+    #[arg(long)]
+    commit_concurrency: Option<usize>,
     /// Port of the private Postgres (used when no URL is given; a free one is picked if taken).
     #[arg(long, default_value_t = 55439)]
     private_port: u16,
@@ -400,6 +405,10 @@ async fn run(args: &Args, admin_url: &str) -> Result<()> {
     config.executor_id = "bench".into();
     config.app_version = Some("bench".into());
     config.pool_size = args.pool_size;
+    if let Some(c) = args.commit_concurrency {
+        config.commit_concurrency = c;
+    }
+    let commit_concurrency = config.commit_concurrency;
     let app = Mainstay::builder(config).global(false).launch().await.context("launch mainstay")?;
 
     let outcome = scenarios(args, &app, &url).await;
@@ -416,9 +425,10 @@ async fn run(args: &Args, admin_url: &str) -> Result<()> {
                 "wal_sync_method": info.wal_sync_method,
             },
             "pool_size": args.pool_size,
+            "commit_concurrency": commit_concurrency,
             "sequential": seq.json(),
             "concurrent": { "in_flight": args.in_flight, "result": conc.json() },
-            "writes": writes.json(),
+            "writes": writes.as_ref().map(Writes::json),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
@@ -426,13 +436,14 @@ async fn run(args: &Args, admin_url: &str) -> Result<()> {
 
     println!();
     println!(
-        "mainstay-bench: two no-op steps per workflow; Postgres {} at {} (fsync={}, synchronous_commit={}, wal_sync_method={}), pool {}",
+        "mainstay-bench: two no-op steps per workflow; Postgres {} at {} (fsync={}, synchronous_commit={}, wal_sync_method={}), pool {}, commit concurrency {}",
         info.version,
         redact(&url),
         info.fsync,
         info.synchronous_commit,
         info.wal_sync_method,
-        args.pool_size
+        args.pool_size,
+        commit_concurrency
     );
     println!();
     println!(
@@ -457,63 +468,75 @@ async fn run(args: &Args, admin_url: &str) -> Result<()> {
     row("sequential", &seq);
     row(&format!("concurrent ({} in flight)", args.in_flight), &conc);
     println!();
-    println!(
-        "writing transactions per workflow (xid delta over {} sequential workflows): {:.3}",
-        writes.workflows,
-        writes.writes_per_workflow()
-    );
-    if let Some(x) = writes.distinct_row_xmins {
+    if let Some(writes) = &writes {
         println!(
-            "  cross-check, distinct xmin of the workflows' live rows:                {:.3}",
-            x as f64 / writes.workflows as f64
+            "writing transactions per workflow (xid delta over {} sequential workflows): {:.3}",
+            writes.workflows,
+            writes.writes_per_workflow()
         );
-    }
-    println!(
-        "all transactions per workflow, read-only included: {:.3} (pg_stat_database.xact_commit \
-         delta {} over a {:.0} s window that also holds mainstay's ~1/s queue poll and the \
-         measuring connection's queries: an upper bound)",
-        writes.xact_commits as f64 / writes.workflows as f64,
-        writes.xact_commits,
-        writes.stats_window.as_secs_f64(),
-    );
-    if writes.other_backends_active {
+        if let Some(x) = writes.distinct_row_xmins {
+            println!(
+                "  cross-check, distinct xmin of the workflows' live rows:                {:.3}",
+                x as f64 / writes.workflows as f64
+            );
+        }
         println!(
-            "  note: other databases' clients were active during the measurement; the xid delta \
-             may include their writes (the xmin cross-check does not)"
+            "all transactions per workflow, read-only included: {:.3} (pg_stat_database.xact_commit \
+             delta {} over a {:.0} s window that also holds mainstay's ~1/s queue poll and the \
+             measuring connection's queries: an upper bound)",
+            writes.xact_commits as f64 / writes.workflows as f64,
+            writes.xact_commits,
+            writes.stats_window.as_secs_f64(),
         );
+        if writes.other_backends_active {
+            println!(
+                "  note: other databases' clients were active during the measurement; the xid delta \
+                 may include their writes (the xmin cross-check does not)"
+            );
+        }
     }
     Ok(())
 }
 
-type Outcomes = (Latency, Latency, Writes);
+type Outcomes = (Latency, Latency, Option<Writes>);
 
 async fn scenarios(args: &Args, app: &Mainstay, url: &str) -> Result<Outcomes> {
-    eprintln!("sequential: warm-up {} then {} workflows", args.warmup, args.sequential);
-    warm_up(app, args.warmup, 1).await?;
-    let seq = sequential(app, args.sequential).await?;
-    eprintln!(
-        "  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms",
-        seq.throughput(),
-        seq.p50_ms,
-        seq.p99_ms
-    );
+    let mut seq = summarize(&histogram(), Duration::ZERO);
+    if args.sequential > 0 {
+        eprintln!("sequential: warm-up {} then {} workflows", args.warmup, args.sequential);
+        warm_up(app, args.warmup, 1).await?;
+        seq = sequential(app, args.sequential).await?;
+        eprintln!(
+            "  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms",
+            seq.throughput(),
+            seq.p50_ms,
+            seq.p99_ms
+        );
+    }
 
-    eprintln!(
-        "concurrent: warm-up {} then {} workflows, {} in flight",
-        args.warmup, args.concurrent, args.in_flight
-    );
-    warm_up(app, args.warmup, args.in_flight).await?;
-    let conc = concurrent(app, args.concurrent, args.in_flight).await?;
-    eprintln!(
-        "  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms",
-        conc.throughput(),
-        conc.p50_ms,
-        conc.p99_ms
-    );
+    let mut conc = summarize(&histogram(), Duration::ZERO);
+    if args.concurrent > 0 {
+        eprintln!(
+            "concurrent: warm-up {} then {} workflows, {} in flight",
+            args.warmup, args.concurrent, args.in_flight
+        );
+        warm_up(app, args.warmup, args.in_flight).await?;
+        conc = concurrent(app, args.concurrent, args.in_flight).await?;
+        eprintln!(
+            "  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms",
+            conc.throughput(),
+            conc.p50_ms,
+            conc.p99_ms
+        );
+    }
 
-    eprintln!("writes: warm-up {} then {} sequential workflows", args.warmup, args.writes_sample);
-    warm_up(app, args.warmup, 1).await?;
-    let writes = writes_per_workflow(app, url, args.writes_sample).await?;
-    eprintln!("  {:.3} writing transactions per workflow", writes.writes_per_workflow());
+    let mut writes = None;
+    if args.writes_sample > 0 {
+        eprintln!("writes: warm-up {} then {} sequential workflows", args.warmup, args.writes_sample);
+        warm_up(app, args.warmup, 1).await?;
+        let w = writes_per_workflow(app, url, args.writes_sample).await?;
+        eprintln!("  {:.3} writing transactions per workflow", w.writes_per_workflow());
+        writes = Some(w);
+    }
     Ok((seq, conc, writes))
 }
