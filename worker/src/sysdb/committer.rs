@@ -1,18 +1,19 @@
 //! Group commit of workflow starts, step checkpoints and outcomes.
 //!
-//! Callers submit a write and await its reply. A collector takes whatever has queued up while
-//! earlier batches were in flight and writes it as one statement per kind (one transaction when
-//! kinds mix), so under load one commit carries many checkpoints, while a lone write still costs
-//! a single round trip. Invariant: a caller is answered only after its own row committed, or
-//! with the error that prevented it. A failed batch is retried row by row, so one bad row cannot
-//! fail its neighbours.
+//! Callers submit a write and await its reply. A few writer tasks, each owning one connection,
+//! take turns at the queue: a writer that becomes free takes everything that queued up while
+//! it was busy and writes it as one statement (see `batch`), so under load one commit carries
+//! many checkpoints, while a lone write costs a single round trip. Invariant: a caller is
+//! answered only after its own row committed, or with the error that prevented it. A failed
+//! batch is retried row by row, so one bad row cannot fail its neighbours.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Acquire, PgConnection};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use sqlx::{ConnectOptions, PgConnection};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
+use super::batch::{Batch, Written};
 use super::{is_transient, CheckpointOutcome, NewWorkflow, Outcome, StartOutcome, StepRecord, SystemDatabase};
 use crate::error::{Error, Result};
 
@@ -29,18 +30,21 @@ enum Write {
 #[derive(Clone)]
 pub(crate) struct Committer {
     tx: mpsc::UnboundedSender<Write>,
-    permits: Arc<Semaphore>,
-    concurrency: usize,
+    busy: Arc<Semaphore>,
+    writers: usize,
 }
 
 impl Committer {
-    /// Starts the collector on the current runtime. It stops when every `Committer` is dropped,
-    /// after writing what was already submitted.
-    pub(crate) fn start(db: SystemDatabase, concurrency: usize) -> Committer {
+    /// Starts `writers` writer tasks on the current runtime. They stop when every `Committer`
+    /// is dropped, after writing what was already submitted.
+    pub(crate) fn start(db: SystemDatabase, writers: usize) -> Committer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(concurrency));
-        tokio::spawn(collect(db, rx, permits.clone(), concurrency));
-        Committer { tx, permits, concurrency }
+        let queue = Arc::new(Mutex::new(rx));
+        let busy = Arc::new(Semaphore::new(writers));
+        for _ in 0..writers {
+            tokio::spawn(writer(db.clone(), queue.clone(), busy.clone()));
+        }
+        Committer { tx, busy, writers }
     }
 
     async fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Write) -> Result<T> {
@@ -67,173 +71,149 @@ impl Committer {
 
     /// Waits (at most `grace`) until no batch is being written.
     pub(crate) async fn quiesce(&self, grace: Duration) {
-        let all = self.permits.acquire_many(self.concurrency as u32);
+        let all = self.busy.acquire_many(self.writers as u32);
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("checkpoint writes still in flight after {grace:?}");
         }
     }
 }
 
-async fn collect(
-    db: SystemDatabase,
-    mut rx: mpsc::UnboundedReceiver<Write>,
-    permits: Arc<Semaphore>,
-    concurrency: usize,
-) {
+async fn writer(db: SystemDatabase, queue: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>, busy: Arc<Semaphore>) {
+    let mut conn: Option<PgConnection> = None;
     loop {
-        let Some(first) = rx.recv().await else { break };
-        // Waiting for a free writer lets the next batch grow: that is the group commit.
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        let batch = {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
             }
-        }
-        let db = db.clone();
-        tokio::spawn(async move {
-            flush(&db, batch).await;
-            drop(permit);
-        });
+            batch
+        };
+        let Ok(_writing) = busy.acquire().await else { return };
+        flush(&db, &mut conn, batch).await;
     }
-    // Wait for in-flight batches before the task ends.
-    let _ = permits.acquire_many(concurrency as u32).await;
 }
+
+type Replies<R, T> = Vec<(R, oneshot::Sender<Result<T>>)>;
 
 #[derive(Default)]
 struct Split {
-    starts: Vec<(NewWorkflow, oneshot::Sender<Result<StartOutcome>>)>,
-    steps: Vec<(StepRecord, oneshot::Sender<Result<CheckpointOutcome>>)>,
-    finishes: Vec<(Outcome, oneshot::Sender<Result<bool>>)>,
+    starts: Replies<NewWorkflow, StartOutcome>,
+    steps: Replies<StepRecord, CheckpointOutcome>,
+    finishes: Replies<Outcome, bool>,
 }
 
-async fn flush(db: &SystemDatabase, batch: Vec<Write>) {
+impl Split {
+    fn len(&self) -> usize {
+        self.starts.len() + self.steps.len() + self.finishes.len()
+    }
+
+    fn batch(&self) -> Batch<'_> {
+        Batch {
+            starts: self.starts.iter().map(|(r, _)| r).collect(),
+            steps: self.steps.iter().map(|(r, _)| r).collect(),
+            finishes: self.finishes.iter().map(|(r, _)| r).collect(),
+        }
+    }
+
+    /// Each write as a batch of its own.
+    fn singles(self) -> Vec<Split> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend(self.starts.into_iter().map(|w| Split { starts: vec![w], ..Split::default() }));
+        out.extend(self.steps.into_iter().map(|w| Split { steps: vec![w], ..Split::default() }));
+        out.extend(self.finishes.into_iter().map(|w| Split { finishes: vec![w], ..Split::default() }));
+        out
+    }
+
+    fn reply(self, (starts, steps, finishes): Written) {
+        reply_all(self.starts, starts);
+        reply_all(self.steps, steps);
+        reply_all(self.finishes, finishes);
+    }
+
+    fn fail(self, e: &sqlx::Error) {
+        let msg = e.to_string();
+        let err = |what: String| Error::db(what, sqlx::Error::Protocol(msg.clone()));
+        for (r, s) in self.starts {
+            let _ = s.send(Err(err(format!("record the start of workflow {}", r.id))));
+        }
+        for (r, s) in self.steps {
+            let _ = s.send(Err(err(format!(
+                "checkpoint step {} of workflow {}",
+                r.function_id, r.workflow_id
+            ))));
+        }
+        for (r, s) in self.finishes {
+            let _ = s.send(Err(err(format!("record the outcome of workflow {}", r.workflow_id))));
+        }
+    }
+}
+
+fn reply_all<R, T>(senders: Replies<R, T>, results: Vec<T>) {
+    for ((_, s), r) in senders.into_iter().zip(results) {
+        let _ = s.send(Ok(r));
+    }
+}
+
+async fn flush(db: &SystemDatabase, conn: &mut Option<PgConnection>, writes: Vec<Write>) {
     let mut split = Split::default();
-    for w in batch {
+    for w in writes {
         match w {
             Write::Start(r, s) => split.starts.push((r, s)),
             Write::Step(r, s) => split.steps.push((r, s)),
             Write::Finish(r, s) => split.finishes.push((r, s)),
         }
     }
-    let total = split.starts.len() + split.steps.len() + split.finishes.len();
-    match write_with_retries(db, &split).await {
-        Ok((starts, steps, finishes)) => {
-            reply_all(split.starts, starts);
-            reply_all(split.steps, steps);
-            reply_all(split.finishes, finishes);
-        }
-        Err(e) if total > 1 => {
-            tracing::debug!(error = %e, rows = total, "batch failed; writing its rows one by one");
-            for (row, s) in split.starts {
-                let one = Split { starts: vec![(row, s)], ..Split::default() };
-                finish_single(db, one).await;
-            }
-            for (row, s) in split.steps {
-                let one = Split { steps: vec![(row, s)], ..Split::default() };
-                finish_single(db, one).await;
-            }
-            for (row, s) in split.finishes {
-                let one = Split { finishes: vec![(row, s)], ..Split::default() };
-                finish_single(db, one).await;
+    match write_with_retries(db, conn, &split).await {
+        Ok(written) => split.reply(written),
+        Err(e) if split.len() > 1 => {
+            tracing::debug!(error = %e, rows = split.len(), "batch failed; writing its rows one by one");
+            for single in split.singles() {
+                match write_with_retries(db, conn, &single).await {
+                    Ok(written) => single.reply(written),
+                    Err(e) => single.fail(&e),
+                }
             }
         }
-        Err(e) => fail_all(split, e),
+        Err(e) => split.fail(&e),
     }
 }
 
-async fn finish_single(db: &SystemDatabase, split: Split) {
-    match write_with_retries(db, &split).await {
-        Ok((a, b, c)) => {
-            reply_all(split.starts, a);
-            reply_all(split.steps, b);
-            reply_all(split.finishes, c);
-        }
-        Err(e) => fail_all(split, e),
-    }
-}
-
-fn reply_all<R, T>(senders: Vec<(R, oneshot::Sender<Result<T>>)>, results: Vec<T>) {
-    for ((_, s), r) in senders.into_iter().zip(results) {
-        let _ = s.send(Ok(r));
-    }
-}
-
-fn fail_all(split: Split, e: sqlx::Error) {
-    let msg = e.to_string();
-    let err = |what: String| Error::db(what, sqlx::Error::Protocol(msg.clone()));
-    for (r, s) in split.starts {
-        let _ = s.send(Err(err(format!("record the start of workflow {}", r.id))));
-    }
-    for (r, s) in split.steps {
-        let _ = s.send(Err(err(format!(
-            "checkpoint step {} of workflow {}",
-            r.function_id, r.workflow_id
-        ))));
-    }
-    for (r, s) in split.finishes {
-        let _ = s.send(Err(err(format!("record the outcome of workflow {}", r.workflow_id))));
-    }
-}
-
-type Written = (Vec<StartOutcome>, Vec<CheckpointOutcome>, Vec<bool>);
-
-async fn write_with_retries(db: &SystemDatabase, split: &Split) -> std::result::Result<Written, sqlx::Error> {
+async fn write_with_retries(
+    db: &SystemDatabase,
+    conn: &mut Option<PgConnection>,
+    split: &Split,
+) -> std::result::Result<Written, sqlx::Error> {
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0;
     loop {
-        match write(db, split).await {
+        let result = match conn {
+            Some(c) => db.write_batch(c, &split.batch()).await,
+            None => match db.pool().connect_options().connect().await {
+                Ok(c) => db.write_batch(conn.insert(c), &split.batch()).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
             Ok(w) => return Ok(w),
             Err(e) if is_transient(&e) && attempt < RETRIES => {
+                // The connection may be broken: the next attempt opens a fresh one.
+                *conn = None;
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "checkpoint write failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if is_transient(&e) {
+                    *conn = None;
+                }
+                return Err(e);
+            }
         }
     }
-}
-
-async fn write(db: &SystemDatabase, split: &Split) -> std::result::Result<Written, sqlx::Error> {
-    let mut conn = db.pool().acquire().await?;
-    let kinds = [!split.starts.is_empty(), !split.steps.is_empty(), !split.finishes.is_empty()]
-        .iter()
-        .filter(|k| **k)
-        .count();
-    if kinds <= 1 {
-        // A single statement commits by itself: one round trip.
-        return write_kinds(db, &mut conn, split).await;
-    }
-    let mut tx = conn.begin().await?;
-    let written = write_kinds(db, &mut tx, split).await?;
-    tx.commit().await?;
-    Ok(written)
-}
-
-async fn write_kinds(
-    db: &SystemDatabase,
-    conn: &mut PgConnection,
-    split: &Split,
-) -> std::result::Result<Written, sqlx::Error> {
-    let starts = if split.starts.is_empty() {
-        Vec::new()
-    } else {
-        let rows: Vec<&NewWorkflow> = split.starts.iter().map(|(r, _)| r).collect();
-        db.insert_workflows(conn, &rows).await?
-    };
-    let steps = if split.steps.is_empty() {
-        Vec::new()
-    } else {
-        let rows: Vec<&StepRecord> = split.steps.iter().map(|(r, _)| r).collect();
-        db.insert_steps(conn, &rows).await?
-    };
-    let finishes = if split.finishes.is_empty() {
-        Vec::new()
-    } else {
-        let rows: Vec<&Outcome> = split.finishes.iter().map(|(r, _)| r).collect();
-        db.finish_workflows(conn, &rows).await?
-    };
-    Ok((starts, steps, finishes))
 }

@@ -8,6 +8,7 @@
 //! - a first execution writes its row and then only checkpoints; replays read the recorded steps
 //!   once, up front.
 
+mod batch;
 mod committer;
 mod migrate;
 
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgPool, Row};
+
 
 pub(crate) use committer::Committer;
 pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
@@ -123,11 +125,9 @@ pub(crate) struct Claimed {
 
 /// All statements, with the schema name spliced in once.
 struct Sql {
-    insert_workflows: Arc<str>,
+    batch: batch::Statements,
     existing_workflows: Arc<str>,
-    insert_steps: Arc<str>,
     existing_steps: Arc<str>,
-    finish_workflows: Arc<str>,
     finished_check: Arc<str>,
     start_child: Arc<str>,
     recorded_steps: Arc<str>,
@@ -145,68 +145,16 @@ impl Sql {
         let s = format!("\"{schema}\"");
         let f = |text: &str| -> Arc<str> { Arc::from(text.replace("{s}", &s).replace("{now}", NOW_MS)) };
         Sql {
-            insert_workflows: f(r#"
-WITH r AS (
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[],
-                         $13::int4[], $14::text[], $15::text[], $16::int8[], $17::int8[])
-        AS r(id, name, status, inputs, owner, executor, version, app_name, queue, parent,
-             timeout_ms, deadline, priority, dedup, partition_key, delay_until, attempts)
-), ins AS (
-    INSERT INTO {s}.workflow_status (
-        workflow_uuid, name, status, owner_xid, executor_id, application_version,
-        application_name, queue_name, parent_workflow_id, workflow_timeout_ms,
-        workflow_deadline_epoch_ms, priority, deduplication_id, queue_partition_key,
-        delay_until_epoch_ms, recovery_attempts, serialization, creator_xid, created_at, updated_at)
-    SELECT id, name, status, owner, executor, version, app_name, queue, parent, timeout_ms,
-           deadline, priority, dedup, partition_key, delay_until, attempts, 'portable_json',
-           owner, {now}, {now}
-    FROM r
-    ON CONFLICT (workflow_uuid) DO NOTHING
-    RETURNING workflow_uuid
-), inp AS (
-    INSERT INTO {s}.workflow_input (workflow_uuid, inputs)
-    SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
-    ON CONFLICT (workflow_uuid) DO NOTHING
-)
-SELECT workflow_uuid FROM ins"#),
+            batch: batch::Statements::new(&f),
             existing_workflows: f(
                 "SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])",
             ),
-            insert_steps: f(r#"
-INSERT INTO {s}.operation_outputs (
-    workflow_uuid, function_id, function_name, output, error, child_workflow_id,
-    started_at_epoch_ms, completed_at_epoch_ms, serialization)
-SELECT r.wf, r.fid, r.name, r.output, r.error, r.child, r.started, r.completed, 'portable_json'
-FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::int8[], $9::int8[])
-     AS r(wf, owner, fid, name, output, error, child, started, completed)
-WHERE EXISTS (SELECT 1 FROM {s}.workflow_status ws
-              WHERE ws.workflow_uuid = r.wf AND ws.owner_xid = r.owner AND ws.status = 'PENDING')
-ON CONFLICT (workflow_uuid, function_id) DO NOTHING
-RETURNING workflow_uuid, function_id"#),
             existing_steps: f(r#"
 SELECT o.workflow_uuid, o.function_id, o.function_name, o.output, o.error, o.child_workflow_id,
        o.serialization
 FROM {s}.operation_outputs o
 JOIN UNNEST($1::text[], $2::int4[]) AS k(wf, fid) ON o.workflow_uuid = k.wf AND o.function_id = k.fid"#),
-            finish_workflows: f(r#"
-WITH r AS (
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-        AS r(id, owner, status, output, error)
-), upd AS (
-    UPDATE {s}.workflow_status ws
-    SET status = r.status, updated_at = {now}, completed_at = {now}, deduplication_id = NULL
-    FROM r
-    WHERE ws.workflow_uuid = r.id AND ws.owner_xid = r.owner AND ws.status = 'PENDING'
-    RETURNING ws.workflow_uuid
-), out AS (
-    INSERT INTO {s}.workflow_output (workflow_uuid, output, error)
-    SELECT r.id, r.output, r.error FROM r JOIN upd ON upd.workflow_uuid = r.id
-    ON CONFLICT (workflow_uuid) DO UPDATE SET output = EXCLUDED.output, error = EXCLUDED.error
-)
-SELECT workflow_uuid FROM upd"#),
             finished_check: f(
                 "SELECT workflow_uuid, status, owner_xid FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])",
@@ -362,6 +310,9 @@ impl SystemDatabase {
             let attempt = PgPoolOptions::new()
                 .max_connections(config.pool_size)
                 .min_connections(1)
+                // A liveness ping per checkout doubles the round trips of short statements;
+                // broken connections surface as errors and are retried instead.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options.clone())
                 .await;
@@ -412,178 +363,6 @@ impl SystemDatabase {
 
     pub(crate) async fn close(&self) {
         self.pool.close().await;
-    }
-
-    // ---- group-committed writes (called by the committer) ----
-
-    pub(crate) async fn insert_workflows(
-        &self,
-        conn: &mut PgConnection,
-        rows: &[&NewWorkflow],
-    ) -> std::result::Result<Vec<StartOutcome>, sqlx::Error> {
-        let col = |f: &dyn Fn(&NewWorkflow) -> Option<String>| -> Vec<Option<String>> {
-            rows.iter().map(|r| f(r)).collect()
-        };
-        let mut inserted: Vec<String> = q(&self.sql.insert_workflows)
-            .bind(col(&|r| Some(r.id.clone())))
-            .bind(col(&|r| Some(r.name.clone())))
-            .bind(col(&|r| Some(r.status.to_string())))
-            .bind(col(&|r| Some(r.inputs.clone())))
-            .bind(col(&|r| r.owner.clone()))
-            .bind(col(&|r| r.executor_id.clone()))
-            .bind(col(&|r| r.app_version.clone()))
-            .bind(col(&|r| r.app_name.clone()))
-            .bind(col(&|r| r.queue_name.clone()))
-            .bind(col(&|r| r.parent_id.clone()))
-            .bind(rows.iter().map(|r| r.timeout_ms).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.deadline_ms).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.priority).collect::<Vec<_>>())
-            .bind(col(&|r| r.deduplication_id.clone()))
-            .bind(col(&|r| r.partition_key.clone()))
-            .bind(rows.iter().map(|r| r.delay_until_ms).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.recovery_attempts).collect::<Vec<_>>())
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| row.get::<String, _>(0))
-            .collect();
-        // Two starts of one ID in a batch: only the first inserted it.
-        let fresh: Vec<bool> = rows
-            .iter()
-            .map(|r| match inserted.iter().position(|id| *id == r.id) {
-                Some(i) => {
-                    inserted.swap_remove(i);
-                    true
-                }
-                None => false,
-            })
-            .collect();
-        let missing: Vec<String> = rows
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, f)| !**f)
-            .map(|(r, _)| r.id.clone())
-            .collect();
-        let mut existing = std::collections::HashMap::new();
-        if !missing.is_empty() {
-            for row in q(&self.sql.existing_workflows).bind(&missing).fetch_all(&mut *conn).await? {
-                existing.insert(row.get::<String, _>(0), row.get::<Option<String>, _>(1));
-            }
-        }
-        Ok(rows
-            .iter()
-            .zip(fresh)
-            .map(|(r, fresh)| {
-                if fresh {
-                    StartOutcome::Inserted
-                } else {
-                    StartOutcome::Exists { name: existing.get(&r.id).cloned().flatten() }
-                }
-            })
-            .collect())
-    }
-
-    pub(crate) async fn insert_steps(
-        &self,
-        conn: &mut PgConnection,
-        rows: &[&StepRecord],
-    ) -> std::result::Result<Vec<CheckpointOutcome>, sqlx::Error> {
-        let inserted: Vec<(String, i32)> = q(&self.sql.insert_steps)
-            .bind(rows.iter().map(|r| r.workflow_id.to_string()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.owner.to_string()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.function_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.output.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.child_workflow_id.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.started_ms).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.completed_ms).collect::<Vec<_>>())
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| (row.get::<String, _>(0), row.get::<i32, _>(1)))
-            .collect();
-        let is_inserted =
-            |r: &StepRecord| inserted.iter().any(|(w, f)| **w == *r.workflow_id && *f == r.function_id);
-        let missing: Vec<&&StepRecord> = rows.iter().filter(|r| !is_inserted(r)).collect();
-        let mut existing: Vec<(String, RecordedOp)> = Vec::new();
-        if !missing.is_empty() {
-            let rows_found = q(&self.sql.existing_steps)
-                .bind(missing.iter().map(|r| r.workflow_id.to_string()).collect::<Vec<_>>())
-                .bind(missing.iter().map(|r| r.function_id).collect::<Vec<_>>())
-                .fetch_all(&mut *conn)
-                .await?;
-            for row in rows_found {
-                existing.push((
-                    row.get(0),
-                    RecordedOp {
-                        function_id: row.get(1),
-                        name: row.get(2),
-                        output: row.get(3),
-                        error: row.get(4),
-                        child_workflow_id: row.get(5),
-                        serialization: row.get(6),
-                    },
-                ));
-            }
-        }
-        Ok(rows
-            .iter()
-            .map(|r| {
-                if is_inserted(r) {
-                    return CheckpointOutcome::Recorded;
-                }
-                existing
-                    .iter()
-                    .find(|(w, op)| **w == *r.workflow_id && op.function_id == r.function_id)
-                    .map(|(_, op)| CheckpointOutcome::Existing(op.clone()))
-                    .unwrap_or(CheckpointOutcome::NotOwner)
-            })
-            .collect())
-    }
-
-    pub(crate) async fn finish_workflows(
-        &self,
-        conn: &mut PgConnection,
-        rows: &[&Outcome],
-    ) -> std::result::Result<Vec<bool>, sqlx::Error> {
-        let updated: Vec<String> = q(&self.sql.finish_workflows)
-            .bind(rows.iter().map(|r| r.workflow_id.to_string()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.owner.to_string()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.status.to_string()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.output.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| row.get(0))
-            .collect();
-        let missing: Vec<String> = rows
-            .iter()
-            .filter(|r| !updated.iter().any(|u| **u == *r.workflow_id))
-            .map(|r| r.workflow_id.to_string())
-            .collect();
-        // A retry after an ambiguous commit finds its own outcome already written.
-        let mut already: Vec<String> = Vec::new();
-        if !missing.is_empty() {
-            for row in q(&self.sql.finished_check).bind(&missing).fetch_all(&mut *conn).await? {
-                let id: String = row.get(0);
-                let status: Option<String> = row.get(1);
-                let owner: Option<String> = row.get(2);
-                if let Some(r) = rows.iter().find(|r| *r.workflow_id == *id) {
-                    if status.as_deref() == Some(r.status) && owner.as_deref() == Some(&*r.owner) {
-                        already.push(id);
-                    }
-                }
-            }
-        }
-        Ok(rows
-            .iter()
-            .map(|r| {
-                updated.iter().any(|u| **u == *r.workflow_id)
-                    || already.iter().any(|u| **u == *r.workflow_id)
-            })
-            .collect())
     }
 
     // ---- direct statements ----
