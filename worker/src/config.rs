@@ -69,7 +69,7 @@ impl Config {
             max_recovery_attempts: 100,
             pool_size: 20,
             connect_timeout: Duration::from_secs(30),
-            commit_concurrency: 4,
+            commit_concurrency: 2,
             polling_interval: Duration::from_secs(1),
             worker_concurrency: 256,
         }
