@@ -19,7 +19,7 @@ use crate::registry::{Registration, Registry};
 use crate::status::WorkflowStatus;
 use crate::sysdb::{Committer, SystemDatabase, INTERNAL_QUEUE};
 use crate::workflow::WorkflowHandle;
-use crate::{cancellation, queue, recovery};
+use crate::{cancellation, dispatch, recovery};
 
 /// What a local waiter learns when a workflow run in this process ends.
 #[derive(Debug, Clone)]
@@ -50,10 +50,6 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new_cancel_token(&self) -> CancellationToken {
-        CancellationToken::new()
-    }
-
     pub(crate) fn register_local(
         &self,
         id: &str,
@@ -110,6 +106,7 @@ pub struct MainstayBuilder {
     config: Config,
     registrations: Vec<Registration>,
     queues: Vec<String>,
+    declared: Vec<crate::Queue>,
     global: bool,
 }
 
@@ -120,7 +117,16 @@ impl MainstayBuilder {
         self
     }
 
-    /// Also claims work from this queue (the internal queue is always listened to).
+    /// Declares a queue (its settings are written unless the queue already has some) and
+    /// claims work from it.
+    pub fn queue(mut self, queue: crate::Queue) -> Self {
+        self.queues.push(queue.name.clone());
+        self.declared.push(queue);
+        self
+    }
+
+    /// Also claims work from this queue (the internal queue is always listened to); its
+    /// settings come from the database.
     pub fn listen_queue(mut self, name: impl Into<String>) -> Self {
         self.queues.push(name.into());
         self
@@ -136,8 +142,14 @@ impl MainstayBuilder {
     /// Connects, migrates, recovers this executor's pending workflows and starts working.
     pub async fn launch(self) -> Result<Mainstay> {
         let config = self.config;
+        for q in &self.declared {
+            q.validate()?;
+        }
         let db = SystemDatabase::connect(&config).await?;
         db.migrate().await?;
+        for q in &self.declared {
+            db.declare_queue(q).await?;
+        }
         let registry = Registry::collect(&self.registrations);
         let app_version = config.app_version.clone().unwrap_or_else(|| default_version(&registry));
         db.register_version(&app_version, config.app_name.as_deref()).await?;
@@ -162,8 +174,8 @@ impl MainstayBuilder {
             local: Mutex::new(HashMap::new()),
         });
         let recovered = recovery::recover_own(&rt).await?;
-        queue::start_listener(rt.clone()).await?;
-        queue::start_dispatcher(rt.clone());
+        dispatch::start_listener(rt.clone()).await?;
+        dispatch::start_dispatcher(rt.clone());
         cancellation::start_watcher(rt.clone());
         tracing::info!(
             executor_id = %rt.config.executor_id,
@@ -194,7 +206,7 @@ fn default_version(registry: &Registry) -> String {
 impl Mainstay {
     /// A builder for this configuration.
     pub fn builder(config: Config) -> MainstayBuilder {
-        MainstayBuilder { config, registrations: Vec::new(), queues: Vec::new(), global: true }
+        MainstayBuilder { config, registrations: Vec::new(), queues: Vec::new(), declared: Vec::new(), global: true }
     }
 
     /// Launches with this configuration and the workflows the macros registered.
@@ -229,6 +241,15 @@ impl Mainstay {
         call: crate::WorkflowCall<W>,
     ) -> Result<WorkflowHandle<W::Output>> {
         call.on(self).start().await
+    }
+
+    /// Enqueues a workflow call on `queue` through this instance.
+    pub async fn enqueue<W: crate::Workflow>(
+        &self,
+        call: crate::WorkflowCall<W>,
+        queue: &crate::Queue,
+    ) -> Result<WorkflowHandle<W::Output>> {
+        call.on(self).enqueue(queue).await
     }
 
     /// A handle to an existing workflow, by ID.

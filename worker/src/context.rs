@@ -27,6 +27,8 @@ pub(crate) struct WorkflowContext {
     next_function_id: AtomicI32,
     recorded: Option<HashMap<i32, RecordedOp>>,
     pub(crate) cancel: CancellationToken,
+    /// When the workflow is cancelled for running too long (epoch ms).
+    pub(crate) deadline_ms: Option<i64>,
 }
 
 impl WorkflowContext {
@@ -35,7 +37,7 @@ impl WorkflowContext {
         workflow_id: &str,
         owner: &str,
         recorded: Option<Vec<RecordedOp>>,
-        cancel: CancellationToken,
+        deadline_ms: Option<i64>,
     ) -> WorkflowContext {
         WorkflowContext {
             rt,
@@ -43,7 +45,8 @@ impl WorkflowContext {
             owner: Arc::from(owner),
             next_function_id: AtomicI32::new(1),
             recorded: recorded.map(|ops| ops.into_iter().map(|op| (op.function_id, op)).collect()),
-            cancel,
+            cancel: CancellationToken::new(),
+            deadline_ms,
         }
     }
 

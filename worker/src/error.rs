@@ -69,6 +69,13 @@ pub enum Error {
     )]
     WorkflowConflict { workflow_id: String, existing: String, requested: String },
 
+    /// An enqueue was refused because its deduplication ID is taken.
+    #[error(
+        "queue {queue} already holds a workflow with deduplication ID {deduplication_id} that is \
+         enqueued or running; wait for it to finish, or enqueue with another deduplication ID"
+    )]
+    Duplicate { queue: String, deduplication_id: String },
+
     /// A replay called a different operation than the recorded one at the same position.
     #[error(
         "non-deterministic workflow {workflow_id}: step {function_id} was recorded as `{recorded}` \
@@ -193,6 +200,7 @@ impl Error {
             Error::Failed(_) => "Failed",
             Error::Cancelled { .. } => "Cancelled",
             Error::WorkflowConflict { .. } => "WorkflowConflict",
+            Error::Duplicate { .. } => "Duplicate",
             Error::NonDeterministic { .. } => "NonDeterministic",
             Error::NotRegistered { .. } => "NotRegistered",
             Error::NotFound { .. } => "NotFound",

@@ -30,10 +30,12 @@
 
 mod app;
 mod cancellation;
+mod client;
 pub mod config;
 mod context;
 mod error;
 pub mod local_postgres;
+mod dispatch;
 mod queue;
 mod recovery;
 mod registry;
@@ -45,9 +47,11 @@ mod sysdb;
 mod workflow;
 
 pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
+pub use client::{Client, QueueDepth};
 pub use config::Config;
 pub use context::workflow_id;
 pub use error::{Error, Failure, Result};
+pub use queue::{Queue, RateLimit};
 pub use registry::Registration;
 pub use serialization::PORTABLE_JSON;
 pub use sleep::{sleep, SLEEP_OPERATION};

@@ -24,6 +24,7 @@ use crate::context::{self, WorkflowContext};
 use crate::error::{Error, Failure, Result};
 use crate::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure};
 use crate::status::{Status, WorkflowStatus};
+use crate::queue::Queue;
 use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome};
 
 /// A durable workflow. `#[mainstay::workflow]` implements it for an `async fn`; implement it by
@@ -39,11 +40,25 @@ pub trait Workflow: Send + Sync + 'static {
     fn run(args: Self::Args) -> BoxFuture<'static, Result<Self::Output>>;
 }
 
-/// Options of one workflow start.
+/// Options of one workflow start or enqueue.
 #[derive(Debug, Clone, Default)]
 pub struct WorkflowOptions {
     /// The workflow ID: an idempotency key. A fresh UUID when unset.
     pub id: Option<String>,
+    /// Enqueue only: a second enqueue with this ID is refused while the first is queued or
+    /// running.
+    pub deduplication_id: Option<String>,
+    /// Enqueue only: lower runs first (the queue must have priorities enabled).
+    pub priority: Option<i32>,
+    /// Enqueue only: the workflow is `DELAYED` and becomes runnable after this long.
+    pub delay: Option<Duration>,
+    /// The workflow is cancelled if it has not finished this long after it started (for
+    /// queued workflows: after it was dequeued).
+    pub timeout: Option<Duration>,
+    /// Enqueue only: the partition of a partitioned queue.
+    pub partition_key: Option<String>,
+    /// The application version to run it under (default: this process's).
+    pub app_version: Option<String>,
 }
 
 /// A call of workflow `W` with its arguments. `.await` it to run the workflow durably and get
@@ -74,6 +89,72 @@ impl<W: Workflow> WorkflowCall<W> {
         self
     }
 
+    /// Enqueue only: refuse a second enqueue with this ID while the first is queued or running.
+    pub fn deduplication_id(mut self, id: impl Into<String>) -> Self {
+        self.options.deduplication_id = Some(id.into());
+        self
+    }
+
+    /// Enqueue only: the priority (lower runs first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
+    /// Enqueue only: become runnable only after `delay`.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.options.delay = Some(delay);
+        self
+    }
+
+    /// Cancel the workflow if it has not finished `timeout` after it started.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Enqueue only: the partition of a partitioned queue.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.options.partition_key = Some(key.into());
+        self
+    }
+
+    /// Replaces all options at once.
+    pub fn options(mut self, options: WorkflowOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Enqueues the workflow on `queue`; returns once the enqueue is durable. Inside a workflow
+    /// the enqueue is recorded as a step: a replay returns the same handle and never enqueues
+    /// twice.
+    pub async fn enqueue(self, queue: &Queue) -> Result<WorkflowHandle<W::Output>> {
+        queue.validate()?;
+        queue.check_enqueue(self.options.priority, self.options.partition_key.as_deref())?;
+        let rt = self.resolve_runtime()?;
+        let handle = match self.parent {
+            Some((parent, function_id)) => {
+                start_child::<W>(rt.clone(), parent, function_id, self.args, self.options, Some(&queue.name))
+                    .await?
+                    .0
+            }
+            None => {
+                let id = self.options.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let inputs = encode_args(&self.args, &format!("the inputs of workflow {id}"))?;
+                let row = new_row::<W>(&rt, id.clone(), inputs, &self.options, Some(&queue.name));
+                match rt.committer.start_workflow(row).await? {
+                    StartOutcome::Inserted => {}
+                    StartOutcome::Exists { name } => check_same_workflow::<W>(&id, name)?,
+                }
+                WorkflowHandle::new(rt.clone(), id)
+            }
+        };
+        if rt.queues.iter().any(|q| *q == queue.name) {
+            rt.wake.notify_one();
+        }
+        Ok(handle)
+    }
+
     /// Runs the workflow on this instance instead of the globally launched one.
     pub fn on(mut self, app: &Mainstay) -> Self {
         self.runtime = Some(app.runtime().clone());
@@ -101,7 +182,7 @@ impl<W: Workflow> WorkflowCall<W> {
         let rt = self.resolve_runtime()?;
         match self.parent {
             Some((parent, function_id)) => {
-                start_child::<W>(rt, parent, function_id, self.args, self.options).await
+                start_child::<W>(rt, parent, function_id, self.args, self.options, None).await
             }
             None => start_top::<W>(rt, self.args, self.options).await,
         }
@@ -138,6 +219,12 @@ pub struct WorkflowHandle<T> {
     id: String,
     rt: Arc<Runtime>,
     _output: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for WorkflowHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowHandle").field("workflow_id", &self.id).finish()
+    }
 }
 
 impl<T> Clone for WorkflowHandle<T> {
@@ -229,25 +316,40 @@ type Started<W> = (
     Option<tokio::task::JoinHandle<Result<<W as Workflow>::Output>>>,
 );
 
-fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, owner: String) -> NewWorkflow {
+/// The row of a new workflow: started here (`queue` None) or enqueued.
+fn new_row<W: Workflow>(
+    rt: &Runtime,
+    id: String,
+    inputs: String,
+    options: &WorkflowOptions,
+    queue: Option<&str>,
+) -> NewWorkflow {
+    let now = context::now_ms();
+    let timeout_ms = options.timeout.map(|t| t.as_millis() as i64);
+    let enqueued = queue.is_some();
     NewWorkflow {
         id,
         name: W::NAME.to_string(),
-        status: Status::PENDING,
+        status: match (enqueued, options.delay) {
+            (false, _) => Status::PENDING,
+            (true, Some(_)) => Status::DELAYED,
+            (true, None) => Status::ENQUEUED,
+        },
         inputs,
-        owner: Some(owner),
-        executor_id: Some(rt.config.executor_id.clone()),
-        app_version: Some(rt.app_version.clone()),
+        owner: (!enqueued).then(|| uuid::Uuid::new_v4().to_string()),
+        executor_id: (!enqueued).then(|| rt.config.executor_id.clone()),
+        app_version: Some(options.app_version.clone().unwrap_or_else(|| rt.app_version.clone())),
         app_name: rt.config.app_name.clone(),
-        queue_name: None,
+        queue_name: queue.map(str::to_string),
         parent_id: None,
-        timeout_ms: None,
-        deadline_ms: None,
-        priority: 0,
-        deduplication_id: None,
-        partition_key: None,
-        delay_until_ms: None,
-        recovery_attempts: 1,
+        timeout_ms,
+        // A queued workflow's deadline starts when it is dequeued.
+        deadline_ms: if enqueued { None } else { timeout_ms.map(|t| now + t) },
+        priority: options.priority.unwrap_or(0),
+        deduplication_id: if enqueued { options.deduplication_id.clone() } else { None },
+        partition_key: if enqueued { options.partition_key.clone() } else { None },
+        delay_until_ms: if enqueued { options.delay.map(|d| now + d.as_millis() as i64) } else { None },
+        recovery_attempts: if enqueued { 0 } else { 1 },
     }
 }
 
@@ -259,13 +361,13 @@ async fn start_top<W: Workflow>(
     if rt.shutdown.is_cancelled() {
         return Err(Error::NotLaunched("mainstay is shutting down; no new workflows start"));
     }
-    let id = options.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = options.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let inputs = encode_args(&args, &format!("the inputs of workflow {id}"))?;
-    let owner = uuid::Uuid::new_v4().to_string();
-    let row = new_row::<W>(&rt, id.clone(), inputs, owner.clone());
+    let row = new_row::<W>(&rt, id.clone(), inputs, &options, None);
+    let (owner, deadline) = (row.owner.clone().unwrap_or_default(), row.deadline_ms);
     match rt.committer.start_workflow(row).await? {
         StartOutcome::Inserted => {
-            let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, rt.new_cancel_token());
+            let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, deadline);
             let join = spawn_run::<W>(rt.clone(), Arc::new(ctx), args);
             Ok((WorkflowHandle::new(rt, id), Some(join)))
         }
@@ -293,6 +395,7 @@ async fn start_child<W: Workflow>(
     function_id: i32,
     args: W::Args,
     options: WorkflowOptions,
+    queue: Option<&str>,
 ) -> Result<Started<W>> {
     if let Some(op) = parent.replayed(function_id, W::NAME)? {
         let child = op.child_workflow_id.clone().ok_or_else(|| Error::NonDeterministic {
@@ -304,11 +407,11 @@ async fn start_child<W: Workflow>(
         return Ok((WorkflowHandle::new(rt, child), None));
     }
     parent.check_interrupted()?;
-    let id = options.id.unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
+    let id = options.id.clone().unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
     let inputs = encode_args(&args, &format!("the inputs of workflow {id}"))?;
-    let owner = uuid::Uuid::new_v4().to_string();
-    let mut row = new_row::<W>(&rt, id.clone(), inputs, owner.clone());
+    let mut row = new_row::<W>(&rt, id.clone(), inputs, &options, queue);
     row.parent_id = Some(parent.workflow_id.to_string());
+    let (owner, deadline) = (row.owner.clone(), row.deadline_ms);
     let (owned, created) =
         rt.db.start_child(&parent.workflow_id, &parent.owner, function_id, &row).await?;
     if !owned {
@@ -319,7 +422,11 @@ async fn start_child<W: Workflow>(
         check_same_workflow::<W>(&id, existing)?;
         return Ok((WorkflowHandle::new(rt, id), None));
     }
-    let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, rt.new_cancel_token());
+    let Some(owner) = owner else {
+        // Enqueued: a worker of the queue runs it.
+        return Ok((WorkflowHandle::new(rt, id), None));
+    };
+    let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, deadline);
     let join = spawn_run::<W>(rt.clone(), Arc::new(ctx), args);
     Ok((WorkflowHandle::new(rt, id), Some(join)))
 }
@@ -370,6 +477,13 @@ async fn execute<W: Workflow>(
             }
         },
         _ = rt.shutdown.cancelled() => Err(Error::Shutdown { workflow_id: id.to_string() }),
+        _ = until_deadline(ctx.deadline_ms) => {
+            tracing::info!(workflow_id = %id, "workflow timed out; cancelling it");
+            match rt.db.cancel(&id).await {
+                Ok(_) => Err(Error::Cancelled { workflow_id: id.to_string() }),
+                Err(e) => Err(e),
+            }
+        }
     };
     let encoded = result.and_then(|value| {
         let json = encode(&value, &format!("the output of workflow {id}"))?;
@@ -399,6 +513,16 @@ async fn execute<W: Workflow>(
     }
 }
 
+async fn until_deadline(deadline_ms: Option<i64>) {
+    match deadline_ms {
+        Some(d) => {
+            let left = Duration::from_millis((d - context::now_ms()).max(0) as u64);
+            tokio::time::sleep(left).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs a workflow claimed from a queue (or recovered): the type-erased entry of the registry.
 pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> BoxFuture<'static, ()> {
     async move {
@@ -416,13 +540,7 @@ pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> Bo
             None
         };
         let what = format!("the inputs of workflow {id}");
-        let ctx = Arc::new(WorkflowContext::new(
-            rt.clone(),
-            &id,
-            &claimed.owner,
-            recorded,
-            rt.new_cancel_token(),
-        ));
+        let ctx = Arc::new(WorkflowContext::new(rt.clone(), &id, &claimed.owner, recorded, claimed.deadline_ms));
         match decode_args::<W::Args>(claimed.inputs.as_deref(), claimed.serialization.as_deref(), &what) {
             Ok(args) => {
                 let _ = run_local::<W>(rt, ctx, args).await;

@@ -139,7 +139,9 @@ impl Split {
         let msg = e.to_string();
         let err = |what: String| Error::db(what, sqlx::Error::Protocol(msg.clone()));
         for (r, s) in self.starts {
-            let _ = s.send(Err(err(format!("record the start of workflow {}", r.id))));
+            let e = super::duplicate_of(e, &r)
+                .unwrap_or_else(|| err(format!("record the start of workflow {}", r.id)));
+            let _ = s.send(Err(e));
         }
         for (r, s) in self.steps {
             let _ = s.send(Err(err(format!(

@@ -11,6 +11,7 @@
 mod batch;
 mod committer;
 mod migrate;
+mod queues;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 
+pub(crate) use batch::Batch;
 pub(crate) use committer::Committer;
 pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
+pub(crate) use queues::Claimer;
 
 use crate::config::{redact, Config};
 use crate::error::{Error, Result};
@@ -119,6 +122,7 @@ pub(crate) struct Claimed {
     pub owner: String,
     pub inputs: Option<String>,
     pub serialization: Option<String>,
+    pub deadline_ms: Option<i64>,
     /// Whether an earlier execution recorded steps (a replay must load them).
     pub has_steps: bool,
 }
@@ -132,7 +136,7 @@ struct Sql {
     start_child: Arc<str>,
     recorded_steps: Arc<str>,
     get_status: Arc<str>,
-    claim: Arc<str>,
+    queues: queues::Statements,
     recover_executor: Arc<str>,
     cancel: Arc<str>,
     resume: Arc<str>,
@@ -146,6 +150,7 @@ impl Sql {
         let f = |text: &str| -> Arc<str> { Arc::from(text.replace("{s}", &s).replace("{now}", NOW_MS)) };
         Sql {
             batch: batch::Statements::new(&f),
+            queues: queues::Statements::new(&f),
             existing_workflows: f(
                 "SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])",
@@ -167,8 +172,10 @@ WITH own AS (
     INSERT INTO {s}.workflow_status (
         workflow_uuid, name, status, owner_xid, executor_id, application_version,
         application_name, parent_workflow_id, workflow_timeout_ms, workflow_deadline_epoch_ms,
-        recovery_attempts, serialization, creator_xid, created_at, updated_at)
-    SELECT $3, $4, 'PENDING', $5, $6, $7, $8, $1, $9, $10, 1, 'portable_json', $5, {now}, {now}
+        recovery_attempts, queue_name, priority, deduplication_id, queue_partition_key,
+        delay_until_epoch_ms, serialization, creator_xid, created_at, updated_at)
+    SELECT $3, $4, $13, $5, $6, $7, $8, $1, $9, $10, $14, $15, $16, $17, $18, $19,
+           'portable_json', $2, {now}, {now}
     FROM own
     ON CONFLICT (workflow_uuid) DO NOTHING
     RETURNING workflow_uuid
@@ -199,36 +206,6 @@ SELECT ws.workflow_uuid, ws.status, ws.name, ws.executor_id, ws.application_vers
        ws.serialization
 FROM {s}.workflow_status ws LEFT JOIN {s}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid
 WHERE ws.workflow_uuid = $1"#),
-            claim: f(r#"
-WITH picked AS (
-    SELECT workflow_uuid FROM {s}.workflow_status
-    WHERE queue_name = $1 AND status = 'ENQUEUED'
-      AND (application_version = $2
-           OR (application_version IS NULL
-               AND $2 = (SELECT version_name FROM {s}.application_versions
-                         ORDER BY version_timestamp DESC LIMIT 1)))
-    ORDER BY priority, created_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {s}.workflow_status ws
-SET status = CASE WHEN COALESCE(ws.recovery_attempts, 0) > $5 THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
-                  ELSE 'PENDING' END,
-    owner_xid = gen_random_uuid()::text,
-    executor_id = $4,
-    application_version = COALESCE(ws.application_version, $2),
-    started_at_epoch_ms = {now},
-    updated_at = {now},
-    recovery_attempts = COALESCE(ws.recovery_attempts, 0) + 1,
-    workflow_deadline_epoch_ms = CASE
-        WHEN ws.workflow_timeout_ms IS NOT NULL AND ws.workflow_deadline_epoch_ms IS NULL
-        THEN {now} + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
-FROM picked LEFT JOIN {s}.workflow_input wi ON wi.workflow_uuid = picked.workflow_uuid
-WHERE ws.workflow_uuid = picked.workflow_uuid
-RETURNING ws.workflow_uuid, ws.name, ws.status, ws.owner_xid, COALESCE(wi.inputs, ws.inputs) AS inputs,
-          ws.serialization, ws.workflow_deadline_epoch_ms,
-          EXISTS (SELECT 1 FROM {s}.operation_outputs oo
-                  WHERE oo.workflow_uuid = ws.workflow_uuid) AS has_steps"#),
             recover_executor: f(r#"
 UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', queue_name = COALESCE(queue_name, $3), owner_xid = NULL,
@@ -239,8 +216,7 @@ RETURNING workflow_uuid"#),
             cancel: f(r#"
 WITH upd AS (
     UPDATE {s}.workflow_status
-    SET status = 'CANCELLED', updated_at = {now}, deduplication_id = NULL,
-        started_at_epoch_ms = NULL
+    SET status = 'CANCELLED', updated_at = {now}, deduplication_id = NULL
     WHERE workflow_uuid = $1 AND status NOT IN ('SUCCESS', 'ERROR')
     RETURNING workflow_uuid
 ), notify AS (
@@ -278,6 +254,15 @@ pub(crate) struct SystemDatabase {
 
 fn q(sql: &Arc<str>) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(AssertSqlSafe(sql.clone()))
+}
+
+/// The clear error for an enqueue refused by the deduplication index, if that is what `e` is.
+pub(crate) fn duplicate_of(e: &sqlx::Error, row: &NewWorkflow) -> Option<Error> {
+    let db = e.as_database_error()?;
+    (db.constraint() == Some("uq_workflow_status_dedup_id")).then(|| Error::Duplicate {
+        queue: row.queue_name.clone().unwrap_or_default(),
+        deduplication_id: row.deduplication_id.clone().unwrap_or_default(),
+    })
 }
 
 /// Whether a failed statement may succeed when tried again on a fresh connection.
@@ -389,9 +374,19 @@ impl SystemDatabase {
             .bind(child.deadline_ms)
             .bind(&child.inputs)
             .bind(function_id)
+            .bind(child.status)
+            .bind(child.recovery_attempts)
+            .bind(&child.queue_name)
+            .bind(child.priority)
+            .bind(&child.deduplication_id)
+            .bind(&child.partition_key)
+            .bind(child.delay_until_ms)
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| Error::db(format!("start child workflow {}", child.id), e))?;
+            .map_err(|e| match duplicate_of(&e, child) {
+                Some(dup) => dup,
+                None => Error::db(format!("start child workflow {}", child.id), e),
+            })?;
         let owned: i64 = row.get("owned");
         let created: i64 = row.get("created");
         Ok((owned > 0, created > 0))
@@ -441,38 +436,6 @@ impl SystemDatabase {
             error: row.get(14),
             serialization: row.get(15),
         }))
-    }
-
-    /// Claims up to `limit` runnable workflows of a queue for this executor.
-    pub(crate) async fn claim(
-        &self,
-        queue: &str,
-        app_version: &str,
-        executor_id: &str,
-        limit: i64,
-        max_recovery_attempts: i64,
-    ) -> Result<Vec<Claimed>> {
-        let rows = q(&self.sql.claim)
-            .bind(queue)
-            .bind(app_version)
-            .bind(limit)
-            .bind(executor_id)
-            .bind(max_recovery_attempts)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| Error::db(format!("claim queued workflows from queue {queue}"), e))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Claimed {
-                id: row.get(0),
-                name: row.get::<Option<String>, _>(1).unwrap_or_default(),
-                status: Status::parse(row.get::<Option<String>, _>(2).as_deref().unwrap_or("")),
-                owner: row.get::<Option<String>, _>(3).unwrap_or_default(),
-                inputs: row.get(4),
-                serialization: row.get(5),
-                has_steps: row.get(7),
-            })
-            .collect())
     }
 
     /// Re-enqueues the `PENDING` workflows of an executor (of one version, or any if `None`).

@@ -1,0 +1,176 @@
+//! A client that needs only the database URL: enqueue workflows by name, inspect, cancel and
+//! resume them, and manage queue settings, from any process (a web tier, a script, the
+//! operator). It runs no workflows and never migrates.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::context::now_ms;
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::serialization::{decode, encode};
+use crate::status::{Status, WorkflowStatus};
+use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase};
+use crate::workflow::{outcome_of, WorkflowOptions};
+
+/// Work waiting in and running from one queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub enqueued: i64,
+    pub pending: i64,
+}
+
+/// A connection to a system database, for code that does not run workflows.
+#[derive(Clone)]
+pub struct Client {
+    db: SystemDatabase,
+}
+
+impl Client {
+    /// Connects to the system database at `database_url` (schema `dbos`).
+    pub async fn connect(database_url: &str) -> Result<Client> {
+        let mut config = Config::new(database_url);
+        config.pool_size = 4;
+        Client::connect_with(&config).await
+    }
+
+    /// Connects with a full configuration (schema, pool size, connect timeout).
+    pub async fn connect_with(config: &Config) -> Result<Client> {
+        Ok(Client { db: SystemDatabase::connect(config).await? })
+    }
+
+    /// Enqueues workflow `workflow_name` on `queue` with positional JSON arguments; returns the
+    /// workflow ID. Without `options.app_version` the newest application version runs it.
+    pub async fn enqueue(
+        &self,
+        workflow_name: &str,
+        queue: &str,
+        args: Vec<Value>,
+        options: WorkflowOptions,
+    ) -> Result<String> {
+        if workflow_name.trim().is_empty() || queue.trim().is_empty() {
+            return Err(Error::Config("enqueue needs a workflow name and a queue name".into()));
+        }
+        let id = options.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let inputs = encode(
+            &serde_json::json!({"positionalArgs": args, "namedArgs": {}}),
+            &format!("the inputs of workflow {id}"),
+        )?;
+        let now = now_ms();
+        let row = NewWorkflow {
+            id: id.clone(),
+            name: workflow_name.to_string(),
+            status: if options.delay.is_some() { Status::DELAYED } else { Status::ENQUEUED },
+            inputs,
+            owner: None,
+            executor_id: None,
+            app_version: options.app_version.clone(),
+            app_name: None,
+            queue_name: Some(queue.to_string()),
+            parent_id: None,
+            timeout_ms: options.timeout.map(|t| t.as_millis() as i64),
+            deadline_ms: None,
+            priority: options.priority.unwrap_or(0),
+            deduplication_id: options.deduplication_id.clone(),
+            partition_key: options.partition_key.clone(),
+            delay_until_ms: options.delay.map(|d| now + d.as_millis() as i64),
+            recovery_attempts: 0,
+        };
+        let mut conn = self.db.pool().acquire().await.map_err(|e| Error::db("connect to enqueue", e))?;
+        let batch = Batch { starts: vec![&row], ..Batch::default() };
+        let written = self.db.write_batch(&mut conn, &batch).await.map_err(|e| {
+            duplicate_of(&e, &row).unwrap_or_else(|| Error::db(format!("enqueue workflow {id}"), e))
+        })?;
+        if let Some(StartOutcome::Exists { name: Some(existing) }) = written.0.first() {
+            if existing != workflow_name {
+                return Err(Error::WorkflowConflict {
+                    workflow_id: id,
+                    existing: existing.clone(),
+                    requested: workflow_name.to_string(),
+                });
+            }
+        }
+        Ok(id)
+    }
+
+    /// The status record of a workflow, if it exists.
+    pub async fn status(&self, workflow_id: &str) -> Result<Option<WorkflowStatus>> {
+        self.db.get_status(workflow_id).await
+    }
+
+    /// Waits for a workflow to finish and returns its output or recorded failure.
+    pub async fn get_result<T: DeserializeOwned>(&self, workflow_id: &str) -> Result<T> {
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let status = self
+                .db
+                .get_status(workflow_id)
+                .await?
+                .ok_or_else(|| Error::NotFound { workflow_id: workflow_id.to_string() })?;
+            if let Some(result) = outcome_of(&status) {
+                let json = result?;
+                return decode(Some(&json), None, &format!("the output of workflow {workflow_id}"));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Cancels a workflow (see [`crate::Mainstay::cancel`]).
+    pub async fn cancel(&self, workflow_id: &str) -> Result<()> {
+        match self.db.cancel(workflow_id).await? {
+            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Puts a cancelled, failed or parked workflow back on the internal queue.
+    pub async fn resume(&self, workflow_id: &str) -> Result<()> {
+        if self.db.resume(workflow_id).await? {
+            return Ok(());
+        }
+        match self.db.get_status(workflow_id).await? {
+            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
+            Some(s) => Err(Error::Config(format!(
+                "workflow {workflow_id} is {} and cannot be resumed",
+                s.status
+            ))),
+        }
+    }
+
+    /// Re-enqueues every `PENDING` workflow of a dead executor so live workers run them.
+    pub async fn recover_executor(&self, executor_id: &str) -> Result<Vec<String>> {
+        self.db.recover_executor(executor_id, None).await
+    }
+
+    /// Writes a queue's settings; running workers apply them within about a second.
+    pub async fn set_queue(&self, queue: &Queue) -> Result<()> {
+        queue.validate()?;
+        self.db.update_queue(queue).await
+    }
+
+    /// The stored settings of a queue, if it has any.
+    pub async fn queue(&self, name: &str) -> Result<Option<Queue>> {
+        Ok(self.db.queue_settings(&[name.to_string()]).await?.into_iter().next())
+    }
+
+    /// Enqueued and running workflows per queue.
+    pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
+        Ok(self
+            .db
+            .queue_depths()
+            .await?
+            .into_iter()
+            .map(|(queue, enqueued, pending)| QueueDepth { queue, enqueued, pending })
+            .collect())
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        self.db.close().await
+    }
+}

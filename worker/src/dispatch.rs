@@ -1,0 +1,170 @@
+//! Dispatch of queued work: wake on notification, claim in batches, run.
+//!
+//! Invariants: a workflow runs here only after this process claimed it (a fresh owner token,
+//! `PENDING`, `SKIP LOCKED` so claimers never block each other); at most `worker_concurrency`
+//! claimed workflows run at once; notifications only shorten the wait, and polling with jitter
+//! finds everything a lost notification would have announced.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::app::Runtime;
+use crate::error::Result;
+use crate::status::Status;
+use crate::queue::Queue;
+use crate::sysdb::{Claimer, CANCELLED_CHANNEL, ENQUEUED_CHANNEL};
+
+/// Subscribes to wake-ups before the first claim, so nothing enqueued after launch is missed.
+pub(crate) async fn start_listener(rt: Arc<Runtime>) -> Result<()> {
+    let mut listener = rt.db.listener().await?;
+    let task_rt = rt.clone();
+    rt.tasks.spawn(async move {
+        let rt = task_rt;
+        loop {
+            tokio::select! {
+                _ = rt.shutdown.cancelled() => return,
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) => match n.channel() {
+                        ENQUEUED_CHANNEL => {
+                            if rt.queues.iter().any(|q| q == n.payload()) {
+                                rt.wake.notify_one();
+                            }
+                        }
+                        CANCELLED_CHANNEL => rt.cancel_local(n.payload()),
+                        _ => {}
+                    },
+                    // The connection was lost and re-established: anything could have been
+                    // missed, so look for work now.
+                    Ok(None) => rt.wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification listener failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = rt.shutdown.cancelled() => return,
+                        }
+                    }
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Starts the claim loop.
+pub(crate) fn start_dispatcher(rt: Arc<Runtime>) {
+    let tasks = rt.tasks.clone();
+    tasks.spawn(dispatch_loop(rt));
+}
+
+/// How long queue settings read from the database are reused before they are read again.
+const SETTINGS_TTL: Duration = Duration::from_secs(1);
+
+async fn dispatch_loop(rt: Arc<Runtime>) {
+    let mut failures = 0u32;
+    let mut settings: Option<(Instant, Vec<Queue>)> = None;
+    let mut promoted = Instant::now() - rt.config.polling_interval;
+    loop {
+        let round = async {
+            if settings.as_ref().is_none_or(|(at, _)| at.elapsed() > SETTINGS_TTL) {
+                settings = Some((Instant::now(), queue_settings(&rt).await?));
+            }
+            let mut more = false;
+            if promoted.elapsed() >= rt.config.polling_interval {
+                promoted = Instant::now();
+                more |= !rt.db.promote_delayed(&rt.queues).await?.is_empty();
+            }
+            let queues = &settings.as_ref().map(|(_, q)| q.clone()).unwrap_or_default();
+            more |= claim_round(&rt, queues).await?;
+            Ok::<bool, crate::Error>(more)
+        };
+        let more = match round.await {
+            Ok(more) => {
+                failures = 0;
+                more
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "claiming queued workflows failed");
+                false
+            }
+        };
+        if more {
+            continue;
+        }
+        let interval = settings
+            .as_ref()
+            .and_then(|(_, qs)| qs.iter().map(|q| q.polling_interval).min())
+            .unwrap_or(rt.config.polling_interval)
+            .min(rt.config.polling_interval);
+        let base = interval.mul_f64(if failures > 0 { 2f64.powi(failures.min(5) as i32) } else { 1.0 });
+        let jitter = base.mul_f64(jitter_fraction() * 0.2);
+        tokio::select! {
+            _ = rt.shutdown.cancelled() => return,
+            _ = rt.wake.notified() => {}
+            _ = tokio::time::sleep(base + jitter) => {}
+        }
+    }
+}
+
+/// The settings of every listened queue: stored ones, or no limits for queues without a row.
+async fn queue_settings(rt: &Arc<Runtime>) -> Result<Vec<Queue>> {
+    let stored = rt.db.queue_settings(&rt.queues).await?;
+    Ok(rt
+        .queues
+        .iter()
+        .map(|name| stored.iter().find(|q| q.name == *name).cloned().unwrap_or_else(|| Queue::new(name.clone())))
+        .collect())
+}
+
+/// Claims what fits in the free worker slots from every listened queue. Returns whether a
+/// queue filled the slots it was offered (more work is probably waiting).
+async fn claim_round(rt: &Arc<Runtime>, queues: &[Queue]) -> Result<bool> {
+    let mut more = false;
+    for queue in queues {
+        let free = rt.slots.available_permits();
+        if free == 0 || rt.shutdown.is_cancelled() {
+            return Ok(false);
+        }
+        let who = Claimer {
+            app_version: &rt.app_version,
+            executor_id: &rt.config.executor_id,
+            max_recovery_attempts: rt.config.max_recovery_attempts,
+            free: free as i64,
+        };
+        let claimed = rt.db.claim_queue(queue, &who).await?;
+        more |= claimed.len() == free;
+        for c in claimed {
+            if c.status == Status::MaxRecoveryAttemptsExceeded {
+                tracing::warn!(
+                    workflow_id = %c.id,
+                    "workflow exceeded its maximum recovery attempts; parked as \
+                     MAX_RECOVERY_ATTEMPTS_EXCEEDED (resume it after fixing the cause)"
+                );
+                continue;
+            }
+            let Some(reg) = rt.registry.get(&c.name).copied() else {
+                tracing::error!(
+                    workflow_id = %c.id,
+                    name = %c.name,
+                    "claimed a workflow that is not registered in this process"
+                );
+                crate::workflow::fail_unregistered(rt, &c).await;
+                continue;
+            };
+            let Ok(permit) = rt.slots.clone().try_acquire_owned() else {
+                // Slots are only taken here, so this cannot happen; stay safe anyway.
+                return Ok(false);
+            };
+            let run = (reg.runner)(rt.clone(), c);
+            rt.tasks.spawn(async move {
+                run.await;
+                drop(permit);
+            });
+        }
+    }
+    Ok(more)
+}
+
+fn jitter_fraction() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0
+}

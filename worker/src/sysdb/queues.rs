@@ -1,0 +1,334 @@
+//! Queue statements: settings in `queues`, claims under limits, delayed work.
+//!
+//! Invariants of a claim: a queue with a shared budget (global or partition concurrency, a rate
+//! limit) is claimed under a transaction-level advisory lock on the queue, taken in a statement
+//! *before* the claim, so the claim's snapshot counts every claim committed before it: no two
+//! claimers can spend the same budget. A queue without one is claimed with `SKIP LOCKED` alone,
+//! in a single statement. Every claimed row gets a fresh owner token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Acquire, Row};
+
+use super::{q, Claimed, SystemDatabase};
+use crate::error::{Error, Result};
+use crate::queue::{Queue, RateLimit};
+use crate::status::Status;
+
+pub(super) struct Statements {
+    claim: Arc<str>,
+    partitions: Arc<str>,
+    declare: Arc<str>,
+    update: Arc<str>,
+    settings: Arc<str>,
+    promote_delayed: Arc<str>,
+    depth: Arc<str>,
+}
+
+impl Statements {
+    pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
+        let columns = "name, concurrency, worker_concurrency, rate_limit_max, rate_limit_period_sec, \
+                       priority_enabled, partition_queue, polling_interval_sec, partition_concurrency, \
+                       partition_worker_concurrency, partition_rate_limit_max, \
+                       partition_rate_limit_period_sec";
+        Statements {
+            claim: f(CLAIM),
+            partitions: f(
+                "SELECT DISTINCT queue_partition_key FROM {s}.workflow_status \
+                 WHERE queue_name = $1 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL",
+            ),
+            declare: f(&format!(
+                "INSERT INTO {{s}}.queues ({columns}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (name) DO NOTHING"
+            )),
+            update: f(&format!(
+                "INSERT INTO {{s}}.queues ({columns}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (name) DO UPDATE SET concurrency = EXCLUDED.concurrency, \
+                   worker_concurrency = EXCLUDED.worker_concurrency, \
+                   rate_limit_max = EXCLUDED.rate_limit_max, \
+                   rate_limit_period_sec = EXCLUDED.rate_limit_period_sec, \
+                   priority_enabled = EXCLUDED.priority_enabled, \
+                   partition_queue = EXCLUDED.partition_queue, \
+                   polling_interval_sec = EXCLUDED.polling_interval_sec, \
+                   partition_concurrency = EXCLUDED.partition_concurrency, \
+                   partition_worker_concurrency = EXCLUDED.partition_worker_concurrency, \
+                   partition_rate_limit_max = EXCLUDED.partition_rate_limit_max, \
+                   partition_rate_limit_period_sec = EXCLUDED.partition_rate_limit_period_sec, \
+                   updated_at = {{now}}"
+            )),
+            settings: f(&format!("SELECT {columns} FROM {{s}}.queues WHERE name = ANY($1::text[])")),
+            promote_delayed: f(
+                "UPDATE {s}.workflow_status SET status = 'ENQUEUED', updated_at = {now} \
+                 WHERE status = 'DELAYED' AND delay_until_epoch_ms <= {now} \
+                   AND queue_name = ANY($1::text[]) \
+                 RETURNING queue_name",
+            ),
+            depth: f(
+                "SELECT queue_name, count(*) FILTER (WHERE status = 'ENQUEUED'), \
+                        count(*) FILTER (WHERE status = 'PENDING') \
+                 FROM {s}.workflow_status \
+                 WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL \
+                 GROUP BY queue_name",
+            ),
+        }
+    }
+}
+
+/// `$1` queue, `$2` version, `$3` executor, `$4` max recovery attempts, `$5` free local slots,
+/// `$6` concurrency, `$7` worker concurrency, `$8`/`$9` rate limit max/period, `$10` partition
+/// key (NULL: not partitioned), `$11` partition concurrency, `$12` partition worker concurrency,
+/// `$13`/`$14` partition rate limit max/period. NULL limits do not limit.
+const CLAIM: &str = r#"
+WITH budget AS (
+    SELECT GREATEST(0, LEAST(
+        $5::int8,
+        CASE WHEN $6::int8 IS NULL THEN $5 ELSE $6 - (
+            SELECT count(*) FROM {s}.workflow_status WHERE queue_name = $1 AND status = 'PENDING') END,
+        CASE WHEN $7::int8 IS NULL THEN $5 ELSE $7 - (
+            SELECT count(*) FROM {s}.workflow_status
+            WHERE queue_name = $1 AND status = 'PENDING' AND executor_id = $3) END,
+        CASE WHEN $8::int8 IS NULL THEN $5 ELSE $8 - (
+            SELECT count(*) FROM {s}.workflow_status
+            WHERE queue_name = $1 AND rate_limited
+              AND started_at_epoch_ms > {now} - ($9::float8 * 1000)::int8) END,
+        CASE WHEN $10::text IS NULL OR $11::int8 IS NULL THEN $5 ELSE $11 - (
+            SELECT count(*) FROM {s}.workflow_status
+            WHERE queue_name = $1 AND status = 'PENDING' AND queue_partition_key = $10) END,
+        CASE WHEN $10::text IS NULL OR $12::int8 IS NULL THEN $5 ELSE $12 - (
+            SELECT count(*) FROM {s}.workflow_status
+            WHERE queue_name = $1 AND status = 'PENDING' AND queue_partition_key = $10
+              AND executor_id = $3) END,
+        CASE WHEN $10::text IS NULL OR $13::int8 IS NULL THEN $5 ELSE $13 - (
+            SELECT count(*) FROM {s}.workflow_status
+            WHERE queue_name = $1 AND rate_limited AND queue_partition_key = $10
+              AND started_at_epoch_ms > {now} - ($14::float8 * 1000)::int8) END
+    )) AS n
+), picked AS (
+    SELECT workflow_uuid FROM {s}.workflow_status
+    WHERE queue_name = $1 AND status = 'ENQUEUED'
+      AND ($10::text IS NULL OR queue_partition_key = $10)
+      AND (application_version = $2
+           OR (application_version IS NULL
+               AND $2 = (SELECT version_name FROM {s}.application_versions
+                         ORDER BY version_timestamp DESC LIMIT 1)))
+    ORDER BY priority, created_at
+    LIMIT (SELECT n FROM budget)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.workflow_status ws
+SET status = CASE WHEN COALESCE(ws.recovery_attempts, 0) > $4 THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
+                  ELSE 'PENDING' END,
+    owner_xid = gen_random_uuid()::text,
+    executor_id = $3,
+    application_version = COALESCE(ws.application_version, $2),
+    started_at_epoch_ms = {now},
+    updated_at = {now},
+    recovery_attempts = COALESCE(ws.recovery_attempts, 0) + 1,
+    rate_limited = ($8::int8 IS NOT NULL OR $13::int8 IS NOT NULL),
+    workflow_deadline_epoch_ms = CASE
+        WHEN ws.workflow_timeout_ms IS NOT NULL AND ws.workflow_deadline_epoch_ms IS NULL
+        THEN {now} + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
+FROM picked LEFT JOIN {s}.workflow_input wi ON wi.workflow_uuid = picked.workflow_uuid
+WHERE ws.workflow_uuid = picked.workflow_uuid
+RETURNING ws.workflow_uuid, ws.name, ws.status, ws.owner_xid, COALESCE(wi.inputs, ws.inputs) AS inputs,
+          ws.serialization, ws.workflow_deadline_epoch_ms,
+          EXISTS (SELECT 1 FROM {s}.operation_outputs oo
+                  WHERE oo.workflow_uuid = ws.workflow_uuid) AS has_steps"#;
+
+fn limit(v: Option<u32>) -> Option<i64> {
+    v.map(i64::from)
+}
+
+fn rate(r: Option<RateLimit>) -> (Option<i64>, Option<f64>) {
+    match r {
+        Some(r) => (Some(i64::from(r.max)), Some(r.period.as_secs_f64())),
+        None => (None, None),
+    }
+}
+
+/// Who claims, for how many.
+pub(crate) struct Claimer<'a> {
+    pub app_version: &'a str,
+    pub executor_id: &'a str,
+    pub max_recovery_attempts: i64,
+    pub free: i64,
+}
+
+type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_claim(query: PgQuery, queue: &Queue, who: &Claimer<'_>, partition: Option<&str>) -> PgQuery {
+    let (rmax, rper) = rate(queue.rate_limit);
+    let (prmax, prper) = rate(queue.partition_rate_limit);
+    query
+        .bind(queue.name.clone())
+        .bind(who.app_version.to_string())
+        .bind(who.executor_id.to_string())
+        .bind(who.max_recovery_attempts)
+        .bind(who.free)
+        .bind(limit(queue.concurrency))
+        .bind(limit(queue.worker_concurrency))
+        .bind(rmax)
+        .bind(rper)
+        .bind(partition.map(str::to_string))
+        .bind(limit(queue.partition_concurrency))
+        .bind(limit(queue.partition_worker_concurrency))
+        .bind(prmax)
+        .bind(prper)
+}
+
+fn claimed(row: sqlx::postgres::PgRow) -> Claimed {
+    Claimed {
+        id: row.get(0),
+        name: row.get::<Option<String>, _>(1).unwrap_or_default(),
+        status: Status::parse(row.get::<Option<String>, _>(2).as_deref().unwrap_or("")),
+        owner: row.get::<Option<String>, _>(3).unwrap_or_default(),
+        inputs: row.get(4),
+        serialization: row.get(5),
+        deadline_ms: row.get(6),
+        has_steps: row.get(7),
+    }
+}
+
+fn bind_settings(query: PgQuery, queue: &Queue) -> PgQuery {
+    let (rmax, rper) = rate(queue.rate_limit);
+    let (prmax, prper) = rate(queue.partition_rate_limit);
+    query
+        .bind(queue.name.clone())
+        .bind(queue.concurrency.map(|v| v as i32))
+        .bind(queue.worker_concurrency.map(|v| v as i32))
+        .bind(rmax.map(|v| v as i32))
+        .bind(rper)
+        .bind(queue.priority_enabled)
+        .bind(queue.partitioned)
+        .bind(queue.polling_interval.as_secs_f64())
+        .bind(queue.partition_concurrency.map(|v| v as i32))
+        .bind(queue.partition_worker_concurrency.map(|v| v as i32))
+        .bind(prmax.map(|v| v as i32))
+        .bind(prper)
+}
+
+impl SystemDatabase {
+    /// Claims runnable workflows of `queue` within its limits.
+    pub(crate) async fn claim_queue(&self, queue: &Queue, who: &Claimer<'_>) -> Result<Vec<Claimed>> {
+        let ctx = || format!("claim queued workflows from queue {}", queue.name);
+        let stmts = &self.sql.queues;
+        if !queue.has_shared_budget() && !queue.partitioned {
+            let rows = bind_claim(q(&stmts.claim), queue, who, None)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| Error::db(ctx(), e))?;
+            return Ok(rows.into_iter().map(claimed).collect());
+        }
+        let mut conn = self.pool.acquire().await.map_err(|e| Error::db(ctx(), e))?;
+        let mut tx = conn.begin().await.map_err(|e| Error::db(ctx(), e))?;
+        if queue.has_shared_budget() {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("mainstay-queue:{}", queue.name))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Error::db(ctx(), e))?;
+        }
+        let mut out = Vec::new();
+        if queue.partitioned {
+            let keys: Vec<String> = q(&stmts.partitions)
+                .bind(queue.name.clone())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| Error::db(ctx(), e))?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut free = who.free;
+            for key in keys {
+                if free <= 0 {
+                    break;
+                }
+                let who = Claimer { free, ..*who };
+                let rows = bind_claim(q(&stmts.claim), queue, &who, Some(&key))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| Error::db(ctx(), e))?;
+                free -= rows.len() as i64;
+                out.extend(rows.into_iter().map(claimed));
+            }
+        } else {
+            let rows = bind_claim(q(&stmts.claim), queue, who, None)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| Error::db(ctx(), e))?;
+            out.extend(rows.into_iter().map(claimed));
+        }
+        tx.commit().await.map_err(|e| Error::db(ctx(), e))?;
+        Ok(out)
+    }
+
+    /// Writes a queue's settings unless the queue already has some (the database wins, so
+    /// settings changed at runtime survive restarts).
+    pub(crate) async fn declare_queue(&self, queue: &Queue) -> Result<()> {
+        bind_settings(q(&self.sql.queues.declare), queue)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("declare queue {}", queue.name), e))?;
+        Ok(())
+    }
+
+    /// Writes a queue's settings, replacing what is stored; running workers pick them up.
+    pub(crate) async fn update_queue(&self, queue: &Queue) -> Result<()> {
+        bind_settings(q(&self.sql.queues.update), queue)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("update the settings of queue {}", queue.name), e))?;
+        Ok(())
+    }
+
+    /// The stored settings of these queues (queues without a row are absent).
+    pub(crate) async fn queue_settings(&self, names: &[String]) -> Result<Vec<Queue>> {
+        let rows = q(&self.sql.queues.settings)
+            .bind(names)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("read queue settings", e))?;
+        let positive = |v: Option<i32>| v.filter(|v| *v > 0).map(|v| v as u32);
+        let rate = |max: Option<i32>, period: Option<f64>| match (positive(max), period) {
+            (Some(max), Some(p)) if p > 0.0 => Some(RateLimit { max, period: Duration::from_secs_f64(p) }),
+            _ => None,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| Queue {
+                name: r.get(0),
+                concurrency: positive(r.get(1)),
+                worker_concurrency: positive(r.get(2)),
+                rate_limit: rate(r.get(3), r.get(4)),
+                priority_enabled: r.get(5),
+                partitioned: r.get(6),
+                polling_interval: Duration::from_secs_f64(r.get::<f64, _>(7).max(0.001)),
+                partition_concurrency: positive(r.get(8)),
+                partition_worker_concurrency: positive(r.get(9)),
+                partition_rate_limit: rate(r.get(10), r.get(11)),
+            })
+            .collect())
+    }
+
+    /// Moves `DELAYED` workflows whose time has come to `ENQUEUED`; returns their queues.
+    pub(crate) async fn promote_delayed(&self, queues: &[String]) -> Result<Vec<String>> {
+        let rows = q(&self.sql.queues.promote_delayed)
+            .bind(queues)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("enqueue delayed workflows whose time has come", e))?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// `(queue, enqueued, pending)` for every queue with work.
+    pub(crate) async fn queue_depths(&self) -> Result<Vec<(String, i64, i64)>> {
+        let rows = q(&self.sql.queues.depth)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("read queue depths", e))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+}
