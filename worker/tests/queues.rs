@@ -124,7 +124,7 @@ async fn delayed_workflows_wait_and_timeouts_start_at_dequeue() {
     let s = slow.status().await.unwrap();
     assert_eq!(s.status, Status::Cancelled);
     let (started, deadline) = (s.started_at_ms.unwrap(), s.deadline_epoch_ms.unwrap());
-    assert_eq!(deadline - started, 300, "the deadline counts from the dequeue");
+    assert!((deadline - started - 300).abs() <= 1, "the deadline counts from the dequeue: {started} {deadline}");
     app.shutdown().await;
 }
 

@@ -38,6 +38,9 @@ pub const ENQUEUED_CHANNEL: &str = "mainstay_enqueued";
 pub const CANCELLED_CHANNEL: &str = "mainstay_cancelled";
 
 const NOW_MS: &str = "(EXTRACT(epoch FROM now()) * 1000)::bigint";
+/// Wall-clock time at the moment of evaluation, not of the transaction's start: claims under
+/// a queue lock stamp and count starts with it, so stamps increase in claim order.
+const CLOCK_MS: &str = "(EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// A workflow row to insert.
 #[derive(Debug, Clone)]
@@ -147,7 +150,7 @@ struct Sql {
 impl Sql {
     fn new(schema: &str) -> Sql {
         let s = format!("\"{schema}\"");
-        let f = |text: &str| -> Arc<str> { Arc::from(text.replace("{s}", &s).replace("{now}", NOW_MS)) };
+        let f = |text: &str| -> Arc<str> { Arc::from(text.replace("{s}", &s).replace("{now}", NOW_MS).replace("{clock}", CLOCK_MS)) };
         Sql {
             batch: batch::Statements::new(&f),
             queues: queues::Statements::new(&f),

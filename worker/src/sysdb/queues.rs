@@ -93,7 +93,7 @@ WITH budget AS (
         CASE WHEN $8::int8 IS NULL THEN $5 ELSE $8 - (
             SELECT count(*) FROM {s}.workflow_status
             WHERE queue_name = $1 AND rate_limited
-              AND started_at_epoch_ms > {now} - ($9::float8 * 1000)::int8) END,
+              AND started_at_epoch_ms > {clock} - ($9::float8 * 1000)::int8) END,
         CASE WHEN $10::text IS NULL OR $11::int8 IS NULL THEN $5 ELSE $11 - (
             SELECT count(*) FROM {s}.workflow_status
             WHERE queue_name = $1 AND status = 'PENDING' AND queue_partition_key = $10) END,
@@ -104,7 +104,7 @@ WITH budget AS (
         CASE WHEN $10::text IS NULL OR $13::int8 IS NULL THEN $5 ELSE $13 - (
             SELECT count(*) FROM {s}.workflow_status
             WHERE queue_name = $1 AND rate_limited AND queue_partition_key = $10
-              AND started_at_epoch_ms > {now} - ($14::float8 * 1000)::int8) END
+              AND started_at_epoch_ms > {clock} - ($14::float8 * 1000)::int8) END
     )) AS n
 ), picked AS (
     SELECT workflow_uuid FROM {s}.workflow_status
@@ -124,13 +124,13 @@ SET status = CASE WHEN COALESCE(ws.recovery_attempts, 0) > $4 THEN 'MAX_RECOVERY
     owner_xid = gen_random_uuid()::text,
     executor_id = $3,
     application_version = COALESCE(ws.application_version, $2),
-    started_at_epoch_ms = {now},
+    started_at_epoch_ms = {clock},
     updated_at = {now},
     recovery_attempts = COALESCE(ws.recovery_attempts, 0) + 1,
     rate_limited = ($8::int8 IS NOT NULL OR $13::int8 IS NOT NULL),
     workflow_deadline_epoch_ms = CASE
         WHEN ws.workflow_timeout_ms IS NOT NULL AND ws.workflow_deadline_epoch_ms IS NULL
-        THEN {now} + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
+        THEN {clock} + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
 FROM picked LEFT JOIN {s}.workflow_input wi ON wi.workflow_uuid = picked.workflow_uuid
 WHERE ws.workflow_uuid = picked.workflow_uuid
 RETURNING ws.workflow_uuid, ws.name, ws.status, ws.owner_xid, COALESCE(wi.inputs, ws.inputs) AS inputs,
