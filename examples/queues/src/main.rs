@@ -1,0 +1,80 @@
+//! Tutorial section 3: an HTTP endpoint whose workflow enqueues ten tasks on a queue, task n
+//! sleeping n seconds, then waits for all of them. Kill the process after about five seconds
+//! and start it again: tasks 0 to 4 do not run again, 5 to 9 complete, the workflow finishes.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use mainstay::{Config, Mainstay, Queue};
+
+fn example_queue() -> Queue {
+    Queue::new("example-queue")
+}
+
+#[mainstay::step]
+async fn sleep_and_print(n: u64) -> mainstay::Result<()> {
+    tokio::time::sleep(Duration::from_secs(n)).await;
+    println!("Step {n} completed!");
+    Ok(())
+}
+
+/// One queued task: a workflow of one step, so it is enqueued by name and recovered alone.
+#[mainstay::workflow]
+async fn dbos_step(n: u64) -> mainstay::Result<u64> {
+    sleep_and_print(n).await?;
+    Ok(n)
+}
+
+#[mainstay::workflow]
+async fn dbos_workflow() -> mainstay::Result<usize> {
+    println!("Enqueueing steps");
+    let queue = example_queue();
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        // Recorded as a step of this workflow: after a restart the same tasks are awaited and
+        // none is enqueued twice.
+        handles.push(dbos_step(i).enqueue(&queue).await?);
+    }
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.get_result().await?);
+    }
+    println!("Successfully completed {} steps", results.len());
+    Ok(results.len())
+}
+
+async fn start_workflow() -> (StatusCode, String) {
+    match dbos_workflow().await {
+        Ok(n) => (StatusCode::OK, format!("Successfully completed {n} steps\n")),
+        Err(e @ mainstay::Error::Shutdown { .. }) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    let url = mainstay::local_postgres::configured_or_local_url().await?;
+    let mut config = Config::new(url);
+    config.app_name = Some("queues".into());
+    config.apply_env();
+    let app = Mainstay::builder(config).queue(example_queue()).launch().await?;
+
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    println!("Listening on http://localhost:{port}/ — open it to start the workflow");
+    let stopping = app.clone();
+    axum::serve(listener, Router::new().route("/", get(start_workflow)))
+        .with_graceful_shutdown(async move {
+            let _ = mainstay::wait_for_signal().await;
+            stopping.shutdown().await;
+        })
+        .await?;
+    Ok(())
+}
