@@ -156,9 +156,13 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[Queue]) -> Result<bool> {
                 return Ok(false);
             };
             let run = (reg.runner)(rt.clone(), c);
+            let finished = rt.clone();
             rt.tasks.spawn(async move {
                 run.await;
                 drop(permit);
+                // A finished workflow frees a slot here and budget in its queue: claim again
+                // now rather than at the next poll.
+                finished.wake.notify_one();
             });
         }
     }

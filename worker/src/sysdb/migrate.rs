@@ -13,8 +13,10 @@ use crate::error::{Error, Result};
 pub const DBOS_SCHEMA_VERSION: i64 = 125;
 
 /// Mainstay's own migrations (objects prefixed `mainstay_`), in order.
-const MAINSTAY_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/0002_mainstay_enqueue_notify.sql"))];
+const MAINSTAY_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0002_mainstay_enqueue_notify.sql")),
+    (2, include_str!("../../migrations/0003_mainstay_claim_function.sql")),
+];
 
 /// The newest Mainstay schema version this binary knows.
 pub const MAINSTAY_SCHEMA_VERSION: i64 = MAINSTAY_MIGRATIONS[MAINSTAY_MIGRATIONS.len() - 1].0;

@@ -1,10 +1,12 @@
 //! Queue statements: settings in `queues`, claims under limits, delayed work.
 //!
 //! Invariants of a claim: a queue with a shared budget (global or partition concurrency, a rate
-//! limit) is claimed under a transaction-level advisory lock on the queue, taken in a statement
-//! *before* the claim, so the claim's snapshot counts every claim committed before it: no two
-//! claimers can spend the same budget. A queue without one is claimed with `SKIP LOCKED` alone,
-//! in a single statement. Every claimed row gets a fresh owner token.
+//! limit) is claimed under a transaction-level advisory lock on the queue, and the counting
+//! claim runs on a snapshot taken after the lock was granted (inside the `mainstay_claim`
+//! function, migration 0003), so it counts every claim committed before it: no two claimers
+//! can spend the same budget. A queue without one is claimed with `SKIP LOCKED` alone. Either
+//! way a claim is one round trip (partitioned queues: one per partition, in one transaction).
+//! Every claimed row gets a fresh owner token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,62 +83,7 @@ impl Statements {
 /// `$6` concurrency, `$7` worker concurrency, `$8`/`$9` rate limit max/period, `$10` partition
 /// key (NULL: not partitioned), `$11` partition concurrency, `$12` partition worker concurrency,
 /// `$13`/`$14` partition rate limit max/period. NULL limits do not limit.
-const CLAIM: &str = r#"
-WITH budget AS (
-    SELECT GREATEST(0, LEAST(
-        $5::int8,
-        CASE WHEN $6::int8 IS NULL THEN $5 ELSE $6 - (
-            SELECT count(*) FROM {s}.workflow_status WHERE queue_name = $1 AND status = 'PENDING') END,
-        CASE WHEN $7::int8 IS NULL THEN $5 ELSE $7 - (
-            SELECT count(*) FROM {s}.workflow_status
-            WHERE queue_name = $1 AND status = 'PENDING' AND executor_id = $3) END,
-        CASE WHEN $8::int8 IS NULL THEN $5 ELSE $8 - (
-            SELECT count(*) FROM {s}.workflow_status
-            WHERE queue_name = $1 AND rate_limited
-              AND started_at_epoch_ms > {clock} - ($9::float8 * 1000)::int8) END,
-        CASE WHEN $10::text IS NULL OR $11::int8 IS NULL THEN $5 ELSE $11 - (
-            SELECT count(*) FROM {s}.workflow_status
-            WHERE queue_name = $1 AND status = 'PENDING' AND queue_partition_key = $10) END,
-        CASE WHEN $10::text IS NULL OR $12::int8 IS NULL THEN $5 ELSE $12 - (
-            SELECT count(*) FROM {s}.workflow_status
-            WHERE queue_name = $1 AND status = 'PENDING' AND queue_partition_key = $10
-              AND executor_id = $3) END,
-        CASE WHEN $10::text IS NULL OR $13::int8 IS NULL THEN $5 ELSE $13 - (
-            SELECT count(*) FROM {s}.workflow_status
-            WHERE queue_name = $1 AND rate_limited AND queue_partition_key = $10
-              AND started_at_epoch_ms > {clock} - ($14::float8 * 1000)::int8) END
-    )) AS n
-), picked AS (
-    SELECT workflow_uuid FROM {s}.workflow_status
-    WHERE queue_name = $1 AND status = 'ENQUEUED'
-      AND ($10::text IS NULL OR queue_partition_key = $10)
-      AND (application_version = $2
-           OR (application_version IS NULL
-               AND $2 = (SELECT version_name FROM {s}.application_versions
-                         ORDER BY version_timestamp DESC LIMIT 1)))
-    ORDER BY priority, created_at
-    LIMIT (SELECT n FROM budget)
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {s}.workflow_status ws
-SET status = CASE WHEN COALESCE(ws.recovery_attempts, 0) > $4 THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
-                  ELSE 'PENDING' END,
-    owner_xid = gen_random_uuid()::text,
-    executor_id = $3,
-    application_version = COALESCE(ws.application_version, $2),
-    started_at_epoch_ms = {clock},
-    updated_at = {now},
-    recovery_attempts = COALESCE(ws.recovery_attempts, 0) + 1,
-    rate_limited = ($8::int8 IS NOT NULL OR $13::int8 IS NOT NULL),
-    workflow_deadline_epoch_ms = CASE
-        WHEN ws.workflow_timeout_ms IS NOT NULL AND ws.workflow_deadline_epoch_ms IS NULL
-        THEN {clock} + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
-FROM picked LEFT JOIN {s}.workflow_input wi ON wi.workflow_uuid = picked.workflow_uuid
-WHERE ws.workflow_uuid = picked.workflow_uuid
-RETURNING ws.workflow_uuid, ws.name, ws.status, ws.owner_xid, COALESCE(wi.inputs, ws.inputs) AS inputs,
-          ws.serialization, ws.workflow_deadline_epoch_ms,
-          EXISTS (SELECT 1 FROM {s}.operation_outputs oo
-                  WHERE oo.workflow_uuid = ws.workflow_uuid) AS has_steps"#;
+const CLAIM: &str = "SELECT * FROM {s}.mainstay_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 fn limit(v: Option<u32>) -> Option<i64> {
     v.map(i64::from)
@@ -160,6 +107,7 @@ pub(crate) struct Claimer<'a> {
 type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 fn bind_claim(query: PgQuery, queue: &Queue, who: &Claimer<'_>, partition: Option<&str>) -> PgQuery {
+    let lock = queue.has_shared_budget();
     let (rmax, rper) = rate(queue.rate_limit);
     let (prmax, prper) = rate(queue.partition_rate_limit);
     query
@@ -177,6 +125,7 @@ fn bind_claim(query: PgQuery, queue: &Queue, who: &Claimer<'_>, partition: Optio
         .bind(limit(queue.partition_worker_concurrency))
         .bind(prmax)
         .bind(prper)
+        .bind(lock)
 }
 
 fn claimed(row: sqlx::postgres::PgRow) -> Claimed {
@@ -215,50 +164,37 @@ impl SystemDatabase {
     pub(crate) async fn claim_queue(&self, queue: &Queue, who: &Claimer<'_>) -> Result<Vec<Claimed>> {
         let ctx = || format!("claim queued workflows from queue {}", queue.name);
         let stmts = &self.sql.queues;
-        if !queue.has_shared_budget() && !queue.partitioned {
+        if !queue.partitioned {
+            // One statement: the claim function takes the queue's lock itself when needed.
             let rows = bind_claim(q(&stmts.claim), queue, who, None)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| Error::db(ctx(), e))?;
             return Ok(rows.into_iter().map(claimed).collect());
         }
+        // Partitions are claimed one by one in one transaction, under one lock.
         let mut conn = self.pool.acquire().await.map_err(|e| Error::db(ctx(), e))?;
         let mut tx = conn.begin().await.map_err(|e| Error::db(ctx(), e))?;
-        if queue.has_shared_budget() {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                .bind(format!("mainstay-queue:{}", queue.name))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| Error::db(ctx(), e))?;
-        }
         let mut out = Vec::new();
-        if queue.partitioned {
-            let keys: Vec<String> = q(&stmts.partitions)
-                .bind(queue.name.clone())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| Error::db(ctx(), e))?
-                .into_iter()
-                .map(|r| r.get(0))
-                .collect();
-            let mut free = who.free;
-            for key in keys {
-                if free <= 0 {
-                    break;
-                }
-                let who = Claimer { free, ..*who };
-                let rows = bind_claim(q(&stmts.claim), queue, &who, Some(&key))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(|e| Error::db(ctx(), e))?;
-                free -= rows.len() as i64;
-                out.extend(rows.into_iter().map(claimed));
+        let keys: Vec<String> = q(&stmts.partitions)
+            .bind(queue.name.clone())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| Error::db(ctx(), e))?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut free = who.free;
+        for key in keys {
+            if free <= 0 {
+                break;
             }
-        } else {
-            let rows = bind_claim(q(&stmts.claim), queue, who, None)
+            let who = Claimer { free, ..*who };
+            let rows = bind_claim(q(&stmts.claim), queue, &who, Some(&key))
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| Error::db(ctx(), e))?;
+            free -= rows.len() as i64;
             out.extend(rows.into_iter().map(claimed));
         }
         tx.commit().await.map_err(|e| Error::db(ctx(), e))?;

@@ -1,0 +1,80 @@
+-- Mainstay's own: one round trip to claim runnable workflows of a queue within its limits.
+-- With p_lock, a transaction-level advisory lock on the queue serializes claimers; because the
+-- function is VOLATILE, the claim after the lock runs on a fresh snapshot and counts every
+-- claim committed before the lock was granted, so no two claimers spend the same budget.
+-- Starts are stamped and counted with clock_timestamp(), so stamps increase in claim order.
+-- NULL limits do not limit.
+CREATE OR REPLACE FUNCTION {{schema}}.mainstay_claim(
+    p_queue text, p_version text, p_executor text, p_max_attempts bigint, p_free bigint,
+    p_concurrency bigint, p_worker_concurrency bigint, p_rate_max bigint, p_rate_period float8,
+    p_partition text, p_partition_concurrency bigint, p_partition_worker_concurrency bigint,
+    p_partition_rate_max bigint, p_partition_rate_period float8, p_lock boolean)
+    RETURNS TABLE (claimed_id text, claimed_name text, claimed_status text, claimed_owner text,
+                   claimed_inputs text, claimed_serialization text, claimed_deadline bigint,
+                   claimed_has_steps boolean)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF p_lock THEN
+        PERFORM pg_advisory_xact_lock(hashtext('mainstay-queue:' || p_queue));
+    END IF;
+    RETURN QUERY
+WITH budget AS (
+    SELECT GREATEST(0, LEAST(
+        p_free,
+        CASE WHEN p_concurrency IS NULL THEN p_free ELSE p_concurrency - (
+            SELECT count(*) FROM {{schema}}.workflow_status WHERE queue_name = p_queue AND status = 'PENDING') END,
+        CASE WHEN p_worker_concurrency IS NULL THEN p_free ELSE p_worker_concurrency - (
+            SELECT count(*) FROM {{schema}}.workflow_status
+            WHERE queue_name = p_queue AND status = 'PENDING' AND executor_id = p_executor) END,
+        CASE WHEN p_rate_max IS NULL THEN p_free ELSE p_rate_max - (
+            SELECT count(*) FROM {{schema}}.workflow_status
+            WHERE queue_name = p_queue AND rate_limited
+              AND started_at_epoch_ms > (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint - (p_rate_period * 1000)::int8) END,
+        CASE WHEN p_partition IS NULL OR p_partition_concurrency IS NULL THEN p_free ELSE p_partition_concurrency - (
+            SELECT count(*) FROM {{schema}}.workflow_status
+            WHERE queue_name = p_queue AND status = 'PENDING' AND queue_partition_key = p_partition) END,
+        CASE WHEN p_partition IS NULL OR p_partition_worker_concurrency IS NULL THEN p_free ELSE p_partition_worker_concurrency - (
+            SELECT count(*) FROM {{schema}}.workflow_status
+            WHERE queue_name = p_queue AND status = 'PENDING' AND queue_partition_key = p_partition
+              AND executor_id = p_executor) END,
+        CASE WHEN p_partition IS NULL OR p_partition_rate_max IS NULL THEN p_free ELSE p_partition_rate_max - (
+            SELECT count(*) FROM {{schema}}.workflow_status
+            WHERE queue_name = p_queue AND rate_limited AND queue_partition_key = p_partition
+              AND started_at_epoch_ms > (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint - (p_partition_rate_period * 1000)::int8) END
+    )) AS n
+), picked AS (
+    SELECT workflow_uuid FROM {{schema}}.workflow_status
+    WHERE queue_name = p_queue AND status = 'ENQUEUED'
+      AND (p_partition IS NULL OR queue_partition_key = p_partition)
+      AND (application_version = p_version
+           OR (application_version IS NULL
+               AND p_version = (SELECT version_name FROM {{schema}}.application_versions
+                         ORDER BY version_timestamp DESC LIMIT 1)))
+    ORDER BY priority, created_at
+    LIMIT (SELECT n FROM budget)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {{schema}}.workflow_status ws
+SET status = CASE WHEN COALESCE(ws.recovery_attempts, 0) > p_max_attempts THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
+                  ELSE 'PENDING' END,
+    owner_xid = gen_random_uuid()::text,
+    executor_id = p_executor,
+    application_version = COALESCE(ws.application_version, p_version),
+    started_at_epoch_ms = (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint,
+    updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+    recovery_attempts = COALESCE(ws.recovery_attempts, 0) + 1,
+    rate_limited = (p_rate_max IS NOT NULL OR p_partition_rate_max IS NOT NULL),
+    workflow_deadline_epoch_ms = CASE
+        WHEN ws.workflow_timeout_ms IS NOT NULL AND ws.workflow_deadline_epoch_ms IS NULL
+        THEN (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
+FROM picked LEFT JOIN {{schema}}.workflow_input wi ON wi.workflow_uuid = picked.workflow_uuid
+WHERE ws.workflow_uuid = picked.workflow_uuid
+RETURNING ws.workflow_uuid, ws.name, ws.status, ws.owner_xid, COALESCE(wi.inputs, ws.inputs),
+          ws.serialization, ws.workflow_deadline_epoch_ms,
+          EXISTS (SELECT 1 FROM {{schema}}.operation_outputs oo
+                  WHERE oo.workflow_uuid = ws.workflow_uuid);
+END;
+$fn$;
