@@ -14,6 +14,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.mainstay_claim(
                    claimed_has_steps boolean)
     LANGUAGE plpgsql VOLATILE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    -- One plan for every call: re-planning this statement costs more than running it.
+    SET plan_cache_mode TO 'force_generic_plan'
 AS $fn$
 #variable_conflict use_column
 BEGIN

@@ -44,6 +44,9 @@ pub(crate) struct Runtime {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) wake: Notify,
+    /// Queues announced since the last claim round; claimed first, and alone if nothing else
+    /// calls for a full round.
+    pub(crate) announced: Mutex<std::collections::HashSet<String>>,
     pub(crate) queues: Vec<String>,
     pub(crate) slots: Arc<Semaphore>,
     local: Mutex<HashMap<String, LocalRun>>,
@@ -70,6 +73,14 @@ impl Runtime {
     pub(crate) fn cancel_local(&self, id: &str) {
         if let Some(run) = self.local.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             run.cancel.cancel();
+        }
+    }
+
+    /// Work was enqueued on `queue`: claim from it soon.
+    pub(crate) fn announce(&self, queue: &str) {
+        if self.queues.iter().any(|q| q == queue) {
+            self.announced.lock().unwrap_or_else(|p| p.into_inner()).insert(queue.to_string());
+            self.wake.notify_one();
         }
     }
 
@@ -154,8 +165,9 @@ impl MainstayBuilder {
         let app_version = config.app_version.clone().unwrap_or_else(|| default_version(&registry));
         db.register_version(&app_version, config.app_name.as_deref()).await?;
         let committer = Committer::start(db.clone(), config.commit_concurrency);
-        let mut queues = vec![INTERNAL_QUEUE.to_string()];
-        for q in self.queues {
+        // The application's queues first: claim rounds visit them in this order.
+        let mut queues: Vec<String> = Vec::new();
+        for q in self.queues.into_iter().chain([INTERNAL_QUEUE.to_string()]) {
             if !queues.contains(&q) {
                 queues.push(q);
             }
@@ -170,6 +182,7 @@ impl MainstayBuilder {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             wake: Notify::new(),
+            announced: Mutex::new(Default::default()),
             queues,
             local: Mutex::new(HashMap::new()),
         });
@@ -286,7 +299,7 @@ impl Mainstay {
                 ))),
             };
         }
-        self.rt.wake.notify_one();
+        self.rt.announce(INTERNAL_QUEUE);
         Ok(self.retrieve(workflow_id))
     }
 

@@ -26,9 +26,8 @@ pub(crate) async fn start_listener(rt: Arc<Runtime>) -> Result<()> {
                 msg = listener.try_recv() => match msg {
                     Ok(Some(n)) => match n.channel() {
                         ENQUEUED_CHANNEL => {
-                            if rt.queues.iter().any(|q| q == n.payload()) {
-                                rt.wake.notify_one();
-                            }
+                            tracing::trace!(queue = n.payload(), "work enqueued");
+                            rt.announce(n.payload());
                         }
                         CANCELLED_CHANNEL => rt.cancel_local(n.payload()),
                         _ => {}
@@ -63,18 +62,28 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
     let mut failures = 0u32;
     let mut settings: Option<(Instant, Vec<Queue>)> = None;
     let mut promoted = Instant::now() - rt.config.polling_interval;
+    // The first round, and every round after a poll interval, claims from every queue; a round
+    // woken by announcements (an enqueue, a finished workflow) claims from those queues only.
+    let mut full = true;
     loop {
+        let announced: Vec<String> =
+            std::mem::take(&mut *rt.announced.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
         let round = async {
             if settings.as_ref().is_none_or(|(at, _)| at.elapsed() > SETTINGS_TTL) {
                 settings = Some((Instant::now(), queue_settings(&rt).await?));
             }
             let mut more = false;
-            if promoted.elapsed() >= rt.config.polling_interval {
+            if full && promoted.elapsed() >= rt.config.polling_interval {
                 promoted = Instant::now();
                 more |= !rt.db.promote_delayed(&rt.queues).await?.is_empty();
             }
-            let queues = &settings.as_ref().map(|(_, q)| q.clone()).unwrap_or_default();
-            more |= claim_round(&rt, queues).await?;
+            let all = settings.as_ref().map(|(_, q)| q.clone()).unwrap_or_default();
+            // Announced queues first: they are known to have work.
+            let mut queues: Vec<Queue> = all.iter().filter(|q| announced.contains(&q.name)).cloned().collect();
+            if full {
+                queues.extend(all.iter().filter(|q| !announced.contains(&q.name)).cloned());
+            }
+            more |= claim_round(&rt, &queues).await?;
             Ok::<bool, crate::Error>(more)
         };
         let more = match round.await {
@@ -89,6 +98,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
             }
         };
         if more {
+            full = true;
             continue;
         }
         let interval = settings
@@ -100,8 +110,8 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
         let jitter = base.mul_f64(jitter_fraction() * 0.2);
         tokio::select! {
             _ = rt.shutdown.cancelled() => return,
-            _ = rt.wake.notified() => {}
-            _ = tokio::time::sleep(base + jitter) => {}
+            _ = rt.wake.notified() => full = false,
+            _ = tokio::time::sleep(base + jitter) => full = true,
         }
     }
 }
@@ -132,6 +142,7 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[Queue]) -> Result<bool> {
             free: free as i64,
         };
         let claimed = rt.db.claim_queue(queue, &who).await?;
+        tracing::trace!(queue = %queue.name, claimed = claimed.len(), "claimed");
         more |= claimed.len() == free;
         for c in claimed {
             if c.status == Status::MaxRecoveryAttemptsExceeded {
@@ -156,13 +167,13 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[Queue]) -> Result<bool> {
                 return Ok(false);
             };
             let run = (reg.runner)(rt.clone(), c);
-            let finished = rt.clone();
+            let (finished, queue_name) = (rt.clone(), queue.name.clone());
             rt.tasks.spawn(async move {
                 run.await;
                 drop(permit);
-                // A finished workflow frees a slot here and budget in its queue: claim again
-                // now rather than at the next poll.
-                finished.wake.notify_one();
+                // A finished workflow frees a slot here and budget in its queue: claim from it
+                // again now rather than at the next poll.
+                finished.announce(&queue_name);
             });
         }
     }

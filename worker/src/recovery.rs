@@ -28,7 +28,7 @@ impl crate::Mainstay {
     /// run them. Call it only for an executor known to be dead. Returns the workflow IDs.
     pub async fn recover_executor(&self, executor_id: &str) -> Result<Vec<String>> {
         let ids = self.runtime().db.recover_executor(executor_id, None).await?;
-        self.runtime().wake.notify_one();
+        self.runtime().announce(crate::INTERNAL_QUEUE);
         Ok(ids)
     }
 }

@@ -149,9 +149,7 @@ impl<W: Workflow> WorkflowCall<W> {
                 WorkflowHandle::new(rt.clone(), id)
             }
         };
-        if rt.queues.iter().any(|q| *q == queue.name) {
-            rt.wake.notify_one();
-        }
+        rt.announce(&queue.name);
         Ok(handle)
     }
 

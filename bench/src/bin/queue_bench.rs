@@ -36,6 +36,7 @@ async fn noop() -> mainstay::Result<()> {
 
 #[mainstay::workflow]
 async fn stamp() -> mainstay::Result<()> {
+    tracing::trace!("workflow body started");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
     if let (Some(tx), Some(id)) = (STARTS.get(), mainstay::workflow_id()) {
         let _ = tx.send((id, now));
@@ -60,9 +61,11 @@ async fn recreate(admin_url: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
-async fn succeeded(conn: &mut PgConnection, queue: &str) -> Result<i64> {
+/// Workflows of `queue` not finished yet (an index-only count, cheap enough to poll often).
+async fn remaining(conn: &mut PgConnection, queue: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(AssertSqlSafe(
-        "SELECT count(*) FROM dbos.workflow_status WHERE queue_name = $1 AND status = 'SUCCESS'".to_string(),
+        "SELECT count(*) FROM dbos.workflow_status WHERE queue_name = $1 AND status IN ('ENQUEUED', 'PENDING')"
+            .to_string(),
     ))
     .bind(queue)
     .fetch_one(conn)
@@ -83,7 +86,7 @@ async fn drain(url: &str, queue: Queue, count: usize) -> Result<f64> {
     let start = Instant::now();
     let worker = Mainstay::builder(config(url, "worker")).queue(queue.clone()).global(false).launch().await?;
     loop {
-        if succeeded(&mut conn, &queue.name).await? as usize >= count {
+        if remaining(&mut conn, &queue.name).await? == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
