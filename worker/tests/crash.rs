@@ -134,16 +134,12 @@ async fn setup(name: &str) -> String {
     mainstay::migrate(&config(&url, "setup")).await.unwrap();
     let mut c = connect(&url).await;
     sqlx::raw_sql(
-        "CREATE TABLE effects (workflow_id text, label text, pid int);
-         CREATE TABLE outcome_writes (workflow_uuid text, status text);
-         CREATE FUNCTION count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN INSERT INTO outcome_writes VALUES (NEW.workflow_uuid, NEW.status); RETURN NEW; END $$;
-         CREATE TRIGGER count_outcome AFTER UPDATE OF status ON dbos.workflow_status
-         FOR EACH ROW WHEN (NEW.status IN ('SUCCESS', 'ERROR')) EXECUTE FUNCTION count_outcome();",
+        "CREATE TABLE effects (workflow_id text, label text, pid int);",
     )
     .execute(&mut c)
     .await
     .unwrap();
+    count_outcome_writes(&mut c).await;
     url
 }
 

@@ -155,16 +155,12 @@ async fn four_workers_respect_every_queue_limit() {
     let mut c = connect(&url).await;
     sqlx::raw_sql(
         "CREATE TABLE observations (id bigserial PRIMARY KEY, workflow_id text, queue text, part text,
-                                    pid int, started_at timestamptz, ended_at timestamptz);
-         CREATE TABLE outcome_writes (workflow_uuid text, status text);
-         CREATE FUNCTION count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN INSERT INTO outcome_writes VALUES (NEW.workflow_uuid, NEW.status); RETURN NEW; END $$;
-         CREATE TRIGGER count_outcome AFTER UPDATE OF status ON dbos.workflow_status
-         FOR EACH ROW WHEN (NEW.status IN ('SUCCESS', 'ERROR')) EXECUTE FUNCTION count_outcome();",
+                                    pid int, started_at timestamptz, ended_at timestamptz);",
     )
     .execute(&mut c)
     .await
     .unwrap();
+    count_outcome_writes(&mut c).await;
     let client = Client::connect(&url).await.unwrap();
     client.set_queue(&Queue::new("limited").concurrency(2)).await.unwrap();
     client.set_queue(&Queue::new("rated").rate_limit(3, Duration::from_millis(500))).await.unwrap();

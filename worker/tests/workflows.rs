@@ -436,16 +436,7 @@ async fn two_executions_racing_on_one_workflow_write_its_outcome_once() {
     let a = launch(&url, "exec-a").await;
     let b = launch(&url, "exec-b").await;
     let mut c = connect(&url).await;
-    sqlx::raw_sql(
-        "CREATE TABLE outcome_writes (workflow_uuid text, status text);
-         CREATE FUNCTION count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN INSERT INTO outcome_writes VALUES (NEW.workflow_uuid, NEW.status); RETURN NEW; END $$;
-         CREATE TRIGGER count_outcome AFTER UPDATE OF status ON dbos.workflow_status
-         FOR EACH ROW WHEN (NEW.status IN ('SUCCESS', 'ERROR')) EXECUTE FUNCTION count_outcome();",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
+    count_outcome_writes(&mut c).await;
 
     let stale = a.start(held().id("race-1")).await.unwrap();
     wait_for("the first execution to enter its step", Duration::from_secs(10), || async {

@@ -89,3 +89,18 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Installs a trigger that logs every outcome write (status set to SUCCESS or ERROR) into
+/// table `outcome_writes`, so tests can assert that an outcome was written exactly once.
+pub async fn count_outcome_writes(c: &mut PgConnection) {
+    sqlx::raw_sql(
+        "CREATE TABLE outcome_writes (workflow_uuid text, status text);
+         CREATE FUNCTION count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO outcome_writes VALUES (NEW.workflow_uuid, NEW.status); RETURN NEW; END $$;
+         CREATE TRIGGER count_outcome AFTER UPDATE OF status ON dbos.workflow_status
+         FOR EACH ROW WHEN (NEW.status IN ('SUCCESS', 'ERROR')) EXECUTE FUNCTION count_outcome();",
+    )
+    .execute(c)
+    .await
+    .expect("install the outcome-write counter");
+}
