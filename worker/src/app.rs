@@ -257,12 +257,12 @@ impl Mainstay {
     }
 
     /// Enqueues a workflow call on `queue` through this instance.
-    pub async fn enqueue<W: crate::Workflow>(
+    pub async fn enqueue<C: crate::IntoWorkflowCall>(
         &self,
-        call: crate::WorkflowCall<W>,
+        call: C,
         queue: &crate::Queue,
-    ) -> Result<WorkflowHandle<W::Output>> {
-        call.on(self).enqueue(queue).await
+    ) -> Result<WorkflowHandle<<C::Workflow as crate::Workflow>::Output>> {
+        call.into_workflow_call().on(self).enqueue(queue).await
     }
 
     /// A handle to an existing workflow, by ID.

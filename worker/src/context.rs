@@ -135,6 +135,14 @@ pub(crate) fn current() -> Option<Arc<WorkflowContext>> {
     CONTEXT.try_with(|c| c.clone()).ok()
 }
 
+/// The current workflow and the next operation ID in it, taken now.
+pub(crate) fn position() -> Option<(Arc<WorkflowContext>, i32)> {
+    current().map(|ctx| {
+        let id = ctx.next_function_id();
+        (ctx, id)
+    })
+}
+
 /// Runs `fut` with `ctx` as the current workflow context.
 pub(crate) async fn scope<F: std::future::Future>(ctx: Arc<WorkflowContext>, fut: F) -> F::Output {
     CONTEXT.scope(ctx, fut).await

@@ -56,7 +56,7 @@ pub use registry::Registration;
 pub use serialization::PORTABLE_JSON;
 pub use sleep::{sleep, SLEEP_OPERATION};
 pub use status::{Status, WorkflowStatus};
-pub use step::{step, step_with, StepOptions};
+pub use step::{step, step_with, IntoWorkflowCall, Step, StepCall, StepOptions, StepWorkflow};
 pub use sysdb::{DBOS_SCHEMA_VERSION, INTERNAL_QUEUE, MAINSTAY_SCHEMA_VERSION};
 pub use workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::sysdb::INTERNAL_QUEUE;
-use crate::workflow::{Workflow, WorkflowCall, WorkflowHandle};
+use crate::step::IntoWorkflowCall;
+use crate::workflow::{Workflow, WorkflowHandle};
 
 /// At most `max` workflows start per `period`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -150,9 +151,13 @@ impl Queue {
         Ok(())
     }
 
-    /// Enqueues a workflow call on this queue; returns once the enqueue is durable.
-    pub async fn enqueue<W: Workflow>(&self, call: WorkflowCall<W>) -> Result<WorkflowHandle<W::Output>> {
-        call.enqueue(self).await
+    /// Enqueues a workflow call (or a call of an enqueueable step) on this queue; returns once
+    /// the enqueue is durable.
+    pub async fn enqueue<C: IntoWorkflowCall>(
+        &self,
+        call: C,
+    ) -> Result<WorkflowHandle<<C::Workflow as Workflow>::Output>> {
+        call.into_workflow_call().enqueue(self).await
     }
 
     /// Checks the options of one enqueue against this queue.

@@ -12,7 +12,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::context::{self, now_ms};
+use std::future::IntoFuture;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::context::{self, now_ms, WorkflowContext};
+use crate::workflow::{Workflow, WorkflowCall};
 use crate::error::{Error, Result};
 use crate::serialization::{decode, decode_failure, encode, encode_failure};
 use crate::sysdb::{CheckpointOutcome, RecordedOp};
@@ -77,6 +85,22 @@ where
 pub fn step_with<T, F, Fut>(
     name: impl Into<String>,
     options: StepOptions,
+    f: F,
+) -> impl Future<Output = Result<T>> + Send
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = Result<T>> + Send,
+{
+    // Taken now, at the call, so that concurrently called steps replay with the same IDs.
+    run_step_at(context::position(), name.into(), options, f)
+}
+
+/// Runs a step at an already taken position (`None`: outside a workflow).
+pub(crate) fn run_step_at<T, F, Fut>(
+    position: Option<(Arc<WorkflowContext>, i32)>,
+    name: String,
+    options: StepOptions,
     mut f: F,
 ) -> impl Future<Output = Result<T>> + Send
 where
@@ -84,12 +108,6 @@ where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<T>> + Send,
 {
-    let name = name.into();
-    // Taken now, at the call, so that concurrently called steps replay with the same IDs.
-    let position = context::current().map(|ctx| {
-        let id = ctx.next_function_id();
-        (ctx, id)
-    });
     async move {
         let Some((ctx, function_id)) = position else {
             return attempt(&options, &mut f, None).await;
@@ -121,7 +139,7 @@ where
 async fn attempt<T, F, Fut>(
     options: &StepOptions,
     f: &mut F,
-    ctx: Option<&std::sync::Arc<context::WorkflowContext>>,
+    ctx: Option<&Arc<WorkflowContext>>,
 ) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -142,6 +160,79 @@ where
             }
             other => return other,
         }
+    }
+}
+
+/// A step that can also be enqueued on its own: `#[mainstay::step(enqueue)]` implements it.
+/// Enqueued, it runs as a workflow of that one step, named after the step.
+pub trait Step: Send + Sync + 'static {
+    /// The name recorded for the step (and for the workflow that runs it when enqueued).
+    const NAME: &'static str;
+    /// The arguments as a tuple; cloned for each attempt.
+    type Args: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// The retry policy.
+    fn options() -> StepOptions;
+    /// Runs the body once.
+    fn run(args: Self::Args) -> BoxFuture<'static, Result<Self::Output>>;
+}
+
+/// A call of step `S`: `.await` it to run it as a step, or enqueue it
+/// (`queue.enqueue(step(args))`) to run it as a workflow of its own.
+#[must_use = "a step call does nothing until it is awaited or enqueued"]
+pub struct StepCall<S: Step> {
+    args: S::Args,
+    position: Option<(Arc<WorkflowContext>, i32)>,
+}
+
+impl<S: Step> StepCall<S> {
+    /// A call of `S`; inside a workflow its step ID is taken now.
+    pub fn new(args: S::Args) -> Self {
+        StepCall { args, position: context::position() }
+    }
+}
+
+impl<S: Step> IntoFuture for StepCall<S> {
+    type Output = Result<S::Output>;
+    type IntoFuture = BoxFuture<'static, Result<S::Output>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let args = self.args;
+        run_step_at(self.position, S::NAME.to_string(), S::options(), move || S::run(args.clone())).boxed()
+    }
+}
+
+/// The workflow that runs an enqueued step.
+pub struct StepWorkflow<S>(PhantomData<fn() -> S>);
+
+impl<S: Step> Workflow for StepWorkflow<S> {
+    const NAME: &'static str = S::NAME;
+    type Args = S::Args;
+    type Output = S::Output;
+
+    fn run(args: S::Args) -> BoxFuture<'static, Result<S::Output>> {
+        StepCall::<S>::new(args).into_future()
+    }
+}
+
+/// Anything that can be enqueued: a workflow call, or a call of an enqueueable step.
+pub trait IntoWorkflowCall {
+    type Workflow: Workflow;
+    fn into_workflow_call(self) -> WorkflowCall<Self::Workflow>;
+}
+
+impl<W: Workflow> IntoWorkflowCall for WorkflowCall<W> {
+    type Workflow = W;
+    fn into_workflow_call(self) -> WorkflowCall<W> {
+        self
+    }
+}
+
+impl<S: Step> IntoWorkflowCall for StepCall<S> {
+    type Workflow = StepWorkflow<S>;
+    fn into_workflow_call(self) -> WorkflowCall<StepWorkflow<S>> {
+        // The position taken for the step call becomes the enqueue's.
+        WorkflowCall::at(self.args, self.position)
     }
 }
 

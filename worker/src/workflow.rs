@@ -76,10 +76,10 @@ pub struct WorkflowCall<W: Workflow> {
 impl<W: Workflow> WorkflowCall<W> {
     /// A call of `W` with these arguments. Inside a workflow, its step ID is taken now.
     pub fn new(args: W::Args) -> Self {
-        let parent = context::current().map(|ctx| {
-            let id = ctx.next_function_id();
-            (ctx, id)
-        });
+        WorkflowCall::at(args, context::position())
+    }
+
+    pub(crate) fn at(args: W::Args, parent: Option<(Arc<WorkflowContext>, i32)>) -> Self {
         WorkflowCall { args, options: WorkflowOptions::default(), parent, runtime: None }
     }
 

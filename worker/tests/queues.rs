@@ -194,3 +194,40 @@ async fn the_client_enqueues_by_name_and_changes_limits_at_runtime() {
     app.shutdown().await;
     client.close().await;
 }
+
+#[mainstay::step(enqueue, max_attempts = 2, interval_ms = 1)]
+async fn cube(x: i64) -> mainstay::Result<i64> {
+    Ok(x * x * x)
+}
+
+#[mainstay::workflow]
+async fn cubes(n: i64) -> mainstay::Result<i64> {
+    let q = Queue::new("cubes");
+    // Enqueued steps run as workflows of their own; an awaited one is an ordinary step.
+    let handle = q.enqueue(cube(n)).await?;
+    let direct = cube(n + 1).await?;
+    Ok(handle.get_result().await? + direct)
+}
+
+#[tokio::test]
+async fn steps_can_be_enqueued_like_in_the_tutorial() {
+    let url = fresh_database("queue_steps").await;
+    let q = Queue::new("cubes");
+    let app = worker(&url, "w1", &[q.clone()]).await;
+    let h = app.enqueue(cube(3), &q).await.unwrap();
+    assert_eq!(h.get_result().await.unwrap(), 27);
+    assert_eq!(h.status().await.unwrap().name.as_deref(), Some("cube"));
+
+    assert_eq!(app.run(cubes(2).id("cubes-1")).await.unwrap(), 8 + 27);
+    let mut c = connect(&url).await;
+    let ops: Vec<(i32, String, Option<String>)> = sqlx::query_as(
+        "SELECT function_id, function_name, child_workflow_id FROM dbos.operation_outputs
+         WHERE workflow_uuid = 'cubes-1' ORDER BY function_id",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(ops[0], (1, "cube".to_string(), Some("cubes-1-1".to_string())));
+    assert_eq!(ops[1], (2, "cube".to_string(), None));
+    app.shutdown().await;
+}

@@ -13,17 +13,12 @@ fn example_queue() -> Queue {
     Queue::new("example-queue")
 }
 
-#[mainstay::step]
-async fn sleep_and_print(n: u64) -> mainstay::Result<()> {
+/// A step that can also be enqueued: enqueued, it runs as a workflow of its own, so each task
+/// is recovered on its own.
+#[mainstay::step(enqueue)]
+async fn dbos_step(n: u64) -> mainstay::Result<u64> {
     tokio::time::sleep(Duration::from_secs(n)).await;
     println!("Step {n} completed!");
-    Ok(())
-}
-
-/// One queued task: a workflow of one step, so it is enqueued by name and recovered alone.
-#[mainstay::workflow]
-async fn dbos_step(n: u64) -> mainstay::Result<u64> {
-    sleep_and_print(n).await?;
     Ok(n)
 }
 
@@ -35,7 +30,7 @@ async fn dbos_workflow() -> mainstay::Result<usize> {
     for i in 0..10 {
         // Recorded as a step of this workflow: after a restart the same tasks are awaited and
         // none is enqueued twice.
-        handles.push(dbos_step(i).enqueue(&queue).await?);
+        handles.push(queue.enqueue(dbos_step(i)).await?);
     }
     let mut results = Vec::new();
     for handle in handles {

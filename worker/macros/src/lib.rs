@@ -20,14 +20,24 @@ struct Options {
     max_attempts: Option<u32>,
     interval_ms: Option<u64>,
     backoff_rate: Option<f64>,
+    enqueue: bool,
 }
 
 fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr)?;
     let mut o = Options::default();
     for meta in metas {
+        if let Meta::Path(path) = &meta {
+            if path.is_ident("enqueue") && allowed.contains(&"enqueue") {
+                o.enqueue = true;
+                continue;
+            }
+        }
         let Meta::NameValue(nv) = &meta else {
-            return Err(syn::Error::new_spanned(meta, "expected `key = value`"));
+            return Err(syn::Error::new_spanned(
+                meta,
+                format!("expected `key = value`; options: {}", allowed.join(", ")),
+            ));
         };
         let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
         if !allowed.contains(&key.as_str()) {
@@ -144,14 +154,16 @@ fn expand_workflow(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStr
 
 /// Marks an `async fn` as a step: inside a workflow its outcome is checkpointed and a replay
 /// returns it without running it. Options: `name = "..."`, `max_attempts = N` (retries; the
-/// arguments must then be `Clone`), `interval_ms = N`, `backoff_rate = F`.
+/// arguments must then be `Clone`), `interval_ms = N`, `backoff_rate = F`, and `enqueue` (the
+/// step can also be enqueued on a queue, where it runs as a workflow of its own; its arguments
+/// must then be serde types and `Clone`).
 #[proc_macro_attribute]
 pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_step(attr, item).unwrap_or_else(|e| e.to_compile_error()).into()
 }
 
 fn expand_step(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2> {
-    let opts = parse_options(attr, &["name", "max_attempts", "interval_ms", "backoff_rate"])?;
+    let opts = parse_options(attr, &["name", "max_attempts", "interval_ms", "backoff_rate", "enqueue"])?;
     let f: ItemFn = syn::parse(item)?;
     let Parts { args, arg_pats, ret } = check_fn(&f, "step")?;
     let vis = &f.vis;
@@ -168,6 +180,39 @@ fn expand_step(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2
     }
     if let Some(rate) = opts.backoff_rate {
         options = quote! { #options.backoff_rate(#rate) };
+    }
+    if opts.enqueue {
+        // An enqueueable step: a `Step` type (arguments must be serde and Clone), registered as
+        // the workflow that runs it when it is enqueued.
+        let ty = format_ident!("__mainstay_step_{}", ident);
+        return Ok(quote! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types)]
+            #vis struct #ty;
+
+            impl ::mainstay::Step for #ty {
+                const NAME: &'static str = #name;
+                type Args = ( #( #arg_types, )* );
+                type Output = <#ret as ::mainstay::__private::WorkflowResult>::Ok;
+                fn options() -> ::mainstay::StepOptions {
+                    #options
+                }
+                fn run(args: Self::Args) -> ::mainstay::__private::BoxFuture<'static, ::mainstay::Result<Self::Output>> {
+                    async fn __mainstay_body( #( #arg_pats: #arg_types ),* ) -> #ret #body
+                    let ( #( #arg_names, )* ) = args;
+                    ::mainstay::__private::boxed(__mainstay_body( #( #arg_names ),* ))
+                }
+            }
+
+            ::mainstay::__private::inventory::submit! {
+                ::mainstay::Registration::of::<::mainstay::StepWorkflow<#ty>>()
+            }
+
+            #( #attrs )*
+            #vis fn #ident( #( #arg_names: #arg_types ),* ) -> ::mainstay::StepCall<#ty> {
+                ::mainstay::StepCall::new(( #( #arg_names, )* ))
+            }
+        });
     }
     // With one attempt the closure runs once and may move the arguments; with retries each
     // attempt gets a clone.
