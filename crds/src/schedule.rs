@@ -1,0 +1,106 @@
+//! `Schedule`: a cron schedule that enqueues a workflow of a DurableApp once per tick.
+//!
+//! Each tick becomes the workflow ID `sched-{name}-{tick}` (DBOS's convention), so a tick runs
+//! exactly once however often the controller retries it. The cron expression is checked for
+//! shape in the schema (5 or 6 fields, or an `@` macro) and fully by the operator.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Condition;
+
+/// Fires a workflow on a cron schedule.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mainstay.dev",
+    version = "v1alpha1",
+    kind = "Schedule",
+    namespaced,
+    status = "ScheduleStatus",
+    shortname = "msched",
+    category = "mainstay",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "TZ", type_ = "string", json_path = ".spec.timeZone"),
+    printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime"),
+    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// The DurableApp (same namespace) whose workers run the workflow.
+    #[x_kube(validation = Rule::new("self != ''").message("appRef must name a DurableApp"))]
+    pub app_ref: String,
+    /// Registered name of the workflow to enqueue.
+    #[x_kube(validation = Rule::new("self != ''").message("workflowName must not be empty"))]
+    pub workflow_name: String,
+    /// Cron expression: 5 fields (minute first), 6 fields (seconds first), or a macro such as
+    /// `@hourly`. Time zones go in `timeZone`, not in the expression.
+    #[x_kube(validation = Rule::new("self.startsWith('@') || self.split(' ').filter(f, f != '').size() in [5, 6]").message("schedule must have 5 fields (minute hour day month weekday), 6 fields (seconds first), or be a macro like @hourly"))]
+    #[x_kube(validation = Rule::new("!self.contains('TZ=')").message("put the time zone in spec.timeZone, not in the schedule"))]
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// IANA time zone of the schedule (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Input of each run: the workflow's positional arguments, as a JSON array (the scheduled
+    /// time is passed first by the runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub input: Option<serde_json::Value>,
+    /// Queue to enqueue on (default: the internal queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// What to do when a tick comes while the previous run is still going.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// A tick missed by more than this many seconds is skipped and reported, not run late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Stops firing while true.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// Overlap handling, as the CronJob controller does it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Runs may overlap.
+    #[default]
+    Allow,
+    /// A tick is skipped while the previous run is in flight.
+    Forbid,
+    /// The previous run is cancelled and the new one starts.
+    Replace,
+}
+
+/// Observed state of a Schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The last tick fired (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<String>,
+    /// The workflow ID of the last tick fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_workflow_id: Option<String>,
+    /// When a run last succeeded (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<String>,
+    /// The next tick (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<String>,
+    /// Workflow IDs of runs in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<String>,
+}
