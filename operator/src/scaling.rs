@@ -1,0 +1,124 @@
+//! The number of workers a DurableApp should have.
+//!
+//! A fixed `spec.replicas` (set by hand or by an external autoscaler through `/scale`) is
+//! obeyed as is. Otherwise desired = clamp(ceil((queued + running) / targetQueueDepth), min, max),
+//! stabilized the way the HorizontalPodAutoscaler does it: scale up to the lowest
+//! recommendation of the up-window, down to the highest of the down-window, so a brief spike or
+//! lull does not flap the fleet. With an up-window of zero, work arriving at an app scaled to
+//! zero gets a worker on the next reconcile.
+
+use chrono::{DateTime, Duration, Utc};
+use mainstay_crds::{DurableAppSpec, ScalingSpec};
+
+/// The raw recommendation for a queue depth (queued plus running workflows).
+pub fn recommend(depth: i64, scaling: &ScalingSpec) -> i32 {
+    let target = i64::from(scaling.target_queue_depth.max(1));
+    let wanted = (depth.max(0) + target - 1) / target;
+    let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
+    wanted.clamp(scaling.min_replicas.max(0), scaling.max_replicas.max(scaling.min_replicas.max(0)))
+}
+
+/// Recommendations remembered between reconciles, newest last.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    pub samples: Vec<(DateTime<Utc>, i32)>,
+}
+
+impl History {
+    /// Records a recommendation and forgets what no window needs any more.
+    pub fn record(&mut self, at: DateTime<Utc>, recommendation: i32, keep: Duration) {
+        self.samples.push((at, recommendation));
+        self.samples.retain(|(t, _)| at - *t <= keep);
+    }
+
+    fn within(&self, now: DateTime<Utc>, window: Duration) -> impl Iterator<Item = i32> + '_ {
+        self.samples.iter().filter(move |(t, _)| now - *t <= window).map(|(_, n)| *n)
+    }
+}
+
+/// The worker count to apply now.
+pub fn desired(spec: &DurableAppSpec, current: i32, history: &History, now: DateTime<Utc>) -> i32 {
+    if let Some(fixed) = spec.replicas {
+        return fixed.max(0);
+    }
+    let s = &spec.scaling;
+    let up = Duration::seconds(i64::from(s.scale_up_stabilization_seconds.max(0)));
+    let down = Duration::seconds(i64::from(s.scale_down_stabilization_seconds.max(0)));
+    let latest = history.samples.last().map(|(_, n)| *n).unwrap_or(current);
+    let up_to = history.within(now, up).min().unwrap_or(latest);
+    let down_to = history.within(now, down).max().unwrap_or(latest);
+    if up_to > current {
+        up_to
+    } else if down_to < current {
+        down_to
+    } else {
+        current
+    }
+    .clamp(s.min_replicas.max(0), s.max_replicas.max(s.min_replicas.max(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> DurableAppSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const AUTOSCALED: &str = r#"
+image: shop:1
+database: {urlSecret: {name: db}}
+scaling: {minReplicas: 0, maxReplicas: 8, targetQueueDepth: 50,
+          scaleUpStabilizationSeconds: 0, scaleDownStabilizationSeconds: 60}
+"#;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        crate::ticks::utc(2026, 1, 1, 0, 0, 0) + Duration::seconds(s)
+    }
+
+    #[test]
+    fn recommendation_is_depth_over_target_clamped() {
+        let s = spec(AUTOSCALED).scaling;
+        assert_eq!(recommend(0, &s), 0);
+        assert_eq!(recommend(1, &s), 1);
+        assert_eq!(recommend(100, &s), 2);
+        assert_eq!(recommend(101, &s), 3);
+        assert_eq!(recommend(100_000, &s), 8);
+    }
+
+    #[test]
+    fn a_fixed_replica_count_wins() {
+        let mut s = spec(AUTOSCALED);
+        s.replicas = Some(3);
+        assert_eq!(desired(&s, 7, &History::default(), t(0)), 3);
+    }
+
+    #[test]
+    fn scales_up_at_once_and_down_only_after_the_window() {
+        let s = spec(AUTOSCALED);
+        let keep = Duration::seconds(600);
+        let mut h = History::default();
+        // Work arrives while scaled to zero: up immediately.
+        h.record(t(0), recommend(500, &s.scaling), keep);
+        assert_eq!(desired(&s, 0, &h, t(0)), 8);
+        // Queue drains: the down-window still remembers 8.
+        h.record(t(30), recommend(0, &s.scaling), keep);
+        assert_eq!(desired(&s, 8, &h, t(30)), 8);
+        // After 60 s of zero, down to zero.
+        h.record(t(95), recommend(0, &s.scaling), keep);
+        assert_eq!(desired(&s, 8, &h, t(95)), 0);
+    }
+
+    #[test]
+    fn an_up_window_ignores_a_brief_spike() {
+        let mut s = spec(AUTOSCALED);
+        s.scaling.scale_up_stabilization_seconds = 30;
+        let keep = Duration::seconds(600);
+        let mut h = History::default();
+        h.record(t(0), 1, keep);
+        h.record(t(10), 8, keep);
+        assert_eq!(desired(&s, 1, &h, t(10)), 1, "the spike has not held for 30 s");
+        h.record(t(45), 8, keep);
+        assert_eq!(desired(&s, 1, &h, t(45)), 8);
+    }
+}

@@ -1,0 +1,237 @@
+//! Cron ticks of a Schedule: parsing, time zones, the tick that is due now, catch-up within the
+//! starting deadline, and the deterministic workflow ID of each tick.
+//!
+//! Semantics follow the CronJob controller: after downtime only the most recent missed tick
+//! runs (never every missed one), and only if it is within `startingDeadlineSeconds`; older ones
+//! are reported as missed. Ticks are computed in the schedule's time zone, so a daily 02:30 in a
+//! zone with DST runs once on the days the clock skips or repeats that hour.
+
+use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// A cron expression or time zone that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSchedule(pub String);
+
+/// A parsed schedule in its time zone.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    schedule: cron::Schedule,
+    zone: Tz,
+}
+
+/// More missed ticks than this are reported as too many (the latest still runs if in time).
+pub const TOO_MANY_MISSED: usize = 100;
+
+impl CronSchedule {
+    /// Parses 5 fields (minute first), 6 fields (seconds first) or a macro (`@hourly`, …), in an
+    /// IANA time zone (default UTC).
+    pub fn parse(expr: &str, zone: Option<&str>) -> Result<CronSchedule, InvalidSchedule> {
+        let expr = expr.trim();
+        if expr.contains("TZ=") {
+            return Err(InvalidSchedule(format!(
+                "schedule {expr:?} embeds a time zone; put it in spec.timeZone instead"
+            )));
+        }
+        let fields = expr.split_whitespace().count();
+        let full = if expr.starts_with('@') {
+            expr.to_string()
+        } else {
+            match fields {
+                5 => format!("0 {expr}"),
+                6 => expr.to_string(),
+                n => {
+                    return Err(InvalidSchedule(format!(
+                        "schedule {expr:?} has {n} fields; use 5 (minute hour day-of-month month \
+                         day-of-week), 6 (seconds first) or a macro such as @hourly"
+                    )))
+                }
+            }
+        };
+        let schedule: cron::Schedule = full
+            .parse()
+            .map_err(|e| InvalidSchedule(format!("schedule {expr:?} is not a valid cron expression: {e}")))?;
+        let zone = match zone {
+            None | Some("") => Tz::UTC,
+            Some(z) => z.parse::<Tz>().map_err(|_| {
+                InvalidSchedule(format!(
+                    "time zone {z:?} is not an IANA time zone name (for example Europe/Paris or UTC)"
+                ))
+            })?,
+        };
+        Ok(CronSchedule { schedule, zone })
+    }
+
+    /// The first tick strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule.after(&t.with_timezone(&self.zone)).next().map(|d| d.with_timezone(&Utc))
+    }
+
+    /// What to do at `now`, given the last tick already handled (or the creation time).
+    pub fn plan(&self, last: DateTime<Utc>, now: DateTime<Utc>, deadline: Option<Duration>) -> TickPlan {
+        // Count the ticks missed since `last`, but never walk more than needed to know there
+        // were too many.
+        let mut missed = 0usize;
+        let mut cursor = last;
+        while let Some(t) = self.next_after(cursor) {
+            if t > now || missed > TOO_MANY_MISSED {
+                break;
+            }
+            missed += 1;
+            cursor = t;
+        }
+        let latest = if missed == 0 { None } else { self.latest_between(last, now) };
+        let (due, late) = match (latest, deadline) {
+            (Some(t), Some(d)) if now - t > d => (None, Some(t)),
+            (t, _) => (t, None),
+        };
+        TickPlan {
+            due,
+            missed_beyond_deadline: late,
+            skipped: missed.saturating_sub(1),
+            too_many_missed: missed > TOO_MANY_MISSED,
+            next: self.next_after(now),
+        }
+    }
+
+    /// The latest tick in `(floor, now]`, found by widening a window back from `now`, so a
+    /// long outage of a frequent schedule costs a handful of steps, not one per missed tick.
+    fn latest_between(&self, floor: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut width = Duration::seconds(1);
+        loop {
+            let start = (now - width).max(floor);
+            if let Some(first) = self.next_after(start).filter(|t| *t <= now) {
+                let mut latest = first;
+                while let Some(t) = self.next_after(latest).filter(|t| *t <= now) {
+                    latest = t;
+                }
+                return Some(latest);
+            }
+            if start == floor {
+                return None;
+            }
+            width = width * 2;
+        }
+    }
+}
+
+/// The decision for one reconcile of a Schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickPlan {
+    /// The tick to fire now (the most recent one due, within the deadline).
+    pub due: Option<DateTime<Utc>>,
+    /// The most recent tick, when it is too old to run: report it as missed.
+    pub missed_beyond_deadline: Option<DateTime<Utc>>,
+    /// Older ticks passed over (only the most recent runs).
+    pub skipped: usize,
+    /// More than [`TOO_MANY_MISSED`] ticks were missed.
+    pub too_many_missed: bool,
+    /// When to look again.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// The workflow ID of a tick: `sched-{schedule}-{tick}`, the tick in ISO 8601 with its UTC
+/// offset, as DBOS writes it. The same tick always gets the same ID, so it runs once.
+pub fn tick_workflow_id(schedule_name: &str, tick: DateTime<Utc>) -> String {
+    format!("sched-{schedule_name}-{}", rfc3339_offset(tick))
+}
+
+/// `2026-01-31T23:00:15+00:00` (seconds precision unless the tick has a fraction).
+pub fn rfc3339_offset(t: DateTime<Utc>) -> String {
+    let fixed = t.with_timezone(&chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    fixed.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+/// A UTC instant from RFC 3339 text (status fields).
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Convenience for tests and callers holding naive UTC parts.
+pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid UTC time")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_six_fields_and_macros_parse_and_bad_input_is_explained() {
+        assert!(CronSchedule::parse("*/5 * * * *", None).is_ok());
+        assert!(CronSchedule::parse("*/10 * * * * *", Some("UTC")).is_ok());
+        assert!(CronSchedule::parse("@hourly", Some("Europe/Paris")).is_ok());
+        let e = CronSchedule::parse("* * *", None).unwrap_err().0;
+        assert!(e.contains("3 fields"), "{e}");
+        let e = CronSchedule::parse("61 * * * *", None).unwrap_err().0;
+        assert!(e.contains("not a valid cron"), "{e}");
+        let e = CronSchedule::parse("* * * * *", Some("Mars/Olympus")).unwrap_err().0;
+        assert!(e.contains("IANA"), "{e}");
+        let e = CronSchedule::parse("CRON_TZ=UTC * * * * *", None).unwrap_err().0;
+        assert!(e.contains("spec.timeZone"), "{e}");
+    }
+
+    #[test]
+    fn the_due_tick_is_the_latest_one_and_older_ones_are_skipped() {
+        let s = CronSchedule::parse("*/10 * * * *", None).unwrap();
+        let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), utc(2026, 1, 1, 0, 35, 10), None);
+        assert_eq!(plan.due, Some(utc(2026, 1, 1, 0, 30, 0)));
+        assert_eq!(plan.skipped, 2, "00:10 and 00:20 are not replayed");
+        assert_eq!(plan.next, Some(utc(2026, 1, 1, 0, 40, 0)));
+        // Nothing due between ticks.
+        let idle = s.plan(utc(2026, 1, 1, 0, 30, 0), utc(2026, 1, 1, 0, 35, 0), None);
+        assert_eq!((idle.due, idle.skipped), (None, 0));
+    }
+
+    #[test]
+    fn a_tick_older_than_the_deadline_is_reported_not_run() {
+        let s = CronSchedule::parse("0 * * * *", None).unwrap();
+        let now = utc(2026, 1, 1, 3, 10, 0);
+        let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), now, Some(Duration::seconds(300)));
+        assert_eq!(plan.due, None);
+        assert_eq!(plan.missed_beyond_deadline, Some(utc(2026, 1, 1, 3, 0, 0)));
+        let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), now, Some(Duration::seconds(900)));
+        assert_eq!(plan.due, Some(utc(2026, 1, 1, 3, 0, 0)));
+    }
+
+    #[test]
+    fn too_many_missed_ticks_still_run_the_latest() {
+        let s = CronSchedule::parse("* * * * * *", None).unwrap();
+        let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), utc(2026, 1, 1, 1, 0, 0), None);
+        assert!(plan.too_many_missed);
+        assert_eq!(plan.due, Some(utc(2026, 1, 1, 1, 0, 0)));
+    }
+
+    #[test]
+    fn time_zones_and_daylight_saving_are_respected() {
+        // 09:00 in Paris is 08:00 UTC in winter, 07:00 UTC in summer.
+        let s = CronSchedule::parse("0 9 * * *", Some("Europe/Paris")).unwrap();
+        assert_eq!(s.next_after(utc(2026, 1, 10, 0, 0, 0)), Some(utc(2026, 1, 10, 8, 0, 0)));
+        assert_eq!(s.next_after(utc(2026, 7, 10, 0, 0, 0)), Some(utc(2026, 7, 10, 7, 0, 0)));
+        // 02:30 does not exist in Paris on 2026-03-29 (clocks jump 02:00 -> 03:00): that day
+        // has no such tick, and the next is the following day's.
+        let s = CronSchedule::parse("30 2 * * *", Some("Europe/Paris")).unwrap();
+        let next = s.next_after(utc(2026, 3, 28, 12, 0, 0)).unwrap();
+        assert_eq!(next, utc(2026, 3, 30, 0, 30, 0));
+        // On 2026-10-25 02:30 happens twice; it must fire once that day.
+        let mut t = utc(2026, 10, 24, 12, 0, 0);
+        let mut that_day = 0;
+        while let Some(n) = s.next_after(t) {
+            if n > utc(2026, 10, 25, 12, 0, 0) {
+                break;
+            }
+            that_day += 1;
+            t = n;
+        }
+        assert_eq!(that_day, 1);
+    }
+
+    #[test]
+    fn tick_ids_are_deterministic_and_dbos_shaped() {
+        let t = utc(2026, 1, 31, 23, 0, 15);
+        assert_eq!(tick_workflow_id("nightly", t), "sched-nightly-2026-01-31T23:00:15+00:00");
+        assert_eq!(tick_workflow_id("nightly", t), tick_workflow_id("nightly", t));
+        assert_eq!(parse_time("2026-01-31T23:00:15+00:00"), Some(t));
+    }
+}
