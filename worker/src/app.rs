@@ -278,27 +278,14 @@ impl Mainstay {
     /// Cancels a workflow: it stops at its next step (or at once if it is sleeping) and its
     /// status becomes `CANCELLED`. Cancelling a finished workflow changes nothing.
     pub async fn cancel(&self, workflow_id: &str) -> Result<()> {
-        match self.rt.db.cancel(workflow_id).await? {
-            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
-            Some(_) => {
-                self.rt.cancel_local(workflow_id);
-                Ok(())
-            }
-        }
+        self.rt.db.cancel(workflow_id).await?;
+        self.rt.cancel_local(workflow_id);
+        Ok(())
     }
 
     /// Resumes a cancelled, failed or parked workflow from its last completed step.
     pub async fn resume<T: serde::de::DeserializeOwned>(&self, workflow_id: &str) -> Result<WorkflowHandle<T>> {
-        if !self.rt.db.resume(workflow_id).await? {
-            return match self.rt.db.get_status(workflow_id).await? {
-                None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
-                Some(s) => Err(Error::Config(format!(
-                    "workflow {workflow_id} is {} and cannot be resumed; only CANCELLED, ERROR, \
-                     MAX_RECOVERY_ATTEMPTS_EXCEEDED, ENQUEUED or DELAYED workflows can",
-                    s.status
-                ))),
-            };
-        }
+        self.rt.db.resume(workflow_id).await?;
         self.rt.announce(INTERNAL_QUEUE);
         Ok(self.retrieve(workflow_id))
     }

@@ -14,7 +14,7 @@ use crate::queue::Queue;
 use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
 use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase};
-use crate::workflow::{outcome_of, WorkflowOptions};
+use crate::workflow::{recorded_outcome, WorkflowOptions};
 
 /// Work waiting in and running from one queue.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -106,12 +106,7 @@ impl Client {
     pub async fn get_result<T: DeserializeOwned>(&self, workflow_id: &str) -> Result<T> {
         let mut delay = Duration::from_millis(10);
         loop {
-            let status = self
-                .db
-                .get_status(workflow_id)
-                .await?
-                .ok_or_else(|| Error::NotFound { workflow_id: workflow_id.to_string() })?;
-            if let Some(result) = outcome_of(&status) {
+            if let Some(result) = recorded_outcome(&self.db, workflow_id).await? {
                 let json = result?;
                 return decode(Some(&json), None, &format!("the output of workflow {workflow_id}"));
             }
@@ -122,24 +117,12 @@ impl Client {
 
     /// Cancels a workflow (see [`crate::Mainstay::cancel`]).
     pub async fn cancel(&self, workflow_id: &str) -> Result<()> {
-        match self.db.cancel(workflow_id).await? {
-            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
-            Some(_) => Ok(()),
-        }
+        self.db.cancel(workflow_id).await
     }
 
     /// Puts a cancelled, failed or parked workflow back on the internal queue.
     pub async fn resume(&self, workflow_id: &str) -> Result<()> {
-        if self.db.resume(workflow_id).await? {
-            return Ok(());
-        }
-        match self.db.get_status(workflow_id).await? {
-            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
-            Some(s) => Err(Error::Config(format!(
-                "workflow {workflow_id} is {} and cannot be resumed",
-                s.status
-            ))),
-        }
+        self.db.resume(workflow_id).await
     }
 
     /// Re-enqueues every `PENDING` workflow of a dead executor so live workers run them.

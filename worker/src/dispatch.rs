@@ -77,11 +77,11 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
                 promoted = Instant::now();
                 more |= !rt.db.promote_delayed(&rt.queues).await?.is_empty();
             }
-            let all = settings.as_ref().map(|(_, q)| q.clone()).unwrap_or_default();
+            let all: &[Queue] = settings.as_ref().map(|(_, q)| q.as_slice()).unwrap_or_default();
             // Announced queues first: they are known to have work.
-            let mut queues: Vec<Queue> = all.iter().filter(|q| announced.contains(&q.name)).cloned().collect();
+            let mut queues: Vec<&Queue> = all.iter().filter(|q| announced.contains(&q.name)).collect();
             if full {
-                queues.extend(all.iter().filter(|q| !announced.contains(&q.name)).cloned());
+                queues.extend(all.iter().filter(|q| !announced.contains(&q.name)));
             }
             more |= claim_round(&rt, &queues).await?;
             Ok::<bool, crate::Error>(more)
@@ -128,7 +128,7 @@ async fn queue_settings(rt: &Arc<Runtime>) -> Result<Vec<Queue>> {
 
 /// Claims what fits in the free worker slots from every listened queue. Returns whether a
 /// queue filled the slots it was offered (more work is probably waiting).
-async fn claim_round(rt: &Arc<Runtime>, queues: &[Queue]) -> Result<bool> {
+async fn claim_round(rt: &Arc<Runtime>, queues: &[&Queue]) -> Result<bool> {
     let mut more = false;
     for queue in queues {
         let free = rt.slots.available_permits();

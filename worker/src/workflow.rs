@@ -25,7 +25,7 @@ use crate::error::{Error, Failure, Result};
 use crate::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure};
 use crate::status::{Status, WorkflowStatus};
 use crate::queue::Queue;
-use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome};
+use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
 
 /// A durable workflow. `#[mainstay::workflow]` implements it for an `async fn`; implement it by
 /// hand to define workflows without macros.
@@ -268,12 +268,7 @@ pub(crate) async fn wait_for_outcome(rt: &Arc<Runtime>, id: &str) -> Result<Stri
                 _ => {}
             }
         }
-        let status = rt
-            .db
-            .get_status(id)
-            .await?
-            .ok_or_else(|| Error::NotFound { workflow_id: id.to_string() })?;
-        if let Some(result) = outcome_of(&status) {
+        if let Some(result) = recorded_outcome(&rt.db, id).await? {
             return result;
         }
         tokio::select! {
@@ -284,8 +279,14 @@ pub(crate) async fn wait_for_outcome(rt: &Arc<Runtime>, id: &str) -> Result<Stri
     }
 }
 
+/// The outcome recorded for a workflow, or `None` while it has not finished.
+pub(crate) async fn recorded_outcome(db: &SystemDatabase, id: &str) -> Result<Option<Result<String>>> {
+    let status = db.get_status(id).await?.ok_or_else(|| Error::NotFound { workflow_id: id.to_string() })?;
+    Ok(outcome_of(&status))
+}
+
 /// The final result recorded in a status row, or `None` if the workflow has not finished.
-pub(crate) fn outcome_of(status: &WorkflowStatus) -> Option<Result<String>> {
+fn outcome_of(status: &WorkflowStatus) -> Option<Result<String>> {
     let id = &status.workflow_id;
     let ser = status.serialization.as_deref();
     match status.status {

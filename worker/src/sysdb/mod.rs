@@ -459,28 +459,39 @@ impl SystemDatabase {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    /// Cancels a workflow that has not finished. Returns the status it had, or `None` if it
-    /// does not exist.
-    pub(crate) async fn cancel(&self, workflow_id: &str) -> Result<Option<(bool, Status)>> {
+    /// Cancels a workflow that has not finished (a finished one is left as it is).
+    pub(crate) async fn cancel(&self, workflow_id: &str) -> Result<()> {
         let row = q(&self.sql.cancel)
             .bind(workflow_id)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| Error::db(format!("cancel workflow {workflow_id}"), e))?;
-        let cancelled: i64 = row.get("cancelled");
-        let previous: Option<String> = row.get("previous");
-        Ok(previous.map(|p| (cancelled > 0, Status::parse(&p))))
+        match row.get::<Option<String>, _>("previous") {
+            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Puts a stopped workflow back on the internal queue so it runs again from its last step.
-    pub(crate) async fn resume(&self, workflow_id: &str) -> Result<bool> {
+    /// Errors name the status that prevents it.
+    pub(crate) async fn resume(&self, workflow_id: &str) -> Result<()> {
         let rows = q(&self.sql.resume)
             .bind(workflow_id)
             .bind(INTERNAL_QUEUE)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db(format!("resume workflow {workflow_id}"), e))?;
-        Ok(!rows.is_empty())
+        if !rows.is_empty() {
+            return Ok(());
+        }
+        match self.get_status(workflow_id).await? {
+            None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
+            Some(s) => Err(Error::Config(format!(
+                "workflow {workflow_id} is {} and cannot be resumed; only CANCELLED, ERROR, \
+                 MAX_RECOVERY_ATTEMPTS_EXCEEDED, ENQUEUED or DELAYED workflows can",
+                s.status
+            ))),
+        }
     }
 
     pub(crate) async fn register_version(&self, version: &str, app_name: Option<&str>) -> Result<()> {
