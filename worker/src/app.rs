@@ -6,7 +6,9 @@
 //! without writing anything for them: they stay `PENDING` and are recovered.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify, Semaphore};
@@ -19,7 +21,7 @@ use crate::registry::{Registration, Registry};
 use crate::status::WorkflowStatus;
 use crate::sysdb::{Committer, SystemDatabase, INTERNAL_QUEUE};
 use crate::workflow::WorkflowHandle;
-use crate::{cancellation, dispatch, recovery};
+use crate::{cancellation, dispatch, health, recovery};
 
 /// What a local waiter learns when a workflow run in this process ends.
 #[derive(Debug, Clone)]
@@ -50,6 +52,10 @@ pub(crate) struct Runtime {
     pub(crate) queues: Vec<String>,
     pub(crate) slots: Arc<Semaphore>,
     local: Mutex<HashMap<String, LocalRun>>,
+    /// When the claim loop last turned (epoch ms), for the liveness check.
+    pub(crate) heartbeat_ms: AtomicI64,
+    /// Where the health endpoint listens, once bound.
+    health_addr: OnceLock<SocketAddr>,
 }
 
 impl Runtime {
@@ -185,7 +191,13 @@ impl MainstayBuilder {
             announced: Mutex::new(Default::default()),
             queues,
             local: Mutex::new(HashMap::new()),
+            heartbeat_ms: AtomicI64::new(crate::context::now_ms()),
+            health_addr: OnceLock::new(),
         });
+        if let Some(addr) = rt.config.health_addr {
+            let bound = health::serve(rt.clone(), addr).await?;
+            let _ = rt.health_addr.set(bound);
+        }
         let recovered = recovery::recover_own(&rt).await?;
         dispatch::start_listener(rt.clone()).await?;
         dispatch::start_dispatcher(rt.clone());
@@ -241,6 +253,12 @@ impl Mainstay {
 
     pub fn config(&self) -> &Config {
         &self.rt.config
+    }
+
+    /// The address the health endpoint listens on, if [`Config::health_addr`] is set (with port
+    /// 0 this is where to find the port the system chose).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.rt.health_addr.get().copied()
     }
 
     /// Runs a workflow call on this instance and waits for its output.

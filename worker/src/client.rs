@@ -1,6 +1,6 @@
 //! A client that needs only the database URL: enqueue workflows by name, inspect, cancel and
-//! resume them, and manage queue settings, from any process (a web tier, a script, the
-//! operator). It runs no workflows and never migrates.
+//! resume them, list them, manage queue settings and retention, from any process (a web tier,
+//! a script, the operator). It runs no workflows, and migrates only when asked to.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::context::now_ms;
 use crate::error::{Error, Result};
+use crate::management::{ExecutorWork, VersionWork, WorkflowFilter};
 use crate::queue::Queue;
 use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
@@ -79,6 +80,7 @@ impl Client {
             partition_key: options.partition_key.clone(),
             delay_until_ms: options.delay.map(|d| now + d.as_millis() as i64),
             recovery_attempts: 0,
+            schedule_name: options.schedule_name.clone(),
         };
         let mut conn = self.db.pool().acquire().await.map_err(|e| Error::db("connect to enqueue", e))?;
         let batch = Batch { starts: vec![&row], ..Batch::default() };
@@ -150,6 +152,41 @@ impl Client {
             .into_iter()
             .map(|(queue, enqueued, pending)| QueueDepth { queue, enqueued, pending })
             .collect())
+    }
+
+    /// Workflows matching `filter`.
+    pub async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<WorkflowStatus>> {
+        self.db.list_workflows(filter).await
+    }
+
+    /// `PENDING` workflows per executor and version: a dead executor among them has work to
+    /// recover.
+    pub async fn pending_by_executor(&self) -> Result<Vec<ExecutorWork>> {
+        self.db.pending_by_executor().await
+    }
+
+    /// Unfinished workflows per application version: a version with none left has drained.
+    pub async fn outstanding_by_version(&self) -> Result<Vec<VersionWork>> {
+        self.db.outstanding_by_version().await
+    }
+
+    /// Deletes finished workflows (with their inputs, outputs and steps) created more than
+    /// `max_age` ago, and beyond the newest `keep` workflows. Unfinished workflows are never
+    /// deleted. Returns how many were deleted.
+    pub async fn delete_finished(&self, max_age: Option<Duration>, keep: Option<u64>) -> Result<u64> {
+        let cutoff = max_age.map(|age| now_ms() - age.as_millis().min(i64::MAX as u128) as i64);
+        let keep = keep.map(|k| k.min(i64::MAX as u64) as i64);
+        self.db.delete_finished(cutoff, keep).await
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.ping().await
+    }
+
+    /// Runs the system-database migrations (idempotent; needs a role that may create tables).
+    pub async fn migrate(&self) -> Result<()> {
+        self.db.migrate().await
     }
 
     /// Closes the connections.

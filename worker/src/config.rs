@@ -21,6 +21,8 @@ pub mod env {
     pub const APP_VERSION: &str = "MAINSTAY_APP_VERSION";
     /// The application name recorded with workflows.
     pub const APP_NAME: &str = "MAINSTAY_APP_NAME";
+    /// Port of the health endpoint (`/healthz`, `/readyz`); unset serves none.
+    pub const HEALTH_PORT: &str = "MAINSTAY_HEALTH_PORT";
 }
 
 /// The schema DBOS and mainstay use by default.
@@ -55,6 +57,9 @@ pub struct Config {
     pub polling_interval: Duration,
     /// Queued workflows this process runs at once (all queues together).
     pub worker_concurrency: usize,
+    /// Where to serve the health endpoint (`/healthz`: the runtime is alive; `/readyz`: it can
+    /// reach its database and is not shutting down). `None` serves nothing.
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -72,6 +77,7 @@ impl Config {
             commit_concurrency: 2,
             polling_interval: Duration::from_secs(1),
             worker_concurrency: 256,
+            health_addr: None,
         }
     }
 
@@ -88,12 +94,13 @@ impl Config {
                 ))
             })?;
         let mut config = Config::new(url);
-        config.apply_env();
+        config.apply_env()?;
         Ok(config)
     }
 
-    /// Overrides fields with the environment variables that are set.
-    pub fn apply_env(&mut self) {
+    /// Overrides fields with the environment variables that are set; a malformed value is an
+    /// error that names the variable.
+    pub fn apply_env(&mut self) -> Result<()> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         if let Some(v) = var(env::SYSTEM_SCHEMA) {
             self.system_schema = v;
@@ -107,6 +114,17 @@ impl Config {
         if let Some(v) = var(env::APP_NAME) {
             self.app_name = Some(v);
         }
+        if let Some(v) = var(env::HEALTH_PORT) {
+            let port: u16 = v.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "{} is {v:?}, not a port number; set it to a port such as 8081, or unset it \
+                     to serve no health endpoint",
+                    env::HEALTH_PORT
+                ))
+            })?;
+            self.health_addr = Some(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+        }
+        Ok(())
     }
 
     /// Checks every field; the error names the field and how to fix it.

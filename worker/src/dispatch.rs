@@ -66,6 +66,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
     // woken by announcements (an enqueue, a finished workflow) claims from those queues only.
     let mut full = true;
     loop {
+        rt.heartbeat_ms.store(crate::context::now_ms(), std::sync::atomic::Ordering::Relaxed);
         let announced: Vec<String> =
             std::mem::take(&mut *rt.announced.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
         let round = async {

@@ -34,8 +34,10 @@ mod client;
 pub mod config;
 mod context;
 mod error;
+pub mod health;
 pub mod local_postgres;
 mod dispatch;
+mod management;
 mod queue;
 mod recovery;
 mod registry;
@@ -48,6 +50,7 @@ mod workflow;
 
 pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
 pub use client::{Client, QueueDepth};
+pub use management::{ExecutorWork, VersionWork, WorkflowFilter};
 pub use config::Config;
 pub use context::workflow_id;
 pub use error::{Error, Failure, Result};

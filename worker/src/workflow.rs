@@ -59,6 +59,8 @@ pub struct WorkflowOptions {
     pub partition_key: Option<String>,
     /// The application version to run it under (default: this process's).
     pub app_version: Option<String>,
+    /// Enqueue only: the schedule that fired this run (recorded as `schedule_name`).
+    pub schedule_name: Option<String>,
 }
 
 /// A call of workflow `W` with its arguments. `.await` it to run the workflow durably and get
@@ -349,6 +351,7 @@ fn new_row<W: Workflow>(
         partition_key: if enqueued { options.partition_key.clone() } else { None },
         delay_until_ms: if enqueued { options.delay.map(|d| now + d.as_millis() as i64) } else { None },
         recovery_attempts: if enqueued { 0 } else { 1 },
+        schedule_name: if enqueued { options.schedule_name.clone() } else { None },
     }
 }
 

@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     let url = mainstay::local_postgres::configured_or_local_url().await?;
     let mut config = Config::new(url);
     config.app_name = Some("queues".into());
-    config.apply_env();
+    config.apply_env()?;
     let app = Mainstay::builder(config).queue(example_queue()).launch().await?;
 
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);

@@ -47,6 +47,6 @@ pub async fn launch() -> anyhow::Result<Mainstay> {
     let url = mainstay::local_postgres::configured_or_local_url().await?;
     let mut config = Config::new(url);
     config.app_name = Some("quickstart".into());
-    config.apply_env();
+    config.apply_env()?;
     Ok(Mainstay::launch(config).await?)
 }

@@ -17,23 +17,24 @@ use sqlx::{PgConnection, Postgres, Row};
 
 use super::{q, CheckpointOutcome, NewWorkflow, Outcome, RecordedOp, StartOutcome, StepRecord, SystemDatabase};
 
-const START_PARAMS: usize = 17;
+const START_PARAMS: usize = 18;
 const START_CTES: &str = r#"
 r AS (
     SELECT * FROM UNNEST(?1::text[], ?2::text[], ?3::text[], ?4::text[], ?5::text[], ?6::text[],
                          ?7::text[], ?8::text[], ?9::text[], ?10::text[], ?11::int8[], ?12::int8[],
-                         ?13::int4[], ?14::text[], ?15::text[], ?16::int8[], ?17::int8[])
+                         ?13::int4[], ?14::text[], ?15::text[], ?16::int8[], ?17::int8[], ?18::text[])
         AS r(id, name, status, inputs, owner, executor, version, app_name, queue, parent,
-             timeout_ms, deadline, priority, dedup, partition_key, delay_until, attempts)
+             timeout_ms, deadline, priority, dedup, partition_key, delay_until, attempts, schedule)
 ), ins AS (
     INSERT INTO {s}.workflow_status (
         workflow_uuid, name, status, owner_xid, executor_id, application_version,
         application_name, queue_name, parent_workflow_id, workflow_timeout_ms,
         workflow_deadline_epoch_ms, priority, deduplication_id, queue_partition_key,
-        delay_until_epoch_ms, recovery_attempts, serialization, creator_xid, created_at, updated_at)
+        delay_until_epoch_ms, recovery_attempts, schedule_name, serialization, creator_xid,
+        created_at, updated_at)
     SELECT id, name, status, owner, executor, version, app_name, queue, parent, timeout_ms,
-           deadline, priority, dedup, partition_key, delay_until, attempts, 'portable_json',
-           owner, {now}, {now}
+           deadline, priority, dedup, partition_key, delay_until, attempts, schedule,
+           'portable_json', owner, {now}, {now}
     FROM r
     ON CONFLICT (workflow_uuid) DO NOTHING
     RETURNING workflow_uuid
@@ -156,6 +157,7 @@ fn bind_starts(query: PgQuery, rows: &[&NewWorkflow]) -> PgQuery {
         .bind(text(&|r| r.partition_key.clone()))
         .bind(rows.iter().map(|r| r.delay_until_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.recovery_attempts).collect::<Vec<_>>())
+        .bind(text(&|r| r.schedule_name.clone()))
 }
 
 fn bind_steps(query: PgQuery, rows: &[&StepRecord]) -> PgQuery {

@@ -10,6 +10,7 @@
 
 mod batch;
 mod committer;
+mod management;
 mod migrate;
 mod queues;
 
@@ -62,6 +63,7 @@ pub(crate) struct NewWorkflow {
     pub partition_key: Option<String>,
     pub delay_until_ms: Option<i64>,
     pub recovery_attempts: i64,
+    pub schedule_name: Option<String>,
 }
 
 /// What inserting a workflow found.
@@ -140,6 +142,7 @@ struct Sql {
     recorded_steps: Arc<str>,
     get_status: Arc<str>,
     queues: queues::Statements,
+    management: management::Statements,
     recover_executor: Arc<str>,
     cancel: Arc<str>,
     resume: Arc<str>,
@@ -154,6 +157,7 @@ impl Sql {
         Sql {
             batch: batch::Statements::new(&f),
             queues: queues::Statements::new(&f),
+            management: management::Statements::new(&f),
             existing_workflows: f(
                 "SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])",
@@ -200,15 +204,12 @@ SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM child) AS crea
                 "SELECT function_id, function_name, output, error, child_workflow_id, serialization \
                  FROM {s}.operation_outputs WHERE workflow_uuid = $1",
             ),
-            get_status: f(r#"
-SELECT ws.workflow_uuid, ws.status, ws.name, ws.executor_id, ws.application_version,
-       ws.queue_name, ws.parent_workflow_id, COALESCE(ws.recovery_attempts, 0) AS recovery_attempts,
-       ws.created_at, ws.updated_at, ws.started_at_epoch_ms, ws.completed_at,
-       ws.workflow_deadline_epoch_ms,
-       COALESCE(o.output, ws.output) AS output, COALESCE(o.error, ws.error) AS error,
-       ws.serialization
-FROM {s}.workflow_status ws LEFT JOIN {s}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid
-WHERE ws.workflow_uuid = $1"#),
+            get_status: f(&format!(
+                "SELECT {} FROM {{s}}.workflow_status ws \
+                 LEFT JOIN {{s}}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid \
+                 WHERE ws.workflow_uuid = $1",
+                management::STATUS_COLUMNS
+            )),
             recover_executor: f(r#"
 UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', queue_name = COALESCE(queue_name, $3), owner_xid = NULL,
@@ -349,6 +350,15 @@ impl SystemDatabase {
         migrate::run(&self.pool, &self.schema).await
     }
 
+    /// One round trip, to tell whether the database answers.
+    pub(crate) async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db("reach the system database", e))?;
+        Ok(())
+    }
+
     pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
@@ -421,24 +431,7 @@ impl SystemDatabase {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| Error::db(format!("read the status of workflow {workflow_id}"), e))?;
-        Ok(row.map(|row| WorkflowStatus {
-            workflow_id: row.get(0),
-            status: Status::parse(row.get::<Option<String>, _>(1).as_deref().unwrap_or("")),
-            name: row.get(2),
-            executor_id: row.get(3),
-            app_version: row.get(4),
-            queue_name: row.get(5),
-            parent_workflow_id: row.get(6),
-            recovery_attempts: row.get(7),
-            created_at_ms: row.get(8),
-            updated_at_ms: row.get(9),
-            started_at_ms: row.get(10),
-            completed_at_ms: row.get(11),
-            deadline_epoch_ms: row.get(12),
-            output: row.get(13),
-            error: row.get(14),
-            serialization: row.get(15),
-        }))
+        Ok(row.as_ref().map(management::status_from_row))
     }
 
     /// Re-enqueues the `PENDING` workflows of an executor (of one version, or any if `None`).

@@ -1,0 +1,88 @@
+//! The health endpoint a process supervisor (a Kubernetes kubelet, a load balancer) probes.
+//!
+//! - `GET /healthz` (liveness): 200 while the claim loop keeps turning. It does not look at
+//!   the database: restarting a process does not fix an unreachable database, and a liveness
+//!   probe that fails on one would turn a database outage into a crash loop.
+//! - `GET /readyz` (readiness): 200 when the system database answers within two seconds and the
+//!   process is not shutting down; 503 with the reason otherwise.
+//!
+//! Served only when [`Config::health_addr`](crate::Config::health_addr) is set (the
+//! `MAINSTAY_HEALTH_PORT` variable); it stops with the runtime.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::Runtime;
+use crate::context::now_ms;
+use crate::error::{Error, Result};
+
+/// Path of the liveness check.
+pub const LIVENESS_PATH: &str = "/healthz";
+/// Path of the readiness check.
+pub const READINESS_PATH: &str = "/readyz";
+
+/// How long the database may take to answer a readiness check.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Binds the endpoint (so a taken port fails the launch, not a later probe) and serves it
+/// until the runtime shuts down.
+pub(crate) async fn serve(rt: Arc<Runtime>, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::Config(format!(
+            "cannot serve the health endpoint on {addr}: {e}; set {} to a free port",
+            crate::config::env::HEALTH_PORT
+        ))
+    })?;
+    let bound = listener.local_addr().map_err(|e| Error::Config(format!("health endpoint: {e}")))?;
+    let router = Router::new()
+        .route(LIVENESS_PATH, get(live))
+        .route(READINESS_PATH, get(ready))
+        .with_state(rt.clone());
+    let stop = rt.shutdown.clone();
+    rt.tasks.spawn(async move {
+        let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "health endpoint failed");
+        }
+    });
+    tracing::info!(addr = %bound, "serving {LIVENESS_PATH} and {READINESS_PATH}");
+    Ok(bound)
+}
+
+/// The claim loop has not turned for this long: it is stuck, and a restart is the cure.
+fn stall_limit(rt: &Runtime) -> Duration {
+    // Its longest regular sleep is the polling interval backed off 32 times after failures.
+    Duration::from_secs(120).max(rt.config.polling_interval * 64)
+}
+
+async fn live(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
+    let idle_ms = now_ms() - rt.heartbeat_ms.load(Ordering::Relaxed);
+    let limit = stall_limit(&rt);
+    if !rt.shutdown.is_cancelled() && idle_ms > limit.as_millis() as i64 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the claim loop has not run for {} s (limit {} s)\n", idle_ms / 1000, limit.as_secs()),
+        );
+    }
+    (StatusCode::OK, "ok\n".to_string())
+}
+
+async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
+    if rt.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string());
+    }
+    match tokio::time::timeout(READY_TIMEOUT, rt.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n".to_string()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("system database: {e}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("system database did not answer within {} s\n", READY_TIMEOUT.as_secs()),
+        ),
+    }
+}

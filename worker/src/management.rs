@@ -1,0 +1,64 @@
+//! Types for operating many workflows at once: which to list, and the outstanding work of each
+//! application version and executor (what an operator needs to scale, drain old versions and
+//! recover dead executors). The [`Client`](crate::Client) methods take and return them.
+
+use serde::Serialize;
+
+use crate::status::Status;
+
+/// Which workflows to list; every set field must match. Newest first unless `oldest_first`.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    /// Workflow IDs starting with this text.
+    pub id_prefix: Option<String>,
+    /// Any of these statuses (empty: any status).
+    pub statuses: Vec<Status>,
+    /// Registered workflow name.
+    pub name: Option<String>,
+    pub app_version: Option<String>,
+    pub executor_id: Option<String>,
+    pub queue: Option<String>,
+    /// Runs fired by this schedule.
+    pub schedule_name: Option<String>,
+    /// Created at or after this time (epoch milliseconds).
+    pub created_from_ms: Option<i64>,
+    /// Created before this time (epoch milliseconds).
+    pub created_before_ms: Option<i64>,
+    /// At most this many (default: all).
+    pub limit: Option<u32>,
+    /// Skip this many first.
+    pub offset: u32,
+    pub oldest_first: bool,
+}
+
+impl WorkflowFilter {
+    /// Workflows that have not finished: `PENDING`, `ENQUEUED` or `DELAYED`.
+    pub fn active() -> WorkflowFilter {
+        WorkflowFilter { statuses: vec![Status::Pending, Status::Enqueued, Status::Delayed], ..Default::default() }
+    }
+}
+
+/// `PENDING` workflows held by one executor under one application version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecutorWork {
+    pub executor_id: String,
+    pub app_version: Option<String>,
+    pub pending: i64,
+}
+
+/// Workflows of one application version that have not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionWork {
+    /// `None` for workflows enqueued without a version (any worker may run them).
+    pub app_version: Option<String>,
+    pub pending: i64,
+    pub enqueued: i64,
+    pub delayed: i64,
+}
+
+impl VersionWork {
+    /// Everything that still needs a worker of this version.
+    pub fn outstanding(&self) -> i64 {
+        self.pending + self.enqueued + self.delayed
+    }
+}

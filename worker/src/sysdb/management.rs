@@ -1,0 +1,202 @@
+//! Statements for operating a fleet: listing workflows, outstanding work per application
+//! version and per executor, and deleting finished workflows (retention).
+//!
+//! Retention never deletes a workflow that is `PENDING`, `ENQUEUED` or `DELAYED`, and deletes
+//! in bounded batches so a first sweep over a large history does not hold one huge
+//! transaction.
+
+use std::sync::Arc;
+
+use sqlx::Row;
+
+use super::{q, SystemDatabase};
+use crate::error::{Error, Result};
+use crate::management::{ExecutorWork, VersionWork, WorkflowFilter};
+use crate::status::{Status, WorkflowStatus};
+
+/// Finished workflows deleted per statement by a retention sweep.
+const DELETE_BATCH: i64 = 5_000;
+
+/// Columns of a status read, in the order [`status_from_row`] expects.
+pub(super) const STATUS_COLUMNS: &str = r#"
+ws.workflow_uuid, ws.status, ws.name, ws.executor_id, ws.application_version,
+ws.queue_name, ws.parent_workflow_id, COALESCE(ws.recovery_attempts, 0) AS recovery_attempts,
+ws.created_at, ws.updated_at, ws.started_at_epoch_ms, ws.completed_at,
+ws.workflow_deadline_epoch_ms,
+COALESCE(o.output, ws.output) AS output, COALESCE(o.error, ws.error) AS error,
+ws.serialization"#;
+
+pub(super) fn status_from_row(row: &sqlx::postgres::PgRow) -> WorkflowStatus {
+    WorkflowStatus {
+        workflow_id: row.get(0),
+        status: Status::parse(row.get::<Option<String>, _>(1).as_deref().unwrap_or("")),
+        name: row.get(2),
+        executor_id: row.get(3),
+        app_version: row.get(4),
+        queue_name: row.get(5),
+        parent_workflow_id: row.get(6),
+        recovery_attempts: row.get(7),
+        created_at_ms: row.get(8),
+        updated_at_ms: row.get(9),
+        started_at_ms: row.get(10),
+        completed_at_ms: row.get(11),
+        deadline_epoch_ms: row.get(12),
+        output: row.get(13),
+        error: row.get(14),
+        serialization: row.get(15),
+    }
+}
+
+pub(super) struct Statements {
+    list_newest_first: Arc<str>,
+    list_oldest_first: Arc<str>,
+    pending_by_executor: Arc<str>,
+    outstanding_by_version: Arc<str>,
+    nth_newest: Arc<str>,
+    delete_finished: Arc<str>,
+}
+
+const LIST: &str = r#"
+SELECT {columns}
+FROM {s}.workflow_status ws LEFT JOIN {s}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid
+WHERE ($1::text IS NULL OR starts_with(ws.workflow_uuid, $1))
+  AND ($2::text[] IS NULL OR ws.status = ANY($2))
+  AND ($3::text IS NULL OR ws.name = $3)
+  AND ($4::text IS NULL OR ws.application_version = $4)
+  AND ($5::text IS NULL OR ws.executor_id = $5)
+  AND ($6::text IS NULL OR ws.queue_name = $6)
+  AND ($7::text IS NULL OR ws.schedule_name = $7)
+  AND ($8::int8 IS NULL OR ws.created_at >= $8)
+  AND ($9::int8 IS NULL OR ws.created_at < $9)
+ORDER BY ws.created_at {dir}, ws.workflow_uuid {dir}
+LIMIT $10 OFFSET $11"#;
+
+impl Statements {
+    pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
+        let list = |dir: &str| f(&LIST.replace("{columns}", STATUS_COLUMNS).replace("{dir}", dir));
+        Statements {
+            list_newest_first: list("DESC"),
+            list_oldest_first: list("ASC"),
+            pending_by_executor: f(
+                "SELECT executor_id, application_version, count(*) FROM {s}.workflow_status \
+                 WHERE status = 'PENDING' AND executor_id IS NOT NULL \
+                 GROUP BY executor_id, application_version",
+            ),
+            outstanding_by_version: f(
+                "SELECT application_version, count(*) FILTER (WHERE status = 'PENDING'), \
+                        count(*) FILTER (WHERE status = 'ENQUEUED'), \
+                        count(*) FILTER (WHERE status = 'DELAYED') \
+                 FROM {s}.workflow_status WHERE status IN ('PENDING', 'ENQUEUED', 'DELAYED') \
+                 GROUP BY application_version",
+            ),
+            nth_newest: f(
+                "SELECT created_at FROM {s}.workflow_status ORDER BY created_at DESC OFFSET $1 LIMIT 1",
+            ),
+            delete_finished: f(r#"
+WITH victims AS (
+    SELECT workflow_uuid FROM {s}.workflow_status
+    WHERE created_at < $1 AND status NOT IN ('PENDING', 'ENQUEUED', 'DELAYED')
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), inputs AS (
+    DELETE FROM {s}.workflow_input WHERE workflow_uuid IN (SELECT workflow_uuid FROM victims)
+), outputs AS (
+    DELETE FROM {s}.workflow_output WHERE workflow_uuid IN (SELECT workflow_uuid FROM victims)
+), steps AS (
+    DELETE FROM {s}.operation_outputs WHERE workflow_uuid IN (SELECT workflow_uuid FROM victims)
+), gone AS (
+    DELETE FROM {s}.workflow_status WHERE workflow_uuid IN (SELECT workflow_uuid FROM victims)
+    RETURNING 1
+)
+SELECT count(*) FROM gone"#),
+        }
+    }
+}
+
+impl SystemDatabase {
+    pub(crate) async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<WorkflowStatus>> {
+        let sql = if filter.oldest_first {
+            &self.sql.management.list_oldest_first
+        } else {
+            &self.sql.management.list_newest_first
+        };
+        let statuses: Option<Vec<String>> = (!filter.statuses.is_empty())
+            .then(|| filter.statuses.iter().map(|s| s.as_str().to_string()).collect());
+        let rows = q(sql)
+            .bind(&filter.id_prefix)
+            .bind(statuses)
+            .bind(&filter.name)
+            .bind(&filter.app_version)
+            .bind(&filter.executor_id)
+            .bind(&filter.queue)
+            .bind(&filter.schedule_name)
+            .bind(filter.created_from_ms)
+            .bind(filter.created_before_ms)
+            .bind(filter.limit.map(|l| l as i64))
+            .bind(filter.offset as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("list workflows", e))?;
+        Ok(rows.iter().map(status_from_row).collect())
+    }
+
+    pub(crate) async fn pending_by_executor(&self) -> Result<Vec<ExecutorWork>> {
+        let rows = q(&self.sql.management.pending_by_executor)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("count pending workflows per executor", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ExecutorWork { executor_id: r.get(0), app_version: r.get(1), pending: r.get(2) })
+            .collect())
+    }
+
+    pub(crate) async fn outstanding_by_version(&self) -> Result<Vec<VersionWork>> {
+        let rows = q(&self.sql.management.outstanding_by_version)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("count outstanding workflows per application version", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| VersionWork { app_version: r.get(0), pending: r.get(1), enqueued: r.get(2), delayed: r.get(3) })
+            .collect())
+    }
+
+    /// Deletes finished workflows created before `cutoff_ms`, and beyond the newest `keep`
+    /// workflows; returns how many it deleted.
+    pub(crate) async fn delete_finished(&self, cutoff_ms: Option<i64>, keep: Option<i64>) -> Result<u64> {
+        let mut cutoff = cutoff_ms;
+        if let Some(keep) = keep {
+            // Everything older than the `keep`-th newest workflow goes (ties with it stay).
+            let nth: Option<i64> = if keep <= 0 {
+                Some(i64::MAX)
+            } else {
+                q(&self.sql.management.nth_newest)
+                    .bind(keep - 1)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| Error::db("find the retention threshold", e))?
+                    .map(|r| r.get(0))
+            };
+            if let Some(nth) = nth {
+                cutoff = Some(cutoff.map_or(nth, |c| c.max(nth)));
+            }
+        }
+        let Some(cutoff) = cutoff else { return Ok(0) };
+        let mut deleted = 0u64;
+        loop {
+            let n: i64 = q(&self.sql.management.delete_finished)
+                .bind(cutoff)
+                .bind(DELETE_BATCH)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| Error::db("delete finished workflows", e))?
+                .get(0);
+            deleted += n as u64;
+            if n < DELETE_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+}

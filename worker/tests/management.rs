@@ -1,0 +1,211 @@
+//! Operating a fleet against a real Postgres: the health endpoint, listing workflows,
+//! outstanding work per version and per executor, recovering a dead executor's workflows, and
+//! retention.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mainstay::{Client, Mainstay, Status, WorkflowFilter, WorkflowOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[mainstay::workflow]
+async fn mg_double(x: i64) -> mainstay::Result<i64> {
+    Ok(x * 2)
+}
+
+#[mainstay::step]
+async fn mg_mark() -> mainstay::Result<()> {
+    Ok(())
+}
+
+/// Whether `mg_hold` holds: its first execution hangs until its process goes away; once the
+/// test clears this, the recovered execution finishes at once.
+static HOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+#[mainstay::workflow]
+async fn mg_hold(ms: u64) -> mainstay::Result<u64> {
+    mg_mark().await?;
+    if HOLD.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(ms)
+}
+
+/// A bare HTTP/1.1 GET: `(status, body)`, or `None` when nothing listens.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+#[tokio::test]
+async fn the_health_endpoint_answers_liveness_and_readiness_until_shutdown() {
+    let url = fresh_database("mg_health").await;
+    let mut c = config(&url, "health-1");
+    c.health_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = Mainstay::builder(c).global(false).launch().await.unwrap();
+    let addr = app.health_addr().expect("the health endpoint is bound");
+    assert_ne!(addr.port(), 0);
+    assert_eq!(http_get(addr, "/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(http_get(addr, "/readyz").await.map(|r| r.0), Some(200));
+    assert_eq!(http_get(addr, "/nope").await.map(|r| r.0), Some(404));
+    app.shutdown().await;
+    // After shutdown nothing answers ready: the endpoint is closed or reports shutting down.
+    let after = http_get(addr, "/readyz").await;
+    assert!(after.is_none() || after.as_ref().map(|r| r.0) == Some(503), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_taken_health_port_fails_the_launch_with_a_clear_error() {
+    let url = fresh_database("mg_health_taken").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = config(&url, "health-2");
+    c.health_addr = Some(taken.local_addr().unwrap());
+    let err = Mainstay::builder(c).global(false).launch().await.err().expect("launch fails").to_string();
+    assert!(err.contains("health endpoint") && err.contains("MAINSTAY_HEALTH_PORT"), "{err}");
+}
+
+#[tokio::test]
+async fn outstanding_work_is_reported_per_version_and_executor_and_a_dead_executor_is_recovered() {
+    let url = fresh_database("mg_outstanding").await;
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    // Queued work for two versions on a queue nobody listens to.
+    for (i, v) in ["v-old", "v-old", "v-new"].iter().enumerate() {
+        let opts = WorkflowOptions { id: Some(format!("q-{i}")), app_version: Some(v.to_string()), ..Default::default() };
+        client.enqueue("mg_double", "unlistened", vec![serde_json::json!(i)], opts).await.unwrap();
+    }
+    // A running workflow on executor "dead-1", which then goes away without finishing it.
+    let app = Mainstay::builder(config(&url, "dead-1")).global(false).launch().await.unwrap();
+    let h = app.start(mg_hold(60_000).id("held")).await.unwrap();
+    wait_for("the held workflow's first step", Duration::from_secs(10), || async {
+        let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'held'")
+            .fetch_one(&mut connect(&url).await)
+            .await
+            .unwrap();
+        (steps == 1).then_some(())
+    })
+    .await;
+    drop(h);
+    app.shutdown().await;
+
+    let mut by_version = client.outstanding_by_version().await.unwrap();
+    by_version.sort_by(|a, b| a.app_version.cmp(&b.app_version));
+    let summary: Vec<(Option<&str>, i64, i64)> =
+        by_version.iter().map(|w| (w.app_version.as_deref(), w.pending, w.enqueued)).collect();
+    assert_eq!(summary, vec![(Some("test-v1"), 1, 0), (Some("v-new"), 0, 1), (Some("v-old"), 0, 2)]);
+    assert_eq!(by_version[2].outstanding(), 2);
+
+    let executors = client.pending_by_executor().await.unwrap();
+    assert_eq!(executors.len(), 1);
+    assert_eq!((executors[0].executor_id.as_str(), executors[0].pending), ("dead-1", 1));
+
+    // Recovery puts it back on a queue, and a live worker of its version finishes it.
+    assert_eq!(client.recover_executor("dead-1").await.unwrap(), vec!["held".to_string()]);
+    assert!(client.pending_by_executor().await.unwrap().is_empty());
+    HOLD.store(false, std::sync::atomic::Ordering::SeqCst);
+    let live = Mainstay::builder(config(&url, "live-1")).global(false).launch().await.unwrap();
+    let st = wait_for("the recovered workflow to finish", Duration::from_secs(30), || async {
+        client.status("held").await.unwrap().filter(|s| s.status.is_terminal())
+    })
+    .await;
+    assert_eq!((st.status, st.executor_id.as_deref()), (Status::Success, Some("live-1")));
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'held'")
+        .fetch_one(&mut connect(&url).await)
+        .await
+        .unwrap();
+    assert_eq!(steps, 1, "the completed step was not run again");
+    live.shutdown().await;
+}
+
+#[tokio::test]
+async fn workflows_are_listed_by_filter_and_schedule_runs_carry_their_schedule() {
+    let url = fresh_database("mg_list").await;
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    for tick in ["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00"] {
+        let opts = WorkflowOptions {
+            id: Some(format!("sched-nightly-{tick}")),
+            schedule_name: Some("nightly".into()),
+            ..Default::default()
+        };
+        client.enqueue("mg_double", "unlistened", vec![serde_json::json!(tick), serde_json::Value::Null], opts).await.unwrap();
+    }
+    client
+        .enqueue("mg_double", "unlistened", vec![serde_json::json!(1)], WorkflowOptions { id: Some("sched-nightly-x".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let by_schedule = client
+        .list_workflows(&WorkflowFilter { schedule_name: Some("nightly".into()), oldest_first: true, ..Default::default() })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = by_schedule.iter().map(|s| s.workflow_id.as_str()).collect();
+    assert_eq!(ids, ["sched-nightly-2026-01-01T00:00:00+00:00", "sched-nightly-2026-01-01T00:00:01+00:00"]);
+    let by_prefix = client
+        .list_workflows(&WorkflowFilter { id_prefix: Some("sched-nightly-".into()), ..WorkflowFilter::active() })
+        .await
+        .unwrap();
+    assert_eq!(by_prefix.len(), 3);
+    let limited = client
+        .list_workflows(&WorkflowFilter { limit: Some(1), statuses: vec![Status::Success], ..Default::default() })
+        .await
+        .unwrap();
+    assert!(limited.is_empty());
+    let one = client.list_workflows(&WorkflowFilter { limit: Some(1), ..Default::default() }).await.unwrap();
+    assert_eq!(one.len(), 1);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_finished_workflows_by_age_and_count() {
+    let url = fresh_database("mg_retention").await;
+    let app = Mainstay::builder(config(&url, "ret-1")).global(false).launch().await.unwrap();
+    for i in 0..10 {
+        app.run(mg_double(i).id(format!("done-{i}"))).await.unwrap();
+    }
+    let client = Client::connect(&url).await.unwrap();
+    client
+        .enqueue("mg_double", "unlistened", vec![serde_json::json!(0)], WorkflowOptions { id: Some("waiting".into()), ..Default::default() })
+        .await
+        .unwrap();
+    // Distinct, old creation times: done-i is i hours old plus two days; `waiting` is oldest.
+    let mut c = connect(&url).await;
+    sqlx::raw_sql(
+        "UPDATE dbos.workflow_status SET created_at = (EXTRACT(epoch FROM now()) * 1000)::bigint \
+           - 172800000 - 3600000 * substr(workflow_uuid, 6)::int WHERE workflow_uuid LIKE 'done-%';
+         UPDATE dbos.workflow_status SET created_at = 0 WHERE workflow_uuid = 'waiting';",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+
+    // Keep the newest 5 records: done-0..done-4 stay, done-5..done-9 go; `waiting` is never
+    // deleted although it is the oldest.
+    assert_eq!(client.delete_finished(None, Some(5)).await.unwrap(), 5);
+    let left: Vec<String> = sqlx::query_scalar("SELECT workflow_uuid FROM dbos.workflow_status ORDER BY workflow_uuid")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, ["done-0", "done-1", "done-2", "done-3", "done-4", "waiting"]);
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM dbos.workflow_input WHERE workflow_uuid LIKE 'done-%') + \
+                (SELECT count(*) FROM dbos.workflow_output WHERE workflow_uuid LIKE 'done-%')",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 10, "inputs and outputs of the 5 kept workflows only");
+
+    // By age: older than 2 days and 2.5 hours: done-3 and done-4.
+    let age = Duration::from_secs(48 * 3600 + 150 * 60);
+    assert_eq!(client.delete_finished(Some(age), None).await.unwrap(), 2);
+    assert_eq!(client.delete_finished(Some(age), None).await.unwrap(), 0, "idempotent");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status").fetch_one(&mut c).await.unwrap();
+    assert_eq!(n, 4);
+    app.shutdown().await;
+}
