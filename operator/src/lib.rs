@@ -1,10 +1,21 @@
-//! The mainstay operator's decision logic: validation, the objects it builds, scaling,
-//! roll-outs, cron ticks and concurrency policies. Everything here is pure (no client, no
-//! clock of its own) and unit-tested from YAML fixtures; the controllers that apply these
-//! decisions to a cluster and read queue depths through mainstay's client API build on it.
+//! The mainstay operator: the DurableApp and Schedule controllers and the decisions they make.
+//!
+//! The decision logic (validation, the objects built, scaling, roll-outs, cron ticks,
+//! concurrency policies, which executors are dead) is pure: no client, no clock of its own,
+//! unit-tested from YAML fixtures. The controllers apply those decisions to a cluster and reach
+//! each app's system database only through mainstay's client API; the operator writes no SQL.
 
+pub mod conditions;
+pub mod controller;
+pub mod database;
+pub mod endpoints;
+pub mod leader;
+pub mod metrics;
 pub mod names;
 pub mod policy;
+pub mod recovery;
 pub mod rollout;
 pub mod scaling;
 pub mod ticks;
+pub mod validate;
+pub mod workload;

@@ -19,14 +19,28 @@ pub const MANAGED_BY: &str = "mainstay-operator";
 /// Value of [`LABEL_COMPONENT`] on workers.
 pub const COMPONENT_WORKER: &str = "worker";
 
+/// Annotation on worker Deployments and pods: the exact application version (labels hold a
+/// DNS-safe form of it).
+pub const ANNOTATION_VERSION: &str = "mainstay.dev/version";
+/// Annotation a human sets to `"true"` on a DurableApp or Schedule to pause its reconciliation.
+pub const ANNOTATION_PAUSED: &str = "mainstay.dev/paused";
+
 /// Name of the worker container.
 pub const WORKER_CONTAINER: &str = "worker";
+/// Name of the health port of workers.
+pub const HEALTH_PORT_NAME: &str = "health";
+/// Name of the application's HTTP port of workers (and of their Service).
+pub const HTTP_PORT_NAME: &str = "http";
 /// Port of the runtime's health endpoint in worker pods.
 pub const HEALTH_PORT: i32 = 8081;
-/// Path of the liveness probe.
-pub const LIVENESS_PATH: &str = "/healthz";
-/// Path of the readiness probe.
-pub const READINESS_PATH: &str = "/readyz";
+/// Path of the liveness probe (served by the runtime).
+pub const LIVENESS_PATH: &str = mainstay::health::LIVENESS_PATH;
+/// Path of the readiness probe (served by the runtime).
+pub const READINESS_PATH: &str = mainstay::health::READINESS_PATH;
+/// Name of the operator's Lease for leader election.
+pub const LEASE_NAME: &str = "mainstay-operator";
+/// Controller name on Events.
+pub const REPORTER: &str = "mainstay-operator";
 
 /// Condition types.
 pub mod condition {
@@ -39,9 +53,51 @@ pub mod condition {
 /// Condition reasons.
 pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const DATABASE_UNREACHABLE: &str = "DatabaseUnreachable";
+    pub const MIGRATION_FAILED: &str = "MigrationFailed";
     pub const MIGRATED: &str = "Migrated";
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const SCALING: &str = "Scaling";
+    pub const STABLE: &str = "Stable";
     pub const AVAILABLE: &str = "Available";
+    pub const WORKERS_NOT_READY: &str = "WorkersNotReady";
+    pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    pub const AS_EXPECTED: &str = "AsExpected";
+    pub const PAUSED: &str = "Paused";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const APP_NOT_FOUND: &str = "AppNotFound";
+    pub const SCHEDULING: &str = "Scheduling";
+    pub const ENQUEUE_FAILED: &str = "EnqueueFailed";
+}
+
+/// Event reasons.
+pub mod event {
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const MIGRATED: &str = "Migrated";
+    pub const RECOVERED: &str = "RecoveredWorkflows";
+    pub const DRAINED: &str = "VersionDrained";
+    pub const SCALED: &str = "Scaled";
+    pub const RETENTION: &str = "DeletedFinishedWorkflows";
+    pub const FIRED: &str = "Fired";
+    pub const MISSED: &str = "MissedSchedule";
+    pub const TOO_MANY_MISSED: &str = "TooManyMissedTimes";
+    pub const SKIPPED: &str = "Skipped";
+    pub const REPLACED: &str = "Replaced";
+}
+
+/// Environment variables the operator binary reads (the chart sets them).
+pub mod env {
+    /// Watch only this namespace (unset: all namespaces).
+    pub const WATCH_NAMESPACE: &str = "MAINSTAY_OPERATOR_NAMESPACE";
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub const METRICS_ADDR: &str = "MAINSTAY_OPERATOR_METRICS_ADDR";
+    /// Whether to elect a leader (`true` unless a single replica runs).
+    pub const LEADER_ELECT: &str = "MAINSTAY_OPERATOR_LEADER_ELECT";
+    /// Log format: `text` or `json`.
+    pub const LOG_FORMAT: &str = "MAINSTAY_OPERATOR_LOG_FORMAT";
+    /// The operator pod's namespace (downward API): where its Lease lives.
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// The operator pod's name (downward API): its identity in the Lease and on Events.
+    pub const POD_NAME: &str = "POD_NAME";
 }

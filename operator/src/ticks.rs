@@ -1,9 +1,10 @@
 //! Cron ticks of a Schedule: parsing, time zones, the tick that is due now, catch-up within the
 //! starting deadline, and the deterministic workflow ID of each tick.
 //!
-//! Semantics follow the CronJob controller: after downtime only the most recent missed tick
-//! runs (never every missed one), and only if it is within `startingDeadlineSeconds`; older ones
-//! are reported as missed. Ticks are computed in the schedule's time zone, so a daily 02:30 in a
+//! After downtime, every tick missed within `startingDeadlineSeconds` runs (each under its own
+//! workflow ID, so at most once), and ticks older than the deadline are reported as missed, not
+//! run. Without a deadline only the most recent missed tick runs, as the CronJob controller
+//! does: a long outage never replays a backlog. Ticks are computed in the schedule's time zone, so a daily 02:30 in a
 //! zone with DST runs once on the days the clock skips or repeats that hour.
 
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
@@ -23,6 +24,8 @@ pub struct CronSchedule {
 
 /// More missed ticks than this are reported as too many (the latest still runs if in time).
 pub const TOO_MANY_MISSED: usize = 100;
+/// Most ticks caught up in one reconcile (the newest ones within the starting deadline).
+pub const MAX_CATCH_UP: usize = 100;
 
 impl CronSchedule {
     /// Parses 5 fields (minute first), 6 fields (seconds first) or a macro (`@hourly`, …), in an
@@ -69,6 +72,11 @@ impl CronSchedule {
     }
 
     /// What to do at `now`, given the last tick already handled (or the creation time).
+    ///
+    /// With a starting deadline every tick missed within it is due, oldest first (at most
+    /// [`MAX_CATCH_UP`], the newest): each has its own workflow ID, so catching up never runs a
+    /// tick twice, and a restart of the operator loses none. Without a deadline only the most
+    /// recent missed tick runs, as the CronJob controller does.
     pub fn plan(&self, last: DateTime<Utc>, now: DateTime<Utc>, deadline: Option<Duration>) -> TickPlan {
         // Count the ticks missed since `last`, but never walk more than needed to know there
         // were too many.
@@ -81,17 +89,45 @@ impl CronSchedule {
             missed += 1;
             cursor = t;
         }
-        let latest = if missed == 0 { None } else { self.latest_between(last, now) };
-        let (due, late) = match (latest, deadline) {
-            (Some(t), Some(d)) if now - t > d => (None, Some(t)),
-            (t, _) => (t, None),
+        let (due, late) = if missed == 0 {
+            (Vec::new(), None)
+        } else {
+            match deadline {
+                None => (self.latest_between(last, now).into_iter().collect(), None),
+                Some(d) => {
+                    let window_start = now - d;
+                    let due = if window_start >= now { Vec::new() } else { self.newest_ticks(last.max(window_start), now, MAX_CATCH_UP) };
+                    let late = if window_start > last { self.latest_between(last, window_start) } else { None };
+                    (due, late)
+                }
+            }
         };
         TickPlan {
+            skipped: missed.saturating_sub(due.len()),
             due,
             missed_beyond_deadline: late,
-            skipped: missed.saturating_sub(1),
             too_many_missed: missed > TOO_MANY_MISSED,
             next: self.next_after(now),
+        }
+    }
+
+    /// The newest `cap` ticks in `(floor, now]`, oldest first, found by widening a window back
+    /// from `now` so a long window of a frequent schedule is not walked tick by tick.
+    fn newest_ticks(&self, floor: DateTime<Utc>, now: DateTime<Utc>, cap: usize) -> Vec<DateTime<Utc>> {
+        let mut width = Duration::seconds(1);
+        loop {
+            let start = (now - width).max(floor);
+            let mut ticks = Vec::new();
+            let mut cursor = start;
+            while let Some(t) = self.next_after(cursor).filter(|t| *t <= now) {
+                ticks.push(t);
+                cursor = t;
+            }
+            if ticks.len() >= cap || start == floor {
+                let skip = ticks.len().saturating_sub(cap);
+                return ticks.split_off(skip);
+            }
+            width = width * 2;
         }
     }
 
@@ -119,11 +155,11 @@ impl CronSchedule {
 /// The decision for one reconcile of a Schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TickPlan {
-    /// The tick to fire now (the most recent one due, within the deadline).
-    pub due: Option<DateTime<Utc>>,
-    /// The most recent tick, when it is too old to run: report it as missed.
+    /// The ticks to fire now, oldest first.
+    pub due: Vec<DateTime<Utc>>,
+    /// The most recent tick too old to run (beyond the deadline): report it as missed.
     pub missed_beyond_deadline: Option<DateTime<Utc>>,
-    /// Older ticks passed over (only the most recent runs).
+    /// Missed ticks that will not run.
     pub skipped: usize,
     /// More than [`TOO_MANY_MISSED`] ticks were missed.
     pub too_many_missed: bool,
@@ -176,12 +212,12 @@ mod tests {
     fn the_due_tick_is_the_latest_one_and_older_ones_are_skipped() {
         let s = CronSchedule::parse("*/10 * * * *", None).unwrap();
         let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), utc(2026, 1, 1, 0, 35, 10), None);
-        assert_eq!(plan.due, Some(utc(2026, 1, 1, 0, 30, 0)));
-        assert_eq!(plan.skipped, 2, "00:10 and 00:20 are not replayed");
+        assert_eq!(plan.due, vec![utc(2026, 1, 1, 0, 30, 0)]);
+        assert_eq!(plan.skipped, 2, "without a deadline 00:10 and 00:20 are not replayed");
         assert_eq!(plan.next, Some(utc(2026, 1, 1, 0, 40, 0)));
         // Nothing due between ticks.
         let idle = s.plan(utc(2026, 1, 1, 0, 30, 0), utc(2026, 1, 1, 0, 35, 0), None);
-        assert_eq!((idle.due, idle.skipped), (None, 0));
+        assert_eq!((idle.due.len(), idle.skipped), (0, 0));
     }
 
     #[test]
@@ -189,10 +225,12 @@ mod tests {
         let s = CronSchedule::parse("0 * * * *", None).unwrap();
         let now = utc(2026, 1, 1, 3, 10, 0);
         let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), now, Some(Duration::seconds(300)));
-        assert_eq!(plan.due, None);
+        assert!(plan.due.is_empty());
         assert_eq!(plan.missed_beyond_deadline, Some(utc(2026, 1, 1, 3, 0, 0)));
         let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), now, Some(Duration::seconds(900)));
-        assert_eq!(plan.due, Some(utc(2026, 1, 1, 3, 0, 0)));
+        assert_eq!(plan.due, vec![utc(2026, 1, 1, 3, 0, 0)]);
+        assert_eq!(plan.missed_beyond_deadline, Some(utc(2026, 1, 1, 2, 0, 0)));
+        assert_eq!(plan.skipped, 2, "01:00 and 02:00 are beyond the deadline");
     }
 
     #[test]
@@ -200,7 +238,32 @@ mod tests {
         let s = CronSchedule::parse("* * * * * *", None).unwrap();
         let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), utc(2026, 1, 1, 1, 0, 0), None);
         assert!(plan.too_many_missed);
-        assert_eq!(plan.due, Some(utc(2026, 1, 1, 1, 0, 0)));
+        assert_eq!(plan.due, vec![utc(2026, 1, 1, 1, 0, 0)]);
+        // With a deadline the newest MAX_CATCH_UP ticks within it run, oldest first.
+        let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), utc(2026, 1, 1, 1, 0, 0), Some(Duration::seconds(600)));
+        assert_eq!(plan.due.len(), MAX_CATCH_UP);
+        assert_eq!(plan.due.first(), Some(&(utc(2026, 1, 1, 1, 0, 0) - Duration::seconds(MAX_CATCH_UP as i64 - 1))));
+        assert_eq!(plan.due.last(), Some(&utc(2026, 1, 1, 1, 0, 0)));
+        assert!(plan.due.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn every_tick_missed_within_the_deadline_is_caught_up_once() {
+        // An every-second schedule; the operator was down from :05 to :12 (last fired :05).
+        let s = CronSchedule::parse("* * * * * *", None).unwrap();
+        let plan = s.plan(utc(2026, 1, 1, 0, 0, 5), utc(2026, 1, 1, 0, 0, 12), Some(Duration::seconds(30)));
+        let want: Vec<_> = (6..=12).map(|sec| utc(2026, 1, 1, 0, 0, sec)).collect();
+        assert_eq!(plan.due, want);
+        assert_eq!((plan.skipped, plan.missed_beyond_deadline), (0, None));
+        // Planning again from the last due tick finds nothing new: no tick fires twice.
+        let again = s.plan(utc(2026, 1, 1, 0, 0, 12), utc(2026, 1, 1, 0, 0, 12), Some(Duration::seconds(30)));
+        assert!(again.due.is_empty());
+        // Only the part of an outage within the deadline is caught up; the rest is reported.
+        let plan = s.plan(utc(2026, 1, 1, 0, 0, 0), utc(2026, 1, 1, 0, 1, 0), Some(Duration::seconds(10)));
+        assert_eq!(plan.due.first(), Some(&utc(2026, 1, 1, 0, 0, 51)));
+        assert_eq!(plan.due.len(), 10);
+        assert_eq!(plan.missed_beyond_deadline, Some(utc(2026, 1, 1, 0, 0, 50)));
+        assert_eq!(plan.skipped, 50);
     }
 
     #[test]

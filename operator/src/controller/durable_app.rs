@@ -1,0 +1,440 @@
+//! The DurableApp controller: migrations, queue settings, worker Deployments per version,
+//! autoscaling on queue depth, recovery of dead workers' workflows, retention, status.
+//!
+//! Pipeline per reconcile: validate the spec → reach the database (migrate once, then read
+//! queue depths, outstanding work per version and pending work per executor) → recover dead
+//! executors → decide scaling and roll-out → apply Deployments and the Service → write status.
+//! It runs again every poll interval, and at once when a worker pod or Deployment changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
+
+use super::{is_paused, kube_err, object_key, write_status, Context, Error};
+use crate::conditions::set;
+use crate::database::DatabaseError;
+use crate::metrics::{ObjectLabels, QueueLabels};
+use crate::names::{condition, event, reason, ANNOTATION_VERSION, FIELD_MANAGER, FINALIZER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::recovery::{dead_executors, TERMINAL_PHASES};
+use crate::workload::{app_selector_string, http_service, worker_deployment};
+use crate::{rollout, scaling, validate};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "durableapp";
+
+/// Runs the controller until the stream ends (the caller drops it to stop).
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let (apps, deployments, pods) = match &namespace {
+        Some(ns) => (
+            Api::<DurableApp>::namespaced(ctx.kube.clone(), ns),
+            Api::<Deployment>::namespaced(ctx.kube.clone(), ns),
+            Api::<Pod>::namespaced(ctx.kube.clone(), ns),
+        ),
+        None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
+    };
+    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+    Controller::new(apps, watcher::Config::default())
+        .owns(deployments, watcher::Config::default().labels(&managed))
+        .watches(pods, watcher::Config::default().labels(LABEL_APP), |pod: Pod| {
+            let ns = pod.namespace();
+            pod.labels().get(LABEL_APP).map(|app| {
+                let r = ObjectRef::<DurableApp>::new(app);
+                match ns {
+                    Some(ns) => r.within(&ns),
+                    None => r,
+                }
+            })
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "durableapp controller event");
+            }
+        })
+        .await;
+}
+
+fn error_policy(app: Arc<DurableApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(app.as_ref());
+    let delay = ctx.backoff(&key);
+    tracing::warn!(app = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile(app: Arc<DurableApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = object_key(app.as_ref());
+    let api = Api::<DurableApp>::namespaced(ctx.kube.clone(), &app.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, app, |ev| async {
+        match ev {
+            Finalizer::Apply(app) => apply(app, &ctx).await,
+            Finalizer::Cleanup(app) => cleanup(app, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer { object: key.clone(), source: Box::new(e) });
+    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed().as_secs_f64(), result.is_err());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+/// Deleting a DurableApp: its Deployments and Service go with it (owner references); its
+/// database is left as it is. Only the operator's in-memory state needs forgetting.
+async fn cleanup(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
+    let key = object_key(app.as_ref());
+    ctx.databases.forget(&app).await;
+    ctx.scaling.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    ctx.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    let labels = ObjectLabels { namespace: app.namespace().unwrap_or_default(), name: app.name_any() };
+    ctx.metrics.desired_workers.remove(&labels);
+    tracing::info!(app = %key, "DurableApp deleted; its workers go, its database stays");
+    Ok(Action::await_change())
+}
+
+/// The condition reason for a database problem.
+fn database_reason(e: &DatabaseError) -> &'static str {
+    match e {
+        e if e.is_secret_problem() => reason::SECRET_NOT_FOUND,
+        DatabaseError::Migration(_) => reason::MIGRATION_FAILED,
+        _ => reason::DATABASE_UNREACHABLE,
+    }
+}
+
+async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
+    let key = object_key(app.as_ref());
+    if is_paused(app.as_ref()) {
+        tracing::info!(app = %key, "reconciliation paused by annotation");
+        return Ok(Action::await_change());
+    }
+    let now = Utc::now();
+    let ns = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    let generation = app.metadata.generation;
+    let api = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
+    let current = app.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    status.selector = Some(app_selector_string(&name));
+
+    // 1. Validate.
+    let valid = match validate::durable_app(&app) {
+        Ok(v) => v,
+        Err(invalid) => {
+            let msg = invalid.to_string();
+            let was_degraded = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+            set(&mut status.conditions, condition::DEGRADED, true, reason::INVALID_SPEC, &msg, generation, now);
+            set(&mut status.conditions, condition::READY, false, reason::INVALID_SPEC, "the spec is invalid", generation, now);
+            write_status(&api, &app, current.as_ref(), &status).await?;
+            if !was_degraded {
+                ctx.event(app.as_ref(), true, event::INVALID_SPEC, "Validate", msg).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    status.current_version = Some(valid.version.clone());
+
+    // 2. The database: migrate (once), connect, write queue settings.
+    let db = match reach_database(&app, ctx, &valid.queues, &mut status, now).await {
+        Ok(db) => db,
+        Err(()) => {
+            write_status(&api, &app, current.as_ref(), &status).await?;
+            return Ok(Action::requeue(ctx.backoff(&key)));
+        }
+    };
+
+    // 3. Observe: database first, then pods (see `recovery` for why the order matters).
+    let observed = async {
+        let executors = db.pending_by_executor().await?;
+        let by_version = db.outstanding_by_version().await?;
+        let depths = db.queue_depths().await?;
+        Ok::<_, mainstay::Error>((executors, by_version, depths))
+    }
+    .await;
+    let (executors, by_version, depths) = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            database_down(&mut status, generation, now, reason::DATABASE_UNREACHABLE, &e.to_string());
+            write_status(&api, &app, current.as_ref(), &status).await?;
+            return Ok(Action::requeue(ctx.backoff(&key)));
+        }
+    };
+    let selector = ListParams::default().labels(&app_selector_string(&name));
+    let pods = Api::<Pod>::namespaced(ctx.kube.clone(), &ns)
+        .list(&selector)
+        .await
+        .map_err(kube_err(format!("list the worker pods of {key}")))?;
+    let live: BTreeSet<String> = pods
+        .items
+        .iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+            !TERMINAL_PHASES.contains(&phase)
+        })
+        .map(|p| p.name_any())
+        .collect();
+
+    // 4. Recover the workflows of workers that are gone.
+    for dead in dead_executors(&name, &executors, &live) {
+        match db.recover_executor(&dead.executor_id).await {
+            Ok(ids) if !ids.is_empty() => {
+                let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
+                ctx.metrics.recovered_workflows.get_or_create(&labels).inc_by(ids.len() as u64);
+                let note = format!(
+                    "re-enqueued {} workflow(s) of worker {}, which is gone: {}",
+                    ids.len(),
+                    dead.executor_id,
+                    ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                );
+                tracing::info!(app = %key, executor = %dead.executor_id, workflows = ids.len(), "recovered workflows of a dead worker");
+                ctx.event(app.as_ref(), false, event::RECOVERED, "Recover", note).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(app = %key, executor = %dead.executor_id, error = %e, "recovery failed; retrying"),
+        }
+    }
+
+    // 5. Retention.
+    sweep(&app, ctx, &db).await;
+
+    // 6. Decide: scaling of the current version, roll-out of old ones.
+    let deployments = Api::<Deployment>::namespaced(ctx.kube.clone(), &ns);
+    let existing = deployments
+        .list(&ListParams::default().labels(&format!("{},{LABEL_MANAGED_BY}={MANAGED_BY}", app_selector_string(&name))))
+        .await
+        .map_err(kube_err(format!("list the worker Deployments of {key}")))?;
+    let mut by_version_deployment: BTreeMap<String, Deployment> = BTreeMap::new();
+    for d in existing.items {
+        if let Some(v) = d.annotations().get(ANNOTATION_VERSION).cloned() {
+            by_version_deployment.insert(v, d);
+        }
+    }
+    let deployed: Vec<String> = by_version_deployment.keys().cloned().collect();
+    let outstanding: rollout::Outstanding = by_version
+        .iter()
+        .filter_map(|w| w.app_version.clone().map(|v| (v, w.outstanding())))
+        .collect();
+    let plan = rollout::decide(&valid.version, &deployed, &outstanding);
+    let depth: i64 = depths.iter().map(|d| d.enqueued + d.pending).sum();
+    let replicas_of = |v: &str| {
+        by_version_deployment.get(v).and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0)
+    };
+    let current_replicas = replicas_of(&valid.version);
+    let desired = {
+        let s = &app.spec.scaling;
+        let keep = chrono::Duration::seconds(i64::from(s.scale_up_stabilization_seconds.max(s.scale_down_stabilization_seconds)) + 60);
+        let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
+        let history = histories.entry(key.clone()).or_default();
+        history.record(now, scaling::recommend(depth, s), keep);
+        scaling::desired(&app.spec, current_replicas, history, now)
+    };
+    if desired != current_replicas && by_version_deployment.contains_key(&valid.version) {
+        let note = format!("scaling version {} from {current_replicas} to {desired} workers ({depth} workflows queued or running)", valid.version);
+        tracing::info!(app = %key, from = current_replicas, to = desired, depth, "scaling workers");
+        ctx.event(app.as_ref(), false, event::SCALED, "Scale", note).await;
+    }
+
+    // 7. Apply.
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
+    for v in &plan.keep {
+        let replicas = if *v == valid.version {
+            desired
+        } else {
+            // A draining version keeps at least one worker until its own work is done.
+            let left = outstanding.get(v).copied().unwrap_or(0);
+            match app.spec.replicas {
+                Some(fixed) => fixed.max(1),
+                None => scaling::recommend(left, &app.spec.scaling).max(1),
+            }
+        };
+        let d = worker_deployment(&app, v, replicas);
+        let dname = d.metadata.name.clone().unwrap_or_default();
+        deployments
+            .patch(&dname, &ssa, &Patch::Apply(&d))
+            .await
+            .map_err(kube_err(format!("apply worker Deployment {ns}/{dname}")))?;
+    }
+    for v in &plan.remove {
+        if let Some(d) = by_version_deployment.get(v) {
+            let dname = d.name_any();
+            match deployments.delete(&dname, &DeleteParams::background()).await {
+                Ok(_) => {
+                    ctx.event(app.as_ref(), false, event::DRAINED, "RollOut", format!(
+                        "version {v} has no workflows left; removed its Deployment {dname}"
+                    ))
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err(format!("delete drained Deployment {ns}/{dname}"))(e)),
+            }
+        }
+    }
+    let services = Api::<Service>::namespaced(ctx.kube.clone(), &ns);
+    match http_service(&app) {
+        Some(svc) => {
+            services
+                .patch(&name, &ssa, &Patch::Apply(&svc))
+                .await
+                .map_err(kube_err(format!("apply Service {ns}/{name}")))?;
+        }
+        None => {
+            if let Some(svc) = services.get_opt(&name).await.map_err(kube_err(format!("read Service {ns}/{name}")))? {
+                if svc.labels().get(LABEL_MANAGED_BY).is_some_and(|m| m == MANAGED_BY) {
+                    let _ = services.delete(&name, &DeleteParams::default()).await;
+                }
+            }
+        }
+    }
+
+    // 8. Status.
+    let ready_of = |v: &str| {
+        by_version_deployment.get(v).and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
+    };
+    let ready_current = ready_of(&valid.version);
+    status.ready_workers = plan.keep.iter().map(|v| ready_of(v)).sum();
+    status.replicas = by_version_deployment
+        .values()
+        .filter_map(|d| d.status.as_ref().and_then(|s| s.replicas))
+        .sum();
+    status.desired_workers = desired;
+    status.queued_workflows = by_version.iter().map(|w| w.enqueued).sum();
+    status.pending_workflows = by_version.iter().map(|w| w.pending).sum();
+    let mut queues: BTreeMap<String, QueueStatus> = app
+        .spec
+        .queues
+        .iter()
+        .map(|q| (q.name.clone(), QueueStatus { name: q.name.clone(), ..Default::default() }))
+        .collect();
+    for d in &depths {
+        let q = queues.entry(d.queue.clone()).or_insert_with(|| QueueStatus { name: d.queue.clone(), ..Default::default() });
+        q.enqueued = d.enqueued;
+        q.pending = d.pending;
+    }
+    for q in queues.values() {
+        for (state, n) in [("enqueued", q.enqueued), ("pending", q.pending)] {
+            let labels = QueueLabels { namespace: ns.clone(), app: name.clone(), queue: q.name.clone(), state: state.into() };
+            ctx.metrics.queue_depth.get_or_create(&labels).set(n);
+        }
+    }
+    ctx.metrics
+        .desired_workers
+        .get_or_create(&ObjectLabels { namespace: ns.clone(), name: name.clone() })
+        .set(i64::from(desired));
+    status.queues = queues.into_values().collect();
+    status.versions = plan.keep.clone();
+    set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now);
+    let draining: Vec<String> = plan.keep.iter().filter(|v| **v != valid.version).cloned().collect();
+    if !draining.is_empty() {
+        let left: i64 = draining.iter().map(|v| outstanding.get(v).copied().unwrap_or(0)).sum();
+        let msg = format!("version {} is current; draining {} ({left} workflows left)", valid.version, draining.join(", "));
+        set(&mut status.conditions, condition::PROGRESSING, true, reason::ROLLING_OUT, msg, generation, now);
+    } else if ready_current != desired {
+        let msg = format!("{ready_current} of {desired} workers ready");
+        set(&mut status.conditions, condition::PROGRESSING, true, reason::SCALING, msg, generation, now);
+    } else {
+        set(&mut status.conditions, condition::PROGRESSING, false, reason::STABLE, format!("{desired} workers"), generation, now);
+    }
+    if desired == 0 && ready_current == 0 {
+        set(&mut status.conditions, condition::READY, true, reason::SCALED_TO_ZERO, "no work queued; scaled to zero", generation, now);
+    } else if ready_current > 0 {
+        let msg = format!("{ready_current} of {desired} workers of version {} ready", valid.version);
+        set(&mut status.conditions, condition::READY, true, reason::AVAILABLE, msg, generation, now);
+    } else {
+        let msg = format!("no worker of version {} is ready yet ({desired} wanted)", valid.version);
+        set(&mut status.conditions, condition::READY, false, reason::WORKERS_NOT_READY, msg, generation, now);
+    }
+    write_status(&api, &app, current.as_ref(), &status).await?;
+    Ok(Action::requeue(ctx.settings.poll_interval))
+}
+
+fn database_down(status: &mut DurableAppStatus, generation: Option<i64>, now: chrono::DateTime<Utc>, why: &str, msg: &str) {
+    set(&mut status.conditions, condition::DEGRADED, true, why, msg, generation, now);
+    set(&mut status.conditions, condition::READY, false, why, msg, generation, now);
+}
+
+/// Migrates, connects and writes queue settings; on failure sets the conditions and returns
+/// `Err(())` for the caller to write status and back off.
+async fn reach_database(
+    app: &DurableApp,
+    ctx: &Context,
+    queues: &[mainstay::Queue],
+    status: &mut DurableAppStatus,
+    now: chrono::DateTime<Utc>,
+) -> Result<mainstay::Client, ()> {
+    let generation = app.metadata.generation;
+    let key = object_key(app);
+    match ctx.databases.migrate(&ctx.kube, app).await {
+        Ok(ran) => {
+            let msg = format!("system database schema at DBOS version {}", mainstay::DBOS_SCHEMA_VERSION);
+            set(&mut status.conditions, condition::MIGRATED, true, reason::MIGRATED, &msg, generation, now);
+            if ran {
+                tracing::info!(app = %key, "system database migrated");
+                ctx.event(app, false, event::MIGRATED, "Migrate", msg).await;
+            }
+        }
+        Err(e) => {
+            let why = database_reason(&e);
+            tracing::warn!(app = %key, error = %e, "cannot migrate the system database");
+            set(&mut status.conditions, condition::MIGRATED, false, why, e.to_string(), generation, now);
+            database_down(status, generation, now, why, &e.to_string());
+            return Err(());
+        }
+    }
+    let db = match ctx.databases.client(&ctx.kube, app).await {
+        Ok(db) => db,
+        Err(e) => {
+            tracing::warn!(app = %key, error = %e, "cannot reach the system database");
+            database_down(status, generation, now, database_reason(&e), &e.to_string());
+            return Err(());
+        }
+    };
+    let unchanged = ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(|w| w == queues);
+    if !unchanged {
+        for q in queues {
+            if let Err(e) = db.set_queue(q).await {
+                let msg = format!("failed to write the settings of queue {}: {e}", q.name);
+                database_down(status, generation, now, reason::DATABASE_UNREACHABLE, &msg);
+                return Err(());
+            }
+        }
+        ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).insert(key, queues.to_vec());
+    }
+    Ok(db)
+}
+
+/// Deletes finished workflows past the retention limits, at most once per retention interval.
+async fn sweep(app: &DurableApp, ctx: &Context, db: &mainstay::Client) {
+    let Some(r) = &app.spec.retention else { return };
+    let key = object_key(app);
+    {
+        let mut ran = ctx.retention_ran.lock().unwrap_or_else(|p| p.into_inner());
+        if ran.get(&key).is_some_and(|t| t.elapsed() < ctx.settings.retention_interval) {
+            return;
+        }
+        ran.insert(key.clone(), Instant::now());
+    }
+    let max_age = r.max_age_seconds.map(|s| std::time::Duration::from_secs(s.max(0) as u64));
+    let keep = r.max_count.map(|n| n.max(0) as u64);
+    match db.delete_finished(max_age, keep).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(app = %key, deleted = n, "retention deleted finished workflows");
+            ctx.event(app, false, event::RETENTION, "Retention", format!("deleted {n} finished workflow(s) past the retention limits")).await;
+        }
+        Err(e) => tracing::warn!(app = %key, error = %e, "retention sweep failed; will retry"),
+    }
+}

@@ -1,0 +1,160 @@
+//! The controllers: DurableApp and Schedule, each a pipeline of validate → build → apply →
+//! status, run by kube-runtime while this replica holds the leader lease.
+//!
+//! Invariants shared by both:
+//! - every write to the cluster is a server-side apply with one field manager, so repeated
+//!   reconciles converge and never fight each other;
+//! - a problem with the spec, a Secret or the database becomes a condition with a reason and a
+//!   retry with backoff, never a panic and never a crash loop;
+//! - status is written only when it changed, so a steady resource costs no writes.
+
+pub mod durable_app;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::database::Databases;
+use crate::metrics::Metrics;
+use crate::names::FIELD_MANAGER;
+use crate::scaling::History;
+
+/// A reconcile that failed and is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to handle the finalizer of {object}: {source}")]
+    Finalizer {
+        object: String,
+        #[source]
+        source: Box<kube::runtime::finalizer::Error<Error>>,
+    },
+}
+
+/// Shorthand for a failed API call.
+pub(crate) fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// Tunables of the controllers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a DurableApp's queue depths and workers are looked at (autoscaling and
+    /// recovery react within this).
+    pub poll_interval: Duration,
+    /// How often retention sweeps run per DurableApp.
+    pub retention_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { poll_interval: Duration::from_secs(2), retention_interval: Duration::from_secs(60) }
+    }
+}
+
+/// What the controllers share.
+pub struct Context {
+    pub kube: kube::Client,
+    pub databases: Databases,
+    pub metrics: std::sync::Arc<Metrics>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Scaling recommendations per DurableApp (`namespace/name`).
+    pub(crate) scaling: Mutex<HashMap<String, History>>,
+    /// Queue settings last written per DurableApp, to write only changes.
+    pub(crate) queues_written: Mutex<HashMap<String, Vec<mainstay::Queue>>>,
+    /// When retention last ran per DurableApp.
+    pub(crate) retention_ran: Mutex<HashMap<String, std::time::Instant>>,
+    /// Consecutive failures per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(kube: kube::Client, metrics: std::sync::Arc<Metrics>, settings: Settings, instance: Option<String>) -> Context {
+        let reporter = Reporter { controller: crate::names::REPORTER.to_string(), instance };
+        Context {
+            recorder: Recorder::new(kube.clone(), reporter),
+            kube,
+            databases: Databases::default(),
+            metrics,
+            settings,
+            scaling: Mutex::default(),
+            queues_written: Mutex::default(),
+            retention_ran: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event about `obj`; failing to is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "failed to publish an event");
+        }
+    }
+
+    /// The next retry delay for `key` after a failure: 2 s doubling to 5 min.
+    pub(crate) fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(16);
+        Duration::from_secs(2).saturating_mul(1 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Forgets `key`'s failures after a success.
+    pub(crate) fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// `namespace/name` of an object.
+pub(crate) fn object_key<K: ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Writes `status` with a server-side apply on the status subresource, if it differs from
+/// `current`.
+pub(crate) async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(kube_err(format!("write the status of {} {}", K::kind(&()), object_key(obj))))?;
+    Ok(())
+}
+
+/// Whether a human paused reconciliation of this object with the pause annotation.
+pub(crate) fn is_paused<K: ResourceExt>(obj: &K) -> bool {
+    obj.annotations().get(crate::names::ANNOTATION_PAUSED).is_some_and(|v| v == "true")
+}

@@ -1,0 +1,259 @@
+//! The Schedule controller: fires each cron tick by enqueuing the workflow under the tick's
+//! deterministic ID.
+//!
+//! Exactly once per tick: the workflow ID `sched-{name}-{tick}` is the idempotency key, and
+//! `status.lastScheduleTime` is only a cursor. If the operator dies after enqueuing and before
+//! writing status, or two replicas race, the next reconcile enqueues the same IDs again and
+//! the database keeps the first. Missed ticks are caught up within the starting deadline (see
+//! [`crate::ticks`]); the concurrency policy applies per tick.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
+use mainstay_crds::{DurableApp, Schedule, ScheduleStatus};
+
+use super::{is_paused, kube_err, object_key, write_status, Context, Error};
+use crate::conditions::set;
+use crate::metrics::ObjectLabels;
+use crate::names::{condition, event, reason, FINALIZER};
+use crate::policy::{self, TickAction};
+use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id};
+use crate::validate;
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "schedule";
+
+/// How long after a tick the reconcile runs (clocks and timers are not exact).
+const AFTER_TICK: Duration = Duration::from_millis(20);
+/// Longest wait between reconciles, to refresh active runs and the last success.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Most active run IDs shown in status.
+const MAX_ACTIVE_SHOWN: usize = 10;
+
+/// Runs the controller until the stream ends (the caller drops it to stop).
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let schedules = match &namespace {
+        Some(ns) => Api::<Schedule>::namespaced(ctx.kube.clone(), ns),
+        None => Api::all(ctx.kube.clone()),
+    };
+    Controller::new(schedules, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "schedule controller event");
+            }
+        })
+        .await;
+}
+
+fn error_policy(s: Arc<Schedule>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(s.as_ref());
+    let delay = ctx.backoff(&key);
+    tracing::warn!(schedule = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = object_key(s.as_ref());
+    let api = Api::<Schedule>::namespaced(ctx.kube.clone(), &s.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, s, |ev| async {
+        match ev {
+            Finalizer::Apply(s) => apply(s, &ctx).await,
+            // Nothing fires for a Schedule being deleted; its past runs stay in the database.
+            Finalizer::Cleanup(s) => {
+                let labels = ObjectLabels { namespace: s.namespace().unwrap_or_default(), name: s.name_any() };
+                ctx.metrics.schedule_fires.remove(&labels);
+                ctx.metrics.schedule_missed.remove(&labels);
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer { object: key.clone(), source: Box::new(e) });
+    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed().as_secs_f64(), result.is_err());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+fn not_ready(status: &mut ScheduleStatus, generation: Option<i64>, now: DateTime<Utc>, why: &str, msg: &str, degraded: bool) {
+    set(&mut status.conditions, condition::READY, false, why, msg, generation, now);
+    set(&mut status.conditions, condition::DEGRADED, degraded, if degraded { why } else { reason::AS_EXPECTED }, if degraded { msg } else { "" }, generation, now);
+}
+
+async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
+    let key = object_key(s.as_ref());
+    if is_paused(s.as_ref()) {
+        return Ok(Action::await_change());
+    }
+    let now = Utc::now();
+    let ns = s.namespace().unwrap_or_default();
+    let name = s.name_any();
+    let generation = s.metadata.generation;
+    let api = Api::<Schedule>::namespaced(ctx.kube.clone(), &ns);
+    let current = s.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    status.observed_generation = generation;
+
+    let valid = match validate::schedule(&s) {
+        Ok(v) => v,
+        Err(invalid) => {
+            let msg = invalid.to_string();
+            let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+            not_ready(&mut status, generation, now, reason::INVALID_SPEC, &msg, true);
+            status.next_schedule_time = None;
+            write_status(&api, &s, current.as_ref(), &status).await?;
+            if !known {
+                ctx.event(s.as_ref(), true, event::INVALID_SPEC, "Validate", msg).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    if s.spec.suspend {
+        not_ready(&mut status, generation, now, reason::SUSPENDED, "suspended: no ticks fire", false);
+        status.next_schedule_time = None;
+        write_status(&api, &s, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    let apps = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
+    let Some(app) = apps.get_opt(&s.spec.app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{}", s.spec.app_ref)))? else {
+        let msg = format!("DurableApp {ns}/{} does not exist; create it or fix spec.appRef", s.spec.app_ref);
+        not_ready(&mut status, generation, now, reason::APP_NOT_FOUND, &msg, true);
+        write_status(&api, &s, current.as_ref(), &status).await?;
+        return Ok(Action::requeue(ctx.backoff(&key)));
+    };
+    let db = match ctx.databases.client(&ctx.kube, &app).await {
+        Ok(db) => db,
+        Err(e) => {
+            let why = if e.is_secret_problem() { reason::SECRET_NOT_FOUND } else { reason::DATABASE_UNREACHABLE };
+            not_ready(&mut status, generation, now, why, &e.to_string(), true);
+            write_status(&api, &s, current.as_ref(), &status).await?;
+            return Ok(Action::requeue(ctx.backoff(&key)));
+        }
+    };
+
+    let cursor = status
+        .last_schedule_time
+        .as_deref()
+        .and_then(parse_time)
+        .or_else(|| s.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond())))
+        .unwrap_or(now);
+    let plan = valid.cron.plan(cursor, now, valid.deadline);
+    let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
+    if let Some(late) = plan.missed_beyond_deadline {
+        ctx.metrics.schedule_missed.get_or_create(&labels).inc_by(plan.skipped.max(1) as u64);
+        let note = format!(
+            "missed {} tick(s), the latest at {}: more than startingDeadlineSeconds late, not run",
+            plan.skipped.max(1),
+            rfc3339_offset(late)
+        );
+        ctx.event(s.as_ref(), true, event::MISSED, "Schedule", note).await;
+    }
+    if plan.too_many_missed {
+        let note = "more than 100 ticks were missed; check the operator's availability and clocks".to_string();
+        ctx.event(s.as_ref(), true, event::TOO_MANY_MISSED, "Schedule", note).await;
+    }
+
+    let active_filter = WorkflowFilter { schedule_name: Some(name.clone()), oldest_first: true, ..WorkflowFilter::active() };
+    let mut active: Vec<String> = match db.list_workflows(&active_filter).await {
+        Ok(runs) => runs.into_iter().map(|r| r.workflow_id).collect(),
+        Err(e) => return Ok(enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to list the runs of schedule {key}: {e}")).await?),
+    };
+    let queue = s.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
+    for tick in &plan.due {
+        let id = tick_workflow_id(&name, *tick);
+        let others: Vec<String> = active.iter().filter(|a| **a != id).cloned().collect();
+        let fire = match policy::decide(s.spec.concurrency_policy, &others) {
+            TickAction::Fire => true,
+            TickAction::Skip { running } => {
+                let note = format!("tick {} skipped: {} still running (concurrencyPolicy Forbid)", rfc3339_offset(*tick), running.join(", "));
+                ctx.event(s.as_ref(), false, event::SKIPPED, "Schedule", note).await;
+                false
+            }
+            TickAction::ReplaceThenFire { cancel } => {
+                for old in &cancel {
+                    if let Err(e) = db.cancel(old).await {
+                        tracing::warn!(schedule = %key, workflow = %old, error = %e, "failed to cancel a replaced run");
+                    }
+                }
+                active.retain(|a| !cancel.contains(a));
+                let note = format!("cancelled {} to start tick {} (concurrencyPolicy Replace)", cancel.join(", "), rfc3339_offset(*tick));
+                ctx.event(s.as_ref(), false, event::REPLACED, "Schedule", note).await;
+                true
+            }
+        };
+        if fire {
+            let args = vec![serde_json::Value::String(rfc3339_offset(*tick)), s.spec.input.clone().unwrap_or(serde_json::Value::Null)];
+            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
+            if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args, options).await {
+                let msg = format!("failed to enqueue tick {} as workflow {id}: {e}", rfc3339_offset(*tick));
+                return Ok(enqueue_failed(&api, &s, ctx, current, status, now, &msg).await?);
+            }
+            ctx.metrics.schedule_fires.get_or_create(&labels).inc();
+            if !active.contains(&id) {
+                active.push(id.clone());
+            }
+            tracing::info!(schedule = %key, workflow = %id, "fired");
+            ctx.event(s.as_ref(), false, event::FIRED, "Schedule", format!("enqueued workflow {id}")).await;
+            status.last_workflow_id = Some(id);
+        }
+        status.last_schedule_time = Some(rfc3339_offset(*tick));
+    }
+    if plan.due.is_empty() && plan.missed_beyond_deadline.is_some() {
+        // Move the cursor past ticks reported as missed, so they are reported once.
+        status.last_schedule_time = plan.missed_beyond_deadline.map(rfc3339_offset);
+    }
+
+    let success = WorkflowFilter {
+        schedule_name: Some(name.clone()),
+        statuses: vec![Status::Success],
+        limit: Some(1),
+        ..Default::default()
+    };
+    if let Ok(last) = db.list_workflows(&success).await {
+        if let Some(w) = last.first() {
+            let at = w.completed_at_ms.unwrap_or(w.updated_at_ms);
+            status.last_successful_time = DateTime::<Utc>::from_timestamp_millis(at).map(rfc3339_offset);
+        }
+    }
+    status.active = active.into_iter().rev().take(MAX_ACTIVE_SHOWN).collect();
+    status.next_schedule_time = plan.next.map(rfc3339_offset);
+    let msg = match plan.next {
+        Some(next) => format!("next tick at {}", rfc3339_offset(next)),
+        None => "the schedule has no further ticks".to_string(),
+    };
+    set(&mut status.conditions, condition::READY, true, reason::SCHEDULING, msg, generation, now);
+    set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now);
+    write_status(&api, &s, current.as_ref(), &status).await?;
+    let wait = plan
+        .next
+        .and_then(|next| (next - Utc::now()).to_std().ok())
+        .map(|d| d + AFTER_TICK)
+        .unwrap_or(AFTER_TICK)
+        .min(MAX_WAIT);
+    Ok(Action::requeue(wait))
+}
+
+async fn enqueue_failed(
+    api: &Api<Schedule>,
+    s: &Schedule,
+    ctx: &Context,
+    current: Option<ScheduleStatus>,
+    mut status: ScheduleStatus,
+    now: DateTime<Utc>,
+    msg: &str,
+) -> Result<Action, Error> {
+    tracing::warn!(schedule = %object_key(s), error = msg, "firing failed; retrying");
+    not_ready(&mut status, s.metadata.generation, now, reason::ENQUEUE_FAILED, msg, true);
+    write_status(api, s, current.as_ref(), &status).await?;
+    Ok(Action::requeue(ctx.backoff(&object_key(s))))
+}

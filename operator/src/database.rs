@@ -1,0 +1,149 @@
+//! The operator's way into each DurableApp's system database: URLs read from the app's
+//! Secrets, one cached [`mainstay::Client`] per app, migrations run once per database.
+//!
+//! The operator writes no SQL: everything goes through mainstay's client API. A client is
+//! rebuilt when the URL in the Secret changes; failures surface as typed errors the controller
+//! turns into conditions, never as panics.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use mainstay::{Client, Config};
+use mainstay_crds::{DurableApp, SecretKeyRef};
+use tokio::sync::Mutex;
+
+/// Why a database could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error(
+        "Secret {namespace}/{name} does not exist; create it with \
+         `kubectl -n {namespace} create secret generic {name} --from-literal={key}=postgres://USER:PASSWORD@HOST:5432/DB`"
+    )]
+    SecretMissing { namespace: String, name: String, key: String },
+    #[error("Secret {namespace}/{name} has no key {key:?}; add it, or set the key in the DurableApp's database reference")]
+    KeyMissing { namespace: String, name: String, key: String },
+    #[error("key {key:?} of Secret {namespace}/{name} is not UTF-8 text")]
+    NotText { namespace: String, name: String, key: String },
+    #[error("failed to read Secret {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Unreachable(#[source] mainstay::Error),
+    #[error("migrating the system database failed: {0}")]
+    Migration(#[source] mainstay::Error),
+}
+
+impl DatabaseError {
+    /// Whether fixing it needs a change to a Secret (rather than waiting for the database).
+    pub fn is_secret_problem(&self) -> bool {
+        matches!(self, Self::SecretMissing { .. } | Self::KeyMissing { .. } | Self::NotText { .. })
+    }
+}
+
+struct Entry {
+    url: String,
+    client: Client,
+}
+
+/// Clients per DurableApp, and which databases are migrated.
+#[derive(Default)]
+pub struct Databases {
+    clients: Mutex<HashMap<String, Entry>>,
+    /// `(admin URL, schema)` pairs migrated by this process.
+    migrated: Mutex<HashMap<(String, String), ()>>,
+}
+
+/// How long a connection attempt to an app's database may take before the reconcile reports
+/// it unreachable and retries later.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn key(app: &DurableApp) -> String {
+    format!("{}/{}", app.metadata.namespace.as_deref().unwrap_or_default(), app.metadata.name.as_deref().unwrap_or_default())
+}
+
+fn config_for(app: &DurableApp, url: &str) -> Config {
+    let mut config = Config::new(url);
+    if let Some(schema) = &app.spec.database.system_schema {
+        config.system_schema = schema.clone();
+    }
+    config.pool_size = 2;
+    config.connect_timeout = CONNECT_TIMEOUT;
+    config
+}
+
+/// Reads one key of a Secret in `namespace`.
+pub async fn secret_value(kube: &kube::Client, namespace: &str, r: &SecretKeyRef) -> Result<String, DatabaseError> {
+    let (ns, name, key) = (namespace.to_string(), r.name.clone(), r.key.clone());
+    let secret = Api::<Secret>::namespaced(kube.clone(), namespace)
+        .get_opt(&r.name)
+        .await
+        .map_err(|source| DatabaseError::Api { namespace: ns.clone(), name: name.clone(), source })?
+        .ok_or_else(|| DatabaseError::SecretMissing { namespace: ns.clone(), name: name.clone(), key: key.clone() })?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&r.key)).map(|s| s.clone().into_bytes()))
+        .ok_or_else(|| DatabaseError::KeyMissing { namespace: ns.clone(), name: name.clone(), key: key.clone() })?;
+    String::from_utf8(bytes)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| DatabaseError::NotText { namespace: ns, name, key })
+}
+
+impl Databases {
+    /// The client for an app's workers' database (the URL of `spec.database.urlSecret`).
+    pub async fn client(&self, kube: &kube::Client, app: &DurableApp) -> Result<Client, DatabaseError> {
+        let ns = app.metadata.namespace.clone().unwrap_or_default();
+        let url = secret_value(kube, &ns, &app.spec.database.url_secret).await?;
+        let k = key(app);
+        if let Some(e) = self.clients.lock().await.get(&k) {
+            if e.url == url {
+                return Ok(e.client.clone());
+            }
+        }
+        let client = Client::connect_with(&config_for(app, &url)).await.map_err(DatabaseError::Unreachable)?;
+        if let Some(old) = self.clients.lock().await.insert(k, Entry { url, client: client.clone() }) {
+            old.client.close().await;
+        }
+        Ok(client)
+    }
+
+    /// Runs the migrations with the admin URL (default: the workers' URL), once per database
+    /// and schema per operator process. Returns whether they ran now.
+    pub async fn migrate(&self, kube: &kube::Client, app: &DurableApp) -> Result<bool, DatabaseError> {
+        let ns = app.metadata.namespace.clone().unwrap_or_default();
+        let db = &app.spec.database;
+        let url = secret_value(kube, &ns, db.admin_url_secret.as_ref().unwrap_or(&db.url_secret)).await?;
+        let config = config_for(app, &url);
+        let done_key = (url, config.system_schema.clone());
+        if self.migrated.lock().await.contains_key(&done_key) {
+            return Ok(false);
+        }
+        let admin = Client::connect_with(&config).await.map_err(DatabaseError::Unreachable)?;
+        let result = admin.migrate().await;
+        admin.close().await;
+        result.map_err(DatabaseError::Migration)?;
+        self.migrated.lock().await.insert(done_key, ());
+        Ok(true)
+    }
+
+    /// Forgets an app's client (its DurableApp is gone), closing its connections.
+    pub async fn forget(&self, app: &DurableApp) {
+        if let Some(e) = self.clients.lock().await.remove(&key(app)) {
+            e.client.close().await;
+        }
+    }
+
+    /// Forgets that a database is migrated, so the next reconcile migrates it again (after a
+    /// failure that suggests the schema went away).
+    pub async fn forget_migrations(&self) {
+        self.migrated.lock().await.clear();
+    }
+}

@@ -1,0 +1,170 @@
+//! `mainstay-operator`: runs the DurableApp and Schedule controllers while this replica holds
+//! the leader lease, and serves `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use kube::api::ListParams;
+use kube::Api;
+use mainstay_crds::{DurableApp, Schedule};
+use mainstay_operator::controller::{durable_app, schedule, Context, Settings};
+use mainstay_operator::metrics::Metrics;
+use mainstay_operator::names::env;
+use mainstay_operator::{endpoints, leader};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Kubernetes operator of mainstay: DurableApp and Schedule controllers.
+#[derive(Parser, Debug)]
+#[command(name = "mainstay-operator", version)]
+struct Args {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = env::WATCH_NAMESPACE)]
+    namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = env::METRICS_ADDR, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so several replicas are safe.
+    #[arg(long, env = env::LEADER_ELECT, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the operator pod's namespace).
+    #[arg(long, env = env::POD_NAMESPACE, default_value = "default")]
+    lease_namespace: String,
+    /// Identity in the Lease and on Events (default: the pod name, or host and process ID).
+    #[arg(long, env = env::POD_NAME)]
+    identity: Option<String>,
+    /// Seconds between looks at each DurableApp's queues and workers.
+    #[arg(long, default_value_t = 2.0)]
+    poll_interval_seconds: f64,
+    /// Seconds between retention sweeps per DurableApp.
+    #[arg(long, default_value_t = 60)]
+    retention_interval_seconds: u64,
+    /// Log format.
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if !(args.poll_interval_seconds > 0.0 && args.poll_interval_seconds <= 3600.0) {
+        anyhow::bail!("--poll-interval-seconds must be in (0, 3600], got {}", args.poll_interval_seconds);
+    }
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = endpoints::serve(args.metrics_addr, metrics.clone(), ready.clone(), stop.clone())
+        .await
+        .with_context(|| format!("cannot serve metrics on {}; pass a free --metrics-addr", args.metrics_addr))?;
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        let _ = mainstay::wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal_stop.cancel();
+    });
+
+    let kube = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client: run in a pod with a service account, or set KUBECONFIG")?;
+    if !wait_for_crds(&kube, args.namespace.as_deref(), &stop).await {
+        return Ok(());
+    }
+    ready.store(true, Ordering::Relaxed);
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "operator".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let settings = Settings {
+        poll_interval: Duration::from_secs_f64(args.poll_interval_seconds),
+        retention_interval: Duration::from_secs(args.retention_interval_seconds.max(1)),
+    };
+    let ctx = Arc::new(Context::new(kube.clone(), metrics.clone(), settings, Some(identity.clone())));
+    let ns = args.namespace.clone();
+    let controllers = || {
+        let (ctx, ns) = (ctx.clone(), ns.clone());
+        async move {
+            tokio::join!(durable_app::run(ctx.clone(), ns.clone()), schedule::run(ctx, ns));
+        }
+    };
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        leader_elect = args.leader_elect,
+        identity,
+        "mainstay-operator started"
+    );
+    if args.leader_elect {
+        leader::lead(kube, &args.lease_namespace, &identity, &metrics, stop.clone(), controllers).await;
+    } else {
+        metrics.leader.set(1);
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = controllers() => {}
+        }
+    }
+    stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+/// Waits until the CRDs are served (logging how to install them), or until shutdown.
+async fn wait_for_crds(kube: &kube::Client, namespace: Option<&str>, stop: &CancellationToken) -> bool {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let probe = async {
+            let lp = ListParams::default().limit(1);
+            match namespace {
+                Some(ns) => {
+                    Api::<DurableApp>::namespaced(kube.clone(), ns).list(&lp).await?;
+                    Api::<Schedule>::namespaced(kube.clone(), ns).list(&lp).await?;
+                }
+                None => {
+                    Api::<DurableApp>::all(kube.clone()).list(&lp).await?;
+                    Api::<Schedule>::all(kube.clone()).list(&lp).await?;
+                }
+            }
+            Ok::<(), kube::Error>(())
+        };
+        match probe.await {
+            Ok(()) => return true,
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot list DurableApps and Schedules: are the CRDs installed (`kubectl apply --server-side -f charts/mainstay/crds/`) and may this service account list them? retrying"
+            ),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,57 @@
+//! Which executors are dead: their workflows are `PENDING` under a worker pod that is gone.
+//!
+//! Invariants:
+//! - an executor counts only if its ID has the shape of a pod name of this app's worker
+//!   Deployment for the version it ran (`{app}-{version}-…`), so processes outside this
+//!   DurableApp (another app on the same database, a developer's laptop) are never touched;
+//! - a pod that still exists and has not terminated is alive, however unready: its process may
+//!   still be running workflows, and running them twice is worse than late;
+//! - the caller reads the pending executors *before* it lists the pods. A pod that appears in
+//!   the database existed before that read, so if it is missing from the later listing it is
+//!   really gone (Deployment pod names are never reused).
+
+use std::collections::BTreeSet;
+
+use mainstay::ExecutorWork;
+
+use crate::workload::deployment_name;
+
+/// The pod phases after which a pod's containers never run again.
+pub const TERMINAL_PHASES: &[&str] = &["Succeeded", "Failed"];
+
+/// The executors among `pending` whose pods are not in `live_pods`.
+pub fn dead_executors<'a>(app: &str, pending: &'a [ExecutorWork], live_pods: &BTreeSet<String>) -> Vec<&'a ExecutorWork> {
+    pending
+        .iter()
+        .filter(|w| !live_pods.contains(&w.executor_id))
+        .filter(|w| {
+            w.app_version
+                .as_deref()
+                .is_some_and(|v| w.executor_id.starts_with(&format!("{}-", deployment_name(app, v))))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work(executor: &str, version: &str) -> ExecutorWork {
+        ExecutorWork { executor_id: executor.into(), app_version: Some(version.into()), pending: 2 }
+    }
+
+    #[test]
+    fn only_this_apps_missing_pods_are_dead() {
+        let d = deployment_name("shop", "v1");
+        let pending = vec![
+            work(&format!("{d}-7c9f8-abcde"), "v1"),    // gone
+            work(&format!("{d}-7c9f8-fghij"), "v1"),    // alive
+            work("shop-eu-v1-7c9f8-zzzzz", "v1"),       // another app sharing the database
+            work("local", "v1"),                        // a developer's process
+            work(&format!("{d}-7c9f8-klmno"), "v2"),    // recorded under another version: not this pod shape
+        ];
+        let live = BTreeSet::from([format!("{d}-7c9f8-fghij")]);
+        let dead: Vec<&str> = dead_executors("shop", &pending, &live).iter().map(|w| w.executor_id.as_str()).collect();
+        assert_eq!(dead, vec![format!("{d}-7c9f8-abcde")]);
+    }
+}
