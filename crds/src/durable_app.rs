@@ -251,7 +251,8 @@ pub struct RetentionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_age_seconds: Option<i64>,
-    /// Keep at most this many finished workflows.
+    /// Keep the records of at most this many workflows, newest first (unfinished workflows are
+    /// never deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_count: Option<i64>,

@@ -44,8 +44,8 @@ pub struct ScheduleSpec {
     /// IANA time zone of the schedule (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// Input of each run: the workflow's positional arguments, as a JSON array (the scheduled
-    /// time is passed first by the runtime).
+    /// Input of each run. The workflow is called with two arguments: the tick's scheduled time
+    /// (RFC 3339 text, e.g. `2026-01-31T23:00:00+00:00`) and this value (`null` when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_json")]
     pub input: Option<serde_json::Value>,
@@ -55,7 +55,8 @@ pub struct ScheduleSpec {
     /// What to do when a tick comes while the previous run is still going.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
-    /// A tick missed by more than this many seconds is skipped and reported, not run late.
+    /// Ticks missed (operator down, suspended) are caught up if at most this many seconds late;
+    /// older ones are reported as missed, not run. Unset: only the most recent missed tick runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub starting_deadline_seconds: Option<i64>,

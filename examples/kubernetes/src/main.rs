@@ -1,0 +1,67 @@
+//! The worker of the Kubernetes example (`examples/kubernetes/*.yaml`): it processes orders from
+//! the `orders` queue and runs the `nightly_report` workflow a Schedule fires.
+//!
+//! Everything it needs comes from the environment the operator gives each worker pod: the
+//! database URL (from the DurableApp's Secret), the executor ID (the pod name), the application
+//! version and the health port. `WORK_MS` (default 200) sets how long each order's work takes.
+
+use std::time::Duration;
+
+use mainstay::{Config, Mainstay, Queue};
+
+/// The queue the DurableApp declares.
+pub const ORDERS: &str = "orders";
+
+fn work_time() -> Duration {
+    let ms = std::env::var("WORK_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    Duration::from_millis(ms)
+}
+
+#[mainstay::step]
+async fn reserve_stock(order: i64) -> mainstay::Result<String> {
+    Ok(format!("stock reserved for order {order}"))
+}
+
+#[mainstay::step]
+async fn charge_card(order: i64) -> mainstay::Result<String> {
+    tokio::time::sleep(work_time()).await;
+    Ok(format!("order {order} charged"))
+}
+
+#[mainstay::step]
+async fn ship(order: i64) -> mainstay::Result<String> {
+    Ok(format!("order {order} shipped"))
+}
+
+/// Enqueue it by name (`process_order`) on the `orders` queue with one argument, the order ID.
+#[mainstay::workflow]
+async fn process_order(order: i64) -> mainstay::Result<String> {
+    reserve_stock(order).await?;
+    charge_card(order).await?;
+    ship(order).await
+}
+
+#[mainstay::step]
+async fn build_report(scheduled_at: String) -> mainstay::Result<String> {
+    Ok(format!("report for {scheduled_at}"))
+}
+
+/// Fired by the example Schedule: called with the tick's time and the Schedule's input.
+#[mainstay::workflow]
+async fn nightly_report(scheduled_at: String, input: serde_json::Value) -> mainstay::Result<String> {
+    let report = build_report(scheduled_at).await?;
+    Ok(format!("{report} ({input})"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    let config = Config::from_env()?;
+    let app = Mainstay::builder(config).queue(Queue::new(ORDERS)).launch().await?;
+    app.run_until_signal().await?;
+    Ok(())
+}
