@@ -181,6 +181,18 @@ impl Error {
         Error::Database { context: context.into(), source }
     }
 
+    /// Whether the system tables are missing (the database was never migrated, or was dropped
+    /// and recreated): running the migrations fixes it.
+    pub fn is_schema_missing(&self) -> bool {
+        match self {
+            Error::Database { source: sqlx::Error::Database(db), .. } => {
+                // undefined_table, invalid_schema_name, undefined_function
+                matches!(db.code().as_deref(), Some("42P01") | Some("3F000") | Some("42883"))
+            }
+            _ => false,
+        }
+    }
+
     /// The durable failure this error is recorded as, or `None` if it must not be recorded
     /// (the work was interrupted, not failed).
     pub(crate) fn to_failure(&self) -> Option<Failure> {

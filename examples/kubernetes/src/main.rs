@@ -42,6 +42,20 @@ async fn process_order(order: i64) -> mainstay::Result<String> {
 }
 
 #[mainstay::step]
+async fn note(what: String) -> mainstay::Result<String> {
+    Ok(what)
+}
+
+/// Holds a worker for `ms` milliseconds between two steps: work that is in flight when a
+/// worker dies, to show it finishing elsewhere.
+#[mainstay::workflow]
+async fn hold(ms: u64) -> mainstay::Result<String> {
+    note("started".into()).await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    note(format!("held {ms} ms on {}", std::env::var(mainstay::config::env::EXECUTOR_ID).unwrap_or_default())).await
+}
+
+#[mainstay::step]
 async fn build_report(scheduled_at: String) -> mainstay::Result<String> {
     Ok(format!("report for {scheduled_at}"))
 }

@@ -168,6 +168,12 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     let (executors, by_version, depths) = match observed {
         Ok(o) => o,
         Err(e) => {
+            if e.is_schema_missing() {
+                // The database was replaced since it was migrated: migrate again next time.
+                ctx.databases.forget_migrations().await;
+                ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                set(&mut status.conditions, condition::MIGRATED, false, reason::MIGRATION_FAILED, e.to_string(), generation, now);
+            }
             database_down(&mut status, generation, now, reason::DATABASE_UNREACHABLE, &e.to_string());
             write_status(&api, &app, current.as_ref(), &status).await?;
             return Ok(Action::requeue(ctx.backoff(&key)));

@@ -49,6 +49,11 @@ pub(super) async fn run(pool: &PgPool, schema: &str) -> Result<()> {
 
 async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<()> {
     let mut tx = conn.begin().await.map_err(|e| Error::db("begin migration", e))?;
+    // Idempotent DDL reports every object that already exists as a notice: not news.
+    sqlx::raw_sql("SET LOCAL client_min_messages TO warning")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db("configure the migration session", e))?;
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
         .execute(&mut *tx)
         .await

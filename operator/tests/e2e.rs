@@ -1,0 +1,402 @@
+//! End-to-end: the Helm chart installed into a real control plane (kube-apiserver, etcd,
+//! controller-manager, scheduler, kwok nodes), the operator binary running as the chart's
+//! ServiceAccount, worker pods run as local processes by the pod runner, and a real Postgres.
+//!
+//! `bash .ci/run` starts the cluster and sets the variables this reads (see `harness`).
+
+#[path = "e2e/harness.rs"]
+mod harness;
+#[path = "e2e/pods.rs"]
+mod pods;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use chrono::{DateTime, Utc};
+use harness::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::ListParams;
+use kube::Api;
+use mainstay::{Client, Status, WorkflowFilter, WorkflowOptions};
+use mainstay_crds::{DurableApp, Schedule};
+use mainstay_operator::names::LABEL_APP;
+use pods::PodRunner;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A namespace name unique to this run, so reruns against one cluster never meet old state.
+fn namespace(base: &str) -> String {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| format!("{:x}", std::process::id()));
+    format!("{base}-{run}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_end_to_end() -> Result<()> {
+    let cluster = Cluster::from_env().await?;
+    install_chart(&cluster)?;
+    let sa = cluster.service_account_kubeconfig(RELEASE_NAMESPACE, RELEASE)?;
+    let operator = Operator::start(&cluster, &sa, "e2e-operator-1").await?;
+    let runner = PodRunner::start(cluster.client.clone(), cluster.worker_bin.clone(), cluster.work_dir.clone(), vec![]);
+    let outcome = async {
+        invalid_resources_are_rejected(&cluster).await.context("scenario: invalid resources")?;
+        tokio::try_join!(
+            async { scale_drain_and_recover(&cluster, &runner).await.context("scenario: scaling and recovery") },
+            async { new_version_rolls_out(&cluster).await.context("scenario: roll-out") },
+        )?;
+        expect_metrics(&operator, &["reconciles_total", "reconcile_duration_seconds", "recovered_workflows_total", "queue_depth", "leader 1"]).await?;
+        let operator = schedule_fires_once_per_tick(&cluster, &sa, operator).await.context("scenario: schedule")?;
+        expect_metrics(&operator, &["schedule_fires_total", "leader 1"]).await?;
+        operator.stop().await.context("the operator stops gracefully")?;
+        uninstall_keeps_the_database(&cluster).await.context("scenario: helm uninstall")
+    }
+    .await;
+    runner.shutdown().await;
+    if let Err(e) = &outcome {
+        eprintln!("logs of the operator and the workers are in {}", cluster.work_dir.display());
+        return Err(anyhow::anyhow!("{e:#}"));
+    }
+    Ok(())
+}
+
+async fn expect_metrics(operator: &Operator, names: &[&str]) -> Result<()> {
+    let metrics = operator.metrics().await.unwrap_or_default();
+    for name in names {
+        ensure!(metrics.contains(&format!("mainstay_operator_{name}")), "/metrics lacks mainstay_operator_{name}:\n{metrics}");
+    }
+    Ok(())
+}
+
+/// `helm lint`, a server-side dry run of the rendered chart, then `helm install`.
+fn install_chart(cluster: &Cluster) -> Result<()> {
+    cluster.helm(&["lint", "charts/mainstay"])?;
+    let _ = cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"]);
+    cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
+    cluster.kubectl(&["create", "namespace", RELEASE_NAMESPACE, "--dry-run=client", "-o", "yaml"]).and_then(|ns| {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &ns)?;
+        ensure!(out.status.success(), "create namespace: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    })?;
+    let rendered = cluster.helm(&["template", RELEASE, "charts/mainstay", "-n", RELEASE_NAMESPACE])?;
+    let dry = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)?;
+    ensure!(dry.status.success(), "the rendered chart is refused by the apiserver: {}", String::from_utf8_lossy(&dry.stderr));
+    cluster.helm(&["install", RELEASE, "charts/mainstay", "-n", RELEASE_NAMESPACE, "--wait", "--timeout", "2m"])?;
+    Ok(())
+}
+
+fn apply(cluster: &Cluster, yaml: &str) -> Result<()> {
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], yaml)?;
+    ensure!(out.status.success(), "kubectl apply failed: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// A namespace with a database Secret pointing at a fresh database; returns the database URL.
+async fn namespace_with_database(cluster: &Cluster, ns: &str) -> Result<String> {
+    let url = cluster.fresh_database(&ns.replace('-', "_")).await?;
+    apply(cluster, &format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-db, namespace: {ns}}}\nstringData: {{url: \"{url}\"}}\n"
+    ))?;
+    Ok(url)
+}
+
+async fn app(cluster: &Cluster, ns: &str, name: &str) -> Result<DurableApp> {
+    Ok(Api::<DurableApp>::namespaced(cluster.client.clone(), ns).get(name).await?)
+}
+
+fn condition(app: &DurableApp, type_: &str) -> Option<(String, String, String)> {
+    app.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Worker Deployments of an app by version annotation: `(version, replicas)`.
+async fn worker_deployments(cluster: &Cluster, ns: &str, app: &str) -> Result<Vec<(String, i32)>> {
+    let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}={app}"))).await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|d| {
+            let v = d.metadata.annotations.as_ref().and_then(|a| a.get("mainstay.dev/version")).cloned().unwrap_or_default();
+            (v, d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
+        })
+        .collect())
+}
+
+async fn count(client: &Client, filter: WorkflowFilter) -> Result<usize> {
+    Ok(client.list_workflows(&filter).await?.len())
+}
+
+async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
+    let ns = &namespace("e2e-invalid");
+    namespace_with_database(cluster, ns).await?;
+    let refused = |yaml: String, needle: &'static str| {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &yaml).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() || !err.contains(needle) {
+            bail!("expected kubectl apply to be refused with {needle:?}, got {}: {err}", out.status);
+        }
+        Ok(())
+    };
+    let app = |spec: &str| format!("apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  database: {{urlSecret: {{name: shop-db}}}}\n{spec}");
+    let sched = |spec: &str| format!("apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  appRef: shop\n  workflowName: w\n{spec}");
+    refused(app("  image: w:1\n  scaling: {minReplicas: 5, maxReplicas: 1}\n"), "minReplicas must be <= maxReplicas")?;
+    refused(app("  image: w:1\n  replicas: -1\n"), "spec.replicas")?;
+    refused(app("  image: \"\"\n"), "image must not be empty")?;
+    refused(sched("  schedule: \"* * *\"\n"), "schedule must have 5 fields")?;
+    refused(sched("  schedule: \"CRON_TZ=UTC * * * * *\"\n"), "put the time zone in spec.timeZone")?;
+    // What the schema cannot express becomes a Degraded condition with reason InvalidSpec.
+    apply(cluster, &app("  image: w:latest\n"))?;
+    apply(cluster, &sched("  schedule: \"61 * * * *\"\n"))?;
+    let msg = wait_for("DurableApp bad to be Degraded with InvalidSpec", MINUTE, || async {
+        let a = app_get(cluster, ns, "bad").await?;
+        Ok(condition(&a, "Degraded").filter(|(s, r, _)| s == "True" && r == "InvalidSpec").map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("latest") && msg.contains("spec.appVersion"), "unclear message: {msg}");
+    let msg = wait_for("Schedule bad to be Degraded with InvalidSpec", MINUTE, || async {
+        let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("bad").await?;
+        Ok(s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.reason == "InvalidSpec")).map(|c| c.message))
+    })
+    .await?;
+    ensure!(msg.contains("not a valid cron"), "unclear message: {msg}");
+    Ok(())
+}
+
+async fn app_get(cluster: &Cluster, ns: &str, name: &str) -> Result<DurableApp> {
+    app(cluster, ns, name).await
+}
+
+async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Result<()> {
+    let ns = &namespace("e2e-scale");
+    let url = namespace_with_database(cluster, ns).await?;
+    let manifest = |min: i32| {
+        format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+             image: example.invalid/mainstay-example-worker:1.0.0\n  database: {{urlSecret: {{name: shop-db}}}}\n  \
+             queues: [{{name: orders, workerConcurrency: 20}}]\n  env: [{{name: WORK_MS, value: \"100\"}}]\n  \
+             scaling: {{minReplicas: {min}, maxReplicas: 4, targetQueueDepth: 50, scaleDownStabilizationSeconds: 5}}\n"
+        )
+    };
+    apply(cluster, &manifest(0))?;
+    wait_for("Migrated=True", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Migrated").filter(|c| c.0 == "True").map(|_| ()))
+    })
+    .await?;
+    wait_for("Ready=True (scaled to zero)", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "True" && c.1 == "ScaledToZero").map(|_| ()))
+    })
+    .await?;
+    // The worker Deployment: the Secret's URL, the pod name as executor ID, probes.
+    let deploys = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
+    ensure!(deploys.items.len() == 1, "one worker Deployment, got {}", deploys.items.len());
+    let pod = deploys.items[0].spec.clone().unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let env = c.env.clone().unwrap_or_default();
+    let by_name = |n: &str| env.iter().find(|e| e.name == n).cloned();
+    let url_env = by_name("MAINSTAY_DATABASE_URL").context("MAINSTAY_DATABASE_URL")?;
+    ensure!(url_env.value_from.and_then(|f| f.secret_key_ref).map(|s| s.name) == Some("shop-db".into()), "URL not from the Secret");
+    let exec = by_name("MAINSTAY_EXECUTOR_ID").context("MAINSTAY_EXECUTOR_ID")?;
+    ensure!(exec.value_from.and_then(|f| f.field_ref).map(|f| f.field_path) == Some("metadata.name".into()), "executor ID not the pod name");
+    ensure!(by_name("MAINSTAY_APP_VERSION").and_then(|e| e.value) == Some("1.0.0".into()), "version not the image tag");
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone());
+    ensure!(probe_path(&c.liveness_probe).as_deref() == Some("/healthz") && probe_path(&c.readiness_probe).as_deref() == Some("/readyz"), "probes");
+
+    // 500 orders: the operator scales up from zero, the workers drain the queue, and it scales
+    // back to zero.
+    let client = Client::connect(&url).await?;
+    for i in 0..500 {
+        let opts = WorkflowOptions { id: Some(format!("order-{i}")), ..Default::default() };
+        client.enqueue("process_order", "orders", vec![serde_json::json!(i)], opts).await?;
+    }
+    let most = std::sync::atomic::AtomicI32::new(0);
+    wait_for("500 orders to succeed", 3 * MINUTE, || async {
+        let d = worker_deployments(cluster, ns, "shop").await?;
+        most.fetch_max(d.iter().map(|x| x.1).sum::<i32>(), std::sync::atomic::Ordering::SeqCst);
+        let done = count(&client, WorkflowFilter { statuses: vec![Status::Success], ..Default::default() }).await?;
+        Ok((done == 500).then_some(()))
+    })
+    .await?;
+    let most = most.into_inner();
+    ensure!(most == 4, "expected a scale-up to maxReplicas 4 for 500 queued workflows, saw at most {most}");
+    wait_for("scale back to zero", 2 * MINUTE, || async {
+        let d = worker_deployments(cluster, ns, "shop").await?;
+        let procs = runner.running().iter().filter(|k| k.starts_with(&format!("{ns}/"))).count();
+        Ok((d.iter().all(|x| x.1 == 0) && procs == 0).then_some(()))
+    })
+    .await?;
+
+    // A worker dies mid-workflow: its workflows are re-enqueued and finish on another.
+    apply(cluster, &manifest(2))?;
+    wait_for("two workers", MINUTE, || async {
+        Ok((runner.running().iter().filter(|k| k.starts_with(&format!("{ns}/"))).count() == 2).then_some(()))
+    })
+    .await?;
+    for i in 0..6 {
+        let opts = WorkflowOptions { id: Some(format!("hold-{i}")), ..Default::default() };
+        client.enqueue("hold", "orders", vec![serde_json::json!(8000)], opts).await?;
+    }
+    let victim = wait_for("the held workflows to be running", MINUTE, || async {
+        let running = client.list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Pending], ..Default::default() }).await?;
+        Ok((running.len() == 6).then(|| running[0].executor_id.clone()).flatten())
+    })
+    .await?;
+    let held_by_victim = count(&client, WorkflowFilter { executor_id: Some(victim.clone()), statuses: vec![Status::Pending], ..Default::default() }).await?;
+    cluster.kubectl(&["delete", "pod", &victim, "-n", ns, "--wait=false"])?;
+    wait_for("all held workflows to succeed", 2 * MINUTE, || async {
+        let done = client.list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
+        Ok((done.len() == 6).then_some(done))
+    })
+    .await
+    .and_then(|done| {
+        let on_victim: Vec<_> = done.iter().filter(|w| w.executor_id.as_deref() == Some(victim.as_str())).collect();
+        ensure!(on_victim.is_empty(), "workflows finished on the dead worker {victim}: {on_victim:?}");
+        Ok(())
+    })?;
+    let events = cluster.kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}"])?;
+    ensure!(
+        events.lines().any(|l| l.starts_with("RecoveredWorkflows") && l.contains(&victim)),
+        "no RecoveredWorkflows event naming {victim} ({held_by_victim} workflows): {events}"
+    );
+    client.close().await;
+    Ok(())
+}
+
+async fn new_version_rolls_out(cluster: &Cluster) -> Result<()> {
+    let ns = &namespace("e2e-roll");
+    let url = namespace_with_database(cluster, ns).await?;
+    let manifest = |v: &str| {
+        format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+             image: example.invalid/mainstay-example-worker:1.0.0\n  appVersion: \"{v}\"\n  replicas: 1\n  \
+             database: {{urlSecret: {{name: shop-db}}}}\n  queues: [{{name: orders}}]\n"
+        )
+    };
+    apply(cluster, &manifest("v1"))?;
+    let client = Client::connect(&url).await?;
+    wait_for("a ready v1 worker", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "True" && c.1 == "Available").map(|_| ()))
+    })
+    .await?;
+    for i in 0..3 {
+        let opts = WorkflowOptions { id: Some(format!("v1-hold-{i}")), app_version: Some("v1".into()), ..Default::default() };
+        client.enqueue("hold", "orders", vec![serde_json::json!(6000)], opts).await?;
+    }
+    wait_for("v1 work to be running", MINUTE, || async {
+        Ok((count(&client, WorkflowFilter { app_version: Some("v1".into()), statuses: vec![Status::Pending], ..Default::default() }).await? == 3).then_some(()))
+    })
+    .await?;
+    apply(cluster, &manifest("v2"))?;
+    wait_for("v2 to deploy while v1 drains", MINUTE, || async {
+        let d = worker_deployments(cluster, ns, "shop").await?;
+        let versions: BTreeSet<String> = d.into_iter().map(|x| x.0).collect();
+        let a = app(cluster, ns, "shop").await?;
+        let rolling = condition(&a, "Progressing").is_some_and(|c| c.1 == "RollingOut");
+        Ok((versions == BTreeSet::from(["v1".to_string(), "v2".to_string()]) && rolling).then_some(()))
+    })
+    .await?;
+    wait_for("v1 to drain and its Deployment to go", 2 * MINUTE, || async {
+        let d = worker_deployments(cluster, ns, "shop").await?;
+        let done = count(&client, WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
+        Ok((done == 3 && d.len() == 1 && d[0].0 == "v2").then_some(()))
+    })
+    .await?;
+    let a = app(cluster, ns, "shop").await?;
+    ensure!(a.status.as_ref().map(|s| s.versions.clone()) == Some(vec!["v2".to_string()]), "status.versions: {:?}", a.status);
+    // New work runs on v2.
+    let id = client.enqueue("process_order", "orders", vec![serde_json::json!(1)], WorkflowOptions::default()).await?;
+    let out: String = tokio::time::timeout(MINUTE, client.get_result(&id)).await??;
+    ensure!(out.contains("shipped"), "{out}");
+    ensure!(client.status(&id).await?.and_then(|s| s.app_version) == Some("v2".into()), "new work not on v2");
+    // Deleting the DurableApp removes its workers and leaves the database alone.
+    cluster.kubectl(&["delete", "durableapp", "shop", "-n", ns, "--wait=true", "--timeout=60s"])?;
+    wait_for("the workers to go with their DurableApp", MINUTE, || async {
+        Ok(worker_deployments(cluster, ns, "shop").await?.is_empty().then_some(()))
+    })
+    .await?;
+    ensure!(count(&client, WorkflowFilter::default()).await? == 4, "the database kept its workflows");
+    client.close().await;
+    Ok(())
+}
+
+/// Ticks (from workflow IDs `sched-{name}-{tick}`) of a schedule's runs.
+fn ticks(ids: &[String], name: &str) -> Result<Vec<DateTime<Utc>>> {
+    let prefix = format!("sched-{name}-");
+    let mut out = Vec::new();
+    for id in ids {
+        let t = id.strip_prefix(&prefix).with_context(|| format!("unexpected ID {id}"))?;
+        out.push(DateTime::parse_from_rfc3339(t)?.with_timezone(&Utc));
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, operator: Operator) -> Result<Operator> {
+    let ns = &namespace("e2e-sched");
+    let url = namespace_with_database(cluster, ns).await?;
+    apply(cluster, &format!(
+        "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+         image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 1\n  database: {{urlSecret: {{name: shop-db}}}}\n"
+    ))?;
+    wait_for("the app's database to be migrated", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Migrated").filter(|c| c.0 == "True").map(|_| ()))
+    })
+    .await?;
+    let schedule = |suspend: bool| {
+        format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: every-second, namespace: {ns}}}\nspec:\n  \
+             appRef: shop\n  workflowName: nightly_report\n  schedule: \"* * * * * *\"\n  input: {{n: 1}}\n  \
+             startingDeadlineSeconds: 60\n  suspend: {suspend}\n"
+        )
+    };
+    apply(cluster, &schedule(false))?;
+    let client = Client::connect(&url).await?;
+    let runs = || async {
+        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some("every-second".into()), ..Default::default() }).await?;
+        Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
+    };
+    let first = wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, "every-second")?.first().copied()) }).await?;
+    // Restart the operator in the middle: stopped for a few ticks, then a new process.
+    wait_for("8 s of ticks", MINUTE, || async { Ok((Utc::now() >= first + chrono::Duration::seconds(8)).then_some(())) }).await?;
+    operator.stop().await?;
+    let stopped = Utc::now();
+    wait_for("3 s without an operator", MINUTE, || async { Ok((Utc::now() >= stopped + chrono::Duration::seconds(3)).then_some(())) }).await?;
+    let operator = Operator::start(cluster, sa, "e2e-operator-2").await?;
+    wait_for("20 s of ticks", 2 * MINUTE, || async {
+        Ok(ticks(&runs().await?, "every-second")?.last().is_some_and(|t| *t >= first + chrono::Duration::seconds(20)).then_some(()))
+    })
+    .await?;
+    apply(cluster, &schedule(true))?;
+    wait_for("the schedule to report Suspended", MINUTE, || async {
+        let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
+        Ok(s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Ready" && c.reason == "Suspended")).map(|_| ()))
+    })
+    .await?;
+    let ids = runs().await?;
+    let fired = ticks(&ids, "every-second")?;
+    let unique: BTreeSet<_> = fired.iter().collect();
+    ensure!(unique.len() == fired.len(), "a tick fired twice: {ids:?}");
+    let (first, last) = (fired[0], *fired.last().unwrap());
+    let expected = (last - first).num_seconds() as usize + 1;
+    ensure!(fired.len() == expected, "ticks missing between {first} and {last}: {} fired, {expected} expected", fired.len());
+    wait_for("every run to succeed", 2 * MINUTE, || async {
+        Ok((count(&client, WorkflowFilter { schedule_name: Some("every-second".into()), statuses: vec![Status::Success], ..Default::default() }).await? == fired.len()).then_some(()))
+    })
+    .await?;
+    let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
+    let st = s.status.context("schedule status")?;
+    ensure!(st.last_workflow_id.is_some() && st.last_schedule_time.is_some(), "status: {st:?}");
+    client.close().await;
+    Ok(operator)
+}
+
+async fn uninstall_keeps_the_database(cluster: &Cluster) -> Result<()> {
+    let url = url_with_db(&cluster.database_url, &namespace("e2e-scale").replace('-', "_"));
+    let client = Client::connect(&url).await?;
+    let before = count(&client, WorkflowFilter::default()).await?;
+    cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"])?;
+    ensure!(count(&client, WorkflowFilter::default()).await? == before, "workflows changed after helm uninstall");
+    ensure!(before >= 506, "the scale scenario's workflows are there ({before})");
+    cluster.kubectl(&["get", "crd", "durableapps.mainstay.dev"]).context("helm keeps CRDs on uninstall")?;
+    client.close().await;
+    Ok(())
+}

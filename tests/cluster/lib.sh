@@ -1,0 +1,71 @@
+# shellcheck shell=bash
+# tests/cluster/lib.sh: helpers shared by up.sh and down.sh. Sourced, not run.
+#
+# A state directory made by up.sh holds a marker file, a "pids" file with one
+# "<name> <pid>" line per process it started, and logs/. A recorded pid counts
+# as one of ours only while /proc shows a live process whose command line
+# mentions a path inside the state directory, so a recycled pid is never signalled.
+
+# The file that marks a directory as a test cluster's state directory; down.sh
+# removes only directories that carry it.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+CLUSTER_MARKER=.mainstay-test-cluster
+
+# is_ours STATE PID: true when PID is a live process (not a zombie) whose
+# command line mentions a path inside STATE.
+is_ours() {
+    local state=$1 pid=$2 cmdline
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+    [[ -n "$cmdline" && "$cmdline" == *"$state/"* ]]
+}
+
+# live_processes STATE: prints "<name> <pid>" for every recorded process of
+# STATE that is still running.
+live_processes() {
+    local state=$1 name pid
+    [[ -f "$state/pids" ]] || return 0
+    while read -r name pid; do
+        if is_ours "$state" "$pid"; then
+            printf '%s %s\n' "$name" "$pid"
+        fi
+    done <"$state/pids"
+}
+
+# stop_process STATE NAME PID GRACE: sends SIGTERM to PID, waits up to GRACE
+# seconds for it to exit, then sends SIGKILL and waits up to 10 s more.
+# Fails if it is still running after that.
+stop_process() {
+    local state=$1 name=$2 pid=$3 grace=$4 deadline
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + grace))
+    while is_ours "$state" "$pid" && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    is_ours "$state" "$pid" || return 0
+    printf '%s: %s (pid %s) still running %ss after SIGTERM; sending SIGKILL\n' \
+        "${0##*/}" "$name" "$pid" "$grace" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 10))
+    while is_ours "$state" "$pid" && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    if is_ours "$state" "$pid"; then
+        printf '%s: %s (pid %s) survived SIGKILL\n' "${0##*/}" "$name" "$pid" >&2
+        return 1
+    fi
+}
+
+# stop_processes STATE [GRACE_SECONDS]: stops every live recorded process of
+# STATE with stop_process (GRACE_SECONDS defaults to 15), in the reverse order
+# of their start: clients before the apiserver, the apiserver before etcd. An
+# apiserver whose etcd is gone takes many seconds to shut down.
+stop_processes() {
+    local state=$1 grace=${2:-15} live name pid failed=0
+    live=$(live_processes "$state" | tac)
+    [[ -n "$live" ]] || return 0
+    while read -r name pid; do
+        stop_process "$state" "$name" "$pid" "$grace" || failed=1
+    done <<<"$live"
+    return "$failed"
+}
