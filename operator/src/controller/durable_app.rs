@@ -16,17 +16,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
 
-use super::{is_paused, kube_err, object_key, write_status, Context, Error};
+use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::set;
 use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
-use crate::names::{condition, event, reason, ANNOTATION_VERSION, FIELD_MANAGER, FINALIZER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::names::{condition, event, reason, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::recovery::{dead_executors, TERMINAL_PHASES};
 use crate::workload::{app_selector_string, http_service, worker_deployment};
 use crate::{rollout, scaling, validate};
@@ -58,38 +57,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             })
         })
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "durableapp controller event");
-            }
-        })
+        .for_each(|r| log_outcome(CONTROLLER, r))
         .await;
 }
 
-fn error_policy(app: Arc<DurableApp>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = object_key(app.as_ref());
-    let delay = ctx.backoff(&key);
-    tracing::warn!(app = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
-}
-
 async fn reconcile(app: Arc<DurableApp>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let key = object_key(app.as_ref());
-    let api = Api::<DurableApp>::namespaced(ctx.kube.clone(), &app.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, app, |ev| async {
-        match ev {
-            Finalizer::Apply(app) => apply(app, &ctx).await,
-            Finalizer::Cleanup(app) => cleanup(app, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer { object: key.clone(), source: Box::new(e) });
-    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed().as_secs_f64(), result.is_err());
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
+    finalized(CONTROLLER, app, &ctx, |a| apply(a, &ctx), |a| cleanup(a, &ctx)).await
 }
 
 /// Deleting a DurableApp: its Deployments and Service go with it (owner references); its

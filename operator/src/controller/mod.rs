@@ -13,11 +13,14 @@ pub mod schedule;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -25,7 +28,7 @@ use serde::Serialize;
 
 use crate::database::Databases;
 use crate::metrics::Metrics;
-use crate::names::FIELD_MANAGER;
+use crate::names::{FIELD_MANAGER, FINALIZER};
 use crate::scaling::History;
 
 /// A reconcile that failed and is retried with backoff.
@@ -71,7 +74,7 @@ impl Default for Settings {
 pub struct Context {
     pub kube: kube::Client,
     pub databases: Databases,
-    pub metrics: std::sync::Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub settings: Settings,
     /// Scaling recommendations per DurableApp (`namespace/name`).
@@ -85,7 +88,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(kube: kube::Client, metrics: std::sync::Arc<Metrics>, settings: Settings, instance: Option<String>) -> Context {
+    pub fn new(kube: kube::Client, metrics: Arc<Metrics>, settings: Settings, instance: Option<String>) -> Context {
         let reporter = Reporter { controller: crate::names::REPORTER.to_string(), instance };
         Context {
             recorder: Recorder::new(kube.clone(), reporter),
@@ -152,6 +155,55 @@ where
         .await
         .map_err(kube_err(format!("write the status of {} {}", K::kind(&()), object_key(obj))))?;
     Ok(())
+}
+
+/// Retries a failed reconcile with per-object backoff.
+pub(crate) fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(obj.as_ref());
+    let delay = ctx.backoff(&key);
+    tracing::warn!(object = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// One reconcile under the finalizer: `apply` while the object lives, `cleanup` once when it
+/// is being deleted; timed and counted in the metrics of `controller`.
+pub(crate) async fn finalized<K, Fa, Ra, Fc, Rc>(
+    controller: &str,
+    obj: Arc<K>,
+    ctx: &Context,
+    apply: Fa,
+    cleanup: Fc,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    Fa: FnOnce(Arc<K>) -> Ra,
+    Ra: Future<Output = Result<Action, Error>>,
+    Fc: FnOnce(Arc<K>) -> Rc,
+    Rc: Future<Output = Result<Action, Error>>,
+{
+    let started = std::time::Instant::now();
+    let key = object_key(obj.as_ref());
+    let api = Api::<K>::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, obj, |ev| async {
+        match ev {
+            FinalizerEvent::Apply(o) => apply(o).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer { object: key.clone(), source: Box::new(e) });
+    ctx.metrics.observe_reconcile(controller, started.elapsed().as_secs_f64(), result.is_err());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+/// Logs what a controller stream yields (reconcile outcomes are logged where they happen).
+pub(crate) async fn log_outcome<T, E: std::fmt::Display>(controller: &str, result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::debug!(controller, error = %e, "controller event");
+    }
 }
 
 /// Whether a human paused reconciliation of this object with the pause annotation.

@@ -8,21 +8,20 @@
 //! [`crate::ticks`]); the concurrency policy applies per tick.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, Schedule, ScheduleStatus};
 
-use super::{is_paused, kube_err, object_key, write_status, Context, Error};
+use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::set;
 use crate::metrics::ObjectLabels;
-use crate::names::{condition, event, reason, FINALIZER};
+use crate::names::{condition, event, reason};
 use crate::policy::{self, TickAction};
 use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id};
 use crate::validate;
@@ -45,44 +44,20 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     };
     Controller::new(schedules, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "schedule controller event");
-            }
-        })
+        .for_each(|r| log_outcome(CONTROLLER, r))
         .await;
 }
 
-fn error_policy(s: Arc<Schedule>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = object_key(s.as_ref());
-    let delay = ctx.backoff(&key);
-    tracing::warn!(schedule = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+    finalized(CONTROLLER, s, &ctx, |s| apply(s, &ctx), |s| cleanup(s, &ctx)).await
 }
 
-async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let key = object_key(s.as_ref());
-    let api = Api::<Schedule>::namespaced(ctx.kube.clone(), &s.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, s, |ev| async {
-        match ev {
-            Finalizer::Apply(s) => apply(s, &ctx).await,
-            // Nothing fires for a Schedule being deleted; its past runs stay in the database.
-            Finalizer::Cleanup(s) => {
-                let labels = ObjectLabels { namespace: s.namespace().unwrap_or_default(), name: s.name_any() };
-                ctx.metrics.schedule_fires.remove(&labels);
-                ctx.metrics.schedule_missed.remove(&labels);
-                Ok(Action::await_change())
-            }
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer { object: key.clone(), source: Box::new(e) });
-    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed().as_secs_f64(), result.is_err());
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
+/// Nothing fires for a Schedule being deleted; its past runs stay in the database.
+async fn cleanup(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
+    let labels = ObjectLabels { namespace: s.namespace().unwrap_or_default(), name: s.name_any() };
+    ctx.metrics.schedule_fires.remove(&labels);
+    ctx.metrics.schedule_missed.remove(&labels);
+    Ok(Action::await_change())
 }
 
 fn not_ready(status: &mut ScheduleStatus, generation: Option<i64>, now: DateTime<Utc>, why: &str, msg: &str, degraded: bool) {
