@@ -128,7 +128,7 @@ async fn count(client: &Client, filter: WorkflowFilter) -> Result<usize> {
 
 async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     let ns = &namespace("e2e-invalid");
-    namespace_with_database(cluster, ns).await?;
+    let url = namespace_with_database(cluster, ns).await?;
     let refused = |yaml: String, needle: &'static str| {
         let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &yaml).unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -159,6 +159,21 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     })
     .await?;
     ensure!(msg.contains("not a valid cron"), "unclear message: {msg}");
+    // A missing Secret is reported with the command that creates it, and fixing it recovers.
+    apply(cluster, &app("  image: w:1\n").replace("name: shop-db", "name: later-db").replace("name: bad,", "name: later,"))?;
+    let msg = wait_for("DurableApp later to report SecretNotFound", MINUTE, || async {
+        let a = app_get(cluster, ns, "later").await?;
+        let migrated = condition(&a, "Migrated").filter(|c| c.0 == "False" && c.1 == "SecretNotFound");
+        Ok(condition(&a, "Degraded").filter(|c| c.0 == "True" && c.1 == "SecretNotFound").and(migrated).map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("create secret generic later-db"), "unclear message: {msg}");
+    apply(cluster, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: later-db, namespace: {ns}}}\nstringData: {{url: \"{url}\"}}\n"))?;
+    wait_for("DurableApp later to migrate once its Secret exists", 2 * MINUTE, || async {
+        let a = app_get(cluster, ns, "later").await?;
+        Ok(condition(&a, "Migrated").filter(|c| c.0 == "True").and(condition(&a, "Degraded").filter(|c| c.0 == "False")).map(|_| ()))
+    })
+    .await?;
     Ok(())
 }
 

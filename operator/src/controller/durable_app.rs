@@ -337,6 +337,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         set(&mut status.conditions, condition::READY, false, reason::WORKERS_NOT_READY, msg, generation, now);
     }
     write_status(&api, &app, current.as_ref(), &status).await?;
+    ctx.succeeded(&key);
     Ok(Action::requeue(ctx.settings.poll_interval))
 }
 

@@ -125,7 +125,8 @@ impl Context {
         Duration::from_secs(2).saturating_mul(1 << (*n - 1).min(8)).min(Duration::from_secs(300))
     }
 
-    /// Forgets `key`'s failures after a success.
+    /// Forgets `key`'s failures after a success (an apply that ends in a retry with backoff
+    /// does not call this, so its delays keep growing).
     pub(crate) fn succeeded(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
@@ -193,9 +194,6 @@ where
     .await
     .map_err(|e| Error::Finalizer { object: key.clone(), source: Box::new(e) });
     ctx.metrics.observe_reconcile(controller, started.elapsed().as_secs_f64(), result.is_err());
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
     result
 }
 

@@ -215,6 +215,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         .map(|d| d + AFTER_TICK)
         .unwrap_or(AFTER_TICK)
         .min(MAX_WAIT);
+    ctx.succeeded(&key);
     Ok(Action::requeue(wait))
 }
 
