@@ -5,7 +5,10 @@
 //!   Deployment for the version it ran (`{app}-{version}-…`), so processes outside this
 //!   DurableApp (another app on the same database, a developer's laptop) are never touched;
 //! - a pod that still exists and has not terminated is alive, however unready: its process may
-//!   still be running workflows, and running them twice is worse than late;
+//!   still be running workflows, and running them twice is worse than late. The exception is a
+//!   pod still present well past its deletion deadline (`deletionTimestamp`, which includes
+//!   the grace period): no kubelet is finishing it, which is what a lost node looks like, and
+//!   its process, if it still runs, loses ownership of its workflows when they are recovered;
 //! - the caller reads the pending executors *before* it lists the pods. A pod that appears in
 //!   the database existed before that read, so if it is missing from the later listing it is
 //!   really gone (Deployment pod names are never reused).
@@ -18,6 +21,14 @@ use crate::workload::deployment_name;
 
 /// The pod phases after which a pod's containers never run again.
 pub const TERMINAL_PHASES: &[&str] = &["Succeeded", "Failed"];
+
+/// How long past its deletion deadline a pod may linger before its node counts as lost.
+pub const LOST_AFTER_DEADLINE: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Whether a pod's worker process can no longer be running workflows as their owner.
+pub fn is_gone(phase: Option<&str>, deletion_deadline: Option<chrono::DateTime<chrono::Utc>>, now: chrono::DateTime<chrono::Utc>) -> bool {
+    phase.is_some_and(|p| TERMINAL_PHASES.contains(&p)) || deletion_deadline.is_some_and(|d| now > d + LOST_AFTER_DEADLINE)
+}
 
 /// The executors among `pending` whose pods are not in `live_pods`.
 pub fn dead_executors<'a>(app: &str, pending: &'a [ExecutorWork], live_pods: &BTreeSet<String>) -> Vec<&'a ExecutorWork> {
@@ -38,6 +49,19 @@ mod tests {
 
     fn work(executor: &str, version: &str) -> ExecutorWork {
         ExecutorWork { executor_id: executor.into(), app_version: Some(version.into()), pending: 2 }
+    }
+
+    #[test]
+    fn terminated_pods_and_pods_stuck_past_their_deletion_are_gone() {
+        let now = crate::ticks::utc(2026, 1, 1, 0, 10, 0);
+        assert!(!is_gone(Some("Running"), None, now));
+        assert!(!is_gone(None, None, now), "a pod not yet reported is alive");
+        assert!(is_gone(Some("Failed"), None, now), "evicted");
+        assert!(is_gone(Some("Succeeded"), None, now));
+        let deadline = now - chrono::Duration::seconds(10);
+        assert!(!is_gone(Some("Running"), Some(deadline), now), "still within its grace");
+        let deadline = now - chrono::Duration::seconds(45);
+        assert!(is_gone(Some("Running"), Some(deadline), now), "its node stopped finishing it");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::conditions::set;
 use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
 use crate::names::{condition, event, reason, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
-use crate::recovery::{dead_executors, TERMINAL_PHASES};
+use crate::recovery::{dead_executors, is_gone};
 use crate::workload::{app_selector_string, http_service, worker_deployment};
 use crate::{rollout, scaling, validate};
 
@@ -161,8 +161,13 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .items
         .iter()
         .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
-            !TERMINAL_PHASES.contains(&phase)
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            let deadline = p
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .and_then(|t| chrono::DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()));
+            !is_gone(phase, deadline, now)
         })
         .map(|p| p.name_any())
         .collect();
