@@ -5,7 +5,7 @@
 //! rebuilt when the URL in the Secret changes; failures surface as typed errors the controller
 //! turns into conditions, never as panics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -56,7 +56,7 @@ struct Entry {
 pub struct Databases {
     clients: Mutex<HashMap<String, Entry>>,
     /// `(admin URL, schema)` pairs migrated by this process.
-    migrated: Mutex<HashMap<(String, String), ()>>,
+    migrated: Mutex<HashSet<(String, String)>>,
 }
 
 /// How long a connection attempt to an app's database may take before the reconcile reports
@@ -98,10 +98,21 @@ pub async fn secret_value(kube: &kube::Client, namespace: &str, r: &SecretKeyRef
 }
 
 impl Databases {
-    /// The client for an app's workers' database (the URL of `spec.database.urlSecret`).
-    pub async fn client(&self, kube: &kube::Client, app: &DurableApp) -> Result<Client, DatabaseError> {
+    /// The URL the app's workers use (`spec.database.urlSecret`), read from its Secret.
+    pub async fn worker_url(kube: &kube::Client, app: &DurableApp) -> Result<String, DatabaseError> {
         let ns = app.metadata.namespace.clone().unwrap_or_default();
-        let url = secret_value(kube, &ns, &app.spec.database.url_secret).await?;
+        secret_value(kube, &ns, &app.spec.database.url_secret).await
+    }
+
+    /// The client for an app's workers' database.
+    pub async fn client(&self, kube: &kube::Client, app: &DurableApp) -> Result<Client, DatabaseError> {
+        let url = Databases::worker_url(kube, app).await?;
+        self.client_at(app, url).await
+    }
+
+    /// The client for an app's workers' database at `url` (already read from its Secret),
+    /// reused while the URL stays the same.
+    pub async fn client_at(&self, app: &DurableApp, url: String) -> Result<Client, DatabaseError> {
         let k = key(app);
         if let Some(e) = self.clients.lock().await.get(&k) {
             if e.url == url {
@@ -115,22 +126,28 @@ impl Databases {
         Ok(client)
     }
 
-    /// Runs the migrations with the admin URL (default: the workers' URL), once per database
+    /// Runs the migrations with the admin URL (`spec.database.adminUrlSecret`, read only when it
+    /// names another Secret key than the workers'; otherwise `worker_url`), once per database
     /// and schema per operator process. Returns whether they ran now.
-    pub async fn migrate(&self, kube: &kube::Client, app: &DurableApp) -> Result<bool, DatabaseError> {
-        let ns = app.metadata.namespace.clone().unwrap_or_default();
+    pub async fn migrate(&self, kube: &kube::Client, app: &DurableApp, worker_url: &str) -> Result<bool, DatabaseError> {
         let db = &app.spec.database;
-        let url = secret_value(kube, &ns, db.admin_url_secret.as_ref().unwrap_or(&db.url_secret)).await?;
+        let url = match &db.admin_url_secret {
+            Some(admin) if *admin != db.url_secret => {
+                let ns = app.metadata.namespace.clone().unwrap_or_default();
+                secret_value(kube, &ns, admin).await?
+            }
+            _ => worker_url.to_string(),
+        };
         let config = config_for(app, &url);
         let done_key = (url, config.system_schema.clone());
-        if self.migrated.lock().await.contains_key(&done_key) {
+        if self.migrated.lock().await.contains(&done_key) {
             return Ok(false);
         }
         let admin = Client::connect_with(&config).await.map_err(DatabaseError::Unreachable)?;
         let result = admin.migrate().await;
         admin.close().await;
         result.map_err(DatabaseError::Migration)?;
-        self.migrated.lock().await.insert(done_key, ());
+        self.migrated.lock().await.insert(done_key);
         Ok(true)
     }
 

@@ -51,8 +51,8 @@ fn duration_histogram() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("mainstay_operator");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("mainstay_operator"),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
@@ -62,8 +62,8 @@ impl Metrics {
             queue_depth: Family::default(),
             desired_workers: Family::default(),
             leader: Gauge::default(),
-            registry: Registry::default(),
         };
+        let registry = &mut m.registry;
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed and were retried", m.reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Time spent per reconcile", m.reconcile_duration.clone());
@@ -77,7 +77,7 @@ impl Metrics {
         registry.register("queue_depth", "Workflows per queue and state (enqueued, pending)", m.queue_depth.clone());
         registry.register("desired_workers", "Workers the autoscaler wants per DurableApp", m.desired_workers.clone());
         registry.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
-        Metrics { registry, ..m }
+        m
     }
 
     /// The OpenMetrics text exposition.

@@ -73,11 +73,7 @@ fn install_chart(cluster: &Cluster) -> Result<()> {
     cluster.helm(&["lint", "charts/mainstay"])?;
     let _ = cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"]);
     cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
-    cluster.kubectl(&["create", "namespace", RELEASE_NAMESPACE, "--dry-run=client", "-o", "yaml"]).and_then(|ns| {
-        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &ns)?;
-        ensure!(out.status.success(), "create namespace: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
-    })?;
+    apply(cluster, &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {RELEASE_NAMESPACE}}}\n"))?;
     let rendered = cluster.helm(&["template", RELEASE, "charts/mainstay", "-n", RELEASE_NAMESPACE])?;
     let dry = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)?;
     ensure!(dry.status.success(), "the rendered chart is refused by the apiserver: {}", String::from_utf8_lossy(&dry.stderr));
@@ -137,18 +133,18 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
         }
         Ok(())
     };
-    let app = |spec: &str| format!("apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  database: {{urlSecret: {{name: shop-db}}}}\n{spec}");
+    let app_yaml = |spec: &str| format!("apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  database: {{urlSecret: {{name: shop-db}}}}\n{spec}");
     let sched = |spec: &str| format!("apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  appRef: shop\n  workflowName: w\n{spec}");
-    refused(app("  image: w:1\n  scaling: {minReplicas: 5, maxReplicas: 1}\n"), "minReplicas must be <= maxReplicas")?;
-    refused(app("  image: w:1\n  replicas: -1\n"), "spec.replicas")?;
-    refused(app("  image: \"\"\n"), "image must not be empty")?;
+    refused(app_yaml("  image: w:1\n  scaling: {minReplicas: 5, maxReplicas: 1}\n"), "minReplicas must be <= maxReplicas")?;
+    refused(app_yaml("  image: w:1\n  replicas: -1\n"), "spec.replicas")?;
+    refused(app_yaml("  image: \"\"\n"), "image must not be empty")?;
     refused(sched("  schedule: \"* * *\"\n"), "schedule must have 5 fields")?;
     refused(sched("  schedule: \"CRON_TZ=UTC * * * * *\"\n"), "put the time zone in spec.timeZone")?;
     // What the schema cannot express becomes a Degraded condition with reason InvalidSpec.
-    apply(cluster, &app("  image: w:latest\n"))?;
+    apply(cluster, &app_yaml("  image: w:latest\n"))?;
     apply(cluster, &sched("  schedule: \"61 * * * *\"\n"))?;
     let msg = wait_for("DurableApp bad to be Degraded with InvalidSpec", MINUTE, || async {
-        let a = app_get(cluster, ns, "bad").await?;
+        let a = app(cluster, ns, "bad").await?;
         Ok(condition(&a, "Degraded").filter(|(s, r, _)| s == "True" && r == "InvalidSpec").map(|c| c.2))
     })
     .await?;
@@ -160,9 +156,9 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     .await?;
     ensure!(msg.contains("not a valid cron"), "unclear message: {msg}");
     // A missing Secret is reported with the command that creates it, and fixing it recovers.
-    apply(cluster, &app("  image: w:1\n").replace("name: shop-db", "name: later-db").replace("name: bad,", "name: later,"))?;
+    apply(cluster, &app_yaml("  image: w:1\n").replace("name: shop-db", "name: later-db").replace("name: bad,", "name: later,"))?;
     let msg = wait_for("DurableApp later to report SecretNotFound", MINUTE, || async {
-        let a = app_get(cluster, ns, "later").await?;
+        let a = app(cluster, ns, "later").await?;
         let migrated = condition(&a, "Migrated").filter(|c| c.0 == "False" && c.1 == "SecretNotFound");
         Ok(condition(&a, "Degraded").filter(|c| c.0 == "True" && c.1 == "SecretNotFound").and(migrated).map(|c| c.2))
     })
@@ -170,15 +166,11 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     ensure!(msg.contains("create secret generic later-db"), "unclear message: {msg}");
     apply(cluster, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: later-db, namespace: {ns}}}\nstringData: {{url: \"{url}\"}}\n"))?;
     wait_for("DurableApp later to migrate once its Secret exists", 2 * MINUTE, || async {
-        let a = app_get(cluster, ns, "later").await?;
+        let a = app(cluster, ns, "later").await?;
         Ok(condition(&a, "Migrated").filter(|c| c.0 == "True").and(condition(&a, "Degraded").filter(|c| c.0 == "False")).map(|_| ()))
     })
     .await?;
     Ok(())
-}
-
-async fn app_get(cluster: &Cluster, ns: &str, name: &str) -> Result<DurableApp> {
-    app(cluster, ns, name).await
 }
 
 async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Result<()> {

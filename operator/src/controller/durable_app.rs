@@ -23,7 +23,7 @@ use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
 
 use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::set;
-use crate::database::DatabaseError;
+use crate::database::{DatabaseError, Databases};
 use crate::metrics::{ObjectLabels, QueueLabels};
 use crate::names::{condition, event, reason, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::recovery::{dead_executors, is_gone};
@@ -362,14 +362,22 @@ async fn reach_database(
 ) -> Result<mainstay::Client, ()> {
     let generation = app.metadata.generation;
     let key = object_key(app);
-    match ctx.databases.migrate(&ctx.kube, app).await {
-        Ok(ran) => {
+    // The workers' Secret is read once: it is also the admin URL unless another is named.
+    let migrated = async {
+        let url = Databases::worker_url(&ctx.kube, app).await?;
+        let ran = ctx.databases.migrate(&ctx.kube, app, &url).await?;
+        Ok::<_, DatabaseError>((url, ran))
+    }
+    .await;
+    let url = match migrated {
+        Ok((url, ran)) => {
             let msg = format!("system database schema at DBOS version {}", mainstay::DBOS_SCHEMA_VERSION);
             set(&mut status.conditions, condition::MIGRATED, true, reason::MIGRATED, &msg, generation, now);
             if ran {
                 tracing::info!(app = %key, "system database migrated");
                 ctx.event(app, false, event::MIGRATED, "Migrate", msg).await;
             }
+            url
         }
         Err(e) => {
             let why = database_reason(&e);
@@ -378,8 +386,8 @@ async fn reach_database(
             database_down(status, generation, now, why, &e.to_string());
             return Err(());
         }
-    }
-    let db = match ctx.databases.client(&ctx.kube, app).await {
+    };
+    let db = match ctx.databases.client_at(app, url).await {
         Ok(db) => db,
         Err(e) => {
             tracing::warn!(app = %key, error = %e, "cannot reach the system database");

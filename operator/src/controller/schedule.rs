@@ -141,7 +141,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let active_filter = WorkflowFilter { schedule_name: Some(name.clone()), oldest_first: true, ..WorkflowFilter::active() };
     let mut active: Vec<String> = match db.list_workflows(&active_filter).await {
         Ok(runs) => runs.into_iter().map(|r| r.workflow_id).collect(),
-        Err(e) => return Ok(enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to list the runs of schedule {key}: {e}")).await?),
+        Err(e) => return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to list the runs of schedule {key}: {e}")).await,
     };
     let queue = s.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
     for tick in &plan.due {
@@ -171,7 +171,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
             let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
             if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args, options).await {
                 let msg = format!("failed to enqueue tick {} as workflow {id}: {e}", rfc3339_offset(*tick));
-                return Ok(enqueue_failed(&api, &s, ctx, current, status, now, &msg).await?);
+                return enqueue_failed(&api, &s, ctx, current, status, now, &msg).await;
             }
             ctx.metrics.schedule_fires.get_or_create(&labels).inc();
             if !active.contains(&id) {

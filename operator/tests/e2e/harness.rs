@@ -112,8 +112,7 @@ impl Cluster {
     pub fn service_account_kubeconfig(&self, namespace: &str, sa: &str) -> Result<PathBuf> {
         let token = self.kubectl(&["create", "token", sa, "-n", namespace, "--duration=4h"])?;
         let admin: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
-        let cluster = admin["clusters"][0]["cluster"].clone();
-        let mut cluster = cluster;
+        let mut cluster = admin["clusters"][0]["cluster"].clone();
         // Relative CA paths in the admin kubeconfig are relative to its directory.
         if let Some(path) = cluster.get("certificate-authority").and_then(|v| v.as_str()).map(str::to_string) {
             let abs = self.kubeconfig.parent().unwrap().join(path);
