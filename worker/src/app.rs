@@ -20,6 +20,7 @@ use crate::error::{Error, Failure, Result};
 use crate::registry::{Registration, Registry};
 use crate::status::WorkflowStatus;
 use crate::sysdb::{Committer, SystemDatabase, INTERNAL_QUEUE};
+use crate::wakeup::Wakeups;
 use crate::workflow::WorkflowHandle;
 use crate::{cancellation, dispatch, health, recovery};
 
@@ -56,6 +57,8 @@ pub(crate) struct Runtime {
     pub(crate) heartbeat_ms: AtomicI64,
     /// Where the health endpoint listens, once bound.
     health_addr: OnceLock<SocketAddr>,
+    /// Waiters for messages, events and stream values.
+    pub(crate) wakeups: Arc<Wakeups>,
 }
 
 impl Runtime {
@@ -87,6 +90,15 @@ impl Runtime {
         if self.queues.iter().any(|q| q == queue) {
             self.announced.lock().unwrap_or_else(|p| p.into_inner()).insert(queue.to_string());
             self.wake.notify_one();
+        }
+    }
+
+    /// How code waiting outside a workflow reads and is woken through this runtime.
+    pub(crate) fn waiter(&self) -> crate::wakeup::Waiter {
+        crate::wakeup::Waiter {
+            db: self.db.clone(),
+            wakeups: self.wakeups.clone(),
+            poll: self.config.polling_interval,
         }
     }
 
@@ -193,6 +205,7 @@ impl MainstayBuilder {
             local: Mutex::new(HashMap::new()),
             heartbeat_ms: AtomicI64::new(crate::context::now_ms()),
             health_addr: OnceLock::new(),
+            wakeups: Arc::new(Wakeups::default()),
         });
         if let Some(addr) = rt.config.health_addr {
             let bound = health::serve(rt.clone(), addr).await?;
@@ -306,6 +319,37 @@ impl Mainstay {
         self.rt.db.resume(workflow_id).await?;
         self.rt.announce(INTERNAL_QUEUE);
         Ok(self.retrieve(workflow_id))
+    }
+
+    /// Sends `message` to workflow `destination_id` under `topic` (see [`crate::send`]).
+    pub async fn send<T: serde::Serialize + ?Sized>(
+        &self,
+        destination_id: &str,
+        message: &T,
+        topic: Option<&str>,
+    ) -> Result<()> {
+        let message = crate::serialization::encode(message, &format!("a message to workflow {destination_id}"))?;
+        let topic = crate::message::stored_topic(topic);
+        self.rt.db.send(destination_id, &topic, &message, &uuid::Uuid::new_v4().to_string()).await
+    }
+
+    /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.
+    pub async fn get_event<T: serde::de::DeserializeOwned>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>> {
+        crate::event::wait_for_event(&self.rt.waiter(), workflow_id, key, timeout).await
+    }
+
+    /// The values of stream `key` of a workflow, from the first, as they are written.
+    pub fn read_stream<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+    ) -> futures::stream::BoxStream<'static, Result<T>> {
+        crate::stream::values(Ok(self.rt.waiter()), workflow_id.to_string(), key.to_string())
     }
 
     /// Workflows running in this process right now.

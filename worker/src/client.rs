@@ -2,7 +2,13 @@
 //! resume them, list them, manage queue settings and retention, from any process (a web tier,
 //! a script, the operator). It runs no workflows, and migrates only when asked to.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::stream::BoxStream;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -15,6 +21,10 @@ use crate::queue::Queue;
 use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
 use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase};
+use crate::event::wait_for_event;
+use crate::message::stored_topic;
+use crate::stream;
+use crate::wakeup::{self, Waiter, Wakeups};
 use crate::workflow::{recorded_outcome, WorkflowOptions};
 
 /// Work waiting in and running from one queue.
@@ -29,6 +39,23 @@ pub struct QueueDepth {
 #[derive(Clone)]
 pub struct Client {
     db: SystemDatabase,
+    listening: Arc<Listening>,
+}
+
+/// The client's notification listener, started by the first wait that needs it and stopped
+/// when the last clone of the client is dropped or closed.
+#[derive(Default)]
+struct Listening {
+    wakeups: Arc<Wakeups>,
+    started: tokio::sync::OnceCell<()>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Client {
@@ -41,7 +68,60 @@ impl Client {
 
     /// Connects with a full configuration (schema, pool size, connect timeout).
     pub async fn connect_with(config: &Config) -> Result<Client> {
-        Ok(Client { db: SystemDatabase::connect(config).await? })
+        Ok(Client { db: SystemDatabase::connect(config).await?, listening: Arc::default() })
+    }
+
+    /// How this client waits for messages, events and stream values.
+    async fn waiter(&self) -> Result<Waiter> {
+        let l = &self.listening;
+        l.started
+            .get_or_try_init(|| {
+                let (deliver, deliver_all) = (l.wakeups.clone(), l.wakeups.clone());
+                wakeup::listen(
+                    &self.db,
+                    &wakeup::CHANNELS,
+                    l.stop.clone(),
+                    &l.tasks,
+                    move |n| deliver.deliver(n.channel(), n.payload()),
+                    move || deliver_all.deliver_all(),
+                )
+            })
+            .await?;
+        Ok(Waiter { db: self.db.clone(), wakeups: l.wakeups.clone(), poll: Duration::from_secs(1) })
+    }
+
+    /// Sends `message` to workflow `destination_id` under `topic`. With an `idempotency_key`,
+    /// sending again with the same key delivers nothing more.
+    pub async fn send<T: Serialize + ?Sized>(
+        &self,
+        destination_id: &str,
+        message: &T,
+        topic: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<()> {
+        let message = encode(message, &format!("a message to workflow {destination_id}"))?;
+        let id = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        self.db.send(destination_id, &stored_topic(topic), &message, &id).await
+    }
+
+    /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.
+    pub async fn get_event<T: DeserializeOwned>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>> {
+        wait_for_event(&self.waiter().await?, workflow_id, key, timeout).await
+    }
+
+    /// The values of stream `key` of a workflow, from the first, as they are written; the
+    /// stream ends when the workflow closes it or finishes.
+    pub async fn read_stream<T: DeserializeOwned + Send + 'static>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<T>>> {
+        Ok(stream::values(Ok(self.waiter().await?), workflow_id.to_string(), key.to_string()))
     }
 
     /// Enqueues workflow `workflow_name` on `queue` with positional JSON arguments; returns the
@@ -191,6 +271,7 @@ impl Client {
 
     /// Closes the connections.
     pub async fn close(&self) {
+        self.listening.stop.cancel();
         self.db.close().await
     }
 }

@@ -107,14 +107,35 @@ impl WorkflowContext {
 
     /// Sleeps until `deadline`, unless the workflow is cancelled or the runtime stops first.
     pub(crate) async fn sleep_until(&self, deadline: tokio::time::Instant) -> Result<()> {
+        self.interruptible(tokio::time::sleep_until(deadline)).await
+    }
+
+    /// Runs `fut` unless the workflow is cancelled or the runtime stops first.
+    pub(crate) async fn interruptible<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => Ok(()),
+            out = fut => Ok(out),
             _ = self.cancel.cancelled() => {
                 Err(Error::Cancelled { workflow_id: self.workflow_id.to_string() })
             }
             _ = self.rt.shutdown.cancelled() => {
                 Err(Error::Shutdown { workflow_id: self.workflow_id.to_string() })
             }
+        }
+    }
+
+    /// Records a value-less operation's checkpoint (a timeout, a send) and maps the outcome:
+    /// `Ok(None)` when recorded now, `Ok(Some(op))` when an earlier execution recorded it.
+    pub(crate) async fn record(
+        &self,
+        function_id: i32,
+        name: &str,
+        output: Option<String>,
+        started_ms: i64,
+    ) -> Result<Option<RecordedOp>> {
+        match self.checkpoint(function_id, name.to_string(), output, None, started_ms).await? {
+            CheckpointOutcome::Recorded => Ok(None),
+            CheckpointOutcome::Existing(op) => Ok(Some(op)),
+            CheckpointOutcome::NotOwner => Err(self.lost_ownership().await),
         }
     }
 

@@ -9,44 +9,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::Runtime;
+use crate::wakeup;
 use crate::error::Result;
 use crate::status::Status;
 use crate::queue::Queue;
 use crate::sysdb::{Claimer, CANCELLED_CHANNEL, ENQUEUED_CHANNEL};
 
 /// Subscribes to wake-ups before the first claim, so nothing enqueued after launch is missed.
+/// The same connection carries the DBOS channels that wake waiting `recv`, `get_event` and
+/// stream readers.
 pub(crate) async fn start_listener(rt: Arc<Runtime>) -> Result<()> {
-    let mut listener = rt.db.listener().await?;
-    let task_rt = rt.clone();
-    rt.tasks.spawn(async move {
-        let rt = task_rt;
-        loop {
-            tokio::select! {
-                _ = rt.shutdown.cancelled() => return,
-                msg = listener.try_recv() => match msg {
-                    Ok(Some(n)) => match n.channel() {
-                        ENQUEUED_CHANNEL => {
-                            tracing::trace!(queue = n.payload(), "work enqueued");
-                            rt.announce(n.payload());
-                        }
-                        CANCELLED_CHANNEL => rt.cancel_local(n.payload()),
-                        _ => {}
-                    },
-                    // The connection was lost and re-established: anything could have been
-                    // missed, so look for work now.
-                    Ok(None) => rt.wake.notify_one(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "notification listener failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = rt.shutdown.cancelled() => return,
-                        }
-                    }
-                },
+    let mut channels = vec![ENQUEUED_CHANNEL, CANCELLED_CHANNEL];
+    channels.extend(wakeup::CHANNELS);
+    let (on_msg, on_reconnect) = (rt.clone(), rt.clone());
+    wakeup::listen(
+        &rt.db,
+        &channels,
+        rt.shutdown.clone(),
+        &rt.tasks,
+        move |n| match n.channel() {
+            ENQUEUED_CHANNEL => {
+                tracing::trace!(queue = n.payload(), "work enqueued");
+                on_msg.announce(n.payload());
             }
-        }
-    });
-    Ok(())
+            CANCELLED_CHANNEL => on_msg.cancel_local(n.payload()),
+            other => on_msg.wakeups.deliver(other, n.payload()),
+        },
+        // The connection was lost and re-established: anything could have been missed, so
+        // look for work and re-check every wait now.
+        move || {
+            on_reconnect.wake.notify_one();
+            on_reconnect.wakeups.deliver_all();
+        },
+    )
+    .await
 }
 
 /// Starts the claim loop.

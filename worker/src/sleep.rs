@@ -2,48 +2,49 @@
 //! sleeps only what is left.
 //!
 //! The record is DBOS's `DBOS.sleep` operation whose output is the wake-up time in epoch
-//! seconds, so DBOS SDKs and mainstay read each other's sleeps.
+//! seconds, so DBOS SDKs and mainstay read each other's sleeps. Timeouts of `recv` and
+//! `get_event` are such records too, taken right after the operation's own ID.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::context::{self, now_ms};
+use crate::context::{self, now_ms, WorkflowContext};
 use crate::error::Result;
 use crate::serialization::encode;
 use crate::step::recorded_result;
-use crate::sysdb::CheckpointOutcome;
 
 /// Operation name DBOS uses for durable sleeps.
 pub const SLEEP_OPERATION: &str = "DBOS.sleep";
 
 /// Sleeps durably inside a workflow (plainly outside one).
 pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
-    let position = context::current().map(|ctx| {
-        let id = ctx.next_function_id();
-        (ctx, id)
-    });
+    let position = context::position();
     async move {
         let Some((ctx, function_id)) = position else {
             tokio::time::sleep(duration).await;
             return Ok(());
         };
-        let wake_ms = match ctx.replayed(function_id, SLEEP_OPERATION)? {
-            Some(op) => (recorded_result::<f64>(op, &ctx.workflow_id)? * 1000.0).round() as i64,
-            None => {
-                ctx.check_interrupted()?;
-                let now = now_ms();
-                let wake_ms = now + duration.as_millis() as i64;
-                let output = encode(&(wake_ms as f64 / 1000.0), "a sleep's wake-up time")?;
-                match ctx.checkpoint(function_id, SLEEP_OPERATION.into(), Some(output), None, now).await? {
-                    CheckpointOutcome::Recorded => wake_ms,
-                    CheckpointOutcome::Existing(op) => {
-                        (recorded_result::<f64>(&op, &ctx.workflow_id)? * 1000.0).round() as i64
-                    }
-                    CheckpointOutcome::NotOwner => return Err(ctx.lost_ownership().await),
-                }
-            }
-        };
+        let wake_ms = durable_deadline(&ctx, function_id, duration).await?;
         let remaining = Duration::from_millis((wake_ms - now_ms()).max(0) as u64);
         ctx.sleep_until(tokio::time::Instant::now() + remaining).await
     }
+}
+
+/// The wake-up time (epoch ms) of the durable timer at `function_id`: the recorded one on a
+/// replay, otherwise now + `duration`, recorded before it is returned.
+pub(crate) async fn durable_deadline(ctx: &WorkflowContext, function_id: i32, duration: Duration) -> Result<i64> {
+    let op = match ctx.replayed(function_id, SLEEP_OPERATION)? {
+        Some(op) => op.clone(),
+        None => {
+            ctx.check_interrupted()?;
+            let now = now_ms();
+            let wake_ms = now.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64);
+            let output = encode(&(wake_ms as f64 / 1000.0), "a sleep's wake-up time")?;
+            match ctx.record(function_id, SLEEP_OPERATION, Some(output), now).await? {
+                None => return Ok(wake_ms),
+                Some(existing) => existing,
+            }
+        }
+    };
+    Ok((recorded_result::<f64>(&op, &ctx.workflow_id)? * 1000.0).round() as i64)
 }

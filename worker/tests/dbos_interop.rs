@@ -1,6 +1,7 @@
 //! Interoperability with the real DBOS Transact 3.4.0 Python client (`DBOSClient`, from PyPI):
 //! it reads Mainstay's workflows, results, errors and steps, and drives Mainstay workflows
-//! (enqueue, cancel) through the shared system database.
+//! (enqueue, cancel) through the shared system database, and exchanges messages, events and
+//! stream values with them.
 //!
 //! Needs `MAINSTAY_DBOS_PYTHON` (a Python with `dbos==3.4.0`); `.ci/run` provides it.
 
@@ -34,6 +35,11 @@ elif command == "enqueue":
                    "workflow_id": arg, "app_version": "test-v1",
                    "serialization_type": WorkflowSerializationFormat.PORTABLE}, 20)
     out["result"] = h.get_result()
+elif command == "messaging":
+    out["stage"] = c.get_event(arg, "stage", 30)
+    c.send(arg, "from-python", "go", serialization_type=WorkflowSerializationFormat.PORTABLE)
+    out["values"] = list(c.read_stream(arg, "numbers", timeout_seconds=30))
+    out["result"] = c.retrieve_workflow(arg).get_result()
 elif command == "cancel":
     c.cancel_workflow(arg)
     out["cancelled"] = True
@@ -92,6 +98,31 @@ async fn interop_sleeps() -> mainstay::Result<()> {
     mainstay::sleep(Duration::from_secs(30)).await?;
     interop_add(1).await?;
     Ok(())
+}
+
+#[mainstay::workflow]
+async fn interop_talks() -> mainstay::Result<String> {
+    mainstay::set_event("stage", "ready").await?;
+    mainstay::write_stream("numbers", &1).await?;
+    mainstay::write_stream("numbers", &2).await?;
+    let got: Option<String> = mainstay::recv(Some("go"), Duration::from_secs(60)).await?;
+    let got = got.unwrap_or_default();
+    mainstay::write_stream("numbers", &got).await?;
+    mainstay::close_stream("numbers").await?;
+    Ok(got)
+}
+
+#[tokio::test]
+async fn the_dbos_python_client_exchanges_messages_events_and_streams_with_mainstay() {
+    let Some(python) = python() else { return };
+    let url = fresh_database("dbos_interop_msg").await;
+    let app = launch(&url, "interop-msg").await;
+    app.start(interop_talks().id("talks-1")).await.unwrap();
+    let seen = client(&python, &url, "messaging", "talks-1").await;
+    assert_eq!(seen["stage"], "ready");
+    assert_eq!(seen["values"], json!([1, 2, "from-python"]));
+    assert_eq!(seen["result"], "from-python");
+    app.shutdown().await;
 }
 
 #[tokio::test]

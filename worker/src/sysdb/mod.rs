@@ -11,6 +11,7 @@
 mod batch;
 mod committer;
 mod management;
+mod messaging;
 mod migrate;
 mod queues;
 
@@ -24,6 +25,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 pub(crate) use batch::Batch;
 pub(crate) use committer::Committer;
 pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
+pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry, NULL_TOPIC, STREAM_CLOSED};
 pub(crate) use queues::Claimer;
 
 use crate::config::{redact, Config};
@@ -143,6 +145,7 @@ struct Sql {
     get_status: Arc<str>,
     queues: queues::Statements,
     management: management::Statements,
+    messaging: messaging::Statements,
     recover_executor: Arc<str>,
     cancel: Arc<str>,
     resume: Arc<str>,
@@ -158,6 +161,7 @@ impl Sql {
             batch: batch::Statements::new(&f),
             queues: queues::Statements::new(&f),
             management: management::Statements::new(&f),
+            messaging: messaging::Statements::new(&f),
             existing_workflows: f(
                 "SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])",
@@ -507,13 +511,13 @@ impl SystemDatabase {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    /// A listener subscribed to mainstay's wake-up channels.
-    pub(crate) async fn listener(&self) -> Result<sqlx::postgres::PgListener> {
+    /// A listener subscribed to `channels`.
+    pub(crate) async fn listener(&self, channels: &[&str]) -> Result<sqlx::postgres::PgListener> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
             .await
             .map_err(|e| Error::db("open a notification listener", e))?;
         listener
-            .listen_all([ENQUEUED_CHANNEL, CANCELLED_CHANNEL])
+            .listen_all(channels.iter().copied())
             .await
             .map_err(|e| Error::db("listen for notifications", e))?;
         Ok(listener)

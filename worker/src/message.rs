@@ -1,0 +1,116 @@
+//! Messages: `send` delivers a value to a workflow, optionally under a topic; the workflow
+//! `recv`s them one at a time, oldest first, waiting up to a durable timeout.
+//!
+//! Invariants: inside a workflow a send is recorded as its step in the statement that stores
+//! the message, so a replay never sends twice; a receive marks the message consumed in the
+//! statement that records it, so a message is received exactly once even across crashes; the
+//! timeout is a recorded `DBOS.sleep` (the ID right after the receive's), so after a crash a
+//! `recv` waits only what was left. Messages are DBOS `notifications` rows: DBOS's clients can
+//! send to mainstay workflows and the reverse.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::context::{self, now_ms};
+use crate::error::{Error, Result};
+use crate::serialization::{decode, encode};
+use crate::sleep::durable_deadline;
+use crate::step::recorded_result;
+use crate::sysdb::{OpWrite, Received, NULL_TOPIC};
+use crate::wakeup::{self, next_wait, NOTIFICATIONS_CHANNEL};
+
+/// Operation name of a send inside a workflow (DBOS's).
+pub const SEND_OPERATION: &str = "DBOS.send";
+/// Operation name of a receive (DBOS's).
+pub const RECV_OPERATION: &str = "DBOS.recv";
+
+/// The stored topic: DBOS stores a missing topic as a reserved name.
+pub(crate) fn stored_topic(topic: Option<&str>) -> String {
+    topic.unwrap_or(NULL_TOPIC).to_string()
+}
+
+/// Sends `message` to workflow `destination_id` under `topic`. Inside a workflow the send is
+/// a step (a replay does not send again); outside one it goes through the launched runtime
+/// (see [`Client::send`](crate::Client::send) for processes that run no workflows).
+pub fn send<T: Serialize + ?Sized>(
+    destination_id: impl Into<String>,
+    message: &T,
+    topic: Option<&str>,
+) -> impl Future<Output = Result<()>> + Send {
+    let position = context::position();
+    let destination = destination_id.into();
+    let topic = stored_topic(topic);
+    let encoded = encode(message, &format!("a message to workflow {destination}"));
+    async move {
+        let message = encoded?;
+        let Some((ctx, function_id)) = position else {
+            let rt = crate::app::global()?;
+            return rt.db.send(&destination, &topic, &message, &uuid::Uuid::new_v4().to_string()).await;
+        };
+        if ctx.replayed(function_id, SEND_OPERATION)?.is_some() {
+            return Ok(());
+        }
+        ctx.check_interrupted()?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let written = ctx
+            .rt
+            .db
+            .send_from_workflow(&ctx.workflow_id, &ctx.owner, function_id, &destination, &topic, &message, &id)
+            .await?;
+        match written {
+            OpWrite::Recorded | OpWrite::AlreadyRecorded => Ok(()),
+            OpWrite::NotOwner => Err(ctx.lost_ownership().await),
+        }
+    }
+}
+
+/// Receives the oldest message sent to the calling workflow under `topic`, waiting up to
+/// `timeout` for one; `None` if none came. Only inside a workflow.
+pub fn recv<T: DeserializeOwned>(
+    topic: Option<&str>,
+    timeout: Duration,
+) -> impl Future<Output = Result<Option<T>>> + Send {
+    // Two IDs, taken now: the receive and its timeout.
+    let position = context::current().map(|ctx| {
+        let id = ctx.next_function_id();
+        ctx.next_function_id();
+        (ctx, id)
+    });
+    let topic = stored_topic(topic);
+    async move {
+        let Some((ctx, function_id)) = position else {
+            return Err(Error::Config(
+                "recv was called outside a workflow; only a workflow has messages to receive \
+                 (call it from a #[mainstay::workflow] function)"
+                    .into(),
+            ));
+        };
+        let what = format!("the message received by workflow {} (topic {topic})", ctx.workflow_id);
+        if let Some(op) = ctx.replayed(function_id, RECV_OPERATION)? {
+            return recorded_result::<Option<T>>(op, &ctx.workflow_id);
+        }
+        ctx.check_interrupted()?;
+        let started = now_ms();
+        let deadline = durable_deadline(&ctx, function_id + 1, timeout).await?;
+        let mut woken = ctx.rt.wakeups.subscribe(NOTIFICATIONS_CHANNEL, wakeup::payload(&ctx.workflow_id, &topic));
+        loop {
+            match ctx.rt.db.receive(&ctx.workflow_id, &ctx.owner, function_id, &topic, started).await? {
+                Received::Value(v) => return decode(Some(&v.value), v.serialization.as_deref(), &what),
+                Received::NotOwner => return Err(ctx.lost_ownership().await),
+                Received::Nothing => {}
+            }
+            match next_wait(deadline, ctx.rt.config.polling_interval) {
+                Some(wait) => ctx.interruptible(woken.wait(wait)).await?,
+                None => {
+                    return match ctx.record(function_id, RECV_OPERATION, Some("null".into()), started).await? {
+                        None => Ok(None),
+                        Some(op) => recorded_result::<Option<T>>(&op, &ctx.workflow_id),
+                    }
+                }
+            }
+        }
+    }
+}
