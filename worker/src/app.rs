@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::error::{Error, Failure, Result};
 use crate::registry::{Registration, Registry};
 use crate::status::WorkflowStatus;
-use crate::sysdb::{Committer, SystemDatabase, INTERNAL_QUEUE};
+use crate::sysdb::{connect_pool, AppDatabase, Committer, SystemDatabase, INTERNAL_QUEUE};
 use crate::wakeup::Wakeups;
 use crate::workflow::WorkflowHandle;
 use crate::{cancellation, dispatch, health, recovery};
@@ -59,6 +59,8 @@ pub(crate) struct Runtime {
     health_addr: OnceLock<SocketAddr>,
     /// Waiters for messages, events and stream values.
     pub(crate) wakeups: Arc<Wakeups>,
+    /// The application database, opened by the first transaction.
+    app_db: tokio::sync::OnceCell<AppDatabase>,
 }
 
 impl Runtime {
@@ -91,6 +93,23 @@ impl Runtime {
             self.announced.lock().unwrap_or_else(|p| p.into_inner()).insert(queue.to_string());
             self.wake.notify_one();
         }
+    }
+
+    /// The application database where transactions run: the configured one, or the system
+    /// database. Opened (and its outputs table created) on first use.
+    pub(crate) async fn app_db(&self) -> Result<AppDatabase> {
+        self.app_db
+            .get_or_try_init(|| async {
+                let pool = match &self.config.app_database_url {
+                    Some(url) => {
+                        connect_pool(url, self.config.app_pool_size, self.config.connect_timeout, "application").await?
+                    }
+                    None => self.db.pool().clone(),
+                };
+                AppDatabase::open(pool, &self.config.system_schema).await
+            })
+            .await
+            .cloned()
     }
 
     /// How code waiting outside a workflow reads and is woken through this runtime.
@@ -206,6 +225,7 @@ impl MainstayBuilder {
             heartbeat_ms: AtomicI64::new(crate::context::now_ms()),
             health_addr: OnceLock::new(),
             wakeups: Arc::new(Wakeups::default()),
+            app_db: tokio::sync::OnceCell::new(),
         });
         if let Some(addr) = rt.config.health_addr {
             let bound = health::serve(rt.clone(), addr).await?;

@@ -21,6 +21,8 @@ pub mod env {
     pub const APP_VERSION: &str = "MAINSTAY_APP_VERSION";
     /// The application name recorded with workflows.
     pub const APP_NAME: &str = "MAINSTAY_APP_NAME";
+    /// Application database URL, where `#[transaction]`s run (default: the system database).
+    pub const APP_DATABASE_URL: &str = "MAINSTAY_APP_DATABASE_URL";
     /// Port of the health endpoint (`/healthz`, `/readyz`); unset serves none.
     pub const HEALTH_PORT: &str = "MAINSTAY_HEALTH_PORT";
 }
@@ -36,6 +38,11 @@ pub const DEFAULT_EXECUTOR_ID: &str = "local";
 pub struct Config {
     /// System database URL.
     pub database_url: String,
+    /// Application database URL, where transactions run and record their outputs; `None`
+    /// uses the system database.
+    pub app_database_url: Option<String>,
+    /// Connections to the application database.
+    pub app_pool_size: u32,
     /// Schema holding the system tables.
     pub system_schema: String,
     /// Identity of this process for recovery; unique per live process.
@@ -67,6 +74,8 @@ impl Config {
     pub fn new(database_url: impl Into<String>) -> Self {
         Config {
             database_url: database_url.into(),
+            app_database_url: None,
+            app_pool_size: 10,
             system_schema: DEFAULT_SCHEMA.to_string(),
             executor_id: DEFAULT_EXECUTOR_ID.to_string(),
             app_version: None,
@@ -102,6 +111,9 @@ impl Config {
     /// error that names the variable.
     pub fn apply_env(&mut self) -> Result<()> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var(env::APP_DATABASE_URL) {
+            self.app_database_url = Some(v);
+        }
         if let Some(v) = var(env::SYSTEM_SCHEMA) {
             self.system_schema = v;
         }
@@ -130,6 +142,15 @@ impl Config {
     /// Checks every field; the error names the field and how to fix it.
     pub fn validate(&self) -> Result<()> {
         validate_database_url(&self.database_url)?;
+        if let Some(url) = &self.app_database_url {
+            validate_database_url(url).map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!("application database ({}): {m}", env::APP_DATABASE_URL)),
+                other => other,
+            })?;
+        }
+        if self.app_pool_size == 0 {
+            return Err(Error::Config("app_pool_size must be at least 1".into()));
+        }
         validate_identifier(&self.system_schema).map_err(|why| {
             Error::Config(format!(
                 "system schema {:?} {why}; use letters, digits and underscores, starting with a \

@@ -193,6 +193,31 @@ impl Error {
         }
     }
 
+    /// The SQLSTATE of a database error, if this is one.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            Error::Database { source, .. } => source.as_database_error().and_then(|d| d.code()).map(|c| c.to_string()),
+            _ => None,
+        }
+    }
+
+    /// An error returned by user code (a step or transaction body): an error its own SQL
+    /// raised (a constraint, a syntax error) is an application failure named `DatabaseError`
+    /// with the SQLSTATE as its code, recorded like any failure; a lost connection stays an
+    /// interruption, so the work is retried rather than failed.
+    pub(crate) fn from_body(self) -> Error {
+        match self {
+            Error::Database { ref source, .. } if !crate::sysdb::is_transient(source) => {
+                let failure = Failure::new("DatabaseError", source.to_string());
+                Error::Failed(match self.sqlstate() {
+                    Some(code) => failure.with_code(code),
+                    None => failure,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// The durable failure this error is recorded as, or `None` if it must not be recorded
     /// (the work was interrupted, not failed).
     pub(crate) fn to_failure(&self) -> Option<Failure> {
@@ -234,6 +259,14 @@ impl Error {
             Error::Failed(f) => Some(f),
             _ => None,
         }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// Lets bodies use `?` on sqlx results. A step or transaction body's own SQL error becomes
+    /// an application failure when the body returns it (see [`Error::from_body`]).
+    fn from(source: sqlx::Error) -> Self {
+        Error::Database { context: "run a statement".into(), source }
     }
 }
 

@@ -49,6 +49,7 @@ mod status;
 mod step;
 mod stream;
 mod sysdb;
+mod transaction;
 mod wakeup;
 mod workflow;
 
@@ -68,9 +69,12 @@ pub use status::{Status, WorkflowStatus};
 pub use step::{step, step_with, IntoWorkflowCall, Step, StepCall, StepOptions, StepWorkflow};
 pub use stream::{close_stream, read_stream, write_stream, CLOSE_STREAM_OPERATION, WRITE_STREAM_OPERATION};
 pub use sysdb::{DBOS_SCHEMA_VERSION, INTERNAL_QUEUE, MAINSTAY_SCHEMA_VERSION};
+pub use transaction::{transaction, transaction_with, Isolation, TransactionOptions};
 pub use workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
 
-pub use mainstay_macros::{step, workflow};
+pub use mainstay_macros::{step, transaction, workflow};
+/// The sqlx version mainstay's transactions hand their connection from.
+pub use sqlx;
 
 /// Runs the system-database migrations against `config`'s database and returns.
 pub async fn migrate(config: &Config) -> Result<()> {
@@ -82,7 +86,7 @@ pub async fn migrate(config: &Config) -> Result<()> {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::workflow::{boxed, WorkflowResult};
+    pub use crate::workflow::{boxed, boxed_for, WorkflowResult};
     pub use futures::future::BoxFuture;
     pub use inventory;
 }

@@ -585,6 +585,12 @@ impl<T> WorkflowResult for Result<T> {
     type Ok = T;
 }
 
+/// Helper so generated code can box a future that borrows (a transaction's connection).
+#[doc(hidden)]
+pub fn boxed_for<'a, F: Future + Send + 'a>(f: F) -> BoxFuture<'a, F::Output> {
+    f.boxed()
+}
+
 /// Helper so generated code can name a future type.
 #[doc(hidden)]
 pub fn boxed<F: Future + Send + 'static>(f: F) -> BoxFuture<'static, F::Output> {

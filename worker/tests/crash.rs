@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::OnceCell;
 
 const URL_ENV: &str = "MAINSTAY_CRASH_URL";
@@ -97,21 +96,9 @@ async fn crash_child() {
 }
 
 fn child(url: &str, mode: &str, id: &str, executor: &str, pause: Option<(&str, &str)>) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(URL_ENV, url)
-        .env(MODE_ENV, mode)
-        .env(WORKFLOW_ENV, id)
-        .env(EXECUTOR_ENV, executor)
-        .env_remove(PAUSE_IN_ENV)
-        .env_remove(PAUSE_AFTER_ENV)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    if let Some((k, v)) = pause {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn the child process")
+    let mut envs = vec![(URL_ENV, url), (MODE_ENV, mode), (WORKFLOW_ENV, id), (EXECUTOR_ENV, executor)];
+    envs.extend(pause);
+    spawn_self("crash_child", &envs)
 }
 
 async fn finish(child: Child) -> String {
@@ -122,11 +109,6 @@ async fn finish(child: Child) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "child failed ({}): {stdout}", out.status);
     stdout
-}
-
-async fn kill(mut child: Child) {
-    child.start_kill().expect("SIGKILL the child");
-    child.wait().await.expect("reap the child");
 }
 
 async fn setup(name: &str) -> String {
@@ -191,7 +173,7 @@ async fn killed_between_steps_resumes_after_the_last_completed_step() {
     let id = "crash-between";
     let c = child(&url, "start", id, "crash-a", Some((PAUSE_AFTER_ENV, "s1")));
     wait_for("step s1 to be recorded", Duration::from_secs(30), || recorded(&url, id, "effect")).await;
-    kill(c).await;
+    kill_child(c).await;
 
     finish(child(&url, "recover", id, "crash-a", None)).await;
     assert_eq!(effect_runs(&url, id, "s1").await, 1, "completed step s1 ran again");
@@ -209,7 +191,7 @@ async fn killed_inside_a_step_reruns_only_that_step() {
         (effect_runs(&url, id, "s2").await == 1).then_some(())
     })
     .await;
-    kill(c).await;
+    kill_child(c).await;
 
     finish(child(&url, "recover", id, "crash-b", None)).await;
     assert_eq!(effect_runs(&url, id, "s1").await, 1, "completed step s1 ran again");
@@ -225,7 +207,7 @@ async fn killed_inside_a_durable_sleep_sleeps_only_what_is_left() {
     let id = "crash-in-sleep";
     let c = child(&url, "start", id, "crash-c", None);
     wait_for("the sleep to be recorded", Duration::from_secs(30), || recorded(&url, id, "DBOS.sleep")).await;
-    kill(c).await;
+    kill_child(c).await;
     let mut conn = connect(&url).await;
     let wake: String = sqlx::query_scalar(
         "SELECT output FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_name = 'DBOS.sleep'",
@@ -261,7 +243,7 @@ async fn two_processes_racing_to_recover_one_workflow_write_its_outcome_once() {
     let id = "crash-race";
     let c = child(&url, "start", id, "crash-d", Some((PAUSE_AFTER_ENV, "s1")));
     wait_for("step s1 to be recorded", Duration::from_secs(30), || recorded(&url, id, "effect")).await;
-    kill(c).await;
+    kill_child(c).await;
 
     // Both claim the same executor's work: each launch re-enqueues what it finds PENDING, so
     // the two can take the workflow from each other; the owner token decides who records.

@@ -4,7 +4,9 @@
 //!   mainstay::WorkflowCall<..>` plus a hidden type implementing `mainstay::Workflow`, registered
 //!   by name at link time;
 //! - `#[step]` turns `async fn f(args) -> mainstay::Result<T>` into a function returning
-//!   `mainstay::step_with(name, options, ..)`.
+//!   `mainstay::step_with(name, options, ..)`;
+//! - `#[transaction]` turns `async fn f(conn: &mut PgConnection, args) -> mainstay::Result<T>`
+//!   into `fn f(args)` returning `mainstay::transaction_with(name, options, ..)`.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -21,6 +23,7 @@ struct Options {
     interval_ms: Option<u64>,
     backoff_rate: Option<f64>,
     enqueue: bool,
+    isolation: Option<String>,
 }
 
 fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
@@ -51,6 +54,7 @@ fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
         };
         match (key.as_str(), lit) {
             ("name", Lit::Str(s)) => o.name = Some(s.value()),
+            ("isolation", Lit::Str(s)) => o.isolation = Some(s.value()),
             ("max_attempts", Lit::Int(i)) => o.max_attempts = Some(i.base10_parse()?),
             ("interval_ms", Lit::Int(i)) => o.interval_ms = Some(i.base10_parse()?),
             ("backoff_rate", Lit::Float(f)) => o.backoff_rate = Some(f.base10_parse()?),
@@ -242,6 +246,67 @@ fn expand_step(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2
         {
             async fn __mainstay_body( #( #arg_pats: #arg_types ),* ) -> #ret #body
             #call
+        }
+    })
+}
+
+/// Marks an `async fn` as a transaction: its first parameter is the connection of an open
+/// transaction on the application database (`&mut mainstay::sqlx::PgConnection`), the others
+/// are the call's arguments (`Clone`: a serialization failure runs the body again). Inside a
+/// workflow it takes effect exactly once. Options: `name = "..."`, `isolation =
+/// "serializable" | "repeatable_read" | "read_committed"` (default serializable).
+#[proc_macro_attribute]
+pub fn transaction(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_transaction(attr, item).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+fn expand_transaction(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2> {
+    let opts = parse_options(attr, &["name", "isolation"])?;
+    let f: ItemFn = syn::parse(item)?;
+    let Parts { args, arg_pats, ret } = check_fn(&f, "transaction")?;
+    if args.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &f.sig,
+            "a transaction's first parameter is its connection: \
+             `conn: &mut mainstay::sqlx::PgConnection`",
+        ));
+    }
+    let isolation = match opts.isolation.as_deref() {
+        None | Some("serializable") => quote! { ::mainstay::Isolation::Serializable },
+        Some("repeatable_read") => quote! { ::mainstay::Isolation::RepeatableRead },
+        Some("read_committed") => quote! { ::mainstay::Isolation::ReadCommitted },
+        Some(other) => {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format!("unknown isolation `{other}`; expected serializable, repeatable_read or read_committed"),
+            ))
+        }
+    };
+    let vis = &f.vis;
+    let ident = &f.sig.ident;
+    let name = opts.name.unwrap_or_else(|| ident.to_string());
+    let attrs = &f.attrs;
+    let body = &f.block;
+    let conn_ty = &args[0].1;
+    let conn_pat = &arg_pats[0];
+    let arg_names: Vec<_> = args[1..].iter().map(|(n, _)| n).collect();
+    let arg_types: Vec<_> = args[1..].iter().map(|(_, t)| t).collect();
+    let rest_pats = &arg_pats[1..];
+    Ok(quote! {
+        #( #attrs )*
+        #vis fn #ident( #( #arg_names: #arg_types ),* )
+            -> impl ::std::future::Future<Output = #ret> + ::std::marker::Send
+        {
+            async fn __mainstay_body( #conn_pat: #conn_ty, #( #rest_pats: #arg_types ),* ) -> #ret #body
+            let __mainstay_args = ( #( #arg_names, )* );
+            ::mainstay::transaction_with(
+                #name,
+                ::mainstay::TransactionOptions::default().isolation(#isolation),
+                move |__mainstay_conn| {
+                    let ( #( #arg_names, )* ) = ::std::clone::Clone::clone(&__mainstay_args);
+                    ::mainstay::__private::boxed_for(__mainstay_body(__mainstay_conn, #( #arg_names ),* ))
+                },
+            )
         }
     })
 }

@@ -14,6 +14,7 @@ mod management;
 mod messaging;
 mod migrate;
 mod queues;
+mod transactions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub(crate) use committer::Committer;
 pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
 pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry, NULL_TOPIC, STREAM_CLOSED};
 pub(crate) use queues::Claimer;
+pub(crate) use transactions::{AppDatabase, TransactionRecord};
 
 use crate::config::{redact, Config};
 use crate::error::{Error, Result};
@@ -286,58 +288,60 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A pool for `url`, retrying an unreachable server with backoff until `connect_timeout`;
+/// `which` names the database in errors ("system", "application").
+pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Duration, which: &str) -> Result<PgPool> {
+    let options: PgConnectOptions = url.parse().map_err(|e| {
+        Error::Config(format!("{which} database URL {} is invalid: {e}", redact(url)))
+    })?;
+    let options = options.application_name("mainstay");
+    let deadline = tokio::time::Instant::now() + connect_timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .min_connections(1)
+            // A liveness ping per checkout doubles the round trips of short statements;
+            // broken connections surface as errors and are retried instead.
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(e) if is_transient(&e) && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(
+                    url = %redact(url),
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "{which} database unreachable; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                let hint = if is_transient(&e) {
+                    format!(
+                        "gave up after {connect_timeout:?}; check that Postgres is running and \
+                         reachable at that address (or start one with `mainstay postgres start`)"
+                    )
+                } else {
+                    "check the user, password and database name in the URL".to_string()
+                };
+                return Err(Error::Config(format!(
+                    "cannot connect to the {which} database at {}: {e}; {hint}",
+                    redact(url)
+                )));
+            }
+        }
+    }
+}
+
 impl SystemDatabase {
     /// Connects, retrying an unreachable server with backoff until `connect_timeout`.
     pub(crate) async fn connect(config: &Config) -> Result<SystemDatabase> {
         config.validate()?;
-        let options: PgConnectOptions = config.database_url.parse().map_err(|e| {
-            Error::Config(format!(
-                "database URL {} is invalid: {e}",
-                redact(&config.database_url)
-            ))
-        })?;
-        let options = options.application_name("mainstay");
-        let deadline = tokio::time::Instant::now() + config.connect_timeout;
-        let mut delay = Duration::from_millis(100);
-        let pool = loop {
-            let attempt = PgPoolOptions::new()
-                .max_connections(config.pool_size)
-                .min_connections(1)
-                // A liveness ping per checkout doubles the round trips of short statements;
-                // broken connections surface as errors and are retried instead.
-                .test_before_acquire(false)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options.clone())
-                .await;
-            match attempt {
-                Ok(pool) => break pool,
-                Err(e) if is_transient(&e) && tokio::time::Instant::now() + delay < deadline => {
-                    tracing::warn!(
-                        url = %redact(&config.database_url),
-                        error = %e,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "system database unreachable; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    let hint = if is_transient(&e) {
-                        format!(
-                            "gave up after {:?}; check that Postgres is running and reachable at \
-                             that address (or start one with `mainstay postgres start`)",
-                            config.connect_timeout
-                        )
-                    } else {
-                        "check the user, password and database name in the URL".to_string()
-                    };
-                    return Err(Error::Config(format!(
-                        "cannot connect to the system database at {}: {e}; {hint}",
-                        redact(&config.database_url)
-                    )));
-                }
-            }
-        };
+        let pool = connect_pool(&config.database_url, config.pool_size, config.connect_timeout, "system").await?;
         Ok(SystemDatabase {
             pool,
             schema: Arc::from(config.system_schema.as_str()),

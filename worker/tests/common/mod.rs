@@ -104,3 +104,21 @@ pub async fn count_outcome_writes(c: &mut PgConnection) {
     .await
     .expect("install the outcome-write counter");
 }
+
+/// Re-executes this test binary as a child process running only the ignored test `entry`,
+/// with `envs` set; killed when dropped.
+pub fn spawn_self(entry: &str, envs: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args(["--ignored", "--exact", entry, "--nocapture", "--test-threads=1"])
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    cmd.spawn().expect("spawn the child process")
+}
+
+/// SIGKILLs a child process and reaps it.
+pub async fn kill_child(mut child: tokio::process::Child) {
+    child.start_kill().expect("SIGKILL the child");
+    child.wait().await.expect("reap the child");
+}
