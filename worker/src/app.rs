@@ -341,6 +341,36 @@ impl Mainstay {
         Ok(self.retrieve(workflow_id))
     }
 
+    /// Workflows matching `filter`.
+    pub async fn list_workflows(&self, filter: &crate::WorkflowFilter) -> Result<Vec<WorkflowStatus>> {
+        self.rt.db.list_workflows(filter).await
+    }
+
+    /// The recorded steps of a workflow, in order.
+    pub async fn list_steps(&self, workflow_id: &str) -> Result<Vec<crate::StepInfo>> {
+        self.rt.db.list_steps(workflow_id).await
+    }
+
+    /// Forks a workflow (see [`crate::Client::fork`]); returns a handle to the new run.
+    pub async fn fork<T: serde::de::DeserializeOwned>(
+        &self,
+        workflow_id: &str,
+        options: &crate::ForkOptions,
+    ) -> Result<WorkflowHandle<T>> {
+        let id = self.rt.db.fork(workflow_id, options, INTERNAL_QUEUE).await?;
+        self.rt.announce(INTERNAL_QUEUE);
+        Ok(self.retrieve(id))
+    }
+
+    /// Deletes a workflow and its records (see [`crate::Client::delete_workflow`]).
+    pub async fn delete_workflow(&self, workflow_id: &str, children: bool) -> Result<Vec<String>> {
+        let deleted = self.rt.db.delete_workflow(workflow_id, children).await?;
+        for id in &deleted {
+            self.rt.cancel_local(id);
+        }
+        Ok(deleted)
+    }
+
     /// Sends `message` to workflow `destination_id` under `topic` (see [`crate::send`]).
     pub async fn send<T: serde::Serialize + ?Sized>(
         &self,

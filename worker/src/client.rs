@@ -16,11 +16,11 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::context::now_ms;
 use crate::error::{Error, Result};
-use crate::management::{ExecutorWork, VersionWork, WorkflowFilter};
+use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
 use crate::queue::Queue;
 use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
-use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase};
+use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
 use crate::event::wait_for_event;
 use crate::message::stored_topic;
 use crate::stream;
@@ -257,6 +257,24 @@ impl Client {
         let cutoff = max_age.map(|age| now_ms() - age.as_millis().min(i64::MAX as u128) as i64);
         let keep = keep.map(|k| k.min(i64::MAX as u64) as i64);
         self.db.delete_finished(cutoff, keep).await
+    }
+
+    /// The recorded steps of a workflow, in order.
+    pub async fn list_steps(&self, workflow_id: &str) -> Result<Vec<StepInfo>> {
+        self.db.list_steps(workflow_id).await
+    }
+
+    /// Forks a workflow: a new run (enqueued on the internal queue) that replays the original's
+    /// steps before `options.start_step` and runs the rest anew. Returns the new ID.
+    pub async fn fork(&self, workflow_id: &str, options: &ForkOptions) -> Result<String> {
+        self.db.fork(workflow_id, options, INTERNAL_QUEUE).await
+    }
+
+    /// Deletes a workflow and everything recorded for it (its inputs, outputs, steps, messages,
+    /// events and streams); with `children`, its child workflows too. A running workflow that
+    /// is deleted stops at its next step. Returns the deleted IDs.
+    pub async fn delete_workflow(&self, workflow_id: &str, children: bool) -> Result<Vec<String>> {
+        self.db.delete_workflow(workflow_id, children).await
     }
 
     /// Whether the database answers.

@@ -3,6 +3,7 @@
 //! recover dead executors). The [`Client`](crate::Client) methods take and return them.
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::status::Status;
 
@@ -61,4 +62,33 @@ impl VersionWork {
     pub fn outstanding(&self) -> i64 {
         self.pending + self.enqueued + self.delayed
     }
+}
+
+/// A recorded step (operation) of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepInfo {
+    /// Position in the workflow, from 1 in call order.
+    pub function_id: i32,
+    /// The step's name (`DBOS.sleep`, `DBOS.recv`, … for built-in operations).
+    pub name: String,
+    /// The recorded output as JSON (`None` while a child workflow runs, or for a failure).
+    pub output: Option<Value>,
+    /// The recorded failure, as DBOS's portable error JSON.
+    pub error: Option<Value>,
+    /// The child workflow this step started, if it is one.
+    pub child_workflow_id: Option<String>,
+    pub started_at_ms: Option<i64>,
+    pub completed_at_ms: Option<i64>,
+}
+
+/// How to fork a workflow: a new run that replays the original's steps before `start_step`
+/// and runs the rest anew.
+#[derive(Debug, Clone, Default)]
+pub struct ForkOptions {
+    /// The first step to run again (1 runs everything again; default 1).
+    pub start_step: i32,
+    /// The new run's ID (default: a fresh UUID).
+    pub new_id: Option<String>,
+    /// The application version to run it on (default: the original's).
+    pub app_version: Option<String>,
 }

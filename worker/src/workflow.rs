@@ -413,6 +413,11 @@ async fn start_child<W: Workflow>(
     let inputs = encode_args(&args, &format!("the inputs of workflow {id}"))?;
     let mut row = new_row::<W>(&rt, id.clone(), inputs, &options, queue);
     row.parent_id = Some(parent.workflow_id.to_string());
+    // A child cannot outlive its parent's deadline.
+    row.deadline_ms = match (row.deadline_ms, parent.deadline_ms) {
+        (Some(own), Some(inherited)) => Some(own.min(inherited)),
+        (own, inherited) => own.or(inherited),
+    };
     let (owner, deadline) = (row.owner.clone(), row.deadline_ms);
     let (owned, created) =
         rt.db.start_child(&parent.workflow_id, &parent.owner, function_id, &row).await?;

@@ -209,3 +209,154 @@ async fn retention_deletes_only_finished_workflows_by_age_and_count() {
     assert_eq!(n, 4);
     app.shutdown().await;
 }
+
+static FORK_RUNS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[mainstay::step]
+async fn mg_record(label: String) -> mainstay::Result<String> {
+    FORK_RUNS.lock().unwrap().push(format!("{}:{label}", mainstay::workflow_id().unwrap_or_default()));
+    Ok(label)
+}
+
+#[mainstay::workflow]
+async fn mg_child(x: i64) -> mainstay::Result<i64> {
+    Ok(x + 1)
+}
+
+#[mainstay::workflow]
+async fn mg_three(x: i64) -> mainstay::Result<String> {
+    let a = mg_record("a".into()).await?;
+    mainstay::set_event("seen", &a).await?;
+    let child = mg_child(x).await?;
+    let b = mg_record(format!("b{child}")).await?;
+    Ok(format!("{a}{b}"))
+}
+
+fn runs_of(id: &str) -> Vec<String> {
+    FORK_RUNS.lock().unwrap().iter().filter(|r| r.starts_with(&format!("{id}:"))).cloned().collect()
+}
+
+#[tokio::test]
+async fn steps_are_listed_and_workflows_forked_from_a_step_and_deleted() {
+    let url = fresh_database("mg_fork").await;
+    let app = launch(&url, "mg-fork").await;
+    let client = Client::connect(&url).await.unwrap();
+    assert_eq!(app.run(mg_three(1).id("orig")).await.unwrap(), "ab2");
+    let steps = client.list_steps("orig").await.unwrap();
+    let names: Vec<(i32, &str)> = steps.iter().map(|s| (s.function_id, s.name.as_str())).collect();
+    assert_eq!(names, [(1, "mg_record"), (2, "DBOS.setEvent"), (3, "mg_child"), (4, "mg_record")]);
+    assert_eq!(steps[0].output, Some(serde_json::json!("a")));
+    assert_eq!(steps[2].child_workflow_id.as_deref(), Some("orig-3"));
+
+    // Forked from step 4: steps 1-3 are replayed from the copy, step 4 runs again.
+    let fork = app
+        .fork::<String>("orig", &mainstay::ForkOptions { start_step: 4, new_id: Some("fork-1".into()), app_version: None })
+        .await
+        .unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(30), fork.get_result()).await.unwrap().unwrap(), "ab2");
+    assert_eq!(runs_of("fork-1"), ["fork-1:b2"], "only the step from the fork point on ran again");
+    let event: Option<String> = client.get_event("fork-1", "seen", Duration::ZERO).await.unwrap();
+    assert_eq!(event.as_deref(), Some("a"), "events from before the fork point are copied");
+    let mut c = connect(&url).await;
+    let (forked_from, was_forked): (Option<String>, bool) = sqlx::query_as(
+        "SELECT f.forked_from, o.was_forked_from FROM dbos.workflow_status f, dbos.workflow_status o \
+         WHERE f.workflow_uuid = 'fork-1' AND o.workflow_uuid = 'orig'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!((forked_from.as_deref(), was_forked), (Some("orig"), true));
+
+    // From step 1 on another version: nothing is copied; no worker of that version runs it.
+    let id = client
+        .fork("orig", &mainstay::ForkOptions { start_step: 1, new_id: None, app_version: Some("v-next".into()) })
+        .await
+        .unwrap();
+    let status = client.status(&id).await.unwrap().unwrap();
+    assert_eq!((status.status, status.app_version.as_deref()), (Status::Enqueued, Some("v-next")));
+    assert!(client.list_steps(&id).await.unwrap().is_empty());
+    let taken = client.fork("orig", &mainstay::ForkOptions { new_id: Some("fork-1".into()), ..Default::default() }).await;
+    assert!(taken.unwrap_err().to_string().contains("exists"));
+    assert!(matches!(client.fork("ghost", &Default::default()).await, Err(mainstay::Error::NotFound { .. })));
+
+    // Deleting with children removes the child run too, and everything recorded.
+    let deleted = client.delete_workflow("orig", true).await.unwrap();
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert!(client.status("orig-3").await.unwrap().is_none());
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'orig') + \
+                (SELECT count(*) FROM dbos.workflow_events WHERE workflow_uuid = 'orig') + \
+                (SELECT count(*) FROM dbos.workflow_input WHERE workflow_uuid = 'orig')",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    assert!(matches!(client.delete_workflow("orig", false).await, Err(mainstay::Error::NotFound { .. })));
+    app.shutdown().await;
+}
+
+#[mainstay::workflow]
+async fn mg_slow_child() -> mainstay::Result<()> {
+    mainstay::sleep(Duration::from_secs(30)).await
+}
+
+#[mainstay::workflow]
+async fn mg_parent_with_deadline() -> mainstay::Result<()> {
+    mg_slow_child().id("slow-child").start().await?;
+    mainstay::sleep(Duration::from_secs(30)).await
+}
+
+#[tokio::test]
+async fn a_child_inherits_its_parents_deadline_and_both_are_cancelled_at_it() {
+    let url = fresh_database("mg_deadline").await;
+    let app = launch(&url, "mg-deadline").await;
+    let parent = app.start(mg_parent_with_deadline().id("parent").timeout(Duration::from_millis(800))).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(20), parent.get_result()).await.unwrap().unwrap_err();
+    assert!(matches!(err, mainstay::Error::Cancelled { .. }), "{err:?}");
+    let child = app.retrieve::<()>("slow-child");
+    let err = tokio::time::timeout(Duration::from_secs(20), child.get_result()).await.unwrap().unwrap_err();
+    assert!(matches!(err, mainstay::Error::Cancelled { .. }), "{err:?}");
+    let (p, c) = (
+        app.status("parent").await.unwrap().unwrap().deadline_epoch_ms,
+        app.status("slow-child").await.unwrap().unwrap().deadline_epoch_ms,
+    );
+    assert!(p.is_some() && p == c, "the child's deadline {c:?} is the parent's {p:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn workflows_are_filtered_by_name_queue_version_and_time_and_paged() {
+    let url = fresh_database("mg_filters").await;
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    let enqueue = |id: &str, name: &str, queue: &str, version: &str| {
+        let (client, id, name, queue, version) = (client.clone(), id.to_string(), name.to_string(), queue.to_string(), version.to_string());
+        async move {
+            let opts = WorkflowOptions { id: Some(id), app_version: Some(version), ..Default::default() };
+            client.enqueue(&name, &queue, vec![], opts).await.unwrap();
+        }
+    };
+    enqueue("f1", "alpha", "q1", "v1").await;
+    enqueue("f2", "alpha", "q2", "v1").await;
+    let between = mainstay::WorkflowFilter::default();
+    let created_f2 = client.status("f2").await.unwrap().unwrap().created_at_ms;
+    wait_for("the clock to move on", Duration::from_secs(5), || async {
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 > created_f2 + 2)
+            .then_some(())
+    })
+    .await;
+    enqueue("f3", "beta", "q1", "v2").await;
+    let ids = |list: Vec<mainstay::WorkflowStatus>| list.into_iter().map(|s| s.workflow_id).collect::<Vec<_>>();
+    let f = |filter: WorkflowFilter| {
+        let client = client.clone();
+        async move { ids(client.list_workflows(&filter).await.unwrap()) }
+    };
+    assert_eq!(f(WorkflowFilter { name: Some("alpha".into()), oldest_first: true, ..between.clone() }).await, ["f1", "f2"]);
+    assert_eq!(f(WorkflowFilter { queue: Some("q1".into()), oldest_first: true, ..Default::default() }).await, ["f1", "f3"]);
+    assert_eq!(f(WorkflowFilter { app_version: Some("v2".into()), ..Default::default() }).await, ["f3"]);
+    assert_eq!(f(WorkflowFilter { created_from_ms: Some(created_f2 + 1), ..Default::default() }).await, ["f3"]);
+    assert_eq!(f(WorkflowFilter { created_before_ms: Some(created_f2 + 1), oldest_first: true, ..Default::default() }).await, ["f1", "f2"]);
+    assert_eq!(f(WorkflowFilter { limit: Some(2), offset: 1, oldest_first: true, ..Default::default() }).await, ["f2", "f3"]);
+    assert_eq!(f(WorkflowFilter { statuses: vec![Status::Enqueued], limit: Some(1), ..Default::default() }).await, ["f3"]);
+}

@@ -11,7 +11,7 @@ use sqlx::Row;
 
 use super::{q, SystemDatabase};
 use crate::error::{Error, Result};
-use crate::management::{ExecutorWork, VersionWork, WorkflowFilter};
+use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
 use crate::status::{Status, WorkflowStatus};
 
 /// Finished workflows deleted per statement by a retention sweep.
@@ -54,6 +54,9 @@ pub(super) struct Statements {
     outstanding_by_version: Arc<str>,
     nth_newest: Arc<str>,
     delete_finished: Arc<str>,
+    list_steps: Arc<str>,
+    fork: Arc<str>,
+    delete: Arc<str>,
 }
 
 const LIST: &str = r#"
@@ -110,6 +113,77 @@ WITH victims AS (
     RETURNING 1
 )
 SELECT count(*) FROM gone"#),
+            list_steps: f(
+                "SELECT function_id, function_name, output, error, child_workflow_id, \
+                        started_at_epoch_ms, completed_at_epoch_ms, serialization \
+                 FROM {s}.operation_outputs WHERE workflow_uuid = $1 ORDER BY function_id",
+            ),
+            // $1 original, $2 new ID, $3 version (NULL: the original's), $4 queue, $5 first
+            // step to run again. Steps, event history and stream values from before it are
+            // copied, so the fork replays them.
+            fork: f(r#"
+WITH src AS (
+    SELECT * FROM {s}.workflow_status WHERE workflow_uuid = $1
+), new AS (
+    INSERT INTO {s}.workflow_status (
+        workflow_uuid, status, name, class_name, config_name, authenticated_user, assumed_role,
+        authenticated_roles, application_version, application_id, application_name, queue_name,
+        workflow_timeout_ms, serialization, forked_from, priority, recovery_attempts,
+        created_at, updated_at)
+    SELECT $2, 'ENQUEUED', name, class_name, config_name, authenticated_user, assumed_role,
+           authenticated_roles, COALESCE($3, application_version), application_id,
+           application_name, $4, workflow_timeout_ms, serialization, $1, 0, 0, {now}, {now}
+    FROM src
+    RETURNING 1
+), inp AS (
+    INSERT INTO {s}.workflow_input (workflow_uuid, inputs)
+    SELECT $2, COALESCE(i.inputs, src.inputs) FROM src
+    LEFT JOIN {s}.workflow_input i ON i.workflow_uuid = $1
+    WHERE EXISTS (SELECT 1 FROM new)
+), steps AS (
+    INSERT INTO {s}.operation_outputs (workflow_uuid, function_id, function_name, output, error,
+        child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, serialization,
+        application_name)
+    SELECT $2, function_id, function_name, output, error, child_workflow_id,
+           started_at_epoch_ms, completed_at_epoch_ms, serialization, application_name
+    FROM {s}.operation_outputs
+    WHERE workflow_uuid = $1 AND function_id < $5 AND EXISTS (SELECT 1 FROM new)
+), history AS (
+    INSERT INTO {s}.workflow_events_history (workflow_uuid, function_id, key, value, serialization)
+    SELECT $2, function_id, key, value, serialization FROM {s}.workflow_events_history
+    WHERE workflow_uuid = $1 AND function_id < $5 AND EXISTS (SELECT 1 FROM new)
+), events AS (
+    INSERT INTO {s}.workflow_events (workflow_uuid, key, value, serialization)
+    SELECT DISTINCT ON (key) $2, key, value, serialization FROM {s}.workflow_events_history
+    WHERE workflow_uuid = $1 AND function_id < $5 AND EXISTS (SELECT 1 FROM new)
+    ORDER BY key, function_id DESC
+), streams AS (
+    INSERT INTO {s}.streams (workflow_uuid, key, value, "offset", function_id, serialization)
+    SELECT $2, key, value, "offset", function_id, serialization FROM {s}.streams
+    WHERE workflow_uuid = $1 AND function_id < $5 AND EXISTS (SELECT 1 FROM new)
+), mark AS (
+    UPDATE {s}.workflow_status SET was_forked_from = true
+    WHERE workflow_uuid = $1 AND EXISTS (SELECT 1 FROM new)
+)
+SELECT (SELECT count(*) FROM src) AS found"#),
+            // $1 workflow, $2 with its children (recursively).
+            delete: f(r#"
+WITH RECURSIVE victims(id) AS (
+    SELECT workflow_uuid FROM {s}.workflow_status WHERE workflow_uuid = $1
+    UNION
+    SELECT ws.workflow_uuid FROM {s}.workflow_status ws JOIN victims v ON ws.parent_workflow_id = v.id
+    WHERE $2
+), inputs AS (
+    DELETE FROM {s}.workflow_input WHERE workflow_uuid IN (SELECT id FROM victims)
+), outputs AS (
+    DELETE FROM {s}.workflow_output WHERE workflow_uuid IN (SELECT id FROM victims)
+), steps AS (
+    DELETE FROM {s}.operation_outputs WHERE workflow_uuid IN (SELECT id FROM victims)
+), gone AS (
+    DELETE FROM {s}.workflow_status WHERE workflow_uuid IN (SELECT id FROM victims)
+    RETURNING workflow_uuid
+)
+SELECT workflow_uuid FROM gone"#),
         }
     }
 }
@@ -198,5 +272,85 @@ impl SystemDatabase {
                 return Ok(deleted);
             }
         }
+    }
+}
+
+/// A stored payload as JSON for display: the value itself, or a note naming a format mainstay
+/// does not read.
+fn as_json(text: Option<String>, serialization: Option<&str>) -> Option<serde_json::Value> {
+    let text = text?;
+    match serialization {
+        None | Some(crate::PORTABLE_JSON) => Some(
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ),
+        Some(other) => Some(serde_json::Value::String(format!("<{other} value>"))),
+    }
+}
+
+impl SystemDatabase {
+    /// The recorded steps of a workflow, in order.
+    pub(crate) async fn list_steps(&self, workflow_id: &str) -> Result<Vec<StepInfo>> {
+        let rows = q(&self.sql.management.list_steps)
+            .bind(workflow_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("list the steps of workflow {workflow_id}"), e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let ser: Option<String> = r.get(7);
+                StepInfo {
+                    function_id: r.get(0),
+                    name: r.get(1),
+                    output: as_json(r.get(2), ser.as_deref()),
+                    error: as_json(r.get(3), ser.as_deref()),
+                    child_workflow_id: r.get(4),
+                    started_at_ms: r.get(5),
+                    completed_at_ms: r.get(6),
+                }
+            })
+            .collect())
+    }
+
+    /// Forks a workflow onto `queue`; returns the new run's ID.
+    pub(crate) async fn fork(&self, workflow_id: &str, options: &ForkOptions, queue: &str) -> Result<String> {
+        let new_id = options.new_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let row = q(&self.sql.management.fork)
+            .bind(workflow_id)
+            .bind(&new_id)
+            .bind(&options.app_version)
+            .bind(queue)
+            .bind(options.start_step.max(1))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505") {
+                    Error::Config(format!(
+                        "cannot fork workflow {workflow_id} as {new_id}: a workflow with that ID \
+                         exists; choose another ID or leave it unset for a fresh one"
+                    ))
+                } else {
+                    Error::db(format!("fork workflow {workflow_id}"), e)
+                }
+            })?;
+        if row.get::<i64, _>("found") == 0 {
+            return Err(Error::NotFound { workflow_id: workflow_id.to_string() });
+        }
+        Ok(new_id)
+    }
+
+    /// Deletes a workflow and everything recorded for it (with `children`, its child
+    /// workflows too, recursively); returns the deleted IDs.
+    pub(crate) async fn delete_workflow(&self, workflow_id: &str, children: bool) -> Result<Vec<String>> {
+        let rows = q(&self.sql.management.delete)
+            .bind(workflow_id)
+            .bind(children)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("delete workflow {workflow_id}"), e))?;
+        if rows.is_empty() {
+            return Err(Error::NotFound { workflow_id: workflow_id.to_string() });
+        }
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 }
