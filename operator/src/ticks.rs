@@ -1,5 +1,6 @@
-//! Cron ticks of a Schedule: parsing, time zones, the tick that is due now, catch-up within the
-//! starting deadline, and the deterministic workflow ID of each tick.
+//! Cron ticks of a Schedule: the tick that is due now and catch-up within the starting
+//! deadline. Parsing, time zones and the deterministic workflow ID of a tick are the SDK's
+//! (`mainstay::CronSchedule`), shared with in-process schedules.
 //!
 //! After downtime, every tick missed within `startingDeadlineSeconds` runs (each under its own
 //! workflow ID, so at most once), and ticks older than the deadline are reported as missed, not
@@ -7,77 +8,27 @@
 //! does: a long outage never replays a backlog. Ticks are computed in the schedule's time zone, so a daily 02:30 in a
 //! zone with DST runs once on the days the clock skips or repeats that hour.
 
-use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Duration, TimeZone, Utc};
 
-/// A cron expression or time zone that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidSchedule(pub String);
-
-/// A parsed schedule in its time zone.
-#[derive(Debug, Clone)]
-pub struct CronSchedule {
-    schedule: cron::Schedule,
-    zone: Tz,
-}
+pub use mainstay::{format_tick as rfc3339_offset, tick_workflow_id, CronSchedule, InvalidSchedule};
 
 /// More missed ticks than this are reported as too many (the latest still runs if in time).
 pub const TOO_MANY_MISSED: usize = 100;
 /// Most ticks caught up in one reconcile (the newest ones within the starting deadline).
 pub const MAX_CATCH_UP: usize = 100;
 
-impl CronSchedule {
-    /// Parses 5 fields (minute first), 6 fields (seconds first) or a macro (`@hourly`, …), in an
-    /// IANA time zone (default UTC).
-    pub fn parse(expr: &str, zone: Option<&str>) -> Result<CronSchedule, InvalidSchedule> {
-        let expr = expr.trim();
-        if expr.contains("TZ=") {
-            return Err(InvalidSchedule(format!(
-                "schedule {expr:?} embeds a time zone; put it in spec.timeZone instead"
-            )));
-        }
-        let fields = expr.split_whitespace().count();
-        let full = if expr.starts_with('@') {
-            expr.to_string()
-        } else {
-            match fields {
-                5 => format!("0 {expr}"),
-                6 => expr.to_string(),
-                n => {
-                    return Err(InvalidSchedule(format!(
-                        "schedule {expr:?} has {n} fields; use 5 (minute hour day-of-month month \
-                         day-of-week), 6 (seconds first) or a macro such as @hourly"
-                    )))
-                }
-            }
-        };
-        let schedule: cron::Schedule = full
-            .parse()
-            .map_err(|e| InvalidSchedule(format!("schedule {expr:?} is not a valid cron expression: {e}")))?;
-        let zone = match zone {
-            None | Some("") => Tz::UTC,
-            Some(z) => z.parse::<Tz>().map_err(|_| {
-                InvalidSchedule(format!(
-                    "time zone {z:?} is not an IANA time zone name (for example Europe/Paris or UTC)"
-                ))
-            })?,
-        };
-        Ok(CronSchedule { schedule, zone })
-    }
-
-    /// The first tick strictly after `t`.
-    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule.after(&t.with_timezone(&self.zone)).next().map(|d| d.with_timezone(&Utc))
-    }
-
+/// The operator's catch-up policy on top of the SDK's cron schedules.
+pub trait Plan {
     /// What to do at `now`, given the last tick already handled (or the creation time).
-    ///
+    fn plan(&self, last: DateTime<Utc>, now: DateTime<Utc>, deadline: Option<Duration>) -> TickPlan;
+}
+
+impl Plan for CronSchedule {
     /// With a starting deadline every tick missed within it is due, oldest first (at most
     /// [`MAX_CATCH_UP`], the newest): each has its own workflow ID, so catching up never runs a
     /// tick twice, and a restart of the operator loses none. Without a deadline only the most
     /// recent missed tick runs, as the CronJob controller does.
-    pub fn plan(&self, last: DateTime<Utc>, now: DateTime<Utc>, deadline: Option<Duration>) -> TickPlan {
+    fn plan(&self, last: DateTime<Utc>, now: DateTime<Utc>, deadline: Option<Duration>) -> TickPlan {
         // Count the ticks missed since `last`, but never walk more than needed to know there
         // were too many.
         let mut missed = 0usize;
@@ -96,7 +47,7 @@ impl CronSchedule {
                 None => (self.latest_between(last, now).into_iter().collect(), None),
                 Some(d) => {
                     let window_start = now - d;
-                    let due = if window_start >= now { Vec::new() } else { self.newest_ticks(last.max(window_start), now, MAX_CATCH_UP) };
+                    let due = if window_start >= now { Vec::new() } else { newest_ticks(self, last.max(window_start), now, MAX_CATCH_UP) };
                     let late = if window_start > last { self.latest_between(last, window_start) } else { None };
                     (due, late)
                 }
@@ -110,45 +61,25 @@ impl CronSchedule {
             next: self.next_after(now),
         }
     }
+}
 
-    /// The newest `cap` ticks in `(floor, now]`, oldest first, found by widening a window back
-    /// from `now` so a long window of a frequent schedule is not walked tick by tick.
-    fn newest_ticks(&self, floor: DateTime<Utc>, now: DateTime<Utc>, cap: usize) -> Vec<DateTime<Utc>> {
-        let mut width = Duration::seconds(1);
-        loop {
-            let start = (now - width).max(floor);
-            let mut ticks = Vec::new();
-            let mut cursor = start;
-            while let Some(t) = self.next_after(cursor).filter(|t| *t <= now) {
-                ticks.push(t);
-                cursor = t;
-            }
-            if ticks.len() >= cap || start == floor {
-                let skip = ticks.len().saturating_sub(cap);
-                return ticks.split_off(skip);
-            }
-            width = width * 2;
+/// The newest `cap` ticks in `(floor, now]`, oldest first, found by widening a window back
+/// from `now` so a long window of a frequent schedule is not walked tick by tick.
+fn newest_ticks(cron: &CronSchedule, floor: DateTime<Utc>, now: DateTime<Utc>, cap: usize) -> Vec<DateTime<Utc>> {
+    let mut width = Duration::seconds(1);
+    loop {
+        let start = (now - width).max(floor);
+        let mut ticks = Vec::new();
+        let mut cursor = start;
+        while let Some(t) = cron.next_after(cursor).filter(|t| *t <= now) {
+            ticks.push(t);
+            cursor = t;
         }
-    }
-
-    /// The latest tick in `(floor, now]`, found by widening a window back from `now`, so a
-    /// long outage of a frequent schedule costs a handful of steps, not one per missed tick.
-    fn latest_between(&self, floor: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut width = Duration::seconds(1);
-        loop {
-            let start = (now - width).max(floor);
-            if let Some(first) = self.next_after(start).filter(|t| *t <= now) {
-                let mut latest = first;
-                while let Some(t) = self.next_after(latest).filter(|t| *t <= now) {
-                    latest = t;
-                }
-                return Some(latest);
-            }
-            if start == floor {
-                return None;
-            }
-            width = width * 2;
+        if ticks.len() >= cap || start == floor {
+            let skip = ticks.len().saturating_sub(cap);
+            return ticks.split_off(skip);
         }
+        width = width * 2;
     }
 }
 
@@ -165,18 +96,6 @@ pub struct TickPlan {
     pub too_many_missed: bool,
     /// When to look again.
     pub next: Option<DateTime<Utc>>,
-}
-
-/// The workflow ID of a tick: `sched-{schedule}-{tick}`, the tick in ISO 8601 with its UTC
-/// offset, as DBOS writes it. The same tick always gets the same ID, so it runs once.
-pub fn tick_workflow_id(schedule_name: &str, tick: DateTime<Utc>) -> String {
-    format!("sched-{schedule_name}-{}", rfc3339_offset(tick))
-}
-
-/// `2026-01-31T23:00:15+00:00` (seconds precision unless the tick has a fraction).
-pub fn rfc3339_offset(t: DateTime<Utc>) -> String {
-    let fixed = t.with_timezone(&chrono::FixedOffset::east_opt(0).expect("zero offset"));
-    fixed.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
 /// A UTC instant from RFC 3339 text (status fields).
@@ -205,7 +124,7 @@ mod tests {
         let e = CronSchedule::parse("* * * * *", Some("Mars/Olympus")).unwrap_err().0;
         assert!(e.contains("IANA"), "{e}");
         let e = CronSchedule::parse("CRON_TZ=UTC * * * * *", None).unwrap_err().0;
-        assert!(e.contains("spec.timeZone"), "{e}");
+        assert!(e.contains("time zone separately"), "{e}");
     }
 
     #[test]

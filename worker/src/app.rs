@@ -22,7 +22,7 @@ use crate::status::WorkflowStatus;
 use crate::sysdb::{connect_pool, AppDatabase, Committer, SystemDatabase, INTERNAL_QUEUE};
 use crate::wakeup::Wakeups;
 use crate::workflow::WorkflowHandle;
-use crate::{cancellation, dispatch, health, recovery};
+use crate::{cancellation, dispatch, health, recovery, scheduler};
 
 /// What a local waiter learns when a workflow run in this process ends.
 #[derive(Debug, Clone)]
@@ -199,6 +199,14 @@ impl MainstayBuilder {
             db.declare_queue(q).await?;
         }
         let registry = Registry::collect(&self.registrations);
+        // Schedules declared in code are rows like any other, so they can be listed, paused and
+        // resumed; their definition follows the code.
+        for (workflow, cron, zone) in registry.schedules() {
+            let mut s = crate::Schedule::new(workflow, workflow, cron);
+            s.time_zone = zone.map(str::to_string);
+            s.validate()?;
+            db.declare_schedule(&s, config.app_name.as_deref()).await?;
+        }
         let app_version = config.app_version.clone().unwrap_or_else(|| default_version(&registry));
         db.register_version(&app_version, config.app_name.as_deref()).await?;
         let committer = Committer::start(db.clone(), config.commit_concurrency);
@@ -235,6 +243,7 @@ impl MainstayBuilder {
         dispatch::start_listener(rt.clone()).await?;
         dispatch::start_dispatcher(rt.clone());
         cancellation::start_watcher(rt.clone());
+        scheduler::start(rt.clone());
         tracing::info!(
             executor_id = %rt.config.executor_id,
             app_version = %rt.app_version,

@@ -18,6 +18,7 @@ use crate::context::now_ms;
 use crate::error::{Error, Result};
 use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
 use crate::queue::Queue;
+use crate::schedule::{Schedule, ScheduleStatus};
 use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
 use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
@@ -223,6 +224,11 @@ impl Client {
         Ok(self.db.queue_settings(&[name.to_string()]).await?.into_iter().next())
     }
 
+    /// The stored settings of every queue.
+    pub async fn list_queues(&self) -> Result<Vec<Queue>> {
+        self.db.all_queue_settings().await
+    }
+
     /// Enqueued and running workflows per queue.
     pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
         Ok(self
@@ -285,6 +291,96 @@ impl Client {
     /// Runs the system-database migrations (idempotent; needs a role that may create tables).
     pub async fn migrate(&self) -> Result<()> {
         self.db.migrate().await
+    }
+
+    /// Creates a schedule; an existing schedule of that name is an error.
+    pub async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+        schedule.validate()?;
+        if !self.db.create_schedule(schedule, None).await? {
+            return Err(Error::Config(format!(
+                "a schedule named {} exists; delete it first or choose another name",
+                schedule.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every schedule, by name.
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        self.db.list_schedules(None).await
+    }
+
+    /// The schedule named `name`, if it exists.
+    pub async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        Ok(self.db.list_schedules(Some(name)).await?.into_iter().next())
+    }
+
+    /// Stops a schedule from firing until it is resumed.
+    pub async fn pause_schedule(&self, name: &str) -> Result<()> {
+        self.found(name, self.db.set_schedule_status(name, ScheduleStatus::Paused).await?)
+    }
+
+    /// Lets a paused schedule fire again, from its next tick (missed ticks are not run).
+    pub async fn resume_schedule(&self, name: &str) -> Result<()> {
+        self.found(name, self.db.set_schedule_status(name, ScheduleStatus::Active).await?)
+    }
+
+    /// Deletes a schedule (its past runs stay).
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        self.found(name, self.db.delete_schedule(name).await?)
+    }
+
+    fn found(&self, name: &str, found: bool) -> Result<()> {
+        if found {
+            Ok(())
+        } else {
+            Err(Error::ScheduleNotFound { name: name.to_string() })
+        }
+    }
+
+    /// Runs a schedule's workflow now, as if a tick fell now; returns its workflow ID.
+    pub async fn trigger_schedule(&self, name: &str) -> Result<String> {
+        let schedule = self.get_schedule(name).await?.ok_or_else(|| Error::ScheduleNotFound { name: name.to_string() })?;
+        let now = crate::schedule::now_utc();
+        let row = schedule.tick_row(now, now, None)?;
+        let id = row.id.clone();
+        self.insert_rows(vec![row]).await?;
+        Ok(id)
+    }
+
+    /// Runs every tick of a schedule in `[start, end)` that has not run (at most 10,000);
+    /// returns the workflow IDs of those ticks. Running it twice runs nothing twice.
+    pub async fn backfill_schedule(
+        &self,
+        name: &str,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>> {
+        let schedule = self.get_schedule(name).await?.ok_or_else(|| Error::ScheduleNotFound { name: name.to_string() })?;
+        let cron = schedule.validate()?;
+        let now = crate::schedule::now_utc();
+        let step = chrono::Duration::nanoseconds(1);
+        let ticks = cron.ticks_between(start - step, end - step, 10_000);
+        let rows = ticks.into_iter().map(|t| schedule.tick_row(t, now, None)).collect::<Result<Vec<_>>>()?;
+        let ids = rows.iter().map(|r| r.id.clone()).collect();
+        for chunk in rows.chunks(500) {
+            self.insert_rows(chunk.to_vec()).await?;
+        }
+        Ok(ids)
+    }
+
+    /// Inserts new workflow rows in one statement (existing IDs are left as they are).
+    async fn insert_rows(&self, rows: Vec<NewWorkflow>) -> Result<()> {
+        let mut conn = self.db.pool().acquire().await.map_err(|e| Error::db("connect to enqueue", e))?;
+        let batch = Batch { starts: rows.iter().collect(), ..Batch::default() };
+        self.db.write_batch(&mut conn, &batch).await.map_err(|e| Error::db("enqueue scheduled runs", e))?;
+        Ok(())
+    }
+
+    /// Drops the system schema and everything in it (every workflow, step, message, queue and
+    /// schedule). Irreversible; for development databases.
+    pub async fn reset(&self) -> Result<()> {
+        self.db.reset().await
     }
 
     /// Closes the connections.

@@ -95,6 +95,10 @@ pub enum Error {
     #[error("no workflow with ID {workflow_id}")]
     NotFound { workflow_id: String },
 
+    /// No schedule with this name exists.
+    #[error("no schedule named {name}; `mainstay schedule list` shows the schedules")]
+    ScheduleNotFound { name: String },
+
     /// The workflow was recovered more often than allowed and is no longer run.
     #[error(
         "workflow {workflow_id} exceeded its maximum recovery attempts and was moved to \
@@ -241,6 +245,7 @@ impl Error {
             Error::NonDeterministic { .. } => "NonDeterministic",
             Error::NotRegistered { .. } => "NotRegistered",
             Error::NotFound { .. } => "NotFound",
+            Error::ScheduleNotFound { .. } => "ScheduleNotFound",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceeded",
             Error::NotOwner { .. } => "NotOwner",
             Error::Shutdown { .. } => "Shutdown",

@@ -43,6 +43,8 @@ mod message;
 mod queue;
 mod recovery;
 mod registry;
+mod schedule;
+mod scheduler;
 mod serialization;
 mod sleep;
 mod status;
@@ -63,6 +65,7 @@ pub use event::{get_event, set_event, GET_EVENT_OPERATION, SET_EVENT_OPERATION};
 pub use message::{recv, send, RECV_OPERATION, SEND_OPERATION};
 pub use queue::{Queue, RateLimit};
 pub use registry::Registration;
+pub use schedule::{format_tick, tick_workflow_id, CronSchedule, InvalidSchedule, Schedule, ScheduleStatus};
 pub use serialization::PORTABLE_JSON;
 pub use sleep::{sleep, SLEEP_OPERATION};
 pub use status::{Status, WorkflowStatus};
@@ -72,7 +75,9 @@ pub use sysdb::{DBOS_SCHEMA_VERSION, INTERNAL_QUEUE, MAINSTAY_SCHEMA_VERSION};
 pub use transaction::{transaction, transaction_with, Isolation, TransactionOptions};
 pub use workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
 
-pub use mainstay_macros::{step, transaction, workflow};
+pub use mainstay_macros::{scheduled, step, transaction, workflow};
+/// The chrono version scheduled workflows receive their times in.
+pub use chrono;
 /// The sqlx version mainstay's transactions hand their connection from.
 pub use sqlx;
 

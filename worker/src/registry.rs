@@ -15,17 +15,26 @@ use crate::workflow::{run_claimed, Workflow};
 
 type Runner = fn(Arc<Runtime>, Claimed) -> BoxFuture<'static, ()>;
 
-/// A registered workflow: its name and a type-erased runner.
+/// A registered workflow: its name, a type-erased runner, and the cron schedule (with its time
+/// zone) it runs on, if it is a scheduled workflow.
 #[derive(Clone, Copy)]
 pub struct Registration {
     pub(crate) name: fn() -> &'static str,
     pub(crate) runner: Runner,
+    pub(crate) schedule: Option<(&'static str, Option<&'static str>)>,
 }
 
 impl Registration {
     /// The registration of workflow type `W`.
     pub const fn of<W: Workflow>() -> Registration {
-        Registration { name: name_of::<W>, runner: run_claimed::<W> }
+        Registration { name: name_of::<W>, runner: run_claimed::<W>, schedule: None }
+    }
+
+    /// The registration of workflow type `W`, run at every tick of `cron` (5 fields, or 6 with
+    /// seconds first) in time zone `zone` (IANA; `None` for UTC). `W` takes
+    /// `(scheduled_at, actual_at)`, both `chrono::DateTime<Utc>`.
+    pub const fn scheduled<W: Workflow>(cron: &'static str, zone: Option<&'static str>) -> Registration {
+        Registration { name: name_of::<W>, runner: run_claimed::<W>, schedule: Some((cron, zone)) }
     }
 }
 
@@ -55,6 +64,11 @@ impl Registry {
 
     pub(crate) fn get(&self, name: &str) -> Option<&Registration> {
         self.by_name.get(name)
+    }
+
+    /// The schedules declared in code: (workflow name, cron, time zone).
+    pub(crate) fn schedules(&self) -> impl Iterator<Item = (&'static str, &'static str, Option<&'static str>)> + '_ {
+        self.by_name.iter().filter_map(|(name, r)| r.schedule.map(|(cron, zone)| (*name, cron, zone)))
     }
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {

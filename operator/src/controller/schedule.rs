@@ -23,7 +23,7 @@ use crate::conditions::set;
 use crate::metrics::ObjectLabels;
 use crate::names::{condition, event, reason};
 use crate::policy::{self, TickAction};
-use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id};
+use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id, Plan};
 use crate::validate;
 
 /// Name of this controller in metrics and logs.

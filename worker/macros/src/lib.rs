@@ -119,6 +119,46 @@ pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn expand_workflow(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2> {
     let opts = parse_options(attr, &["name"])?;
+    workflow_tokens(opts, item, None)
+}
+
+/// Marks an `async fn (scheduled_at, actual_at)` (both `mainstay::chrono::DateTime<Utc>`) as a
+/// workflow run at every tick of a cron schedule: `#[scheduled("*/30 * * * * *")]` (5 fields,
+/// or 6 with seconds first), or `#[scheduled(cron = "0 9 * * *", time_zone = "Europe/Paris")]`.
+/// The schedule is named after the workflow; `mainstay schedule pause NAME` pauses it.
+#[proc_macro_attribute]
+pub fn scheduled(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_scheduled(attr, item).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+fn expand_scheduled(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream2> {
+    if let Ok(lit) = syn::parse::<syn::LitStr>(attr.clone()) {
+        return workflow_tokens(Options::default(), item, Some((lit.value(), None)));
+    }
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr)?;
+    let (mut cron, mut zone, mut name) = (None, None, None);
+    for meta in metas {
+        let Meta::NameValue(nv) = &meta else {
+            return Err(syn::Error::new_spanned(meta, "expected `cron = \"...\"`, `time_zone = \"...\"` or `name = \"...\"`"));
+        };
+        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let Expr::Lit(ExprLit { lit: Lit::Str(value), .. }) = &nv.value else {
+            return Err(syn::Error::new_spanned(&nv.value, "expected a string literal"));
+        };
+        match key.as_str() {
+            "cron" => cron = Some(value.value()),
+            "time_zone" => zone = Some(value.value()),
+            "name" => name = Some(value.value()),
+            _ => return Err(syn::Error::new_spanned(&nv.path, "unknown option; expected cron, time_zone or name")),
+        }
+    }
+    let Some(cron) = cron else {
+        return Err(syn::Error::new(Span::call_site(), "a scheduled workflow needs a cron expression: #[scheduled(\"* * * * *\")]"));
+    };
+    workflow_tokens(Options { name, ..Options::default() }, item, Some((cron, zone)))
+}
+
+fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, Option<String>)>) -> syn::Result<TokenStream2> {
     let f: ItemFn = syn::parse(item)?;
     let Parts { args, arg_pats, ret } = check_fn(&f, "workflow")?;
     let vis = &f.vis;
@@ -129,6 +169,23 @@ fn expand_workflow(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStr
     let body = &f.block;
     let arg_names: Vec<_> = args.iter().map(|(n, _)| n).collect();
     let arg_types: Vec<_> = args.iter().map(|(_, t)| t).collect();
+    let registration = match schedule {
+        None => quote! { ::mainstay::Registration::of::<#ty>() },
+        Some((cron, zone)) => {
+            if args.len() != 2 {
+                return Err(syn::Error::new_spanned(
+                    &f.sig.inputs,
+                    "a scheduled workflow takes (scheduled_at, actual_at): two \
+                     mainstay::chrono::DateTime<mainstay::chrono::Utc> arguments",
+                ));
+            }
+            let zone = match zone {
+                Some(z) => quote! { ::std::option::Option::Some(#z) },
+                None => quote! { ::std::option::Option::None },
+            };
+            quote! { ::mainstay::Registration::scheduled::<#ty>(#cron, #zone) }
+        }
+    };
     Ok(quote! {
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
@@ -146,7 +203,7 @@ fn expand_workflow(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStr
         }
 
         ::mainstay::__private::inventory::submit! {
-            ::mainstay::Registration::of::<#ty>()
+            #registration
         }
 
         #( #attrs )*

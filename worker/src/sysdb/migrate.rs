@@ -47,6 +47,23 @@ pub(super) async fn run(pool: &PgPool, schema: &str) -> Result<()> {
     result
 }
 
+/// Drops the schema and everything in it, under the migration lock.
+pub(super) async fn reset(pool: &PgPool, schema: &str) -> Result<()> {
+    let mut conn = pool.acquire().await.map_err(|e| Error::db("acquire a connection to reset", e))?;
+    let lock_key = format!("mainstay-migrate:{schema}");
+    let mut tx = conn.begin().await.map_err(|e| Error::db("begin the reset", e))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(&lock_key)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db("take the migration lock", e))?;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::db(format!("drop schema {schema}"), e))?;
+    tx.commit().await.map_err(|e| Error::db("commit the reset", e))
+}
+
 async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<()> {
     let mut tx = conn.begin().await.map_err(|e| Error::db("begin migration", e))?;
     // Idempotent DDL reports every object that already exists as a notice: not news.

@@ -14,6 +14,7 @@ mod management;
 mod messaging;
 mod migrate;
 mod queues;
+mod schedules;
 mod transactions;
 
 use std::sync::Arc;
@@ -148,6 +149,7 @@ struct Sql {
     queues: queues::Statements,
     management: management::Statements,
     messaging: messaging::Statements,
+    schedules: schedules::Statements,
     recover_executor: Arc<str>,
     cancel: Arc<str>,
     resume: Arc<str>,
@@ -164,6 +166,7 @@ impl Sql {
             queues: queues::Statements::new(&f),
             management: management::Statements::new(&f),
             messaging: messaging::Statements::new(&f),
+            schedules: schedules::Statements::new(&f),
             existing_workflows: f(
                 "SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])",
@@ -356,6 +359,11 @@ impl SystemDatabase {
     /// Runs the system-database migrations (idempotent, under an advisory lock).
     pub(crate) async fn migrate(&self) -> Result<()> {
         migrate::run(&self.pool, &self.schema).await
+    }
+
+    /// Drops the system schema with every workflow in it.
+    pub(crate) async fn reset(&self) -> Result<()> {
+        migrate::reset(&self.pool, &self.schema).await
     }
 
     /// One round trip, to tell whether the database answers.

@@ -61,7 +61,9 @@ impl Statements {
                    partition_rate_limit_period_sec = EXCLUDED.partition_rate_limit_period_sec, \
                    updated_at = {{now}}"
             )),
-            settings: f(&format!("SELECT {columns} FROM {{s}}.queues WHERE name = ANY($1::text[])")),
+            settings: f(&format!(
+                "SELECT {columns} FROM {{s}}.queues WHERE $1::text[] IS NULL OR name = ANY($1::text[]) ORDER BY name"
+            )),
             promote_delayed: f(
                 "UPDATE {s}.workflow_status SET status = 'ENQUEUED', updated_at = {now} \
                  WHERE status = 'DELAYED' AND delay_until_epoch_ms <= {now} \
@@ -222,6 +224,15 @@ impl SystemDatabase {
 
     /// The stored settings of these queues (queues without a row are absent).
     pub(crate) async fn queue_settings(&self, names: &[String]) -> Result<Vec<Queue>> {
+        self.queue_settings_of(Some(names)).await
+    }
+
+    /// The stored settings of every queue.
+    pub(crate) async fn all_queue_settings(&self) -> Result<Vec<Queue>> {
+        self.queue_settings_of(None).await
+    }
+
+    async fn queue_settings_of(&self, names: Option<&[String]>) -> Result<Vec<Queue>> {
         let rows = q(&self.sql.queues.settings)
             .bind(names)
             .fetch_all(&self.pool)

@@ -1,0 +1,146 @@
+//! Statements for schedules: rows of DBOS's `workflow_schedules` table.
+
+use std::sync::Arc;
+
+use sqlx::Row;
+
+use super::{q, SystemDatabase};
+use crate::error::{Error, Result};
+use crate::schedule::{Schedule, ScheduleStatus};
+
+pub(super) struct Statements {
+    create: Arc<str>,
+    declare: Arc<str>,
+    list: Arc<str>,
+    set_status: Arc<str>,
+    delete: Arc<str>,
+    fired: Arc<str>,
+}
+
+const COLUMNS: &str = "schedule_name, workflow_name, schedule, cron_timezone, queue_name, status, \
+                       automatic_backfill, last_fired_at, context";
+
+impl Statements {
+    pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
+        Statements {
+            create: f(r#"
+INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule,
+    cron_timezone, queue_name, status, automatic_backfill, context, application_name)
+VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, 'null', $8)
+ON CONFLICT (schedule_name) DO NOTHING
+RETURNING 1"#),
+            // A schedule declared in code: its definition follows the code, its status (paused
+            // or not) and last fire stay as operators left them.
+            declare: f(r#"
+INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule,
+    cron_timezone, queue_name, status, automatic_backfill, context, application_name)
+VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, 'ACTIVE', $6, 'null', $7)
+ON CONFLICT (schedule_name) DO UPDATE SET workflow_name = EXCLUDED.workflow_name,
+    schedule = EXCLUDED.schedule, cron_timezone = EXCLUDED.cron_timezone,
+    queue_name = EXCLUDED.queue_name, automatic_backfill = EXCLUDED.automatic_backfill"#),
+            list: f(&format!(
+                "SELECT {COLUMNS} FROM {{s}}.workflow_schedules \
+                 WHERE $1::text IS NULL OR schedule_name = $1 ORDER BY schedule_name"
+            )),
+            set_status: f("UPDATE {s}.workflow_schedules SET status = $2 WHERE schedule_name = $1 RETURNING 1"),
+            delete: f("DELETE FROM {s}.workflow_schedules WHERE schedule_name = $1 RETURNING 1"),
+            // Text comparison orders these timestamps: all are written in the same UTC form.
+            fired: f(
+                "UPDATE {s}.workflow_schedules SET last_fired_at = $2 \
+                 WHERE schedule_name = $1 AND (last_fired_at IS NULL OR last_fired_at < $2)",
+            ),
+        }
+    }
+}
+
+fn from_row(r: &sqlx::postgres::PgRow) -> Schedule {
+    let context: Option<String> = r.get(8);
+    Schedule {
+        name: r.get(0),
+        workflow_name: r.get(1),
+        cron: r.get(2),
+        time_zone: r.get(3),
+        queue: r.get(4),
+        status: ScheduleStatus::parse(&r.get::<String, _>(5)),
+        automatic_backfill: r.get(6),
+        last_fired_at: r.get(7),
+        context: context.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+impl SystemDatabase {
+    /// Creates a schedule; `false` if one of that name exists.
+    pub(crate) async fn create_schedule(&self, s: &Schedule, app_name: Option<&str>) -> Result<bool> {
+        let rows = q(&self.sql.schedules.create)
+            .bind(&s.name)
+            .bind(&s.workflow_name)
+            .bind(&s.cron)
+            .bind(&s.time_zone)
+            .bind(&s.queue)
+            .bind(s.status.as_str())
+            .bind(s.automatic_backfill)
+            .bind(app_name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("create schedule {}", s.name), e))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Creates or updates a schedule declared in code, keeping its status and last fire.
+    pub(crate) async fn declare_schedule(&self, s: &Schedule, app_name: Option<&str>) -> Result<()> {
+        q(&self.sql.schedules.declare)
+            .bind(&s.name)
+            .bind(&s.workflow_name)
+            .bind(&s.cron)
+            .bind(&s.time_zone)
+            .bind(&s.queue)
+            .bind(s.automatic_backfill)
+            .bind(app_name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("declare schedule {}", s.name), e))?;
+        Ok(())
+    }
+
+    /// Every schedule, or the one named.
+    pub(crate) async fn list_schedules(&self, name: Option<&str>) -> Result<Vec<Schedule>> {
+        let rows = q(&self.sql.schedules.list)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("list schedules", e))?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Sets a schedule's status; `false` if there is no such schedule.
+    pub(crate) async fn set_schedule_status(&self, name: &str, status: ScheduleStatus) -> Result<bool> {
+        let rows = q(&self.sql.schedules.set_status)
+            .bind(name)
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("set the status of schedule {name}"), e))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Deletes a schedule; `false` if there is no such schedule.
+    pub(crate) async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let rows = q(&self.sql.schedules.delete)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("delete schedule {name}"), e))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Records that a schedule fired the tick `tick` (kept if a later one is recorded).
+    pub(crate) async fn schedule_fired(&self, name: &str, tick: &str) -> Result<()> {
+        q(&self.sql.schedules.fired)
+            .bind(name)
+            .bind(tick)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("record the last fire of schedule {name}"), e))?;
+        Ok(())
+    }
+}
