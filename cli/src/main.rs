@@ -1,25 +1,155 @@
-//! The `mainstay` command-line tool.
+//! The `mainstay` command-line tool: scaffold, start and migrate an application; inspect and
+//! operate its workflows, queues and schedules; run a local Postgres for development.
+//!
+//! The database comes from `--database-url`, `MAINSTAY_DATABASE_URL`, `DATABASE_URL`, or the
+//! `database_url` of `mainstay.yaml` in the current directory, in that order.
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+mod project;
+mod render;
+mod scaffold;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
 use mainstay::local_postgres::LocalPostgres;
+use mainstay::{Client, ForkOptions, Status, WorkflowFilter};
+use project::Project;
+use render::{opt, short, time};
 
 #[derive(Parser)]
 #[command(name = "mainstay", version, about = "Durable workflows for Rust: tools")]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct Global {
+    /// System database URL (default: MAINSTAY_DATABASE_URL, DATABASE_URL, or mainstay.yaml).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Create a new application in DIR (a workflow, an HTTP endpoint, a migration, mainstay.yaml).
+    Init {
+        dir: PathBuf,
+        /// The application's name (default: the directory's).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run the start commands of mainstay.yaml.
+    Start,
+    /// Migrate the system database, then run the migrate commands of mainstay.yaml.
+    Migrate,
+    /// Drop the system database schema with every workflow in it (development only).
+    Reset {
+        /// Confirm: the data cannot be recovered.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Inspect and operate workflows.
+    Workflow {
+        #[command(subcommand)]
+        action: WorkflowAction,
+    },
+    /// Inspect queues.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+    /// Inspect and operate schedules.
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
+    },
     /// A private local Postgres for development, from the system's PostgreSQL binaries.
     Postgres {
         #[command(subcommand)]
         action: PostgresAction,
     },
-    /// Create or upgrade the system database schema (MAINSTAY_DATABASE_URL or DATABASE_URL).
-    Migrate,
+}
+
+#[derive(Subcommand)]
+enum WorkflowAction {
+    /// List workflows, newest first.
+    List(ListArgs),
+    /// Show one workflow.
+    Get { id: String },
+    /// List the recorded steps of a workflow.
+    Steps { id: String },
+    /// Cancel a workflow (it stops at its next step).
+    Cancel { id: String },
+    /// Resume a cancelled or failed workflow from its last completed step.
+    Resume { id: String },
+    /// Start a new run of a workflow that replays its steps before --step and runs the rest.
+    Fork {
+        id: String,
+        /// The first step to run again.
+        #[arg(long, default_value_t = 1)]
+        step: i32,
+        /// The new run's ID (default: a fresh UUID).
+        #[arg(long)]
+        new_id: Option<String>,
+        /// The application version to run it on (default: the original's).
+        #[arg(long)]
+        app_version: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Only these statuses (repeatable): PENDING, ENQUEUED, SUCCESS, ERROR, CANCELLED, ...
+    #[arg(long)]
+    status: Vec<String>,
+    /// Only this workflow name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Only this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only this application version.
+    #[arg(long)]
+    app_version: Option<String>,
+    /// Only IDs starting with this.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Created at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Created before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[arg(long, default_value_t = 0)]
+    offset: u32,
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Queues with their limits and their waiting and running workflows.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ScheduleAction {
+    /// Every schedule.
+    List,
+    /// Stop a schedule from firing.
+    Pause { name: String },
+    /// Let a paused schedule fire again from its next tick.
+    Resume { name: String },
+    /// Run a schedule's workflow now.
+    Trigger { name: String },
 }
 
 #[derive(Subcommand)]
@@ -33,13 +163,73 @@ enum PostgresAction {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
         .try_init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let project = Project::find(&std::env::current_dir()?)?;
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { dir, name } => {
+            let name = match name {
+                Some(n) => n,
+                None => dir.file_name().and_then(|n| n.to_str()).unwrap_or("app").to_string(),
+            };
+            scaffold::init(&dir, &name)?;
+            println!(
+                "Created {name} in {}. Next:\n  cd {}\n  mainstay postgres start   # or set MAINSTAY_DATABASE_URL\n  mainstay migrate\n  mainstay start",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Command::Start => {
+            let project = require(project, "start")?;
+            if project.start.is_empty() {
+                bail!("mainstay.yaml has no start commands; add `start: [\"cargo run --release\"]`");
+            }
+            return run_commands(&project, &project.start, g);
+        }
+        Command::Migrate => {
+            let config = config(g, project.as_ref())?;
+            mainstay::migrate(&config)
+                .await
+                .with_context(|| format!("migrating {}", mainstay::config::redact(&config.database_url)))?;
+            println!("System database is at DBOS migration {} (schema `{}`).", mainstay::DBOS_SCHEMA_VERSION, config.system_schema);
+            if let Some(project) = &project {
+                let code = run_commands(project, &project.migrate, g)?;
+                if code != 0 {
+                    return Ok(code);
+                }
+            }
+        }
+        Command::Reset { yes } => {
+            let config = config(g, project.as_ref())?;
+            if !yes {
+                bail!(
+                    "reset drops schema `{}` of {} with every workflow in it; run again with --yes to confirm",
+                    config.system_schema,
+                    mainstay::config::redact(&config.database_url)
+                );
+            }
+            let client = Client::connect_with(&config).await?;
+            client.reset().await?;
+            println!("Dropped schema `{}`; `mainstay migrate` recreates it.", config.system_schema);
+        }
+        Command::Workflow { action } => workflow(&client(g, project.as_ref()).await?, action, g.json).await?,
+        Command::Queue { action: QueueAction::List } => queues(&client(g, project.as_ref()).await?, g.json).await?,
+        Command::Schedule { action } => schedule(&client(g, project.as_ref()).await?, action, g.json).await?,
         Command::Postgres { action } => {
             let pg = LocalPostgres::from_env()?;
             match action {
@@ -58,17 +248,279 @@ async fn main() -> anyhow::Result<()> {
                 PostgresAction::Url => println!("{}", pg.url()),
             }
         }
-        Command::Migrate => {
-            let config = mainstay::Config::from_env()?;
-            mainstay::migrate(&config)
-                .await
-                .with_context(|| format!("migrating {}", mainstay::config::redact(&config.database_url)))?;
-            println!(
-                "System database is at DBOS migration {} (schema `{}`).",
-                mainstay::DBOS_SCHEMA_VERSION,
-                config.system_schema
-            );
+    }
+    Ok(0)
+}
+
+fn require(project: Option<Project>, command: &str) -> anyhow::Result<Project> {
+    project.ok_or_else(|| {
+        anyhow::anyhow!(
+            "`mainstay {command}` needs a {} in the current directory; create one with `mainstay init DIR`",
+            project::FILE_NAME
+        )
+    })
+}
+
+/// The runtime configuration: the database from the flag, the environment or the project.
+fn config(g: &Global, project: Option<&Project>) -> anyhow::Result<mainstay::Config> {
+    let url = g
+        .database_url
+        .clone()
+        .or_else(|| std::env::var(mainstay::config::env::DATABASE_URL).ok())
+        .or_else(|| std::env::var(mainstay::config::env::DATABASE_URL_FALLBACK).ok())
+        .or_else(|| project.and_then(|p| p.database_url.clone()))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no database URL: pass --database-url, set {}, or set database_url in {} \
+                 (`mainstay postgres start` runs a local Postgres and prints its URL)",
+                mainstay::config::env::DATABASE_URL,
+                project::FILE_NAME
+            )
+        })?;
+    let mut config = mainstay::Config::new(url);
+    config.apply_env()?;
+    if let Some(p) = project {
+        if let Some(schema) = &p.system_schema {
+            config.system_schema = schema.clone();
+        }
+        if config.app_database_url.is_none() {
+            config.app_database_url = p.app_database_url.clone();
         }
     }
-    Ok(())
+    config.pool_size = 4;
+    config.connect_timeout = Duration::from_secs(5);
+    Ok(config)
+}
+
+async fn client(g: &Global, project: Option<&Project>) -> anyhow::Result<Client> {
+    Ok(Client::connect_with(&config(g, project)?).await?)
+}
+
+/// Runs `commands` in the project's directory, one after the other, with the project's
+/// databases in the environment; stops at the first that fails and returns its exit code.
+fn run_commands(project: &Project, commands: &[String], g: &Global) -> anyhow::Result<i32> {
+    use mainstay::config::env;
+    let config = config(g, Some(project)).ok();
+    for command in commands {
+        eprintln!("$ {command}");
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(command).current_dir(&project.dir).env(env::APP_NAME, &project.name);
+        if let Some(c) = &config {
+            cmd.env(env::DATABASE_URL, &c.database_url).env(env::SYSTEM_SCHEMA, &c.system_schema);
+            // Migration tools (sqlx-cli among them) read DATABASE_URL: the application database.
+            cmd.env(env::DATABASE_URL_FALLBACK, c.app_database_url.as_ref().unwrap_or(&c.database_url));
+            if let Some(app) = &c.app_database_url {
+                cmd.env(env::APP_DATABASE_URL, app);
+            }
+        }
+        let status = cmd.status().with_context(|| format!("running `{command}`"))?;
+        if !status.success() {
+            eprintln!("`{command}` failed ({status})");
+            return Ok(status.code().unwrap_or(1));
+        }
+    }
+    Ok(0)
+}
+
+fn parse_time(what: &str, text: &Option<String>) -> anyhow::Result<Option<i64>> {
+    text.as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_millis())
+                .map_err(|e| anyhow::anyhow!("--{what} {t:?} is not an RFC 3339 time ({e}); write e.g. 2026-01-31T00:00:00Z"))
+        })
+        .transpose()
+}
+
+const STATUSES: [&str; 7] = [
+    Status::PENDING,
+    Status::ENQUEUED,
+    Status::DELAYED,
+    Status::SUCCESS,
+    Status::ERROR,
+    Status::CANCELLED,
+    Status::MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+];
+
+async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        WorkflowAction::List(a) => {
+            let mut statuses = Vec::new();
+            for s in &a.status {
+                let upper = s.to_ascii_uppercase();
+                if !STATUSES.contains(&upper.as_str()) {
+                    bail!("--status {s:?} is not a status; use one of {}", STATUSES.join(", "));
+                }
+                statuses.push(Status::parse(&upper));
+            }
+            let filter = WorkflowFilter {
+                id_prefix: a.prefix,
+                statuses,
+                name: a.name,
+                app_version: a.app_version,
+                queue: a.queue,
+                created_from_ms: parse_time("since", &a.since)?,
+                created_before_ms: parse_time("until", &a.until)?,
+                limit: Some(a.limit),
+                offset: a.offset,
+                ..Default::default()
+            };
+            let list = client.list_workflows(&filter).await?;
+            let rows = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.workflow_id.clone(),
+                        opt(&s.name),
+                        s.status.as_str().to_string(),
+                        opt(&s.queue_name),
+                        opt(&s.executor_id),
+                        opt(&s.app_version),
+                        time(Some(s.created_at_ms)),
+                    ]
+                })
+                .collect();
+            render::print(json, &list, &["ID", "NAME", "STATUS", "QUEUE", "EXECUTOR", "VERSION", "CREATED"], rows)
+        }
+        WorkflowAction::Get { id } => {
+            let s = client.status(&id).await?.ok_or(mainstay::Error::NotFound { workflow_id: id.clone() })?;
+            let fields = vec![
+                vec!["ID".into(), s.workflow_id.clone()],
+                vec!["NAME".into(), opt(&s.name)],
+                vec!["STATUS".into(), s.status.as_str().to_string()],
+                vec!["QUEUE".into(), opt(&s.queue_name)],
+                vec!["EXECUTOR".into(), opt(&s.executor_id)],
+                vec!["VERSION".into(), opt(&s.app_version)],
+                vec!["PARENT".into(), opt(&s.parent_workflow_id)],
+                vec!["RECOVERY ATTEMPTS".into(), s.recovery_attempts.to_string()],
+                vec!["CREATED".into(), time(Some(s.created_at_ms))],
+                vec!["STARTED".into(), time(s.started_at_ms)],
+                vec!["COMPLETED".into(), time(s.completed_at_ms)],
+                vec!["DEADLINE".into(), time(s.deadline_epoch_ms)],
+                vec!["OUTPUT".into(), opt(&s.output)],
+                vec!["ERROR".into(), opt(&s.error)],
+            ];
+            render::print(json, &s, &["FIELD", "VALUE"], fields)
+        }
+        WorkflowAction::Steps { id } => {
+            if client.status(&id).await?.is_none() {
+                return Err(mainstay::Error::NotFound { workflow_id: id }.into());
+            }
+            let steps = client.list_steps(&id).await?;
+            let rows = steps
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.function_id.to_string(),
+                        s.name.clone(),
+                        short(&s.output),
+                        short(&s.error),
+                        opt(&s.child_workflow_id),
+                        time(s.completed_at_ms),
+                    ]
+                })
+                .collect();
+            render::print(json, &steps, &["STEP", "NAME", "OUTPUT", "ERROR", "CHILD", "COMPLETED"], rows)
+        }
+        WorkflowAction::Cancel { id } => {
+            client.cancel(&id).await?;
+            println!("Cancelled {id} (it stops at its next step).");
+            Ok(())
+        }
+        WorkflowAction::Resume { id } => {
+            client.resume(&id).await?;
+            println!("Resumed {id}: enqueued to run from its last completed step.");
+            Ok(())
+        }
+        WorkflowAction::Fork { id, step, new_id, app_version } => {
+            if step < 1 {
+                bail!("--step must be at least 1 (the first step)");
+            }
+            let new = client.fork(&id, &ForkOptions { start_step: step, new_id, app_version }).await?;
+            if json {
+                println!("{}", serde_json::json!({ "workflow_id": new }));
+            } else {
+                println!("Forked {id} from step {step} as {new}.");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn queues(client: &Client, json: bool) -> anyhow::Result<()> {
+    let settings = client.list_queues().await?;
+    let depths = client.queue_depths().await?;
+    let mut names: Vec<String> = settings.iter().map(|q| q.name.clone()).chain(depths.iter().map(|d| d.queue.clone())).collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    let mut rows = Vec::new();
+    for name in names {
+        let q = settings.iter().find(|q| q.name == name);
+        let d = depths.iter().find(|d| d.queue == name);
+        let (enqueued, pending) = d.map(|d| (d.enqueued, d.pending)).unwrap_or((0, 0));
+        let rate = q.and_then(|q| q.rate_limit).map(|r| format!("{}/{:?}", r.max, r.period)).unwrap_or_default();
+        rows.push(vec![
+            name.clone(),
+            enqueued.to_string(),
+            pending.to_string(),
+            q.map(|q| opt(&q.concurrency)).unwrap_or_default(),
+            q.map(|q| opt(&q.worker_concurrency)).unwrap_or_default(),
+            rate.clone(),
+        ]);
+        out.push(serde_json::json!({
+            "name": name, "enqueued": enqueued, "pending": pending,
+            "concurrency": q.and_then(|q| q.concurrency), "worker_concurrency": q.and_then(|q| q.worker_concurrency),
+            "rate_limit": q.and_then(|q| q.rate_limit).map(|r| serde_json::json!({"max": r.max, "period_seconds": r.period.as_secs_f64()})),
+        }));
+    }
+    render::print(json, &out, &["QUEUE", "ENQUEUED", "RUNNING", "CONCURRENCY", "PER WORKER", "RATE LIMIT"], rows)
+}
+
+async fn schedule(client: &Client, action: ScheduleAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        ScheduleAction::List => {
+            let list = client.list_schedules().await?;
+            let rows = list
+                .iter()
+                .map(|s| {
+                    let next = s
+                        .validate()
+                        .ok()
+                        .and_then(|c| c.next_after(chrono::Utc::now()))
+                        .map(mainstay::format_tick)
+                        .unwrap_or_default();
+                    vec![
+                        s.name.clone(),
+                        s.workflow_name.clone(),
+                        s.cron.clone(),
+                        s.time_zone.clone().unwrap_or_else(|| "UTC".into()),
+                        s.status.as_str().to_string(),
+                        opt(&s.last_fired_at),
+                        next,
+                    ]
+                })
+                .collect();
+            render::print(json, &list, &["NAME", "WORKFLOW", "CRON", "ZONE", "STATUS", "LAST FIRED", "NEXT"], rows)
+        }
+        ScheduleAction::Pause { name } => {
+            client.pause_schedule(&name).await?;
+            println!("Paused schedule {name}.");
+            Ok(())
+        }
+        ScheduleAction::Resume { name } => {
+            client.resume_schedule(&name).await?;
+            println!("Resumed schedule {name}; it fires from its next tick.");
+            Ok(())
+        }
+        ScheduleAction::Trigger { name } => {
+            let id = client.trigger_schedule(&name).await?;
+            if json {
+                println!("{}", serde_json::json!({ "workflow_id": id }));
+            } else {
+                println!("Triggered {name}: workflow {id}.");
+            }
+            Ok(())
+        }
+    }
 }

@@ -121,6 +121,7 @@ pub fn tick_workflow_id(schedule_name: &str, tick: DateTime<Utc>) -> String {
 
 /// Whether a schedule fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum ScheduleStatus {
     #[default]
     Active,

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The lifecycle state of a workflow, as stored in `workflow_status.status`.
+/// The lifecycle state of a workflow, as stored in `workflow_status.status` (and serialized
+/// the same way: `"PENDING"`, `"SUCCESS"`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
 pub enum Status {
     Pending,
     Success,
@@ -14,6 +16,18 @@ pub enum Status {
     Delayed,
     /// A status written by a newer system this version does not know.
     Other(String),
+}
+
+impl From<Status> for String {
+    fn from(s: Status) -> String {
+        s.as_str().to_string()
+    }
+}
+
+impl From<String> for Status {
+    fn from(s: String) -> Status {
+        Status::parse(&s)
+    }
 }
 
 impl Status {

@@ -1,0 +1,129 @@
+//! The `mainstay` binary against a real Postgres: project files, migrate with the project's
+//! commands, workflow/queue/schedule commands in tables and JSON, init, and clear errors.
+
+use std::path::Path;
+use std::process::Output;
+
+use mainstay::{Client, Schedule, WorkflowOptions};
+use serde_json::Value;
+
+fn admin_url() -> String {
+    std::env::var("MAINSTAY_TEST_DATABASE_URL")
+        .expect("MAINSTAY_TEST_DATABASE_URL points at a Postgres superuser URL (bash .ci/run sets it)")
+}
+
+async fn fresh_database(name: &str) -> String {
+    let admin = Client::connect(&admin_url()).await.unwrap();
+    drop(admin);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let mut u = url::Url::parse(&admin_url()).unwrap();
+    u.set_path(&format!("/{name}"));
+    u.to_string()
+}
+
+fn mainstay(dir: &Path, url: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mainstay"));
+    cmd.args(args).current_dir(dir).env_remove("MAINSTAY_DATABASE_URL").env_remove("DATABASE_URL");
+    if let Some(url) = url {
+        cmd.env("MAINSTAY_DATABASE_URL", url);
+    }
+    cmd.output().expect("run mainstay")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "mainstay failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+fn fails(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+#[tokio::test]
+async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_cli() {
+    let url = fresh_database("t_cli_ops").await;
+    let dir = tempdir("ops");
+    std::fs::write(
+        dir.join("mainstay.yaml"),
+        "name: ops\ndatabase_url: ${TEST_CLI_URL}\nmigrate:\n  - echo \"$DATABASE_URL\" > migrated.txt\n",
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mainstay"));
+    let out = cmd.arg("migrate").current_dir(&dir).env_remove("MAINSTAY_DATABASE_URL").env_remove("DATABASE_URL").env("TEST_CLI_URL", &url).output().unwrap();
+    assert!(ok(&out).contains("DBOS migration 125"));
+    assert_eq!(std::fs::read_to_string(dir.join("migrated.txt")).unwrap().trim(), url, "the migrate command got the database");
+
+    let client = Client::connect(&url).await.unwrap();
+    for id in ["w-1", "w-2"] {
+        let opts = WorkflowOptions { id: Some(id.into()), ..Default::default() };
+        client.enqueue("demo", "jobs", vec![serde_json::json!(1)], opts).await.unwrap();
+    }
+    let here = Path::new(".");
+    let list = json(&mainstay(here, Some(&url), &["workflow", "list", "--json", "--status", "enqueued"]));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let table = ok(&mainstay(here, Some(&url), &["workflow", "list", "--queue", "jobs"]));
+    assert!(table.contains("ID") && table.contains("w-1") && table.contains("ENQUEUED"), "{table}");
+    let got = json(&mainstay(here, Some(&url), &["workflow", "get", "w-1", "--json"]));
+    assert_eq!(got["name"], "demo");
+    ok(&mainstay(here, Some(&url), &["workflow", "cancel", "w-1"]));
+    assert_eq!(json(&mainstay(here, Some(&url), &["workflow", "get", "w-1", "--json"]))["status"], "CANCELLED");
+    ok(&mainstay(here, Some(&url), &["workflow", "resume", "w-1"]));
+    assert_eq!(json(&mainstay(here, Some(&url), &["workflow", "get", "w-1", "--json"]))["status"], "ENQUEUED");
+    let forked = json(&mainstay(here, Some(&url), &["workflow", "fork", "w-2", "--new-id", "w-3", "--json"]));
+    assert_eq!(forked["workflow_id"], "w-3");
+    assert_eq!(json(&mainstay(here, Some(&url), &["workflow", "steps", "w-3", "--json"])), serde_json::json!([]));
+    let queues = ok(&mainstay(here, Some(&url), &["queue", "list"]));
+    assert!(queues.contains("jobs"), "{queues}");
+
+    client.create_schedule(&Schedule::new("nightly", "demo", "0 3 * * *").time_zone("Europe/Paris")).await.unwrap();
+    let schedules = ok(&mainstay(here, Some(&url), &["schedule", "list"]));
+    assert!(schedules.contains("nightly") && schedules.contains("Europe/Paris") && schedules.contains("ACTIVE"), "{schedules}");
+    ok(&mainstay(here, Some(&url), &["schedule", "pause", "nightly"]));
+    assert_eq!(json(&mainstay(here, Some(&url), &["schedule", "list", "--json"]))[0]["status"], "PAUSED");
+    ok(&mainstay(here, Some(&url), &["schedule", "resume", "nightly"]));
+    let triggered = json(&mainstay(here, Some(&url), &["schedule", "trigger", "nightly", "--json"]));
+    assert!(triggered["workflow_id"].as_str().unwrap().starts_with("sched-nightly-"));
+
+    // Errors say what is wrong and how to fix it.
+    assert!(fails(&mainstay(here, Some(&url), &["workflow", "get", "nope"])).contains("no workflow with ID nope"));
+    assert!(fails(&mainstay(here, Some(&url), &["schedule", "pause", "nope"])).contains("no schedule named nope"));
+    assert!(fails(&mainstay(here, Some(&url), &["workflow", "list", "--status", "DONE"])).contains("is not a status"));
+    assert!(fails(&mainstay(here, Some(&url), &["reset"])).contains("--yes"));
+    let empty = tempdir("nourl");
+    assert!(fails(&mainstay(&empty, None, &["workflow", "list"])).contains("no database URL"));
+    assert!(fails(&mainstay(&empty, None, &["start"])).contains("mainstay init"));
+    std::fs::write(empty.join("mainstay.yaml"), "name: x\ndatabase_url: ${NOT_SET_ANYWHERE}\n").unwrap();
+    let err = fails(&mainstay(&empty, None, &["workflow", "list"]));
+    assert!(err.contains("database_url: environment variable NOT_SET_ANYWHERE is not set"), "{err}");
+
+    ok(&mainstay(here, Some(&url), &["reset", "--yes"]));
+    assert!(client.list_workflows(&Default::default()).await.is_err(), "the schema is gone");
+}
+
+#[test]
+fn init_scaffolds_an_application_with_a_project_file() {
+    let dir = tempdir("init").join("shop");
+    let out = mainstay(Path::new("."), None, &["init", dir.to_str().unwrap()]);
+    assert!(ok(&out).contains("mainstay migrate"));
+    for file in ["Cargo.toml", "mainstay.yaml", "src/main.rs", "migrations/0001_greetings.sql"] {
+        assert!(dir.join(file).exists(), "{file} missing");
+    }
+    let yaml = std::fs::read_to_string(dir.join("mainstay.yaml")).unwrap();
+    assert!(yaml.contains("name: shop"));
+    assert!(fails(&mainstay(Path::new("."), None, &["init", dir.to_str().unwrap()])).contains("not empty"));
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mainstay-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
