@@ -164,6 +164,16 @@ pub(crate) fn position() -> Option<(Arc<WorkflowContext>, i32)> {
     })
 }
 
+/// Like [`position`], for an operation with a durable timeout: two IDs are taken, the
+/// operation's and (right after it) its timeout's.
+pub(crate) fn position_with_timeout() -> Option<(Arc<WorkflowContext>, i32)> {
+    current().map(|ctx| {
+        let id = ctx.next_function_id();
+        ctx.next_function_id();
+        (ctx, id)
+    })
+}
+
 /// Runs `fut` with `ctx` as the current workflow context.
 pub(crate) async fn scope<F: std::future::Future>(ctx: Arc<WorkflowContext>, fut: F) -> F::Output {
     CONTEXT.scope(ctx, fut).await

@@ -56,12 +56,7 @@ pub fn get_event<T: DeserializeOwned + Send>(
     key: &str,
     timeout: Duration,
 ) -> impl Future<Output = Result<Option<T>>> + Send {
-    // Two IDs, taken now: the read and its timeout.
-    let position = context::current().map(|ctx| {
-        let id = ctx.next_function_id();
-        ctx.next_function_id();
-        (ctx, id)
-    });
+    let position = context::position_with_timeout();
     let (target, key) = (workflow_id.into(), key.to_string());
     async move {
         let Some((ctx, function_id)) = position else {

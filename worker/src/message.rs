@@ -73,12 +73,7 @@ pub fn recv<T: DeserializeOwned>(
     topic: Option<&str>,
     timeout: Duration,
 ) -> impl Future<Output = Result<Option<T>>> + Send {
-    // Two IDs, taken now: the receive and its timeout.
-    let position = context::current().map(|ctx| {
-        let id = ctx.next_function_id();
-        ctx.next_function_id();
-        (ctx, id)
-    });
+    let position = context::position_with_timeout();
     let topic = stored_topic(topic);
     async move {
         let Some((ctx, function_id)) = position else {
