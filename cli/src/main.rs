@@ -199,7 +199,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             if project.start.is_empty() {
                 bail!("mainstay.yaml has no start commands; add `start: [\"cargo run --release\"]`");
             }
-            return run_commands(&project, &project.start, g);
+            // Without a database URL the start commands may still bring their own.
+            let config = config(g, Some(&project)).ok();
+            return run_commands(&project, &project.start, config.as_ref());
         }
         Command::Migrate => {
             let config = config(g, project.as_ref())?;
@@ -208,7 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .with_context(|| format!("migrating {}", mainstay::config::redact(&config.database_url)))?;
             println!("System database is at DBOS migration {} (schema `{}`).", mainstay::DBOS_SCHEMA_VERSION, config.system_schema);
             if let Some(project) = &project {
-                let code = run_commands(project, &project.migrate, g)?;
+                let code = run_commands(project, &project.migrate, Some(&config))?;
                 if code != 0 {
                     return Ok(code);
                 }
@@ -297,15 +299,15 @@ async fn client(g: &Global, project: Option<&Project>) -> anyhow::Result<Client>
 }
 
 /// Runs `commands` in the project's directory, one after the other, with the project's
-/// databases in the environment; stops at the first that fails and returns its exit code.
-fn run_commands(project: &Project, commands: &[String], g: &Global) -> anyhow::Result<i32> {
+/// databases (`config`) in the environment; stops at the first that fails and returns its exit
+/// code.
+fn run_commands(project: &Project, commands: &[String], config: Option<&mainstay::Config>) -> anyhow::Result<i32> {
     use mainstay::config::env;
-    let config = config(g, Some(project)).ok();
     for command in commands {
         eprintln!("$ {command}");
         let mut cmd = std::process::Command::new("sh");
         cmd.arg("-c").arg(command).current_dir(&project.dir).env(env::APP_NAME, &project.name);
-        if let Some(c) = &config {
+        if let Some(c) = config {
             cmd.env(env::DATABASE_URL, &c.database_url).env(env::SYSTEM_SCHEMA, &c.system_schema);
             // Migration tools (sqlx-cli among them) read DATABASE_URL: the application database.
             cmd.env(env::DATABASE_URL_FALLBACK, c.app_database_url.as_ref().unwrap_or(&c.database_url));

@@ -13,8 +13,6 @@ fn admin_url() -> String {
 }
 
 async fn fresh_database(name: &str) -> String {
-    let admin = Client::connect(&admin_url()).await.unwrap();
-    drop(admin);
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url()).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();

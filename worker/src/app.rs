@@ -387,9 +387,8 @@ impl Mainstay {
         message: &T,
         topic: Option<&str>,
     ) -> Result<()> {
-        let message = crate::serialization::encode(message, &format!("a message to workflow {destination_id}"))?;
-        let topic = crate::message::stored_topic(topic);
-        self.rt.db.send(destination_id, &topic, &message, &uuid::Uuid::new_v4().to_string()).await
+        use crate::message::{encode_message, send_outside, stored_topic};
+        send_outside(&self.rt.db, destination_id, &encode_message(destination_id, message)?, &stored_topic(topic), None).await
     }
 
     /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.

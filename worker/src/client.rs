@@ -23,7 +23,7 @@ use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
 use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
 use crate::event::wait_for_event;
-use crate::message::stored_topic;
+use crate::message::{encode_message, send_outside, stored_topic};
 use crate::stream;
 use crate::wakeup::{self, Waiter, Wakeups};
 use crate::workflow::{recorded_outcome, WorkflowOptions};
@@ -100,9 +100,8 @@ impl Client {
         topic: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<()> {
-        let message = encode(message, &format!("a message to workflow {destination_id}"))?;
-        let id = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-        self.db.send(destination_id, &stored_topic(topic), &message, &id).await
+        let message = encode_message(destination_id, message)?;
+        send_outside(&self.db, destination_id, &message, &stored_topic(topic), idempotency_key).await
     }
 
     /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.
@@ -163,12 +162,8 @@ impl Client {
             recovery_attempts: 0,
             schedule_name: options.schedule_name.clone(),
         };
-        let mut conn = self.db.pool().acquire().await.map_err(|e| Error::db("connect to enqueue", e))?;
-        let batch = Batch { starts: vec![&row], ..Batch::default() };
-        let written = self.db.write_batch(&mut conn, &batch).await.map_err(|e| {
-            duplicate_of(&e, &row).unwrap_or_else(|| Error::db(format!("enqueue workflow {id}"), e))
-        })?;
-        if let Some(StartOutcome::Exists { name: Some(existing) }) = written.0.first() {
+        let written = self.insert_rows(std::slice::from_ref(&row), &format!("enqueue workflow {id}")).await?;
+        if let Some(StartOutcome::Exists { name: Some(existing) }) = written.first() {
             if existing != workflow_name {
                 return Err(Error::WorkflowConflict {
                     workflow_id: id,
@@ -317,20 +312,21 @@ impl Client {
 
     /// Stops a schedule from firing until it is resumed.
     pub async fn pause_schedule(&self, name: &str) -> Result<()> {
-        self.found(name, self.db.set_schedule_status(name, ScheduleStatus::Paused).await?)
+        Self::found(name, self.db.set_schedule_status(name, ScheduleStatus::Paused).await?)
     }
 
     /// Lets a paused schedule fire again, from its next tick (missed ticks are not run).
     pub async fn resume_schedule(&self, name: &str) -> Result<()> {
-        self.found(name, self.db.set_schedule_status(name, ScheduleStatus::Active).await?)
+        Self::found(name, self.db.set_schedule_status(name, ScheduleStatus::Active).await?)
     }
 
     /// Deletes a schedule (its past runs stay).
     pub async fn delete_schedule(&self, name: &str) -> Result<()> {
-        self.found(name, self.db.delete_schedule(name).await?)
+        Self::found(name, self.db.delete_schedule(name).await?)
     }
 
-    fn found(&self, name: &str, found: bool) -> Result<()> {
+    /// `Ok` if the schedule a statement looked for was there.
+    fn found(name: &str, found: bool) -> Result<()> {
         if found {
             Ok(())
         } else {
@@ -338,14 +334,18 @@ impl Client {
         }
     }
 
+    /// The schedule named `name`, or the error that it does not exist.
+    async fn existing_schedule(&self, name: &str) -> Result<Schedule> {
+        self.get_schedule(name).await?.ok_or_else(|| Error::ScheduleNotFound { name: name.to_string() })
+    }
+
     /// Runs a schedule's workflow now, as if a tick fell now; returns its workflow ID.
     pub async fn trigger_schedule(&self, name: &str) -> Result<String> {
-        let schedule = self.get_schedule(name).await?.ok_or_else(|| Error::ScheduleNotFound { name: name.to_string() })?;
+        let schedule = self.existing_schedule(name).await?;
         let now = crate::schedule::now_utc();
         let row = schedule.tick_row(now, now, None)?;
-        let id = row.id.clone();
-        self.insert_rows(vec![row]).await?;
-        Ok(id)
+        self.insert_rows(std::slice::from_ref(&row), &format!("trigger schedule {name}")).await?;
+        Ok(row.id)
     }
 
     /// Runs every tick of a schedule in `[start, end)` that has not run (at most 10,000);
@@ -356,7 +356,7 @@ impl Client {
         start: chrono::DateTime<chrono::Utc>,
         end: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<String>> {
-        let schedule = self.get_schedule(name).await?.ok_or_else(|| Error::ScheduleNotFound { name: name.to_string() })?;
+        let schedule = self.existing_schedule(name).await?;
         let cron = schedule.validate()?;
         let now = crate::schedule::now_utc();
         let step = chrono::Duration::nanoseconds(1);
@@ -364,17 +364,20 @@ impl Client {
         let rows = ticks.into_iter().map(|t| schedule.tick_row(t, now, None)).collect::<Result<Vec<_>>>()?;
         let ids = rows.iter().map(|r| r.id.clone()).collect();
         for chunk in rows.chunks(500) {
-            self.insert_rows(chunk.to_vec()).await?;
+            self.insert_rows(chunk, &format!("backfill schedule {name}")).await?;
         }
         Ok(ids)
     }
 
-    /// Inserts new workflow rows in one statement (existing IDs are left as they are).
-    async fn insert_rows(&self, rows: Vec<NewWorkflow>) -> Result<()> {
+    /// Inserts new workflow rows in one statement (existing IDs are left as they are; the
+    /// outcomes say which). `what` names the action in errors.
+    async fn insert_rows(&self, rows: &[NewWorkflow], what: &str) -> Result<Vec<StartOutcome>> {
         let mut conn = self.db.pool().acquire().await.map_err(|e| Error::db("connect to enqueue", e))?;
         let batch = Batch { starts: rows.iter().collect(), ..Batch::default() };
-        self.db.write_batch(&mut conn, &batch).await.map_err(|e| Error::db("enqueue scheduled runs", e))?;
-        Ok(())
+        let written = self.db.write_batch(&mut conn, &batch).await.map_err(|e| {
+            rows.first().and_then(|row| duplicate_of(&e, row)).unwrap_or_else(|| Error::db(what, e))
+        })?;
+        Ok(written.0)
     }
 
     /// Drops the system schema and everything in it (every workflow, step, message, queue and

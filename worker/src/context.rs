@@ -139,6 +139,23 @@ impl WorkflowContext {
         }
     }
 
+    /// Records operation `function_id`'s output and returns `fresh()`, the value it encodes; if
+    /// an earlier execution recorded the operation first, returns that record instead. (A
+    /// closure, so that no value of a possibly non-`Send` type is held across the write.)
+    pub(crate) async fn record_or_replay<T: serde::de::DeserializeOwned>(
+        &self,
+        function_id: i32,
+        name: &str,
+        output: String,
+        started_ms: i64,
+        fresh: impl FnOnce() -> T,
+    ) -> Result<T> {
+        match self.record(function_id, name, Some(output), started_ms).await? {
+            None => Ok(fresh()),
+            Some(op) => crate::step::recorded_result(&op, &self.workflow_id),
+        }
+    }
+
     /// Explains why a write owned by this execution was refused.
     pub(crate) async fn lost_ownership(&self) -> Error {
         match self.rt.db.get_status(&self.workflow_id).await {

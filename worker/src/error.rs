@@ -200,7 +200,7 @@ impl Error {
     /// The SQLSTATE of a database error, if this is one.
     pub fn sqlstate(&self) -> Option<String> {
         match self {
-            Error::Database { source, .. } => source.as_database_error().and_then(|d| d.code()).map(|c| c.to_string()),
+            Error::Database { source, .. } => crate::sysdb::sqlstate(source),
             _ => None,
         }
     }
@@ -209,7 +209,7 @@ impl Error {
     /// raised (a constraint, a syntax error) is an application failure named `DatabaseError`
     /// with the SQLSTATE as its code, recorded like any failure; a lost connection stays an
     /// interruption, so the work is retried rather than failed.
-    pub(crate) fn from_body(self) -> Error {
+    pub(crate) fn into_body_error(self) -> Error {
         match self {
             Error::Database { ref source, .. } if !crate::sysdb::is_transient(source) => {
                 let failure = Failure::new("DatabaseError", source.to_string());
@@ -269,7 +269,7 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     /// Lets bodies use `?` on sqlx results. A step or transaction body's own SQL error becomes
-    /// an application failure when the body returns it (see [`Error::from_body`]).
+    /// an application failure when the body returns it (see `Error::into_body_error`).
     fn from(source: sqlx::Error) -> Self {
         Error::Database { context: "run a statement".into(), source }
     }

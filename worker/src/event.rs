@@ -73,18 +73,12 @@ pub fn get_event<T: DeserializeOwned + Send>(
         loop {
             if let Some(stored) = ctx.rt.db.get_event(&target, &key).await? {
                 let value: T = decode_event(&stored, &target, &key)?;
-                return match ctx.record(function_id, GET_EVENT_OPERATION, Some(stored.value), started).await? {
-                    None => Ok(Some(value)),
-                    Some(op) => recorded_result::<Option<T>>(&op, &ctx.workflow_id),
-                };
+                return ctx.record_or_replay(function_id, GET_EVENT_OPERATION, stored.value, started, move || Some(value)).await;
             }
             match next_wait(deadline, ctx.rt.config.polling_interval) {
                 Some(wait) => ctx.interruptible(woken.wait(wait)).await?,
                 None => {
-                    return match ctx.record(function_id, GET_EVENT_OPERATION, Some("null".into()), started).await? {
-                        None => Ok(None),
-                        Some(op) => recorded_result::<Option<T>>(&op, &ctx.workflow_id),
-                    }
+                    return ctx.record_or_replay(function_id, GET_EVENT_OPERATION, "null".into(), started, || None).await
                 }
             }
         }

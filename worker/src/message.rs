@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::serialization::{decode, encode};
 use crate::sleep::durable_deadline;
 use crate::step::recorded_result;
-use crate::sysdb::{OpWrite, Received, NULL_TOPIC};
+use crate::sysdb::{OpWrite, Received, SystemDatabase, NULL_TOPIC};
 use crate::wakeup::{self, next_wait, NOTIFICATIONS_CHANNEL};
 
 /// Operation name of a send inside a workflow (DBOS's).
@@ -30,6 +30,24 @@ pub const RECV_OPERATION: &str = "DBOS.recv";
 /// The stored topic: DBOS stores a missing topic as a reserved name.
 pub(crate) fn stored_topic(topic: Option<&str>) -> String {
     topic.unwrap_or(NULL_TOPIC).to_string()
+}
+
+/// Encodes a message for `destination`.
+pub(crate) fn encode_message<T: Serialize + ?Sized>(destination: &str, message: &T) -> Result<String> {
+    encode(message, &format!("a message to workflow {destination}"))
+}
+
+/// Sends an encoded message from outside a workflow, under its stored topic; with an
+/// idempotency key, sending again with the same key delivers nothing more.
+pub(crate) async fn send_outside(
+    db: &SystemDatabase,
+    destination: &str,
+    message: &str,
+    stored_topic: &str,
+    idempotency_key: Option<&str>,
+) -> Result<()> {
+    let id = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    db.send(destination, stored_topic, message, &id).await
 }
 
 /// Sends `message` to workflow `destination_id` under `topic`. Inside a workflow the send is
@@ -43,12 +61,11 @@ pub fn send<T: Serialize + ?Sized>(
     let position = context::position();
     let destination = destination_id.into();
     let topic = stored_topic(topic);
-    let encoded = encode(message, &format!("a message to workflow {destination}"));
+    let encoded = encode_message(&destination, message);
     async move {
         let message = encoded?;
         let Some((ctx, function_id)) = position else {
-            let rt = crate::app::global()?;
-            return rt.db.send(&destination, &topic, &message, &uuid::Uuid::new_v4().to_string()).await;
+            return send_outside(&crate::app::global()?.db, &destination, &message, &topic, None).await;
         };
         if ctx.replayed(function_id, SEND_OPERATION)?.is_some() {
             return Ok(());
@@ -99,12 +116,7 @@ pub fn recv<T: DeserializeOwned>(
             }
             match next_wait(deadline, ctx.rt.config.polling_interval) {
                 Some(wait) => ctx.interruptible(woken.wait(wait)).await?,
-                None => {
-                    return match ctx.record(function_id, RECV_OPERATION, Some("null".into()), started).await? {
-                        None => Ok(None),
-                        Some(op) => recorded_result::<Option<T>>(&op, &ctx.workflow_id),
-                    }
-                }
+                None => return ctx.record_or_replay(function_id, RECV_OPERATION, "null".into(), started, || None).await,
             }
         }
     }

@@ -242,7 +242,7 @@ pub(crate) fn parse_tick(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
 }
 
-/// The current time as a UTC `DateTime`.
+/// The current time at millisecond precision, the precision ticks and their IDs are written in.
 pub(crate) fn now_utc() -> DateTime<Utc> {
     Utc.timestamp_millis_opt(crate::context::now_ms()).single().unwrap_or_else(Utc::now)
 }

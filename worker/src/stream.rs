@@ -77,6 +77,8 @@ struct Reader {
     next_offset: i32,
     buffer: VecDeque<StreamEntry>,
     woken: Subscription,
+    /// The stored form of the closed marker.
+    closed: String,
 }
 
 /// The stream of values read through `waiter`.
@@ -85,17 +87,17 @@ pub(crate) fn values<T: DeserializeOwned + Send + 'static>(
     workflow_id: String,
     key: String,
 ) -> BoxStream<'static, Result<T>> {
-    let start = waiter.map(|waiter| {
+    let start = waiter.and_then(|waiter| {
         let woken = waiter.wakeups.subscribe(STREAMS_CHANNEL, wakeup::payload(&workflow_id, &key));
-        Reader { waiter, workflow_id, key, next_offset: 0, buffer: VecDeque::new(), woken }
+        let closed = encode(STREAM_CLOSED, "the stream-closed marker")?;
+        Ok(Reader { waiter, workflow_id, key, next_offset: 0, buffer: VecDeque::new(), woken, closed })
     });
     futures::stream::try_unfold(Some(start), |state| async move {
         let Some(reader) = state else { return Ok(None) };
         let mut r = reader?;
-        let closed = encode(STREAM_CLOSED, "the stream-closed marker")?;
         loop {
             if let Some(entry) = r.buffer.pop_front() {
-                if entry.value.value == closed {
+                if entry.value.value == r.closed {
                     return Ok(None);
                 }
                 let what = format!("value {} of stream {} of workflow {}", entry.offset, r.key, r.workflow_id);

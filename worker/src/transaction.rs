@@ -23,7 +23,7 @@ use crate::context::{self, now_ms};
 use crate::error::{Error, Failure, Result};
 use crate::serialization::{decode, decode_failure, encode, encode_failure};
 use crate::step::recorded_result;
-use crate::sysdb::{is_transient, AppDatabase, CheckpointOutcome, TransactionRecord};
+use crate::sysdb::{is_conflict, is_transient, AppDatabase, CheckpointOutcome, TransactionRecord};
 
 /// Isolation level of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,29 +114,30 @@ where
         let app = ctx.rt.app_db().await?;
         let key = Some((&*ctx.workflow_id, function_id));
         let done = ctx.interruptible(run(&app, key, &name, &options, &mut f)).await?;
-        let (value, output, error): (Option<T>, Option<String>, Option<String>) = match done {
-            Ok(Done::Committed(value, json)) => (Some(value), Some(json), None),
+        // What this step returns, and what its checkpoint records.
+        let (result, output, error): (Result<T>, Option<String>, Option<String>) = match done {
+            Ok(Done::Committed(value, json)) => (Ok(value), Some(json), None),
             Ok(Done::Recorded(rec)) => {
                 let what = format!("the recorded output of transaction {name} of workflow {}", ctx.workflow_id);
-                match &rec.error {
-                    Some(err) => {
-                        decode_failure(err, rec.serialization.as_deref(), &what)?;
-                        (None, None, Some(err.clone()))
+                let ser = rec.serialization.as_deref();
+                match rec.error {
+                    Some(err) => (Err(Error::Failed(decode_failure(&err, ser, &what)?)), None, Some(err)),
+                    None => {
+                        let output = rec.output.unwrap_or_else(|| "null".into());
+                        (decode(Some(&output), ser, &what), Some(output), None)
                     }
-                    None => (None, rec.output.clone().or_else(|| Some("null".into())), None),
                 }
             }
             Err(e) => match e.to_failure() {
-                Some(failure) => (None, None, Some(encode_failure(&failure))),
+                Some(failure) => {
+                    let error = encode_failure(&failure);
+                    (Err(Error::Failed(failure)), None, Some(error))
+                }
                 None => return Err(e),
             },
         };
-        match ctx.checkpoint(function_id, name.clone(), output.clone(), error.clone(), started).await? {
-            CheckpointOutcome::Recorded => match (value, output, error) {
-                (Some(v), _, _) => Ok(v),
-                (None, _, Some(err)) => Err(Error::Failed(decode_failure(&err, None, &name)?)),
-                (None, output, None) => decode(output.as_deref(), None, &format!("the output of transaction {name}")),
-            },
+        match ctx.checkpoint(function_id, name.clone(), output, error, started).await? {
+            CheckpointOutcome::Recorded => result,
             CheckpointOutcome::Existing(op) => recorded_result(&op, &ctx.workflow_id),
             CheckpointOutcome::NotOwner => Err(ctx.lost_ownership().await),
         }
@@ -178,13 +179,13 @@ where
         let attempt: std::result::Result<Done<T>, Retry> = async {
             let mut tx = app.begin(options.isolation.begin()).await.map_err(|e| Retry::classify(e, &context("begin")))?;
             if let Some((wf, step)) = key {
-                let found = app.recorded(&mut *tx, wf, step).await.map_err(|e| Retry::classify(e, &context("check")))?;
+                let found = app.recorded(&mut tx, wf, step).await.map_err(|e| Retry::classify(e, &context("check")))?;
                 if let Some(rec) = found {
                     let _ = tx.rollback().await;
                     return Ok(Done::Recorded(rec));
                 }
             }
-            let value = match f(&mut *tx).await {
+            let value = match f(&mut tx).await {
                 Ok(v) => v,
                 Err(e) => {
                     let _ = tx.rollback().await;
@@ -193,7 +194,7 @@ where
             };
             let json = encode(&value, &format!("the output of transaction {name}")).map_err(Retry::Fail)?;
             if let Some((wf, step)) = key {
-                app.record(&mut *tx, wf, step, &json).await.map_err(|e| Retry::classify(e, &context("record")))?;
+                app.record(&mut tx, wf, step, &json).await.map_err(|e| Retry::classify(e, &context("record")))?;
             }
             tx.commit().await.map_err(|e| match Retry::classify(e, &context("commit")) {
                 // Without a record to look for, a commit that may have happened cannot be
@@ -246,21 +247,24 @@ enum Retry {
 
 impl Retry {
     fn classify(e: sqlx::Error, context: &str) -> Retry {
-        let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+        // Conflicts first: the transient errors include them.
+        let (conflict, transient) = (is_conflict(&e), is_transient(&e));
         let err = Error::db(context.to_string(), e);
-        match code.as_deref() {
-            Some("40001") | Some("40P01") => Retry::Conflict(err),
-            _ if matches!(&err, Error::Database { source, .. } if is_transient(source)) => Retry::Connection(err),
-            _ => Retry::Fail(err),
+        if conflict {
+            Retry::Conflict(err)
+        } else if transient {
+            Retry::Connection(err)
+        } else {
+            Retry::Fail(err)
         }
     }
 
     /// An error the body returned: conflicts and lost connections are retried; the body's own
     /// SQL errors become application failures carrying the SQLSTATE.
     fn from_body(e: Error) -> Retry {
-        match e.sqlstate().as_deref() {
-            Some("40001") | Some("40P01") => Retry::Conflict(e),
-            _ => match e.from_body() {
+        match e {
+            Error::Database { ref source, .. } if is_conflict(source) => Retry::Conflict(e),
+            e => match e.into_body_error() {
                 e @ Error::Database { .. } => Retry::Connection(e),
                 other => Retry::Fail(other),
             },

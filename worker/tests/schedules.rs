@@ -145,7 +145,7 @@ async fn downtime_is_not_replayed_unless_automatic_backfill_is_on() {
     let up_at = Utc::now();
     let app = launch(&url, "sched-down").await;
     let plain = wait_for_runs(&client, "plain", 2).await;
-    let catchup = wait_for(&"the missed ticks to be backfilled", Duration::from_secs(30), || async {
+    let catchup = wait_for("the missed ticks to be backfilled", Duration::from_secs(30), || async {
         let r = runs(&client, "catchup").await;
         let during = r.iter().filter(|s| {
             let t = tick_of(&s.workflow_id, "catchup");

@@ -324,7 +324,7 @@ impl SystemDatabase {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| {
-                if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505") {
+                if super::sqlstate(&e).as_deref() == Some("23505") {
                     Error::Config(format!(
                         "cannot fork workflow {workflow_id} as {new_id}: a workflow with that ID \
                          exists; choose another ID or leave it unset for a fresh one"

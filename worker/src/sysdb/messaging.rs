@@ -175,8 +175,19 @@ LIMIT 1000"#),
     }
 }
 
-fn op_write(owned: i64, written: i64) -> OpWrite {
-    match (owned, written) {
+/// A workflow operation's statement with its first parameters bound: workflow, owner, step.
+fn op_query(
+    sql: &Arc<str>,
+    workflow_id: &str,
+    owner: &str,
+    function_id: i32,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q(sql).bind(workflow_id).bind(owner).bind(function_id)
+}
+
+/// The outcome of a workflow operation's statement, from its `owned` and `written` counts.
+fn op_write(row: &sqlx::postgres::PgRow) -> OpWrite {
+    match (row.get::<i64, _>("owned"), row.get::<i64, _>("written")) {
         (0, _) => OpWrite::NotOwner,
         (_, 0) => OpWrite::AlreadyRecorded,
         _ => OpWrite::Recorded,
@@ -185,12 +196,12 @@ fn op_write(owned: i64, written: i64) -> OpWrite {
 
 /// Whether `e` is a foreign-key violation (a message to a workflow that does not exist).
 fn is_missing_destination(e: &sqlx::Error) -> bool {
-    e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23503")
+    super::sqlstate(e).as_deref() == Some("23503")
 }
 
 /// Whether `e` is a unique violation (two stream writers took the same offset).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505")
+    super::sqlstate(e).as_deref() == Some("23505")
 }
 
 impl SystemDatabase {
@@ -206,10 +217,7 @@ impl SystemDatabase {
         message: &str,
         message_id: &str,
     ) -> Result<OpWrite> {
-        let row = q(&self.sql.messaging.send_from_workflow)
-            .bind(workflow_id)
-            .bind(owner)
-            .bind(function_id)
+        let row = op_query(&self.sql.messaging.send_from_workflow, workflow_id, owner, function_id)
             .bind(destination)
             .bind(topic)
             .bind(message)
@@ -217,7 +225,7 @@ impl SystemDatabase {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| send_error(destination, e))?;
-        Ok(op_write(row.get("owned"), row.get("written")))
+        Ok(op_write(&row))
     }
 
     /// Sends a message from outside a workflow; idempotent on `message_id`.
@@ -243,10 +251,7 @@ impl SystemDatabase {
         topic: &str,
         started_ms: i64,
     ) -> Result<Received> {
-        let row = q(&self.sql.messaging.receive)
-            .bind(workflow_id)
-            .bind(owner)
-            .bind(function_id)
+        let row = op_query(&self.sql.messaging.receive, workflow_id, owner, function_id)
             .bind(topic)
             .bind(started_ms)
             .fetch_one(&self.pool)
@@ -275,16 +280,13 @@ impl SystemDatabase {
         key: &str,
         value: &str,
     ) -> Result<OpWrite> {
-        let row = q(&self.sql.messaging.set_event)
-            .bind(workflow_id)
-            .bind(owner)
-            .bind(function_id)
+        let row = op_query(&self.sql.messaging.set_event, workflow_id, owner, function_id)
             .bind(key)
             .bind(value)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| Error::db(format!("set event {key} of workflow {workflow_id}"), e))?;
-        Ok(op_write(row.get("owned"), row.get("written")))
+        Ok(op_write(&row))
     }
 
     /// The current value of event `key` of a workflow, if it was set.
@@ -312,17 +314,14 @@ impl SystemDatabase {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = q(&self.sql.messaging.write_stream)
-                .bind(workflow_id)
-                .bind(owner)
-                .bind(function_id)
+            let result = op_query(&self.sql.messaging.write_stream, workflow_id, owner, function_id)
                 .bind(key)
                 .bind(value)
                 .bind(operation)
                 .fetch_one(&self.pool)
                 .await;
             match result {
-                Ok(row) => return Ok(op_write(row.get("owned"), row.get("written"))),
+                Ok(row) => return Ok(op_write(&row)),
                 // A concurrent writer of the same stream took the offset; take the next one.
                 Err(e) if is_unique_violation(&e) && attempt < 20 => continue,
                 Err(e) => {

@@ -32,7 +32,7 @@ pub(super) async fn run(pool: &PgPool, schema: &str) -> Result<()> {
         .acquire()
         .await
         .map_err(|e| Error::db("acquire a connection to migrate the system database", e))?;
-    let lock_key = format!("mainstay-migrate:{schema}");
+    let lock_key = lock_key(schema);
     sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
         .bind(&lock_key)
         .execute(&mut *conn)
@@ -47,10 +47,15 @@ pub(super) async fn run(pool: &PgPool, schema: &str) -> Result<()> {
     result
 }
 
+/// The advisory lock that serializes migrations (and resets) of one schema.
+fn lock_key(schema: &str) -> String {
+    format!("mainstay-migrate:{schema}")
+}
+
 /// Drops the schema and everything in it, under the migration lock.
 pub(super) async fn reset(pool: &PgPool, schema: &str) -> Result<()> {
     let mut conn = pool.acquire().await.map_err(|e| Error::db("acquire a connection to reset", e))?;
-    let lock_key = format!("mainstay-migrate:{schema}");
+    let lock_key = lock_key(schema);
     let mut tx = conn.begin().await.map_err(|e| Error::db("begin the reset", e))?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(&lock_key)

@@ -278,6 +278,17 @@ pub(crate) fn duplicate_of(e: &sqlx::Error, row: &NewWorkflow) -> Option<Error> 
     })
 }
 
+/// The SQLSTATE of a failed statement, if the server reported one.
+pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string())
+}
+
+/// Whether a failed statement is a serialization failure or a deadlock: running the whole
+/// transaction again may succeed.
+pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(sqlstate(e).as_deref(), Some("40001") | Some("40P01"))
+}
+
 /// Whether a failed statement may succeed when tried again on a fresh connection.
 pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
