@@ -49,6 +49,18 @@ async fn observe(queue: String, part: Option<String>, ms: u64) -> mainstay::Resu
     .await
     .map_err(|e| mainstay::Error::from_std(&e))?;
     tokio::time::sleep(Duration::from_millis(ms)).await;
+    // The kill test's work holds until the test opens the gate, so the victim is certain to
+    // still hold claimed work when it is killed.
+    while queue == "kill" {
+        let open: bool = sqlx::query_scalar("SELECT open FROM gate")
+            .fetch_one(pool)
+            .await
+            .map_err(|e| mainstay::Error::from_std(&e))?;
+        if open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sqlx::query("UPDATE observations SET ended_at = clock_timestamp() WHERE id = $1")
         .bind(id)
         .execute(pool)
@@ -155,7 +167,9 @@ async fn four_workers_respect_every_queue_limit() {
     let mut c = connect(&url).await;
     sqlx::raw_sql(
         "CREATE TABLE observations (id bigserial PRIMARY KEY, workflow_id text, queue text, part text,
-                                    pid int, started_at timestamptz, ended_at timestamptz);",
+                                    pid int, started_at timestamptz, ended_at timestamptz);
+         CREATE TABLE gate (open boolean NOT NULL);
+         INSERT INTO gate VALUES (false);",
     )
     .execute(&mut c)
     .await
@@ -166,7 +180,8 @@ async fn four_workers_respect_every_queue_limit() {
     client.set_queue(&Queue::new("rated").rate_limit(3, Duration::from_millis(500))).await.unwrap();
     client.set_queue(&Queue::new("prio").concurrency(1).priority_enabled(true)).await.unwrap();
     client.set_queue(&Queue::new("parted").partition_concurrency(1)).await.unwrap();
-    client.set_queue(&Queue::new("kill")).await.unwrap();
+    // Ten per worker: with the work held at the gate, each of the four holds ten.
+    client.set_queue(&Queue::new("kill").worker_concurrency(10)).await.unwrap();
 
     // Priorities: everything is queued before any worker runs.
     let mut prio = Vec::new();
@@ -228,8 +243,8 @@ async fn four_workers_respect_every_queue_limit() {
     }
     assert!(max_overlap(&url, "parted", None, &parted).await >= 2, "partitions did not run side by side");
 
-    // Exactly once while a worker dies: SIGKILL one mid-run; the operator's recovery call
-    // hands its claimed work to the others.
+    // Exactly once while a worker dies: SIGKILL one while it holds claimed work (held at the
+    // gate); the operator's recovery call hands that work to the others.
     let mut kill = Vec::new();
     for _ in 0..40 {
         kill.push(enqueue(&client, "kill", None, 100, None).await);
@@ -250,6 +265,7 @@ async fn four_workers_respect_every_queue_limit() {
     victim.wait().await.unwrap();
     let recovered = client.recover_executor("qw-1").await.unwrap();
     assert!(!recovered.is_empty(), "the killed worker held no work");
+    sqlx::query("UPDATE gate SET open = true").execute(&mut connect(&url).await).await.unwrap();
     wait_all(&client, &kill).await;
     let mut c = connect(&url).await;
     let writes: Vec<(String, i64)> = sqlx::query_as(
