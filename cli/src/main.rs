@@ -150,6 +150,37 @@ enum ScheduleAction {
     Resume { name: String },
     /// Run a schedule's workflow now.
     Trigger { name: String },
+    /// Create a schedule that runs WORKFLOW at every tick of CRON.
+    Create {
+        name: String,
+        workflow: String,
+        /// 5 fields, or 6 with seconds first (quote it: "*/5 * * * *").
+        cron: String,
+        /// IANA time zone the cron expression is read in (default UTC).
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Queue the ticks are enqueued on (default: the internal queue).
+        #[arg(long)]
+        queue: Option<String>,
+        /// After downtime, run the ticks missed since the last fire.
+        #[arg(long)]
+        automatic_backfill: bool,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Delete a schedule (its past runs stay).
+    Delete { name: String },
+    /// Run every tick of a schedule in [--from, --to), each once.
+    Backfill {
+        name: String,
+        /// RFC 3339 start, inclusive.
+        #[arg(long)]
+        from: String,
+        /// RFC 3339 end, exclusive.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -324,14 +355,14 @@ fn run_commands(project: &Project, commands: &[String], config: Option<&mainstay
     Ok(0)
 }
 
-fn parse_time(what: &str, text: &Option<String>) -> anyhow::Result<Option<i64>> {
-    text.as_deref()
-        .map(|t| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map(|d| d.timestamp_millis())
-                .map_err(|e| anyhow::anyhow!("--{what} {t:?} is not an RFC 3339 time ({e}); write e.g. 2026-01-31T00:00:00Z"))
-        })
-        .transpose()
+fn parse_time(what: &str, text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|d| d.to_utc())
+        .map_err(|e| anyhow::anyhow!("--{what} {text:?} is not an RFC 3339 time ({e}); write e.g. 2026-01-31T00:00:00Z"))
+}
+
+fn parse_millis(what: &str, text: &Option<String>) -> anyhow::Result<Option<i64>> {
+    text.as_deref().map(|t| parse_time(what, t).map(|d| d.timestamp_millis())).transpose()
 }
 
 const STATUSES: [&str; 7] = [
@@ -361,8 +392,8 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
                 name: a.name,
                 app_version: a.app_version,
                 queue: a.queue,
-                created_from_ms: parse_time("since", &a.since)?,
-                created_before_ms: parse_time("until", &a.until)?,
+                created_from_ms: parse_millis("since", &a.since)?,
+                created_before_ms: parse_millis("until", &a.until)?,
                 limit: Some(a.limit),
                 offset: a.offset,
                 ..Default::default()
@@ -521,6 +552,36 @@ async fn schedule(client: &Client, action: ScheduleAction, json: bool) -> anyhow
                 println!("{}", serde_json::json!({ "workflow_id": id }));
             } else {
                 println!("Triggered {name}: workflow {id}.");
+            }
+            Ok(())
+        }
+        ScheduleAction::Create { name, workflow, cron, time_zone, queue, automatic_backfill, paused } => {
+            let mut schedule = mainstay::Schedule::new(&name, workflow, cron);
+            schedule.time_zone = time_zone;
+            schedule.queue = queue;
+            schedule.automatic_backfill = automatic_backfill;
+            if paused {
+                schedule.status = mainstay::ScheduleStatus::Paused;
+            }
+            client.create_schedule(&schedule).await?;
+            println!("Created schedule {name}.");
+            Ok(())
+        }
+        ScheduleAction::Delete { name } => {
+            client.delete_schedule(&name).await?;
+            println!("Deleted schedule {name}.");
+            Ok(())
+        }
+        ScheduleAction::Backfill { name, from, to } => {
+            let (start, end) = (parse_time("from", &from)?, parse_time("to", &to)?);
+            if start >= end {
+                anyhow::bail!("--from {from} is not before --to {to}; the range is [from, to)");
+            }
+            let ids = client.backfill_schedule(&name, start, end).await?;
+            if json {
+                println!("{}", serde_json::json!({ "workflow_ids": ids }));
+            } else {
+                println!("Backfilled {name}: {} ticks enqueued (ticks already run are not run again).", ids.len());
             }
             Ok(())
         }

@@ -89,6 +89,22 @@ async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_c
     ok(&mainstay(here, Some(&url), &["schedule", "resume", "nightly"]));
     let triggered = json(&mainstay(here, Some(&url), &["schedule", "trigger", "nightly", "--json"]));
     assert!(triggered["workflow_id"].as_str().unwrap().starts_with("sched-nightly-"));
+    ok(&mainstay(here, Some(&url), &["schedule", "create", "hourly", "demo", "0 * * * *", "--time-zone", "Asia/Tokyo", "--paused"]));
+    let hourly = client.get_schedule("hourly").await.unwrap().expect("created by the CLI");
+    assert_eq!((hourly.cron.as_str(), hourly.time_zone.as_deref()), ("0 * * * *", Some("Asia/Tokyo")));
+    assert_eq!(hourly.status, mainstay::ScheduleStatus::Paused);
+    let backfilled = json(&mainstay(
+        here,
+        Some(&url),
+        &["schedule", "backfill", "hourly", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T03:00:00Z", "--json"],
+    ));
+    assert_eq!(backfilled["workflow_ids"].as_array().unwrap().len(), 3, "ticks 00:00, 01:00, 02:00: {backfilled}");
+    assert!(fails(&mainstay(here, Some(&url), &["schedule", "create", "hourly", "demo", "0 * * * *"])).contains("exists"));
+    assert!(fails(&mainstay(here, Some(&url), &["schedule", "create", "bad", "demo", "61 * * * *"])).contains("schedule bad"));
+    assert!(fails(&mainstay(here, Some(&url), &["schedule", "backfill", "hourly", "--from", "yesterday", "--to", "2026-01-01T03:00:00Z"]))
+        .contains("RFC 3339"));
+    ok(&mainstay(here, Some(&url), &["schedule", "delete", "hourly"]));
+    assert!(client.get_schedule("hourly").await.unwrap().is_none(), "deleted by the CLI");
 
     // Errors say what is wrong and how to fix it.
     assert!(fails(&mainstay(here, Some(&url), &["workflow", "get", "nope"])).contains("no workflow with ID nope"));
