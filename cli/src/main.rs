@@ -90,6 +90,23 @@ enum WorkflowAction {
     Cancel { id: String },
     /// Resume a cancelled or failed workflow from its last completed step.
     Resume { id: String },
+    /// Delete a workflow's records (status, steps, events, streams, messages).
+    Delete {
+        id: String,
+        /// Also delete the workflows it started, recursively.
+        #[arg(long)]
+        children: bool,
+    },
+    /// Delete finished workflows (SUCCESS, ERROR, CANCELLED, ...) past an age or a count;
+    /// unfinished workflows are never touched.
+    Prune {
+        /// Delete those created longer ago than this (e.g. 7d, 12h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Keep at most this many finished workflows, the newest.
+        #[arg(long)]
+        keep: Option<u64>,
+    },
     /// Start a new run of a workflow that replays its steps before --step and runs the rest.
     Fork {
         id: String,
@@ -463,6 +480,27 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
         WorkflowAction::Resume { id } => {
             client.resume(&id).await?;
             println!("Resumed {id}: enqueued to run from its last completed step.");
+            Ok(())
+        }
+        WorkflowAction::Delete { id, children } => {
+            let deleted = client.delete_workflow(&id, children).await?;
+            if json {
+                println!("{}", serde_json::json!({ "deleted": deleted }));
+            } else {
+                println!("Deleted {}.", deleted.join(", "));
+            }
+            Ok(())
+        }
+        WorkflowAction::Prune { older_than, keep } => {
+            if older_than.is_none() && keep.is_none() {
+                bail!("say what to delete: --older-than AGE (e.g. 7d), --keep N, or both");
+            }
+            let n = client.delete_finished(older_than, keep).await?;
+            if json {
+                println!("{}", serde_json::json!({ "deleted": n }));
+            } else {
+                println!("Deleted {n} finished workflows.");
+            }
             Ok(())
         }
         WorkflowAction::Fork { id, step, new_id, app_version } => {

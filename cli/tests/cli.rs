@@ -80,6 +80,15 @@ async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_c
     assert_eq!(json(&mainstay(here, Some(&url), &["workflow", "steps", "w-3", "--json"])), serde_json::json!([]));
     let queues = ok(&mainstay(here, Some(&url), &["queue", "list"]));
     assert!(queues.contains("jobs"), "{queues}");
+    ok(&mainstay(here, Some(&url), &["workflow", "cancel", "w-2"]));
+    assert!(fails(&mainstay(here, Some(&url), &["workflow", "prune"])).contains("--older-than"));
+    assert!(fails(&mainstay(here, Some(&url), &["workflow", "prune", "--older-than", "soon"])).contains("soon"));
+    let pruned = json(&mainstay(here, Some(&url), &["workflow", "prune", "--older-than", "0s", "--keep", "0", "--json"]));
+    assert_eq!(pruned["deleted"], 1, "only the cancelled w-2 is finished");
+    assert!(fails(&mainstay(here, Some(&url), &["workflow", "get", "w-2"])).contains("no workflow with ID w-2"));
+    let deleted = json(&mainstay(here, Some(&url), &["workflow", "delete", "w-3", "--json"]));
+    assert_eq!(deleted["deleted"], serde_json::json!(["w-3"]));
+    assert_eq!(json(&mainstay(here, Some(&url), &["workflow", "list", "--json"])).as_array().unwrap().len(), 1, "w-1 is left");
 
     client.create_schedule(&Schedule::new("nightly", "demo", "0 3 * * *").time_zone("Europe/Paris")).await.unwrap();
     let schedules = ok(&mainstay(here, Some(&url), &["schedule", "list"]));
