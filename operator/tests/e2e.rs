@@ -304,11 +304,12 @@ async fn new_version_rolls_out(cluster: &Cluster) -> Result<()> {
     wait_for("v1 to drain and its Deployment to go", 2 * MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;
         let done = count(&client, WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
-        Ok((done == 3 && d.len() == 1 && d[0].0 == "v2").then_some(()))
+        // The status is patched after the Deployment is removed, in the same reconcile: wait
+        // for both rather than reading the status at the moment the Deployment is gone.
+        let versions = app(cluster, ns, "shop").await?.status.map(|s| s.versions);
+        Ok((done == 3 && d.len() == 1 && d[0].0 == "v2" && versions == Some(vec!["v2".to_string()])).then_some(()))
     })
     .await?;
-    let a = app(cluster, ns, "shop").await?;
-    ensure!(a.status.as_ref().map(|s| s.versions.clone()) == Some(vec!["v2".to_string()]), "status.versions: {:?}", a.status);
     // New work runs on v2.
     let id = client.enqueue("process_order", "orders", vec![serde_json::json!(1)], WorkflowOptions::default()).await?;
     let out: String = tokio::time::timeout(MINUTE, client.get_result(&id)).await??;
