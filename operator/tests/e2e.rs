@@ -240,7 +240,8 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     .await?;
     for i in 0..6 {
         let opts = WorkflowOptions { id: Some(format!("hold-{i}")), ..Default::default() };
-        client.enqueue("hold", "orders", vec![serde_json::json!(8000)], opts).await?;
+        // Held until released below (at most ten minutes), so the victim surely holds work.
+        client.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
     let victim = wait_for("the held workflows to be running", MINUTE, || async {
         let running = client.list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Pending], ..Default::default() }).await?;
@@ -249,6 +250,11 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     .await?;
     let held_by_victim = count(&client, WorkflowFilter { executor_id: Some(victim.clone()), statuses: vec![Status::Pending], ..Default::default() }).await?;
     cluster.kubectl(&["delete", "pod", &victim, "-n", ns, "--wait=false"])?;
+    wait_for("the victim's process to be killed", MINUTE, || async {
+        Ok((!runner.running().iter().any(|k| k.ends_with(&format!("/{victim}")))).then_some(()))
+    })
+    .await?;
+    release(&client, "hold-", 6).await?;
     wait_for("all held workflows to succeed", 2 * MINUTE, || async {
         let done = client.list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
         Ok((done.len() == 6).then_some(done))
@@ -265,6 +271,14 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
         "no RecoveredWorkflows event naming {victim} ({held_by_victim} workflows): {events}"
     );
     client.close().await;
+    Ok(())
+}
+
+/// Releases the held workflows `{prefix}0` .. `{prefix}{n-1}` (the example's `hold`).
+async fn release(client: &Client, prefix: &str, n: usize) -> Result<()> {
+    for i in 0..n {
+        client.send(&format!("{prefix}{i}"), "go", Some("release"), Some(&format!("release-{prefix}{i}"))).await?;
+    }
     Ok(())
 }
 
@@ -286,7 +300,7 @@ async fn new_version_rolls_out(cluster: &Cluster) -> Result<()> {
     .await?;
     for i in 0..3 {
         let opts = WorkflowOptions { id: Some(format!("v1-hold-{i}")), app_version: Some("v1".into()), ..Default::default() };
-        client.enqueue("hold", "orders", vec![serde_json::json!(6000)], opts).await?;
+        client.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
     wait_for("v1 work to be running", MINUTE, || async {
         Ok((count(&client, WorkflowFilter { app_version: Some("v1".into()), statuses: vec![Status::Pending], ..Default::default() }).await? == 3).then_some(()))
@@ -301,6 +315,7 @@ async fn new_version_rolls_out(cluster: &Cluster) -> Result<()> {
         Ok((versions == BTreeSet::from(["v1".to_string(), "v2".to_string()]) && rolling).then_some(()))
     })
     .await?;
+    release(&client, "v1-hold-", 3).await?;
     wait_for("v1 to drain and its Deployment to go", 2 * MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;
         let done = count(&client, WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;

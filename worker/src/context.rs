@@ -18,6 +18,10 @@ use crate::sysdb::{CheckpointOutcome, RecordedOp, StepRecord};
 
 tokio::task_local! {
     static CONTEXT: Arc<WorkflowContext>;
+    /// Set while the body of a step or transaction runs. Operations called there are plain
+    /// calls that take no operation ID: a step body re-runs on retry and is skipped on replay,
+    /// so IDs taken inside it would shift every later operation's ID between executions.
+    static IN_STEP: ();
 }
 
 pub(crate) struct WorkflowContext {
@@ -173,8 +177,33 @@ pub(crate) fn current() -> Option<Arc<WorkflowContext>> {
     CONTEXT.try_with(|c| c.clone()).ok()
 }
 
-/// The current workflow and the next operation ID in it, taken now.
+/// Whether the calling task is inside the body of a step or transaction.
+pub(crate) fn in_step() -> bool {
+    IN_STEP.try_with(|_| ()).is_ok()
+}
+
+/// Where an operation that needs a workflow was called from, for its error message.
+pub(crate) fn not_in_workflow() -> &'static str {
+    if in_step() {
+        "inside a step, whose body is not recorded operation by operation"
+    } else {
+        "outside a workflow"
+    }
+}
+
+/// Runs a step or transaction body: `make` builds its future (closures may do work when
+/// called) and the future runs, both marked as inside a step.
+pub(crate) async fn step_body<F: std::future::Future>(make: impl FnOnce() -> F) -> F::Output {
+    let fut = IN_STEP.sync_scope((), make);
+    IN_STEP.scope((), fut).await
+}
+
+/// The current workflow and the next operation ID in it, taken now; `None` outside a workflow
+/// and inside a step body.
 pub(crate) fn position() -> Option<(Arc<WorkflowContext>, i32)> {
+    if in_step() {
+        return None;
+    }
     current().map(|ctx| {
         let id = ctx.next_function_id();
         (ctx, id)
@@ -184,6 +213,9 @@ pub(crate) fn position() -> Option<(Arc<WorkflowContext>, i32)> {
 /// Like [`position`], for an operation with a durable timeout: two IDs are taken, the
 /// operation's and (right after it) its timeout's.
 pub(crate) fn position_with_timeout() -> Option<(Arc<WorkflowContext>, i32)> {
+    if in_step() {
+        return None;
+    }
     current().map(|ctx| {
         let id = ctx.next_function_id();
         ctx.next_function_id();

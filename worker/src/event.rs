@@ -34,8 +34,9 @@ pub fn set_event<T: Serialize + ?Sized>(key: &str, value: &T) -> impl Future<Out
         let value = encoded?;
         let Some((ctx, function_id)) = position else {
             return Err(Error::Config(format!(
-                "set_event({key}) was called outside a workflow; events belong to the workflow that \
-                 sets them (call it from a #[mainstay::workflow] function)"
+                "set_event({key}) was called {}; events belong to the workflow that sets them \
+                 (call it from a #[mainstay::workflow] function)",
+                context::not_in_workflow()
             )));
         };
         if ctx.replayed(function_id, SET_EVENT_OPERATION)?.is_some() {

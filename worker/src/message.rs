@@ -46,7 +46,9 @@ pub(crate) async fn send_outside(
     stored_topic: &str,
     idempotency_key: Option<&str>,
 ) -> Result<()> {
-    let id = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    // Time-ordered IDs: receivers take the oldest first by (created_at_epoch_ms, message_uuid), so
+    // messages sent within one millisecond still arrive in the order they were sent.
+    let id = idempotency_key.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
     db.send(destination, stored_topic, message, &id).await
 }
 
@@ -71,7 +73,7 @@ pub fn send<T: Serialize + ?Sized>(
             return Ok(());
         }
         ctx.check_interrupted()?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = uuid::Uuid::now_v7().to_string();
         let written = ctx
             .rt
             .db
@@ -94,11 +96,11 @@ pub fn recv<T: DeserializeOwned>(
     let topic = stored_topic(topic);
     async move {
         let Some((ctx, function_id)) = position else {
-            return Err(Error::Config(
-                "recv was called outside a workflow; only a workflow has messages to receive \
-                 (call it from a #[mainstay::workflow] function)"
-                    .into(),
-            ));
+            return Err(Error::Config(format!(
+                "recv was called {}; only a workflow has messages to receive \
+                 (call it from a #[mainstay::workflow] function)",
+                context::not_in_workflow()
+            )));
         };
         let what = format!("the message received by workflow {} (topic {topic})", ctx.workflow_id);
         if let Some(op) = ctx.replayed(function_id, RECV_OPERATION)? {

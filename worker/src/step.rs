@@ -148,7 +148,7 @@ where
     let mut tries = 0;
     loop {
         tries += 1;
-        let result = f().await.map_err(Error::into_body_error);
+        let result = context::step_body(&mut *f).await.map_err(Error::into_body_error);
         match result {
             Err(ref e) if tries < options.max_attempts && e.to_failure().is_some() => {
                 let delay = options.delay_before(tries);

@@ -45,8 +45,9 @@ fn append(key: String, encoded: Result<String>, operation: &'static str) -> impl
         let value = encoded?;
         let Some((ctx, function_id)) = position else {
             return Err(Error::Config(format!(
-                "stream {key} was written outside a workflow; a stream belongs to the workflow \
-                 that writes it (call it from a #[mainstay::workflow] function)"
+                "stream {key} was written {}; a stream belongs to the workflow that writes it \
+                 (call it from a #[mainstay::workflow] function)",
+                context::not_in_workflow()
             )));
         };
         if ctx.replayed(function_id, operation)?.is_some() {

@@ -185,7 +185,7 @@ where
                     return Ok(Done::Recorded(rec));
                 }
             }
-            let value = match f(&mut tx).await {
+            let value = match context::step_body(|| f(&mut tx)).await {
                 Ok(v) => v,
                 Err(e) => {
                     let _ = tx.rollback().await;

@@ -23,7 +23,9 @@ const WORKFLOW_ENV: &str = "MAINSTAY_CRASH_WORKFLOW";
 const EXECUTOR_ENV: &str = "MAINSTAY_CRASH_EXECUTOR";
 const PAUSE_IN_ENV: &str = "MAINSTAY_CRASH_PAUSE_IN";
 const PAUSE_AFTER_ENV: &str = "MAINSTAY_CRASH_PAUSE_AFTER";
-const SLEEP_MS: u64 = 3000;
+// Long enough that a recovered process (started, launched, replayed) on a loaded two-core
+// machine finishes well within it when it correctly sleeps only what is left.
+const SLEEP_MS: u64 = 5000;
 
 static EFFECTS: OnceCell<PgPool> = OnceCell::const_new();
 

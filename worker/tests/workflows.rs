@@ -202,6 +202,46 @@ async fn concurrent_steps_get_ids_in_call_order() {
     app.shutdown().await;
 }
 
+#[mainstay::step(max_attempts = 2, interval_ms = 10)]
+async fn outer_step() -> mainstay::Result<String> {
+    ran("outer");
+    // Inside a step these are plain calls: no operation IDs, no records.
+    let inner = add_one(1).await?;
+    mainstay::sleep(Duration::from_millis(1)).await?;
+    let refused = mainstay::set_event("e", &1).await.unwrap_err().to_string();
+    if runs(&mainstay::workflow_id().unwrap(), "outer") < 2 {
+        return Err(Error::msg("the first attempt fails"));
+    }
+    Ok(format!("{inner}: {refused}"))
+}
+
+#[mainstay::workflow]
+async fn nested_ops() -> mainstay::Result<String> {
+    let s = outer_step().await?;
+    let d = double(3).await?;
+    Ok(format!("{d} {s}"))
+}
+
+#[tokio::test]
+async fn operations_inside_a_step_take_no_ids_so_replays_line_up() {
+    let url = fresh_database("nested_ops").await;
+    let app = launch(&url, "e1").await;
+    let out = app.run(nested_ops().id("nest-1")).await.unwrap();
+    assert!(out.starts_with("6 2: ") && out.contains("set_event(e) was called inside a step"), "{out}");
+    assert_eq!(runs("nest-1", "add_one"), 2, "the inner step ran as a plain call on each attempt");
+    let steps: Vec<(i32, String)> = app.list_steps("nest-1").await.unwrap().into_iter().map(|s| (s.function_id, s.name)).collect();
+    assert_eq!(steps, vec![(1, "outer_step".to_string()), (2, "double".to_string())]);
+    // A replay skips the step body, so the operations after it keep their IDs.
+    let forked = app
+        .fork::<String>("nest-1", &mainstay::ForkOptions { start_step: 2, new_id: Some("nest-2".into()), app_version: None })
+        .await
+        .unwrap();
+    assert_eq!(forked.get_result().await.unwrap(), out);
+    assert_eq!(runs("nest-2", "outer"), 0, "the replayed step did not run");
+    assert_eq!(runs("nest-2", "double"), 1);
+    app.shutdown().await;
+}
+
 /// Inserts a PENDING workflow of `executor` as a crashed process would have left it.
 async fn insert_pending(url: &str, id: &str, name: &str, executor: &str, version: &str, inputs: &str, attempts: i64) {
     let mut c = connect(url).await;
@@ -375,7 +415,7 @@ async fn has_step(url: &str, id: &str, name: &str) -> Option<()> {
 async fn a_cancelled_workflow_stops_and_a_resumed_one_continues() {
     let url = fresh_database("cancel_resume").await;
     let app = launch(&url, "e1").await;
-    let handle = app.start(step_sleep_step(1500).id("cr-1")).await.unwrap();
+    let handle = app.start(step_sleep_step(5000).id("cr-1")).await.unwrap();
     wait_for("the sleep to be recorded", Duration::from_secs(10), || has_step(&url, "cr-1", "DBOS.sleep")).await;
     app.cancel("cr-1").await.unwrap();
     let err = handle.get_result().await.unwrap_err();
@@ -394,7 +434,7 @@ async fn a_cancelled_workflow_stops_and_a_resumed_one_continues() {
 async fn shutdown_leaves_workflows_pending_and_a_restart_finishes_them() {
     let url = fresh_database("shutdown").await;
     let app = launch(&url, "e-shut").await;
-    let _handle = app.start(step_sleep_step(800).id("sd-1")).await.unwrap();
+    let _handle = app.start(step_sleep_step(5000).id("sd-1")).await.unwrap();
     wait_for("the sleep to be recorded", Duration::from_secs(10), || has_step(&url, "sd-1", "DBOS.sleep")).await;
     app.shutdown().await;
     let mut c = connect(&url).await;

@@ -46,13 +46,15 @@ async fn note(what: String) -> mainstay::Result<String> {
     Ok(what)
 }
 
-/// Holds a worker for `ms` milliseconds between two steps: work that is in flight when a
-/// worker dies, to show it finishing elsewhere.
+/// Holds a worker between two steps until released (any message on topic `release`) or for
+/// at most `ms` milliseconds: work that is in flight when a worker dies, to show it finishing
+/// elsewhere. The wait is durable, so a recovered hold waits only for what was left.
 #[mainstay::workflow]
 async fn hold(ms: u64) -> mainstay::Result<String> {
     note("started".into()).await?;
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    note(format!("held {ms} ms on {}", std::env::var(mainstay::config::env::EXECUTOR_ID).unwrap_or_default())).await
+    let released: Option<String> = mainstay::recv(Some("release"), Duration::from_millis(ms)).await?;
+    let how = if released.is_some() { "released".to_string() } else { format!("held {ms} ms") };
+    note(format!("{how} on {}", std::env::var(mainstay::config::env::EXECUTOR_ID).unwrap_or_default())).await
 }
 
 #[mainstay::step]

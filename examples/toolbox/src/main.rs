@@ -82,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
     let app = Mainstay::builder(config).queue(toolbox::example_queue()).launch().await?;
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
-    println!("Listening on http://localhost:{port}/");
+    // PORT=0 picks a free port; print the one bound.
+    println!("Listening on http://localhost:{}/", listener.local_addr()?.port());
     let stopping = app.clone();
     axum::serve(listener, routes())
         .with_graceful_shutdown(async move {

@@ -20,10 +20,10 @@ use tokio::process::{Child, Command};
 /// The server's stdout, line by line, across its restarts.
 type Output = Arc<Mutex<Vec<String>>>;
 
-fn toolbox(url: &str, port: u16) -> Command {
+fn toolbox(url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolbox"));
     cmd.env("MAINSTAY_DATABASE_URL", url)
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env_remove("DATABASE_URL")
         .env_remove("MAINSTAY_APP_DATABASE_URL")
         .env("RUST_LOG", "warn")
@@ -32,16 +32,24 @@ fn toolbox(url: &str, port: u16) -> Command {
     cmd
 }
 
-fn serve(url: &str, port: u16, output: &Output) -> Child {
-    let mut child = toolbox(url, port).stdout(Stdio::piped()).spawn().expect("start the toolbox server");
+/// Starts the server on a port of its choosing and returns it with that port.
+async fn serve(url: &str, output: &Output) -> (Child, u16) {
+    let mut child = toolbox(url).stdout(Stdio::piped()).spawn().expect("start the toolbox server");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let output = output.clone();
+    let sink = output.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
-            output.lock().unwrap().push(line);
+            sink.lock().unwrap().push(line);
         }
     });
-    child
+    let port = wait_for("the server's port", Duration::from_secs(60), || {
+        let port = output.lock().unwrap().iter().rev().find_map(|l| {
+            l.strip_prefix("Listening on http://localhost:")?.trim_end_matches('/').parse::<u16>().ok()
+        });
+        async move { port }
+    })
+    .await;
+    (child, port)
 }
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -68,10 +76,6 @@ async fn wait_until_serving(port: u16) {
     .await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn count_where(url: &str, name: &str, status: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE name = $1 AND status = $2")
         .bind(name)
@@ -85,15 +89,14 @@ async fn count_where(url: &str, name: &str, status: &str) -> i64 {
 async fn the_walk_through_works_and_survives_a_crash() {
     let url = fresh_database("toolbox").await;
     for _ in 0..2 {
-        let status = toolbox(&url, 0).arg("migrate").stdout(Stdio::null()).status().await.unwrap();
+        let status = toolbox(&url).arg("migrate").stdout(Stdio::null()).status().await.unwrap();
         assert!(status.success(), "toolbox migrate failed (run twice: it must be idempotent)");
     }
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM example_table").fetch_one(&mut connect(&url).await).await.unwrap();
     assert_eq!(rows, 0, "the migration created the example table");
 
-    let port = free_port();
     let output = Output::default();
-    let server = serve(&url, port, &output);
+    let (server, port) = serve(&url, &output).await;
     wait_until_serving(port).await;
 
     assert_eq!(get_ok(port, "/transaction").await.trim(), "Row count: 1");
@@ -125,7 +128,9 @@ async fn the_walk_through_works_and_survives_a_crash() {
     let _ = request.await;
     assert_eq!(count_where(&url, "queue_workflow", "PENDING").await, 1, "the killed workflow waits for recovery");
 
-    let server = serve(&url, port, &output);
+    // The restart's "Listening on" line comes after the first run's: clear them to read its port.
+    output.lock().unwrap().retain(|l| !l.starts_with("Listening on"));
+    let (server, _) = serve(&url, &output).await;
     let id: String = sqlx::query_scalar("SELECT workflow_uuid FROM dbos.workflow_status WHERE name = 'queue_workflow'")
         .fetch_one(&mut connect(&url).await)
         .await
@@ -135,6 +140,13 @@ async fn the_walk_through_works_and_survives_a_crash() {
         .expect("the recovered queue workflow finished within 90 s")
         .unwrap();
     assert_eq!(done, (0..10).collect::<Vec<u32>>());
+    // The server prints each task's line before its outcome commits; wait until the reader
+    // has them all before counting.
+    wait_for("ten task lines on the server's stdout", Duration::from_secs(10), || {
+        let n = output.lock().unwrap().iter().filter(|l| l.starts_with("Task ")).count();
+        async move { (n >= 10).then_some(()) }
+    })
+    .await;
     let lines = output.lock().unwrap().clone();
     for i in 0..10 {
         let runs = lines.iter().filter(|l| **l == format!("Task {i} completed!")).count();
