@@ -226,10 +226,18 @@ write_kubeconfig "$pki/scheduler.kubeconfig" scheduler
 # start NAME COMMAND...: runs COMMAND in a session of its own (so a terminal's
 # signals do not reach it), logging to logs/NAME.log, and records its pid.
 start() {
-    local name=$1
+    local name=$1 pid i
     shift
     setsid "$@" </dev/null >"$state/logs/$name.log" 2>&1 &
-    printf '%s %s\n' "$name" "$!" >>"$state/pids"
+    pid=$!
+    printf '%s %s\n' "$name" "$pid" >>"$state/pids"
+    # Until the background shell has exec'd the command, its command line does not name the
+    # state directory and `running` would take it for an exited process: wait for the exec.
+    for ((i = 0; i < 200; i++)); do
+        is_ours "$state" "$pid" && return 0
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.05
+    done
 }
 
 # running NAME: true while the process recorded as NAME runs.

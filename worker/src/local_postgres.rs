@@ -234,3 +234,13 @@ pub async fn configured_or_local_url() -> Result<String> {
     );
     Ok(url)
 }
+
+/// A configuration for development and examples: the database from
+/// [`configured_or_local_url`], the application name `app_name`, then every `MAINSTAY_*`
+/// variable applied.
+pub async fn development_config(app_name: &str) -> Result<crate::Config> {
+    let mut config = crate::Config::new(configured_or_local_url().await?);
+    config.app_name = Some(app_name.to_string());
+    config.apply_env()?;
+    Ok(config)
+}

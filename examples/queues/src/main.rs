@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use mainstay::{Config, Mainstay, Queue};
+use mainstay::{Mainstay, Queue};
 
 fn example_queue() -> Queue {
     Queue::new("example-queue")
@@ -55,10 +55,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
-    let url = mainstay::local_postgres::configured_or_local_url().await?;
-    let mut config = Config::new(url);
-    config.app_name = Some("queues".into());
-    config.apply_env()?;
+    let config = mainstay::local_postgres::development_config("queues").await?;
     let app = Mainstay::builder(config).queue(example_queue()).launch().await?;
 
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);

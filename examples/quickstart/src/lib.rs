@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mainstay::{Config, Mainstay};
+use mainstay::Mainstay;
 
 #[mainstay::step]
 pub async fn step_one() -> mainstay::Result<()> {
@@ -44,9 +44,6 @@ pub async fn launch() -> anyhow::Result<Mainstay> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
-    let url = mainstay::local_postgres::configured_or_local_url().await?;
-    let mut config = Config::new(url);
-    config.app_name = Some("quickstart".into());
-    config.apply_env()?;
+    let config = mainstay::local_postgres::development_config("quickstart").await?;
     Ok(Mainstay::launch(config).await?)
 }

@@ -69,10 +69,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
-    let url = mainstay::local_postgres::configured_or_local_url().await?;
-    let mut config = Config::new(url);
-    config.app_name = Some("toolbox".into());
-    config.apply_env()?;
+    let config = mainstay::local_postgres::development_config("toolbox").await?;
     match std::env::args().nth(1).as_deref() {
         Some("migrate") => return migrate(&config).await,
         None => {}
