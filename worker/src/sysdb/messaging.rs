@@ -71,20 +71,28 @@ pub(super) struct Statements {
 const OWN: &str = "own AS (SELECT 1 FROM {s}.workflow_status \
     WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING' FOR SHARE)";
 
+/// The step record of a workflow operation whose output is null (send, set_event, stream
+/// writes): written once, only when the owner check passed. `{op}` is its name, a literal or a
+/// parameter.
+const RECORD: &str = r#"rec AS (
+    INSERT INTO {s}.operation_outputs (workflow_uuid, function_id, function_name, output,
+        serialization, started_at_epoch_ms, completed_at_epoch_ms)
+    SELECT $1, $3, {op}, 'null', 'portable_json', {now}, {now} FROM own
+    ON CONFLICT (workflow_uuid, function_id) DO NOTHING
+    RETURNING 1
+)"#;
+
 impl Statements {
     pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
         let with_own = |text: &str| f(&text.replace("{own}", OWN));
+        // `op` is the operation name as SQL: a quoted constant or a parameter.
+        let recorded = |op: &str, text: &str| with_own(&text.replace("{rec}", &RECORD.replace("{op}", op)));
+        let literal = |name: &str| format!("'{name}'");
         Statements {
             // $1 workflow, $2 owner, $3 function ID, $4 destination, $5 topic, $6 message,
             // $7 message ID
-            send_from_workflow: with_own(r#"
-WITH {own}, rec AS (
-    INSERT INTO {s}.operation_outputs (workflow_uuid, function_id, function_name, output,
-        serialization, started_at_epoch_ms, completed_at_epoch_ms)
-    SELECT $1, $3, 'DBOS.send', 'null', 'portable_json', {now}, {now} FROM own
-    ON CONFLICT (workflow_uuid, function_id) DO NOTHING
-    RETURNING 1
-), msg AS (
+            send_from_workflow: recorded(&literal(crate::message::SEND_OPERATION), r#"
+WITH {own}, {rec}, msg AS (
     INSERT INTO {s}.notifications (message_uuid, destination_uuid, topic, message, serialization)
     SELECT $7, $4, $5, $6, 'portable_json' FROM rec
     RETURNING 1
@@ -120,14 +128,8 @@ SELECT (SELECT count(*) FROM own) AS owned,
        COALESCE((SELECT message FROM took), (SELECT output FROM prior)) AS message,
        COALESCE((SELECT serialization FROM took), (SELECT serialization FROM prior)) AS serialization"#),
             // $1 workflow, $2 owner, $3 function ID, $4 key, $5 value
-            set_event: with_own(r#"
-WITH {own}, rec AS (
-    INSERT INTO {s}.operation_outputs (workflow_uuid, function_id, function_name, output,
-        serialization, started_at_epoch_ms, completed_at_epoch_ms)
-    SELECT $1, $3, 'DBOS.setEvent', 'null', 'portable_json', {now}, {now} FROM own
-    ON CONFLICT (workflow_uuid, function_id) DO NOTHING
-    RETURNING 1
-), ev AS (
+            set_event: recorded(&literal(crate::event::SET_EVENT_OPERATION), r#"
+WITH {own}, {rec}, ev AS (
     INSERT INTO {s}.workflow_events (workflow_uuid, key, value, serialization)
     SELECT $1, $4, $5, 'portable_json' FROM rec
     ON CONFLICT (workflow_uuid, key)
@@ -147,14 +149,8 @@ SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM note) AS writt
                  WHERE workflow_uuid = $1 AND key = $2",
             ),
             // $1 workflow, $2 owner, $3 function ID, $4 key, $5 value, $6 operation name
-            write_stream: with_own(r#"
-WITH {own}, rec AS (
-    INSERT INTO {s}.operation_outputs (workflow_uuid, function_id, function_name, output,
-        serialization, started_at_epoch_ms, completed_at_epoch_ms)
-    SELECT $1, $3, $6, 'null', 'portable_json', {now}, {now} FROM own
-    ON CONFLICT (workflow_uuid, function_id) DO NOTHING
-    RETURNING 1
-), val AS (
+            write_stream: recorded("$6", r#"
+WITH {own}, {rec}, val AS (
     INSERT INTO {s}.streams (workflow_uuid, key, value, "offset", function_id, serialization)
     SELECT $1, $4, $5,
            COALESCE((SELECT max("offset") + 1 FROM {s}.streams
