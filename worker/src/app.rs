@@ -43,6 +43,8 @@ pub(crate) struct Runtime {
     pub(crate) db: SystemDatabase,
     pub(crate) committer: Committer,
     pub(crate) registry: Registry,
+    /// The registered workflow names: claims take no others.
+    pub(crate) workflow_names: Vec<String>,
     pub(crate) app_version: String,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -209,6 +211,9 @@ impl MainstayBuilder {
         }
         let app_version = config.app_version.clone().unwrap_or_else(|| default_version(&registry));
         db.register_version(&app_version, config.app_name.as_deref()).await?;
+        if config.latest_version {
+            db.set_latest_version(&app_version, config.app_name.as_deref()).await?;
+        }
         let committer = Committer::start(db.clone(), config.commit_concurrency);
         // The application's queues first: claim rounds visit them in this order.
         let mut queues: Vec<String> = Vec::new();
@@ -222,6 +227,7 @@ impl MainstayBuilder {
             config,
             db,
             committer,
+            workflow_names: registry.names().map(str::to_string).collect(),
             registry,
             app_version,
             shutdown: CancellationToken::new(),
@@ -258,14 +264,21 @@ impl MainstayBuilder {
     }
 }
 
-/// A version derived from the registered workflow names (FNV-1a), used when none is configured.
+/// The version used when none is configured: a hash (FNV-1a) of every registered workflow's
+/// name and source, so a process whose workflow code changed gets a new version and does not
+/// recover old executions on new code, as DBOS hashes its workflows' source. Workflows
+/// registered without the macros contribute their name and [`crate::Workflow::SOURCE_HASH`].
 fn default_version(registry: &Registry) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for name in registry.names() {
-        for b in name.bytes().chain(std::iter::once(0)) {
-            hash ^= b as u64;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes.iter().copied().chain(std::iter::once(0)) {
+            hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
+    };
+    for (name, source) in registry.sources() {
+        eat(name.as_bytes());
+        eat(&source.to_le_bytes());
     }
     format!("{hash:016x}")
 }

@@ -37,9 +37,15 @@ pub struct QueueDepth {
 }
 
 /// A connection to a system database, for code that does not run workflows.
+///
+/// A client with an application name ([`Config::app_name`]) speaks for that application in a
+/// shared database: it enqueues for it, and its figures (queue depths, outstanding and pending
+/// work) count only that application's workflows and those of no application (which its
+/// workers may claim); retention deletes only its own. Without one it sees everything.
 #[derive(Clone)]
 pub struct Client {
     db: SystemDatabase,
+    app_name: Option<String>,
     listening: Arc<Listening>,
 }
 
@@ -69,7 +75,33 @@ impl Client {
 
     /// Connects with a full configuration (schema, pool size, connect timeout).
     pub async fn connect_with(config: &Config) -> Result<Client> {
-        Ok(Client { db: SystemDatabase::connect(config).await?, listening: Arc::default() })
+        Ok(Client { db: SystemDatabase::connect(config).await?, app_name: config.app_name.clone(), listening: Arc::default() })
+    }
+
+    /// The application this client speaks for, if any.
+    pub fn app_name(&self) -> Option<&str> {
+        self.app_name.as_deref()
+    }
+
+    /// Makes `version` the latest of this client's application, so its workers take the work
+    /// enqueued without a version (as DBOS's `set_latest_application_version`). Registers the
+    /// version first if it is new; refused with [`Error::VersionConflict`] when another
+    /// application owns a version of that name.
+    pub async fn set_latest_version(&self, version: &str) -> Result<()> {
+        self.db.register_version(version, self.app_name.as_deref()).await?;
+        if !self.db.set_latest_version(version, self.app_name.as_deref()).await? {
+            return Err(Error::Config(format!(
+                "application version {version} could not be made the latest of {}: it is not registered for it",
+                self.app_name.as_deref().unwrap_or("applications without a name")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The latest version of this client's application (the one that takes work enqueued
+    /// without a version), if any is registered.
+    pub async fn latest_version(&self) -> Result<Option<String>> {
+        self.db.latest_version(self.app_name.as_deref()).await
     }
 
     /// How this client waits for messages, events and stream values.
@@ -150,7 +182,7 @@ impl Client {
             owner: None,
             executor_id: None,
             app_version: options.app_version.clone(),
-            app_name: None,
+            app_name: self.app_name.clone(),
             queue_name: Some(queue.to_string()),
             parent_id: None,
             timeout_ms: options.timeout.map(|t| t.as_millis() as i64),
@@ -203,9 +235,11 @@ impl Client {
         self.db.resume(workflow_id).await
     }
 
-    /// Re-enqueues every `PENDING` workflow of a dead executor so live workers run them.
+    /// Re-enqueues every `PENDING` workflow of a dead executor (of this client's application
+    /// and of none, if it has one) so live workers run them.
     pub async fn recover_executor(&self, executor_id: &str) -> Result<Vec<String>> {
-        self.db.recover_executor(executor_id, None).await
+        let app = self.app_name.as_deref().map(Some);
+        self.db.recover_executor(executor_id, None, app).await
     }
 
     /// Writes a queue's settings; running workers apply them within about a second.
@@ -228,7 +262,7 @@ impl Client {
     pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
         Ok(self
             .db
-            .queue_depths()
+            .queue_depths(self.app_name.as_deref())
             .await?
             .into_iter()
             .map(|(queue, enqueued, pending)| QueueDepth { queue, enqueued, pending })
@@ -243,12 +277,12 @@ impl Client {
     /// `PENDING` workflows per executor and version: a dead executor among them has work to
     /// recover.
     pub async fn pending_by_executor(&self) -> Result<Vec<ExecutorWork>> {
-        self.db.pending_by_executor().await
+        self.db.pending_by_executor(self.app_name.as_deref()).await
     }
 
     /// Unfinished workflows per application version: a version with none left has drained.
     pub async fn outstanding_by_version(&self) -> Result<Vec<VersionWork>> {
-        self.db.outstanding_by_version().await
+        self.db.outstanding_by_version(self.app_name.as_deref()).await
     }
 
     /// Deletes finished workflows (with their inputs, outputs and steps) created more than
@@ -257,7 +291,7 @@ impl Client {
     pub async fn delete_finished(&self, max_age: Option<Duration>, keep: Option<u64>) -> Result<u64> {
         let cutoff = max_age.map(|age| now_ms() - age.as_millis().min(i64::MAX as u128) as i64);
         let keep = keep.map(|k| k.min(i64::MAX as u64) as i64);
-        self.db.delete_finished(cutoff, keep).await
+        self.db.delete_finished(cutoff, keep, self.app_name.as_deref()).await
     }
 
     /// The recorded steps of a workflow, in order.
@@ -291,7 +325,7 @@ impl Client {
     /// Creates a schedule; an existing schedule of that name is an error.
     pub async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
         schedule.validate()?;
-        if !self.db.create_schedule(schedule, None).await? {
+        if !self.db.create_schedule(schedule, self.app_name.as_deref()).await? {
             return Err(Error::Config(format!(
                 "a schedule named {} exists; delete it first or choose another name",
                 schedule.name
@@ -343,7 +377,8 @@ impl Client {
     pub async fn trigger_schedule(&self, name: &str) -> Result<String> {
         let schedule = self.existing_schedule(name).await?;
         let now = crate::schedule::now_utc();
-        let row = schedule.tick_row(now, now, None)?;
+        let mut row = schedule.tick_row(now, now, None)?;
+        row.app_name = self.app_name.clone();
         self.insert_rows(std::slice::from_ref(&row), &format!("trigger schedule {name}")).await?;
         Ok(row.id)
     }
@@ -361,7 +396,10 @@ impl Client {
         let now = crate::schedule::now_utc();
         let step = chrono::Duration::nanoseconds(1);
         let ticks = cron.ticks_between(start - step, end - step, 10_000);
-        let rows = ticks.into_iter().map(|t| schedule.tick_row(t, now, None)).collect::<Result<Vec<_>>>()?;
+        let rows = ticks
+            .into_iter()
+            .map(|t| schedule.tick_row(t, now, None).map(|row| NewWorkflow { app_name: self.app_name.clone(), ..row }))
+            .collect::<Result<Vec<_>>>()?;
         let ids = rows.iter().map(|r| r.id.clone()).collect();
         for chunk in rows.chunks(500) {
             self.insert_rows(chunk, &format!("backfill schedule {name}")).await?;

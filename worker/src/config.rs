@@ -21,6 +21,9 @@ pub mod env {
     pub const APP_VERSION: &str = "MAINSTAY_APP_VERSION";
     /// The application name recorded with workflows.
     pub const APP_NAME: &str = "MAINSTAY_APP_NAME";
+    /// `true`: this process's version becomes its application's latest at launch (a deploy of
+    /// a plain process, or a rollback), so it takes work enqueued without a version.
+    pub const LATEST_VERSION: &str = "MAINSTAY_LATEST_VERSION";
     /// Application database URL, where `#[transaction]`s run (default: the system database).
     pub const APP_DATABASE_URL: &str = "MAINSTAY_APP_DATABASE_URL";
     /// Port of the health endpoint (`/healthz`, `/readyz`); unset serves none.
@@ -47,10 +50,16 @@ pub struct Config {
     pub system_schema: String,
     /// Identity of this process for recovery; unique per live process.
     pub executor_id: String,
-    /// Application version; `None` derives one from the registered workflow names.
+    /// Application version; `None` derives one from the source of the registered workflows
+    /// (see the README: what a deploy that sets it must do).
     pub app_version: Option<String>,
-    /// Application name recorded with workflows.
+    /// Application name recorded with workflows. Workers claim, recover and schedule only work
+    /// of their application (or of none), so several applications can share a database.
     pub app_name: Option<String>,
+    /// Make this process's version the application's latest at launch, so it takes work
+    /// enqueued without a version (otherwise only a version registered for the first time
+    /// becomes the latest). Set it when a launch is a deploy of this version, e.g. a rollback.
+    pub latest_version: bool,
     /// Recoveries allowed after the first execution before a workflow is parked as
     /// `MAX_RECOVERY_ATTEMPTS_EXCEEDED`.
     pub max_recovery_attempts: i64,
@@ -80,6 +89,7 @@ impl Config {
             executor_id: DEFAULT_EXECUTOR_ID.to_string(),
             app_version: None,
             app_name: None,
+            latest_version: false,
             max_recovery_attempts: 100,
             pool_size: 20,
             connect_timeout: Duration::from_secs(30),
@@ -125,6 +135,18 @@ impl Config {
         }
         if let Some(v) = var(env::APP_NAME) {
             self.app_name = Some(v);
+        }
+        if let Some(v) = var(env::LATEST_VERSION) {
+            self.latest_version = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{} is {v:?}; set it to true or false",
+                        env::LATEST_VERSION
+                    )))
+                }
+            };
         }
         if let Some(v) = var(env::HEALTH_PORT) {
             let port: u16 = v.trim().parse().map_err(|_| {

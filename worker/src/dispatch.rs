@@ -133,6 +133,8 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[&Queue]) -> Result<bool> {
             return Ok(false);
         }
         let who = Claimer {
+            app_name: rt.config.app_name.as_deref(),
+            names: &rt.workflow_names,
             app_version: &rt.app_version,
             executor_id: &rt.config.executor_id,
             max_recovery_attempts: rt.config.max_recovery_attempts,
@@ -151,12 +153,12 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[&Queue]) -> Result<bool> {
                 continue;
             }
             let Some(reg) = rt.registry.get(&c.name).copied() else {
-                tracing::error!(
-                    workflow_id = %c.id,
-                    name = %c.name,
-                    "claimed a workflow that is not registered in this process"
-                );
-                crate::workflow::fail_unregistered(rt, &c).await;
+                // Claims take only registered names, so this cannot happen; if it ever does,
+                // the work goes back to the queue for a worker that can run it.
+                tracing::error!(workflow_id = %c.id, name = %c.name, "claimed a workflow that is not registered here; releasing it");
+                if let Err(e) = rt.db.release_claim(&c.id, &c.owner).await {
+                    tracing::error!(workflow_id = %c.id, error = %e, "cannot release the claim; recovery will");
+                }
                 continue;
             };
             let Ok(permit) = rt.slots.clone().try_acquire_owned() else {

@@ -91,6 +91,17 @@ pub enum Error {
     )]
     NotRegistered { name: String },
 
+    /// The application version is registered by another application (DBOS requires version
+    /// names to be unique in a system database).
+    #[error(
+        "application version {version} is already registered by application {owner} in this system \
+         database, and version names are unique across applications; give {} a version of its own \
+         (MAINSTAY_APP_VERSION, or spec.appVersion of its DurableApp), e.g. {}-{version}",
+        app.as_deref().unwrap_or("this application"),
+        app.as_deref().unwrap_or("myapp")
+    )]
+    VersionConflict { version: String, owner: String, app: Option<String> },
+
     /// No workflow with this ID exists.
     #[error("no workflow with ID {workflow_id}")]
     NotFound { workflow_id: String },
@@ -244,6 +255,7 @@ impl Error {
             Error::Duplicate { .. } => "Duplicate",
             Error::NonDeterministic { .. } => "NonDeterministic",
             Error::NotRegistered { .. } => "NotRegistered",
+            Error::VersionConflict { .. } => "VersionConflict",
             Error::NotFound { .. } => "NotFound",
             Error::ScheduleNotFound { .. } => "ScheduleNotFound",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceeded",

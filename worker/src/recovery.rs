@@ -1,7 +1,8 @@
 //! Recovery: workflows left `PENDING` by a process that stopped are put back on a queue, and
 //! the ordinary claim admits exactly one new runner, which replays them from their records.
 //!
-//! A process recovers its own executor's workflows of its own application version at launch.
+//! A process recovers its own executor's workflows of its own application and version at
+//! launch (an executor ID can be shared by processes of other applications).
 //! Dead executors (a pod that is gone) are recovered by whoever knows they are dead, through
 //! [`recover_executor`] (the operator calls it when a worker pod disappears).
 
@@ -12,7 +13,7 @@ use crate::error::Result;
 
 /// Re-enqueues this process's own `PENDING` workflows; returns how many.
 pub(crate) async fn recover_own(rt: &Arc<Runtime>) -> Result<usize> {
-    let ids = rt.db.recover_executor(&rt.config.executor_id, Some(&rt.app_version)).await?;
+    let ids = rt.db.recover_executor(&rt.config.executor_id, Some(&rt.app_version), Some(rt.config.app_name.as_deref())).await?;
     if !ids.is_empty() {
         tracing::info!(
             executor_id = %rt.config.executor_id,
@@ -24,10 +25,12 @@ pub(crate) async fn recover_own(rt: &Arc<Runtime>) -> Result<usize> {
 }
 
 impl crate::Mainstay {
-    /// Re-enqueues every `PENDING` workflow of `executor_id` (any version), so that live workers
-    /// run them. Call it only for an executor known to be dead. Returns the workflow IDs.
+    /// Re-enqueues every `PENDING` workflow of `executor_id` (any version) of this
+    /// application, so that live workers run them. Call it only for an executor known to be
+    /// dead. Returns the workflow IDs.
     pub async fn recover_executor(&self, executor_id: &str) -> Result<Vec<String>> {
-        let ids = self.runtime().db.recover_executor(executor_id, None).await?;
+        let app = self.runtime().config.app_name.as_deref();
+        let ids = self.runtime().db.recover_executor(executor_id, None, Some(app)).await?;
         self.runtime().announce(crate::INTERNAL_QUEUE);
         Ok(ids)
     }

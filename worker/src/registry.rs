@@ -20,6 +20,7 @@ type Runner = fn(Arc<Runtime>, Claimed) -> BoxFuture<'static, ()>;
 #[derive(Clone, Copy)]
 pub struct Registration {
     pub(crate) name: fn() -> &'static str,
+    pub(crate) source: fn() -> u64,
     pub(crate) runner: Runner,
     pub(crate) schedule: Option<(&'static str, Option<&'static str>)>,
 }
@@ -27,19 +28,23 @@ pub struct Registration {
 impl Registration {
     /// The registration of workflow type `W`.
     pub const fn of<W: Workflow>() -> Registration {
-        Registration { name: name_of::<W>, runner: run_claimed::<W>, schedule: None }
+        Registration { name: name_of::<W>, source: source_of::<W>, runner: run_claimed::<W>, schedule: None }
     }
 
     /// The registration of workflow type `W`, run at every tick of `cron` (5 fields, or 6 with
     /// seconds first) in time zone `zone` (IANA; `None` for UTC). `W` takes
     /// `(scheduled_at, actual_at)`, both `chrono::DateTime<Utc>`.
     pub const fn scheduled<W: Workflow>(cron: &'static str, zone: Option<&'static str>) -> Registration {
-        Registration { name: name_of::<W>, runner: run_claimed::<W>, schedule: Some((cron, zone)) }
+        Registration { name: name_of::<W>, source: source_of::<W>, runner: run_claimed::<W>, schedule: Some((cron, zone)) }
     }
 }
 
 fn name_of<W: Workflow>() -> &'static str {
     W::NAME
+}
+
+fn source_of<W: Workflow>() -> u64 {
+    W::SOURCE_HASH
 }
 
 inventory::collect!(Registration);
@@ -73,5 +78,10 @@ impl Registry {
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.by_name.keys().copied()
+    }
+
+    /// Every registered workflow's name and source hash, by name.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.by_name.iter().map(|(name, r)| (*name, (r.source)()))
     }
 }

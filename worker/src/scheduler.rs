@@ -1,5 +1,5 @@
-//! The in-process scheduler: fires the ticks of every active schedule whose workflow this
-//! process runs.
+//! The in-process scheduler: fires the ticks of every active schedule of this application (or
+//! of none) whose workflow this process runs.
 //!
 //! Invariants: every process may fire every tick; the deterministic tick ID makes all but the
 //! first enqueue of a tick a no-op, so a tick runs once however many processes race. A process
@@ -38,7 +38,7 @@ async fn run(rt: Arc<Runtime>) {
     let mut active: HashMap<String, Active> = HashMap::new();
     let mut invalid_reported: HashMap<String, String> = HashMap::new();
     loop {
-        match rt.db.list_schedules(None).await {
+        match rt.db.schedules_of(rt.config.app_name.as_deref()).await {
             Ok(rows) => refresh(&rt, &mut active, &mut invalid_reported, rows),
             Err(e) => tracing::warn!(error = %e, "cannot read schedules; retrying"),
         }
@@ -112,7 +112,10 @@ fn refresh(
 
 /// Enqueues the run of `tick` (a no-op if any process already did) and records the fire.
 async fn fire(rt: &Runtime, schedule: &Schedule, tick: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-    let row = schedule.tick_row(tick, now, Some(rt.app_version.clone()))?;
+    // No version: the tick runs on the application's latest version (an old version still
+    // draining fires ticks too, and must not pin them to its old code).
+    let mut row = schedule.tick_row(tick, now, None)?;
+    row.app_name = rt.config.app_name.clone();
     let queue = row.queue_name.clone().unwrap_or_default();
     if let StartOutcome::Inserted = rt.committer.start_workflow(row).await? {
         tracing::debug!(schedule = %schedule.name, tick = %format_tick(tick), "scheduled run enqueued");

@@ -32,6 +32,10 @@ use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
 pub trait Workflow: Send + Sync + 'static {
     /// The name recorded in the database, by which recovery and other SDKs find it.
     const NAME: &'static str;
+    /// A hash of the workflow's source code, part of the default application version (so new
+    /// workflow code is a new version). `#[mainstay::workflow]` sets it; by hand, change it
+    /// whenever the body changes (or set the application version yourself).
+    const SOURCE_HASH: u64 = 0;
     /// The arguments as a tuple (`()` for none, `(T,)` for one); stored as positional args.
     type Args: Serialize + DeserializeOwned + Send + 'static;
     /// The output on success.
@@ -562,10 +566,6 @@ pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> Bo
 }
 
 /// Records that a claimed workflow cannot run here because nothing registered its name.
-pub(crate) async fn fail_unregistered(rt: &Arc<Runtime>, claimed: &Claimed) {
-    record_failure(rt, claimed, Error::NotRegistered { name: claimed.name.clone() }).await;
-}
-
 async fn record_failure(rt: &Arc<Runtime>, claimed: &Claimed, e: Error) {
     let f = e.to_failure().unwrap_or_else(|| Failure::new("Error", e.to_string()));
     let write = Outcome {

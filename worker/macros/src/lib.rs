@@ -158,9 +158,22 @@ fn expand_scheduled(attr: TokenStream, item: TokenStream) -> syn::Result<TokenSt
     workflow_tokens(Options { name, ..Options::default() }, item, Some((cron, zone)))
 }
 
+/// A hash (FNV-1a) of a workflow function's tokens, signature and body: it changes when the
+/// workflow's code does, and feeds the default application version.
+fn source_hash(f: &ItemFn) -> u64 {
+    let text = quote!(#f).to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
 fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, Option<String>)>) -> syn::Result<TokenStream2> {
     let f: ItemFn = syn::parse(item)?;
     let Parts { args, arg_pats, ret } = check_fn(&f, "workflow")?;
+    let source_hash = source_hash(&f);
     let vis = &f.vis;
     let ident = &f.sig.ident;
     let name = opts.name.unwrap_or_else(|| ident.to_string());
@@ -193,6 +206,7 @@ fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, O
 
         impl ::mainstay::Workflow for #ty {
             const NAME: &'static str = #name;
+            const SOURCE_HASH: u64 = #source_hash;
             type Args = ( #( #arg_types, )* );
             type Output = <#ret as ::mainstay::__private::WorkflowResult>::Ok;
             fn run(args: Self::Args) -> ::mainstay::__private::BoxFuture<'static, ::mainstay::Result<Self::Output>> {

@@ -83,6 +83,7 @@ impl Statements {
             pending_by_executor: f(
                 "SELECT executor_id, application_version, count(*) FROM {s}.workflow_status \
                  WHERE status = 'PENDING' AND executor_id IS NOT NULL \
+                   AND ($1::text IS NULL OR application_name = $1 OR application_name IS NULL) \
                  GROUP BY executor_id, application_version",
             ),
             outstanding_by_version: f(
@@ -90,15 +91,19 @@ impl Statements {
                         count(*) FILTER (WHERE status = 'ENQUEUED'), \
                         count(*) FILTER (WHERE status = 'DELAYED') \
                  FROM {s}.workflow_status WHERE status IN ('PENDING', 'ENQUEUED', 'DELAYED') \
+                   AND ($1::text IS NULL OR application_name = $1 OR application_name IS NULL) \
                  GROUP BY application_version",
             ),
             nth_newest: f(
-                "SELECT created_at FROM {s}.workflow_status ORDER BY created_at DESC OFFSET $1 LIMIT 1",
+                "SELECT created_at FROM {s}.workflow_status \
+                 WHERE $2::text IS NULL OR application_name = $2 \
+                 ORDER BY created_at DESC OFFSET $1 LIMIT 1",
             ),
             delete_finished: f(r#"
 WITH victims AS (
     SELECT workflow_uuid FROM {s}.workflow_status
     WHERE created_at < $1 AND status NOT IN ('PENDING', 'ENQUEUED', 'DELAYED')
+      AND ($3::text IS NULL OR application_name = $3)
     ORDER BY created_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -215,8 +220,10 @@ impl SystemDatabase {
         Ok(rows.iter().map(status_from_row).collect())
     }
 
-    pub(crate) async fn pending_by_executor(&self) -> Result<Vec<ExecutorWork>> {
+    /// `app`: count only workflows of this application and of none (`None`: all).
+    pub(crate) async fn pending_by_executor(&self, app: Option<&str>) -> Result<Vec<ExecutorWork>> {
         let rows = q(&self.sql.management.pending_by_executor)
+            .bind(app)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db("count pending workflows per executor", e))?;
@@ -226,8 +233,10 @@ impl SystemDatabase {
             .collect())
     }
 
-    pub(crate) async fn outstanding_by_version(&self) -> Result<Vec<VersionWork>> {
+    /// `app`: count only workflows of this application and of none (`None`: all).
+    pub(crate) async fn outstanding_by_version(&self, app: Option<&str>) -> Result<Vec<VersionWork>> {
         let rows = q(&self.sql.management.outstanding_by_version)
+            .bind(app)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db("count outstanding workflows per application version", e))?;
@@ -238,8 +247,9 @@ impl SystemDatabase {
     }
 
     /// Deletes finished workflows created before `cutoff_ms`, and beyond the newest `keep`
-    /// workflows; returns how many it deleted.
-    pub(crate) async fn delete_finished(&self, cutoff_ms: Option<i64>, keep: Option<i64>) -> Result<u64> {
+    /// workflows; returns how many it deleted. `app`: only workflows of this application
+    /// (`None`: of every application).
+    pub(crate) async fn delete_finished(&self, cutoff_ms: Option<i64>, keep: Option<i64>, app: Option<&str>) -> Result<u64> {
         let mut cutoff = cutoff_ms;
         if let Some(keep) = keep {
             // Everything older than the `keep`-th newest workflow goes (ties with it stay).
@@ -248,6 +258,7 @@ impl SystemDatabase {
             } else {
                 q(&self.sql.management.nth_newest)
                     .bind(keep - 1)
+                    .bind(app)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| Error::db("find the retention threshold", e))?
@@ -263,6 +274,7 @@ impl SystemDatabase {
             let n: i64 = q(&self.sql.management.delete_finished)
                 .bind(cutoff)
                 .bind(DELETE_BATCH)
+                .bind(app)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| Error::db("delete finished workflows", e))?

@@ -16,6 +16,7 @@ pub const DBOS_SCHEMA_VERSION: i64 = 125;
 const MAINSTAY_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0002_mainstay_enqueue_notify.sql")),
     (2, include_str!("../../migrations/0003_mainstay_claim_function.sql")),
+    (3, include_str!("../../migrations/0004_mainstay_claim_by_application.sql")),
 ];
 
 /// The newest Mainstay schema version this binary knows.

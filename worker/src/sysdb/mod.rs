@@ -154,6 +154,9 @@ struct Sql {
     cancel: Arc<str>,
     resume: Arc<str>,
     register_version: Arc<str>,
+    set_latest_version: Arc<str>,
+    latest_version: Arc<str>,
+    release_claim: Arc<str>,
     cancelled_among: Arc<str>,
 }
 
@@ -225,6 +228,7 @@ SET status = 'ENQUEUED', queue_name = COALESCE(queue_name, $3), owner_xid = NULL
     started_at_epoch_ms = NULL, updated_at = {now}
 WHERE status = 'PENDING' AND executor_id = $1
   AND ($2::text IS NULL OR application_version = $2 OR application_version IS NULL)
+  AND (NOT $4 OR application_name IS NOT DISTINCT FROM $5 OR application_name IS NULL)
 RETURNING workflow_uuid"#),
             cancel: f(r#"
 WITH upd AS (
@@ -249,10 +253,40 @@ RETURNING workflow_uuid"#),
                 "SELECT workflow_uuid FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[]) AND status = 'CANCELLED'",
             ),
+            // As DBOS registers a version: take an unowned row of that name, or insert one (its
+            // timestamp, now, makes a new version the newest); either way answer who owns it.
+            // Version names are unique across the database (DBOS's constraint).
             register_version: f(r#"
-INSERT INTO {s}.application_versions (version_id, version_name, application_name)
-VALUES (gen_random_uuid()::text, $1, $2)
-ON CONFLICT DO NOTHING"#),
+WITH taken AS (
+    UPDATE {s}.application_versions SET application_name = $2
+    WHERE version_name = $1 AND application_name IS NULL AND $2::text IS NOT NULL
+    RETURNING application_name
+), inserted AS (
+    INSERT INTO {s}.application_versions (version_id, version_name, application_name)
+    SELECT gen_random_uuid()::text, $1, $2 WHERE NOT EXISTS (SELECT 1 FROM taken)
+    ON CONFLICT DO NOTHING
+    RETURNING application_name
+)
+SELECT EXISTS (SELECT 1 FROM taken) OR EXISTS (SELECT 1 FROM inserted) AS mine,
+       (SELECT application_name FROM {s}.application_versions WHERE version_name = $1) AS owner,
+       EXISTS (SELECT 1 FROM {s}.application_versions WHERE version_name = $1) AS existed"#),
+            // The newest version takes the work enqueued without one (DBOS's "latest").
+            set_latest_version: f(r#"
+UPDATE {s}.application_versions
+SET version_timestamp = GREATEST({clock}, (SELECT max(version_timestamp) + 1 FROM {s}.application_versions
+                                           WHERE application_name IS NOT DISTINCT FROM $2 OR application_name IS NULL)),
+    application_name = COALESCE(application_name, $2)
+WHERE version_name = $1 AND (application_name IS NOT DISTINCT FROM $2 OR application_name IS NULL)
+RETURNING 1"#),
+            latest_version: f(r#"
+SELECT version_name FROM {s}.application_versions
+WHERE application_name IS NOT DISTINCT FROM $1 OR application_name IS NULL
+ORDER BY version_timestamp DESC, created_at DESC LIMIT 1"#),
+            release_claim: f(r#"
+UPDATE {s}.workflow_status
+SET status = 'ENQUEUED', owner_xid = NULL, executor_id = NULL, started_at_epoch_ms = NULL,
+    recovery_attempts = GREATEST(COALESCE(recovery_attempts, 1) - 1, 0), updated_at = {now}
+WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'"#),
         }
     }
 }
@@ -461,16 +495,20 @@ impl SystemDatabase {
         Ok(row.as_ref().map(management::status_from_row))
     }
 
-    /// Re-enqueues the `PENDING` workflows of an executor (of one version, or any if `None`).
+    /// Re-enqueues the `PENDING` workflows of an executor (of one version, or any if `None`;
+    /// of one application and of none if `app` is `Some`, of any application if it is `None`).
     pub(crate) async fn recover_executor(
         &self,
         executor_id: &str,
         app_version: Option<&str>,
+        app: Option<Option<&str>>,
     ) -> Result<Vec<String>> {
         let rows = q(&self.sql.recover_executor)
             .bind(executor_id)
             .bind(app_version)
             .bind(INTERNAL_QUEUE)
+            .bind(app.is_some())
+            .bind(app.flatten())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| {
@@ -514,13 +552,64 @@ impl SystemDatabase {
         }
     }
 
+    /// Registers `version` for application `app_name`; refused when another application owns
+    /// a version of that name.
     pub(crate) async fn register_version(&self, version: &str, app_name: Option<&str>) -> Result<()> {
-        q(&self.sql.register_version)
+        // A concurrent insert of the same name can leave this statement's snapshot without the
+        // row: look again.
+        for _ in 0..3 {
+            let row = q(&self.sql.register_version)
+                .bind(version)
+                .bind(app_name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| Error::db(format!("register application version {version}"), e))?;
+            let (mine, owner, existed): (bool, Option<String>, bool) = (row.get(0), row.get(1), row.get(2));
+            if mine || (existed && (owner.is_none() || owner.as_deref() == app_name)) {
+                return Ok(());
+            }
+            if existed {
+                return Err(Error::VersionConflict {
+                    version: version.to_string(),
+                    owner: owner.unwrap_or_default(),
+                    app: app_name.map(str::to_string),
+                });
+            }
+        }
+        Err(Error::Config(format!("failed to register application version {version}: it was inserted and removed concurrently; launch again")))
+    }
+
+    /// Makes `version` the newest of application `app_name`, so it takes work enqueued without a
+    /// version. Returns whether the version is registered for that application (or for none).
+    pub(crate) async fn set_latest_version(&self, version: &str, app_name: Option<&str>) -> Result<bool> {
+        let rows = q(&self.sql.set_latest_version)
             .bind(version)
             .bind(app_name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("make application version {version} the latest"), e))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// The newest version of application `app_name` (rows of no application count for every
+    /// application, as in DBOS).
+    pub(crate) async fn latest_version(&self, app_name: Option<&str>) -> Result<Option<String>> {
+        let row = q(&self.sql.latest_version)
+            .bind(app_name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db("read the latest application version", e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Puts a claimed workflow back on its queue, unclaimed, if `owner` still holds it.
+    pub(crate) async fn release_claim(&self, workflow_id: &str, owner: &str) -> Result<()> {
+        q(&self.sql.release_claim)
+            .bind(workflow_id)
+            .bind(owner)
             .execute(&self.pool)
             .await
-            .map_err(|e| Error::db(format!("register application version {version}"), e))?;
+            .map_err(|e| Error::db(format!("release the claim on workflow {workflow_id}"), e))?;
         Ok(())
     }
 

@@ -75,6 +75,7 @@ impl Statements {
                         count(*) FILTER (WHERE status = 'PENDING') \
                  FROM {s}.workflow_status \
                  WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL \
+                   AND ($1::text IS NULL OR application_name = $1 OR application_name IS NULL) \
                  GROUP BY queue_name",
             ),
         }
@@ -84,8 +85,11 @@ impl Statements {
 /// `$1` queue, `$2` version, `$3` executor, `$4` max recovery attempts, `$5` free local slots,
 /// `$6` concurrency, `$7` worker concurrency, `$8`/`$9` rate limit max/period, `$10` partition
 /// key (NULL: not partitioned), `$11` partition concurrency, `$12` partition worker concurrency,
-/// `$13`/`$14` partition rate limit max/period. NULL limits do not limit.
-const CLAIM: &str = "SELECT * FROM {s}.mainstay_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+/// `$13`/`$14` partition rate limit max/period, `$15` take the queue's lock, `$16` the
+/// claimer's application (NULL: none), `$17` the workflow names it can run. NULL limits do not
+/// limit. See migration 0004 for what a claim may take.
+const CLAIM: &str =
+    "SELECT * FROM {s}.mainstay_claim_app($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
 fn limit(v: Option<u32>) -> Option<i64> {
     v.map(i64::from)
@@ -100,6 +104,9 @@ fn rate(r: Option<RateLimit>) -> (Option<i64>, Option<f64>) {
 
 /// Who claims, for how many.
 pub(crate) struct Claimer<'a> {
+    pub app_name: Option<&'a str>,
+    /// The workflows the claimer has registered: it claims no others.
+    pub names: &'a [String],
     pub app_version: &'a str,
     pub executor_id: &'a str,
     pub max_recovery_attempts: i64,
@@ -128,6 +135,8 @@ fn bind_claim(query: PgQuery, queue: &Queue, who: &Claimer<'_>, partition: Optio
         .bind(prmax)
         .bind(prper)
         .bind(lock)
+        .bind(who.app_name.map(str::to_string))
+        .bind(who.names.to_vec())
 }
 
 fn claimed(row: sqlx::postgres::PgRow) -> Claimed {
@@ -270,9 +279,11 @@ impl SystemDatabase {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    /// `(queue, enqueued, pending)` for every queue with work.
-    pub(crate) async fn queue_depths(&self) -> Result<Vec<(String, i64, i64)>> {
+    /// `(queue, enqueued, pending)` for every queue with work (`app`: counting only workflows
+    /// of this application and of none).
+    pub(crate) async fn queue_depths(&self, app: Option<&str>) -> Result<Vec<(String, i64, i64)>> {
         let rows = q(&self.sql.queues.depth)
+            .bind(app)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db("read queue depths", e))?;

@@ -12,6 +12,7 @@ pub(super) struct Statements {
     create: Arc<str>,
     declare: Arc<str>,
     list: Arc<str>,
+    list_for_app: Arc<str>,
     set_status: Arc<str>,
     delete: Arc<str>,
     fired: Arc<str>,
@@ -41,6 +42,13 @@ ON CONFLICT (schedule_name) DO UPDATE SET workflow_name = EXCLUDED.workflow_name
             list: f(&format!(
                 "SELECT {COLUMNS} FROM {{s}}.workflow_schedules \
                  WHERE $1::text IS NULL OR schedule_name = $1 ORDER BY schedule_name"
+            )),
+            // The schedules an application fires: its own and those of no application (DBOS's
+            // rule), never another application's.
+            list_for_app: f(&format!(
+                "SELECT {COLUMNS} FROM {{s}}.workflow_schedules \
+                 WHERE application_name IS NOT DISTINCT FROM $1 OR application_name IS NULL \
+                 ORDER BY schedule_name"
             )),
             set_status: f("UPDATE {s}.workflow_schedules SET status = $2 WHERE schedule_name = $1 RETURNING 1"),
             delete: f("DELETE FROM {s}.workflow_schedules WHERE schedule_name = $1 RETURNING 1"),
@@ -106,6 +114,16 @@ impl SystemDatabase {
     pub(crate) async fn list_schedules(&self, name: Option<&str>) -> Result<Vec<Schedule>> {
         let rows = q(&self.sql.schedules.list)
             .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("list schedules", e))?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// The schedules application `app` fires (its own and those of no application).
+    pub(crate) async fn schedules_of(&self, app: Option<&str>) -> Result<Vec<Schedule>> {
+        let rows = q(&self.sql.schedules.list_for_app)
+            .bind(app)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db("list schedules", e))?;
