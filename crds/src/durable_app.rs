@@ -61,8 +61,15 @@ pub struct DurableAppSpec {
     pub pod_template: PodTemplateExtras,
     /// The system database.
     pub database: DatabaseSpec,
+    /// Application name recorded with the workers' workflows (DBOS's `application_name`);
+    /// defaults to the DurableApp's name. Applications sharing a system database need distinct
+    /// names: each claims, recovers and counts only its own work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_name: Option<String>,
     /// Application version of these workers; defaults to the image tag. A new version rolls out
-    /// as a new Deployment; the old one drains its workflows, then goes.
+    /// as a new Deployment with its own image and settings; the old one keeps its own and drains
+    /// its workflows, then goes. Version names are unique in a system database: applications
+    /// sharing one need distinct versions (e.g. `billing-1.4.2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_version: Option<String>,
     /// Queues and their limits, written to the system database's `queues` table.

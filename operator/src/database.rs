@@ -72,6 +72,9 @@ fn config_for(app: &DurableApp, url: &str) -> Config {
     if let Some(schema) = &app.spec.database.system_schema {
         config.system_schema = schema.clone();
     }
+    // The client speaks for the app in a shared database: its figures, retention and
+    // enqueues are the app's own.
+    config.app_name = Some(crate::workload::application_name(app));
     config.pool_size = 2;
     config.connect_timeout = CONNECT_TIMEOUT;
     config

@@ -3,6 +3,11 @@
 //! expires or is released. A replica that loses the lease stops its controllers and stands by
 //! again. On shutdown the lease is released, so a restarted or upgraded operator takes over at
 //! once instead of waiting for it to expire.
+//!
+//! Invariant: a leader that cannot renew its Lease stops acting before another replica may take
+//! over. The lease manager keeps reporting leadership while renewals fail (it only logs and
+//! retries), so a watchdog reads the Lease itself: the controllers stop once the last renewal
+//! it saw is within `STEP_DOWN_MARGIN_SECONDS` of expiring, and resume when a renewal shows up.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +22,49 @@ use crate::names::{FIELD_MANAGER, LEASE_NAME};
 pub const LEASE_SECONDS: u64 = 15;
 /// Seconds before expiry the holder renews.
 pub const RENEW_GRACE_SECONDS: u64 = 5;
+/// Seconds before its Lease expires that a leader which could not renew it stops acting.
+pub const STEP_DOWN_MARGIN_SECONDS: i64 = 3;
+
+/// Whether a leader whose last renewal seen is `renewed` (epoch ms, our clock: we wrote it)
+/// may still act at `now`.
+pub fn may_act(renewed_ms: Option<i64>, now_ms: i64) -> bool {
+    renewed_ms.is_some_and(|r| now_ms < r + (LEASE_SECONDS as i64 - STEP_DOWN_MARGIN_SECONDS) * 1000)
+}
+
+/// The renewal time of the Lease if `identity` holds it; `None` if another does or it cannot
+/// be read.
+async fn own_renewal(leases: &kube::Api<k8s_openapi::api::coordination::v1::Lease>, identity: &str) -> Result<Option<i64>, kube::Error> {
+    let lease = leases.get(LEASE_NAME).await?;
+    let spec = lease.spec.unwrap_or_default();
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return Ok(None);
+    }
+    Ok(spec.renew_time.or(spec.acquire_time).map(|t| t.0.as_millisecond()))
+}
+
+/// Resolves when this replica must stop acting: the Lease shows another holder, or no renewal
+/// has been seen for too long (the API is unreachable, or renewals are refused).
+async fn watchdog(kube: &kube::Client, namespace: &str, identity: &str) {
+    let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kube.clone(), namespace);
+    // Leadership was just reported, so a renewal happened moments ago.
+    let mut renewed = Some(chrono::Utc::now().timestamp_millis());
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), own_renewal(&leases, identity)).await {
+            Ok(Ok(Some(r))) => renewed = Some(renewed.map_or(r, |old| old.max(r))),
+            Ok(Ok(None)) => {
+                tracing::warn!(identity, "the Lease names another holder; stepping down");
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(identity, error = %e, "cannot read the leader Lease"),
+            Err(_) => tracing::warn!(identity, "reading the leader Lease timed out"),
+        }
+        if !may_act(renewed, chrono::Utc::now().timestamp_millis()) {
+            tracing::warn!(identity, "the leader Lease was not renewed in time; stepping down before it expires");
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
 
 async fn manager(kube: &kube::Client, namespace: &str, identity: &str, stop: &CancellationToken) -> Option<LeaseManager> {
     let mut delay = Duration::from_secs(1);
@@ -66,6 +114,7 @@ where
         let lost = tokio::select! {
             _ = stop.cancelled() => false,
             r = leading.wait_for(|l| !*l) => r.is_ok(),
+            _ = watchdog(&kube, namespace, identity) => true,
             _ = work() => false,
         };
         metrics.leader.set(0);
@@ -73,11 +122,47 @@ where
             break;
         }
         tracing::warn!(identity, "lost the lease; controllers stopped, standing by");
+        // The manager may still believe it leads (its renewals failing); lead again only once
+        // a renewal shows up in the Lease.
+        if *leading.borrow() {
+            let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kube.clone(), namespace);
+            loop {
+                let now = chrono::Utc::now().timestamp_millis();
+                if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), own_renewal(&leases, identity)).await {
+                    if may_act(Some(r), now) {
+                        break;
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = leading.wait_for(|l| !*l) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+        }
     }
     drop(leading);
     match task.await {
         Ok(Ok(_)) => tracing::info!(identity, "released the lease"),
         Ok(Err(e)) => tracing::warn!(error = %e, "failed to release the lease; it expires in {LEASE_SECONDS} s"),
         Err(e) => tracing::warn!(error = %e, "lease task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_stops_before_its_lease_can_expire() {
+        let renewed = 1_000_000;
+        assert!(may_act(Some(renewed), renewed));
+        assert!(may_act(Some(renewed), renewed + 11_999));
+        // Others may take over at renewed + 15 s; this one stops 3 s before.
+        assert!(!may_act(Some(renewed), renewed + 12_000));
+        assert!(!may_act(None, renewed));
     }
 }

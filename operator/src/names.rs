@@ -69,6 +69,10 @@ pub mod reason {
     pub const APP_NOT_FOUND: &str = "AppNotFound";
     pub const SCHEDULING: &str = "Scheduling";
     pub const ENQUEUE_FAILED: &str = "EnqueueFailed";
+    pub const VERSION_CONFLICT: &str = "VersionConflict";
+    pub const IMAGE_CHANGED: &str = "ImageChangedWithoutNewVersion";
+    pub const STRANDED_WORK: &str = "StrandedWork";
+    pub const APP_NOT_MIGRATED: &str = "AppNotMigrated";
 }
 
 /// Event reasons.
@@ -84,6 +88,10 @@ pub mod event {
     pub const TOO_MANY_MISSED: &str = "TooManyMissedTimes";
     pub const SKIPPED: &str = "Skipped";
     pub const REPLACED: &str = "Replaced";
+    pub const LATEST_VERSION: &str = "LatestVersion";
+    pub const VERSION_CONFLICT: &str = "VersionConflict";
+    pub const IMAGE_CHANGED: &str = "ImageChangedWithoutNewVersion";
+    pub const STRANDED_WORK: &str = "StrandedWork";
 }
 
 /// Environment variables the operator binary reads (the chart sets them).

@@ -36,6 +36,16 @@ pub fn decide(current: &str, deployed: &[String], outstanding: &Outstanding) -> 
     Rollout { keep, remove }
 }
 
+/// Versions with unfinished work that no Deployment runs (nor will: they are neither current
+/// nor deployed), with how much: work that would otherwise wait forever, silently.
+pub fn stranded(current: &str, deployed: &[String], outstanding: &Outstanding) -> Vec<(String, i64)> {
+    outstanding
+        .iter()
+        .filter(|(v, n)| **n > 0 && v.as_str() != current && !deployed.contains(v))
+        .map(|(v, n)| (v.clone(), *n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +63,17 @@ mod tests {
         // A first deploy: nothing to remove, the current version is created.
         let r = decide("v1", &[], &Outstanding::new());
         assert_eq!((r.keep, r.remove), (vec!["v1".to_string()], vec![]));
+    }
+
+    #[test]
+    fn work_of_a_version_nobody_runs_is_stranded() {
+        let deployed = vec!["v2".to_string(), "v3".to_string()];
+        let mut work = Outstanding::new();
+        work.insert("v1".into(), 2);
+        work.insert("v2".into(), 5);
+        work.insert("v3".into(), 1);
+        work.insert("v0".into(), 0);
+        assert_eq!(stranded("v3", &deployed, &work), vec![("v1".to_string(), 2)]);
+        assert!(stranded("v1", &deployed, &work).is_empty(), "the current version is being deployed");
     }
 }

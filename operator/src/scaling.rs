@@ -22,9 +22,22 @@ pub fn recommend(depth: i64, scaling: &ScalingSpec) -> i32 {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     pub samples: Vec<(DateTime<Utc>, i32)>,
+    /// The workers found when this history started (see [`History::seed`]): it holds a
+    /// scale-down for one window, never a scale-up.
+    pub seeded: Option<(DateTime<Utc>, i32)>,
 }
 
 impl History {
+    /// Starts an empty history (a fresh operator process: a restart or a fail-over) as if the
+    /// workers it finds had been recommended just now, so a scale-down still waits a whole
+    /// stabilization window: the window is derived from the cluster (the Deployment's replicas),
+    /// never from a memory the restart lost. Scaling up is not held back by it.
+    pub fn seed(&mut self, at: DateTime<Utc>, current: i32) {
+        if self.samples.is_empty() && self.seeded.is_none() {
+            self.seeded = Some((at, current));
+        }
+    }
+
     /// Records a recommendation and forgets what no window needs any more.
     pub fn record(&mut self, at: DateTime<Utc>, recommendation: i32, keep: Duration) {
         self.samples.push((at, recommendation));
@@ -46,7 +59,8 @@ pub fn desired(spec: &DurableAppSpec, current: i32, history: &History, now: Date
     let down = Duration::seconds(i64::from(s.scale_down_stabilization_seconds.max(0)));
     let latest = history.samples.last().map(|(_, n)| *n).unwrap_or(current);
     let up_to = history.within(now, up).min().unwrap_or(latest);
-    let down_to = history.within(now, down).max().unwrap_or(latest);
+    let seeded = history.seeded.filter(|(t, _)| now - *t <= down).map(|(_, n)| n);
+    let down_to = history.within(now, down).chain(seeded).max().unwrap_or(latest);
     if up_to > current {
         up_to
     } else if down_to < current {
@@ -120,5 +134,27 @@ scaling: {minReplicas: 0, maxReplicas: 8, targetQueueDepth: 50,
         assert_eq!(desired(&s, 1, &h, t(10)), 1, "the spike has not held for 30 s");
         h.record(t(45), 8, keep);
         assert_eq!(desired(&s, 1, &h, t(45)), 8);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_scale_down_window_and_does_not_delay_scale_up() {
+        let s = spec(AUTOSCALED);
+        let keep = Duration::seconds(600);
+        // A fresh process finds 5 workers and an empty queue: it waits a whole window.
+        let mut h = History::default();
+        h.seed(t(0), 5);
+        h.record(t(0), recommend(0, &s.scaling), keep);
+        assert_eq!(desired(&s, 5, &h, t(0)), 5, "dropped workers right after a restart");
+        h.record(t(59), 0, keep);
+        assert_eq!(desired(&s, 5, &h, t(59)), 5);
+        h.record(t(61), 0, keep);
+        assert_eq!(desired(&s, 5, &h, t(61)), 0);
+        // Seeding never holds a scale-up back, and seeds only an empty history.
+        let mut h = History::default();
+        h.seed(t(0), 1);
+        h.record(t(0), recommend(400, &s.scaling), keep);
+        assert_eq!(desired(&s, 1, &h, t(0)), 8);
+        h.seed(t(1), 0);
+        assert_eq!(h.seeded, Some((t(0), 1)));
     }
 }

@@ -30,6 +30,8 @@ pub const RESERVED_ENV: &[&str] = &[
     worker_env::SYSTEM_SCHEMA,
     worker_env::EXECUTOR_ID,
     worker_env::APP_VERSION,
+    worker_env::APP_NAME,
+    worker_env::LATEST_VERSION,
     worker_env::HEALTH_PORT,
 ];
 

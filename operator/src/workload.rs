@@ -124,6 +124,7 @@ fn worker_env_vars(app: &DurableApp, version: &str) -> Vec<EnvVar> {
         ..Default::default()
     });
     env.push(env_value(worker_env::APP_VERSION, version));
+    env.push(env_value(worker_env::APP_NAME, application_name(app)));
     env.push(env_value(worker_env::HEALTH_PORT, HEALTH_PORT.to_string()));
     env.extend(app.spec.env.iter().cloned());
     env
@@ -159,6 +160,16 @@ fn default_pod_security() -> PodSecurityContext {
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
         ..Default::default()
     }
+}
+
+/// The application name the workers record (`spec.appName`, default the DurableApp's name).
+pub fn application_name(app: &DurableApp) -> String {
+    app.spec.app_name.clone().unwrap_or_else(|| app.metadata.name.clone().unwrap_or_default())
+}
+
+/// The image of the worker container of a Deployment: the record of what a version runs.
+pub fn deployed_image(d: &Deployment) -> Option<&str> {
+    d.spec.as_ref()?.template.spec.as_ref()?.containers.iter().find(|c| c.name == WORKER_CONTAINER)?.image.as_deref()
 }
 
 /// The worker Deployment of `version` with `replicas` pods.

@@ -27,7 +27,7 @@ use crate::database::{DatabaseError, Databases};
 use crate::metrics::{ObjectLabels, QueueLabels};
 use crate::names::{condition, event, reason, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::recovery::{dead_executors, is_gone};
-use crate::workload::{app_selector_string, http_service, worker_deployment};
+use crate::workload::{app_selector_string, deployed_image, http_service, worker_deployment};
 use crate::{rollout, scaling, validate};
 
 /// Name of this controller in metrics and logs.
@@ -130,6 +130,27 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
+    // The version deployed as current is the one that takes work enqueued without a version
+    // (DBOS's latest version), also after a rollback to an older one.
+    match make_latest(&db, &valid.version).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let note = format!("version {} now takes the work enqueued without a version", valid.version);
+            ctx.event(app.as_ref(), false, event::LATEST_VERSION, "RollOut", note).await;
+        }
+        Err(e) => {
+            let why = if matches!(e, mainstay::Error::VersionConflict { .. }) { reason::VERSION_CONFLICT } else { reason::DATABASE_UNREACHABLE };
+            let msg = e.to_string();
+            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+            database_down(&mut status, generation, now, why, &msg);
+            write_status(&api, &app, current.as_ref(), &status).await?;
+            if !repeated && why == reason::VERSION_CONFLICT {
+                ctx.event(app.as_ref(), true, event::VERSION_CONFLICT, "RollOut", msg).await;
+            }
+            return Ok(Action::requeue(ctx.backoff(&key)));
+        }
+    }
+
     // 3. Observe: database first, then pods (see `recovery` for why the order matters).
     let observed = async {
         let executors = db.pending_by_executor().await?;
@@ -213,7 +234,21 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .filter_map(|w| w.app_version.clone().map(|v| (v, w.outstanding())))
         .collect();
     let plan = rollout::decide(&valid.version, &deployed, &outstanding);
-    let depth: i64 = depths.iter().map(|d| d.enqueued + d.pending).sum();
+    // Only work the current version can run sizes it: its own, and work without a version
+    // (it is the latest). An old version's backlog is its own draining Deployment's business.
+    let depth: i64 = by_version
+        .iter()
+        .filter(|w| w.app_version.is_none() || w.app_version.as_deref() == Some(valid.version.as_str()))
+        .map(|w| w.pending + w.enqueued)
+        .sum();
+    let stranded = rollout::stranded(&valid.version, &deployed, &outstanding);
+    // A version's pod template never changes once it exists: a new image under the same
+    // version would finish that version's workflows on other code.
+    let reimaged = by_version_deployment
+        .get(&valid.version)
+        .and_then(deployed_image)
+        .filter(|old| *old != app.spec.image)
+        .map(str::to_string);
     let replicas_of = |v: &str| {
         by_version_deployment.get(v).and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0)
     };
@@ -223,6 +258,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         let keep = chrono::Duration::seconds(i64::from(s.scale_up_stabilization_seconds.max(s.scale_down_stabilization_seconds)) + 60);
         let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
         let history = histories.entry(key.clone()).or_default();
+        history.seed(now, current_replicas);
         history.record(now, scaling::recommend(depth, s), keep);
         scaling::desired(&app.spec, current_replicas, history, now)
     };
@@ -235,22 +271,34 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     // 7. Apply.
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
     for v in &plan.keep {
-        let replicas = if *v == valid.version {
-            desired
-        } else {
-            // A draining version keeps at least one worker until its own work is done.
-            let left = outstanding.get(v).copied().unwrap_or(0);
-            match app.spec.replicas {
-                Some(fixed) => fixed.max(1),
-                None => scaling::recommend(left, &app.spec.scaling).max(1),
+        if *v == valid.version {
+            if reimaged.is_some() {
+                continue;
             }
+            let d = worker_deployment(&app, v, desired);
+            let dname = d.metadata.name.clone().unwrap_or_default();
+            deployments
+                .patch(&dname, &ssa, &Patch::Apply(&d))
+                .await
+                .map_err(kube_err(format!("apply worker Deployment {ns}/{dname}")))?;
+            continue;
+        }
+        // A draining version keeps its own template (image and settings, as recorded in its
+        // Deployment) and at least one worker until its own work is done; only its size moves.
+        let left = outstanding.get(v).copied().unwrap_or(0);
+        let replicas = match app.spec.replicas {
+            Some(fixed) => fixed.max(1),
+            None => scaling::recommend(left, &app.spec.scaling).max(1),
         };
-        let d = worker_deployment(&app, v, replicas);
-        let dname = d.metadata.name.clone().unwrap_or_default();
-        deployments
-            .patch(&dname, &ssa, &Patch::Apply(&d))
-            .await
-            .map_err(kube_err(format!("apply worker Deployment {ns}/{dname}")))?;
+        if let Some(d) = by_version_deployment.get(v) {
+            if d.spec.as_ref().and_then(|s| s.replicas) != Some(replicas) {
+                let dname = d.name_any();
+                deployments
+                    .patch_scale(&dname, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})))
+                    .await
+                    .map_err(kube_err(format!("scale draining worker Deployment {ns}/{dname}")))?;
+            }
+        }
     }
     for v in &plan.remove {
         if let Some(d) = by_version_deployment.get(v) {
@@ -320,7 +368,35 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .set(i64::from(desired));
     status.queues = queues.into_values().collect();
     status.versions = plan.keep.clone();
-    set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now);
+    match (&reimaged, stranded.is_empty()) {
+        (Some(old), _) => {
+            let msg = format!(
+                "spec.image changed from {old} to {} but the application version is still {}: its running \
+                 workflows would finish on other code. Give the new image a new version (spec.appVersion, or \
+                 an image tag that differs), or restore spec.image",
+                app.spec.image, valid.version
+            );
+            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+            set(&mut status.conditions, condition::DEGRADED, true, reason::IMAGE_CHANGED, &msg, generation, now);
+            if !repeated {
+                ctx.event(app.as_ref(), true, event::IMAGE_CHANGED, "RollOut", msg).await;
+            }
+        }
+        (None, false) => {
+            let list = stranded.iter().map(|(v, n)| format!("{n} of version {v}")).collect::<Vec<_>>().join(", ");
+            let msg = format!(
+                "workflows wait for versions no worker runs: {list}. Deploy that version again, or fork them \
+                 onto the current one (`mainstay workflow fork ID --app-version {}`) and cancel the originals",
+                valid.version
+            );
+            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+            set(&mut status.conditions, condition::DEGRADED, true, reason::STRANDED_WORK, &msg, generation, now);
+            if !repeated {
+                ctx.event(app.as_ref(), true, event::STRANDED_WORK, "RollOut", msg).await;
+            }
+        }
+        (None, true) => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
+    }
     let draining: Vec<String> = plan.keep.iter().filter(|v| **v != valid.version).cloned().collect();
     if !draining.is_empty() {
         let left: i64 = draining.iter().map(|v| outstanding.get(v).copied().unwrap_or(0)).sum();
@@ -344,6 +420,15 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     write_status(&api, &app, current.as_ref(), &status).await?;
     ctx.succeeded(&key);
     Ok(Action::requeue(ctx.settings.poll_interval))
+}
+
+/// Makes `version` the app's latest unless it is; returns whether it changed.
+async fn make_latest(db: &mainstay::Client, version: &str) -> Result<bool, mainstay::Error> {
+    if db.latest_version().await?.as_deref() == Some(version) {
+        return Ok(false);
+    }
+    db.set_latest_version(version).await?;
+    Ok(true)
 }
 
 fn database_down(status: &mut DurableAppStatus, generation: Option<i64>, now: chrono::DateTime<Utc>, why: &str, msg: &str) {

@@ -106,6 +106,17 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         write_status(&api, &s, current.as_ref(), &status).await?;
         return Ok(Action::requeue(ctx.backoff(&key)));
     };
+    // Until the app's database is migrated there is nowhere to enqueue to; wait for it quietly
+    // (ticks meanwhile are caught up within the starting deadline) rather than report errors.
+    let migrated = app.status.as_ref().is_some_and(|st| {
+        st.conditions.iter().any(|c| c.type_ == condition::MIGRATED && c.status == "True")
+    });
+    if !migrated {
+        let msg = format!("waiting for DurableApp {ns}/{} to migrate its system database", s.spec.app_ref);
+        not_ready(&mut status, generation, now, reason::APP_NOT_MIGRATED, &msg, false);
+        write_status(&api, &s, current.as_ref(), &status).await?;
+        return Ok(Action::requeue(ctx.settings.poll_interval));
+    }
     let db = match ctx.databases.client(&ctx.kube, &app).await {
         Ok(db) => db,
         Err(e) => {
