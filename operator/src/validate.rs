@@ -262,7 +262,7 @@ spec:
         let ok = schedule(&s("  schedule: \"0 3 * * *\"\n  timeZone: Europe/Paris\n  startingDeadlineSeconds: 60\n")).unwrap();
         assert_eq!(ok.deadline, Some(chrono::Duration::seconds(60)));
         let err = schedule(&s("  schedule: \"0 25 * * *\"\n")).unwrap_err().to_string();
-        assert!(err.contains("spec.schedule") && err.contains("not a valid cron"), "{err}");
+        assert!(err.contains("spec.schedule") && err.contains("the hour field \"25\" is not valid"), "{err}");
         let err = schedule(&s("  schedule: \"@daily\"\n  timeZone: Moon/Base\n  queue: \"\"\n")).unwrap_err().to_string();
         assert!(err.contains("IANA") && err.contains("spec.queue"), "{err}");
     }

@@ -154,7 +154,7 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
         Ok(s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.reason == "InvalidSpec")).map(|c| c.message))
     })
     .await?;
-    ensure!(msg.contains("not a valid cron"), "unclear message: {msg}");
+    ensure!(msg.contains("the minute field \"61\" is not valid"), "unclear message: {msg}");
     // A missing Secret is reported with the command that creates it, and fixing it recovers.
     apply(cluster, &app_yaml("  image: w:1\n").replace("name: shop-db", "name: later-db").replace("name: bad,", "name: later,"))?;
     let msg = wait_for("DurableApp later to report SecretNotFound", MINUTE, || async {
