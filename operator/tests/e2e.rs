@@ -16,6 +16,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use chrono::{DateTime, Utc};
 use harness::*;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::Api;
 use mainstay::{Client, Status, WorkflowFilter, WorkflowOptions};
@@ -282,61 +283,116 @@ async fn release(client: &Client, prefix: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// `(image, pod names)` of the worker Deployment of `version`, if it exists.
+async fn version_workers(cluster: &Cluster, ns: &str, app_name: &str, version: &str) -> Result<Option<(String, BTreeSet<String>)>> {
+    let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}={app_name}"))).await?;
+    let Some(d) = list.items.into_iter().find(|d| {
+        d.metadata.annotations.as_ref().and_then(|a| a.get("mainstay.dev/version")).map(String::as_str) == Some(version)
+    }) else {
+        return Ok(None);
+    };
+    let image = mainstay_operator::workload::deployed_image(&d).unwrap_or_default().to_string();
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_APP}={app_name},mainstay.dev/version={version}")))
+        .await?;
+    let names = pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name.clone()).collect();
+    Ok(Some((image, names)))
+}
+
+/// A roll-out that changes the image (the version follows the tag), then a rollback.
 async fn new_version_rolls_out(cluster: &Cluster) -> Result<()> {
     let ns = &namespace("e2e-roll");
     let url = namespace_with_database(cluster, ns).await?;
-    let manifest = |v: &str| {
+    let manifest = |tag: &str| {
         format!(
             "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
-             image: example.invalid/mainstay-example-worker:1.0.0\n  appVersion: \"{v}\"\n  replicas: 1\n  \
+             image: example.invalid/mainstay-example-worker:{tag}\n  \
+             scaling: {{minReplicas: 0, maxReplicas: 2, targetQueueDepth: 2, scaleDownStabilizationSeconds: 0}}\n  \
              database: {{urlSecret: {{name: shop-db}}}}\n  queues: [{{name: orders}}]\n"
         )
     };
     apply(cluster, &manifest("v1"))?;
-    let client = Client::connect(&url).await?;
-    wait_for("a ready v1 worker", MINUTE, || async {
-        Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "True" && c.1 == "Available").map(|_| ()))
+    wait_for("the system database to be migrated", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Migrated").filter(|c| c.0 == "True").map(|_| ()))
     })
     .await?;
+    let client = Client::connect(&url).await?;
     for i in 0..3 {
         let opts = WorkflowOptions { id: Some(format!("v1-hold-{i}")), app_version: Some("v1".into()), ..Default::default() };
         client.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
-    wait_for("v1 work to be running", MINUTE, || async {
+    wait_for("v1 work to be running", 2 * MINUTE, || async {
         Ok((count(&client, WorkflowFilter { app_version: Some("v1".into()), statuses: vec![Status::Pending], ..Default::default() }).await? == 3).then_some(()))
     })
     .await?;
+    let (_, v1_pods) = version_workers(cluster, ns, "shop", "v1").await?.context("the v1 Deployment")?;
+
+    // A new image: v2 deploys, v1 drains on its own image and pods, and v1's backlog does
+    // not size v2 (nothing v2 can run is queued, so it stays at zero).
     apply(cluster, &manifest("v2"))?;
     wait_for("v2 to deploy while v1 drains", MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;
-        let versions: BTreeSet<String> = d.into_iter().map(|x| x.0).collect();
+        let versions: BTreeSet<String> = d.iter().map(|x| x.0.clone()).collect();
         let a = app(cluster, ns, "shop").await?;
         let rolling = condition(&a, "Progressing").is_some_and(|c| c.1 == "RollingOut");
-        Ok((versions == BTreeSet::from(["v1".to_string(), "v2".to_string()]) && rolling).then_some(()))
+        let v2_size = d.iter().find(|x| x.0 == "v2").map(|x| x.1);
+        let desired = a.status.as_ref().map(|s| s.desired_workers);
+        Ok((versions == BTreeSet::from(["v1".to_string(), "v2".to_string()]) && rolling && v2_size == Some(0) && desired == Some(0)).then_some(()))
     })
     .await?;
+    let (image, pods) = version_workers(cluster, ns, "shop", "v1").await?.context("the v1 Deployment while draining")?;
+    ensure!(image.ends_with(":v1"), "the draining version was re-imaged to {image}");
+    ensure!(v1_pods.is_subset(&pods), "the draining version's pods were replaced: {v1_pods:?} -> {pods:?}");
     release(&client, "v1-hold-", 3).await?;
     wait_for("v1 to drain and its Deployment to go", 2 * MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;
-        let done = count(&client, WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
+        let done = client.list_workflows(&WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
         // The status is patched after the Deployment is removed, in the same reconcile: wait
         // for both rather than reading the status at the moment the Deployment is gone.
         let versions = app(cluster, ns, "shop").await?.status.map(|s| s.versions);
-        Ok((done == 3 && d.len() == 1 && d[0].0 == "v2" && versions == Some(vec!["v2".to_string()])).then_some(()))
+        Ok((done.len() == 3 && d.len() == 1 && d[0].0 == "v2" && versions == Some(vec!["v2".to_string()])).then_some(done))
     })
-    .await?;
-    // New work runs on v2.
+    .await
+    .and_then(|done| {
+        // Old work finished on old workers: each ran on a pod of the v1 Deployment.
+        ensure!(done.iter().all(|w| w.executor_id.as_ref().is_some_and(|e| v1_pods.contains(e))), "v1 work finished elsewhere: {done:?}");
+        Ok(())
+    })?;
+    // New work without a version runs on v2.
     let id = client.enqueue("process_order", "orders", vec![serde_json::json!(1)], WorkflowOptions::default()).await?;
-    let out: String = tokio::time::timeout(MINUTE, client.get_result(&id)).await??;
+    let out: String = tokio::time::timeout(2 * MINUTE, client.get_result(&id)).await??;
     ensure!(out.contains("shipped"), "{out}");
     ensure!(client.status(&id).await?.and_then(|s| s.app_version) == Some("v2".into()), "new work not on v2");
+
+    // A rollback to v1: it becomes the latest version again, so work enqueued without a
+    // version (as any DBOS client does) runs on it instead of waiting for v2 forever.
+    apply(cluster, &manifest("v1"))?;
+    let shop = Client::connect_with(&{
+        let mut c = mainstay::Config::new(&url);
+        c.app_name = Some("shop".into());
+        c.pool_size = 2;
+        c
+    })
+    .await?;
+    wait_for("v1 to be the latest version again and v2 to go", MINUTE, || async {
+        let d = worker_deployments(cluster, ns, "shop").await?;
+        let latest = shop.latest_version().await?;
+        Ok((latest.as_deref() == Some("v1") && d.len() == 1 && d[0].0 == "v1").then_some(()))
+    })
+    .await?;
+    shop.close().await;
+    let id = client.enqueue("process_order", "orders", vec![serde_json::json!(2)], WorkflowOptions::default()).await?;
+    let out: String = tokio::time::timeout(2 * MINUTE, client.get_result(&id)).await?.context("version-less work after a rollback")?;
+    ensure!(out.contains("shipped"), "{out}");
+    ensure!(client.status(&id).await?.and_then(|s| s.app_version) == Some("v1".into()), "work after the rollback not on v1");
+
     // Deleting the DurableApp removes its workers and leaves the database alone.
     cluster.kubectl(&["delete", "durableapp", "shop", "-n", ns, "--wait=true", "--timeout=60s"])?;
     wait_for("the workers to go with their DurableApp", MINUTE, || async {
         Ok(worker_deployments(cluster, ns, "shop").await?.is_empty().then_some(()))
     })
     .await?;
-    ensure!(count(&client, WorkflowFilter::default()).await? == 4, "the database kept its workflows");
+    ensure!(count(&client, WorkflowFilter::default()).await? == 5, "the database kept its workflows");
     client.close().await;
     Ok(())
 }
