@@ -24,7 +24,30 @@ pub fn set(
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) {
-    let status = status_str(status);
+    set_to(conditions, type_, status_str(status), reason, message, generation, now)
+}
+
+/// Sets condition `type_` to `Unknown` (the operator does not know, e.g. while paused).
+pub fn set_unknown(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    set_to(conditions, type_, "Unknown", reason, message, generation, now)
+}
+
+fn set_to(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
     let previous = conditions.iter().find(|c| c.type_ == type_);
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),

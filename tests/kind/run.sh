@@ -39,7 +39,7 @@ kubectl apply -f "$repo/tests/kind/postgres.yaml"
 kubectl rollout status deploy/postgres --timeout=180s
 
 log "applying the example"
-kubectl apply -f "$repo/examples/kubernetes/database-secret.yaml"
+kubectl apply -f "$repo/examples/kubernetes/secret/database-secret.yaml"
 sed -e 's|registry.example.com/mainstay-example-worker:0.1.0|mainstay-example-worker:dev|' \
     -e 's|^spec:|spec:\n  imagePullPolicy: Never|' "$repo/examples/kubernetes/durable-app.yaml" | kubectl apply -f -
 sed -e 's|"30 2 \* \* \*"|"* * * * *"|' "$repo/examples/kubernetes/schedule.yaml" | kubectl apply -f -

@@ -153,11 +153,12 @@ pub enum Error {
         source: sqlx::Error,
     },
 
-    /// The system database was migrated by newer code than this binary.
+    /// The system database was migrated by newer code than this binary, in a way this binary
+    /// cannot work with.
     #[error(
-        "the system database schema `{schema}` is at Mainstay schema version {found}, newer than \
-         this binary knows ({known}); upgrade this program to a Mainstay release that knows \
-         version {found}, or point it at another database"
+        "the system database schema `{schema}` has Mainstay migration {found}, which changes the \
+         schema incompatibly with this binary (it knows up to {known}); upgrade this program to a \
+         Mainstay release that knows version {found}, or point it at another database"
     )]
     SchemaAhead { schema: String, found: i64, known: i64 },
 

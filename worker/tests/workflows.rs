@@ -532,9 +532,15 @@ async fn bad_configuration_gets_clear_errors() {
     let url = fresh_database("schema_ahead").await;
     mainstay::migrate(&config(&url, "x")).await.unwrap();
     let mut c = connect(&url).await;
+    // A newer Mainstay's additive migration: this binary keeps working (workers built on an
+    // older release survive an upgrade of the operator or of other workers).
     sqlx::query("INSERT INTO dbos.mainstay_migrations (version) VALUES (999)").execute(&mut c).await.unwrap();
+    let app = mainstay::Mainstay::builder(config(&url, "x")).global(false).launch().await.expect("launch on a newer, compatible schema");
+    app.shutdown().await;
+    // A breaking one: refused, with what to do.
+    sqlx::query("INSERT INTO dbos.mainstay_migrations (version, breaking) VALUES (1000, true)").execute(&mut c).await.unwrap();
     let err = mainstay::Mainstay::builder(config(&url, "x")).global(false).launch().await.err().unwrap();
-    assert!(matches!(err, Error::SchemaAhead { found: 999, .. }), "{err:?}");
+    assert!(matches!(err, Error::SchemaAhead { found: 1000, .. }), "{err:?}");
     assert!(err.to_string().contains("upgrade"), "{err}");
 }
 

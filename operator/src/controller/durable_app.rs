@@ -22,10 +22,10 @@ use kube::{Api, ResourceExt};
 use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
 
 use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
-use crate::conditions::set;
+use crate::conditions::{set, set_unknown};
 use crate::database::{DatabaseError, Databases};
 use crate::metrics::{ObjectLabels, QueueLabels};
-use crate::names::{condition, event, reason, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::recovery::{dead_executors, is_gone};
 use crate::workload::{app_selector_string, deployed_image, http_service, worker_deployment};
 use crate::{rollout, scaling, validate};
@@ -90,10 +90,6 @@ fn database_reason(e: &DatabaseError) -> &'static str {
 
 async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     let key = object_key(app.as_ref());
-    if is_paused(app.as_ref()) {
-        tracing::info!(app = %key, "reconciliation paused by annotation");
-        return Ok(Action::await_change());
-    }
     let now = Utc::now();
     let ns = app.namespace().unwrap_or_default();
     let name = app.name_any();
@@ -101,6 +97,15 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     let api = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
     let current = app.status.clone();
     let mut status = current.clone().unwrap_or_default();
+    if is_paused(app.as_ref()) {
+        // Nothing is observed while paused: say so rather than leave a stale picture.
+        tracing::info!(app = %key, "reconciliation paused by annotation");
+        let msg = format!("reconciliation is paused by annotation {ANNOTATION_PAUSED}=true; remove it to resume (workers, scaling and status are left as they are)");
+        set_unknown(&mut status.conditions, condition::READY, reason::PAUSED, &msg, generation, now);
+        set(&mut status.conditions, condition::PROGRESSING, false, reason::PAUSED, &msg, generation, now);
+        write_status(&api, &app, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
     status.observed_generation = generation;
     status.selector = Some(app_selector_string(&name));
 

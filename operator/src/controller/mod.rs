@@ -70,12 +70,18 @@ impl Default for Settings {
     }
 }
 
+/// How long a recorder of one event message is kept after its last use: kube's recorder
+/// aggregates within six minutes, so a younger one still has something to fold into.
+const RECORDER_TTL: Duration = Duration::from_secs(7 * 60);
+
 /// What the controllers share.
 pub struct Context {
     pub kube: kube::Client,
     pub databases: Databases,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// Event recorders by (object, type, reason, note): see [`Context::event`].
+    recorders: Mutex<HashMap<(String, bool, String, String), (std::time::Instant, Recorder)>>,
+    reporter: Reporter,
     pub settings: Settings,
     /// Scaling recommendations per DurableApp (`namespace/name`).
     pub(crate) scaling: Mutex<HashMap<String, History>>,
@@ -91,7 +97,8 @@ impl Context {
     pub fn new(kube: kube::Client, metrics: Arc<Metrics>, settings: Settings, instance: Option<String>) -> Context {
         let reporter = Reporter { controller: crate::names::REPORTER.to_string(), instance };
         Context {
-            recorder: Recorder::new(kube.clone(), reporter),
+            recorders: Mutex::default(),
+            reporter,
             kube,
             databases: Databases::default(),
             metrics,
@@ -104,15 +111,31 @@ impl Context {
     }
 
     /// Publishes an Event about `obj`; failing to is logged, never fatal.
+    ///
+    /// kube's recorder folds every event of the same object, type and reason within six
+    /// minutes into the first one, keeping its note: "Scaled from 0 to 1" would stand for every
+    /// later scaling. So each distinct note gets its own recorder: repeats of one message still
+    /// fold into a series, and a new message is a new Event.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+        let note: String = note.chars().take(1000).collect();
+        let recorder = {
+            let mut recorders = self.recorders.lock().unwrap_or_else(|p| p.into_inner());
+            recorders.retain(|_, (used, _)| used.elapsed() < RECORDER_TTL);
+            let uid = obj.meta().uid.clone().unwrap_or_default();
+            let entry = recorders
+                .entry((uid, warning, reason.to_string(), note.clone()))
+                .or_insert_with(|| (std::time::Instant::now(), Recorder::new(self.kube.clone(), self.reporter.clone())));
+            entry.0 = std::time::Instant::now();
+            entry.1.clone()
+        };
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
-            note: Some(note.chars().take(1000).collect()),
+            note: Some(note),
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "failed to publish an event");
         }
     }

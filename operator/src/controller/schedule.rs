@@ -21,7 +21,7 @@ use mainstay_crds::{DurableApp, Schedule, ScheduleStatus};
 use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::set;
 use crate::metrics::ObjectLabels;
-use crate::names::{condition, event, reason};
+use crate::names::{condition, event, reason, ANNOTATION_PAUSED};
 use crate::policy::{self, TickAction};
 use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id, Plan};
 use crate::validate;
@@ -67,9 +67,6 @@ fn not_ready(status: &mut ScheduleStatus, generation: Option<i64>, now: DateTime
 
 async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let key = object_key(s.as_ref());
-    if is_paused(s.as_ref()) {
-        return Ok(Action::await_change());
-    }
     let now = Utc::now();
     let ns = s.namespace().unwrap_or_default();
     let name = s.name_any();
@@ -78,6 +75,13 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let current = s.status.clone();
     let mut status = current.clone().unwrap_or_default();
     status.observed_generation = generation;
+    if is_paused(s.as_ref()) {
+        let msg = format!("reconciliation is paused by annotation {ANNOTATION_PAUSED}=true: no ticks fire; remove it to resume");
+        not_ready(&mut status, generation, now, reason::PAUSED, &msg, false);
+        status.next_schedule_time = None;
+        write_status(&api, &s, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
 
     let valid = match validate::schedule(&s) {
         Ok(v) => v,

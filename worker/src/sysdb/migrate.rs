@@ -2,8 +2,11 @@
 //!
 //! Invariants: runs under a session advisory lock, so concurrent launches serialize; each step
 //! is one transaction, so a crash leaves either the old or the new version; a database that a
-//! later DBOS release migrated further is accepted as is (never downgraded), while one that a
-//! later *Mainstay* release migrated is refused, because this binary cannot know what changed.
+//! later DBOS release migrated further is accepted as is (never downgraded). Mainstay's own
+//! migrations are additive (new objects; what older binaries use stays), so a database a later
+//! Mainstay release migrated is accepted too, and older workers keep running through an upgrade
+//! of the operator or of other workers. A migration that breaks older binaries is recorded as
+//! `breaking`; a binary that does not know it refuses the database (`Error::SchemaAhead`).
 
 use sqlx::{AssertSqlSafe, Acquire, PgPool, Row};
 
@@ -18,6 +21,10 @@ const MAINSTAY_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/0003_mainstay_claim_function.sql")),
     (3, include_str!("../../migrations/0004_mainstay_claim_by_application.sql")),
 ];
+
+/// Mainstay migrations that older binaries cannot run against (none so far); recorded with
+/// `breaking = true`, so those binaries refuse the database instead of misusing it.
+const BREAKING_MIGRATIONS: &[i64] = &[];
 
 /// The newest Mainstay schema version this binary knows.
 pub const MAINSTAY_SCHEMA_VERSION: i64 = MAINSTAY_MIGRATIONS[MAINSTAY_MIGRATIONS.len() - 1].0;
@@ -122,13 +129,30 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
     .execute(&mut *tx)
     .await
     .map_err(|e| Error::db("create the mainstay_migrations table", e))?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER TABLE \"{schema}\".mainstay_migrations ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT false"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| Error::db("add the breaking column to mainstay_migrations", e))?;
     let current = table_version(&mut tx, schema, "mainstay_migrations").await?.unwrap_or(0);
     if current > MAINSTAY_SCHEMA_VERSION {
-        return Err(Error::SchemaAhead {
-            schema: schema.to_string(),
-            found: current,
-            known: MAINSTAY_SCHEMA_VERSION,
-        });
+        let breaking: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT min(version) FROM \"{schema}\".mainstay_migrations WHERE version > $1 AND breaking"
+        )))
+        .bind(MAINSTAY_SCHEMA_VERSION)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| Error::db("read the Mainstay migrations newer than this binary", e))?;
+        if let Some(found) = breaking {
+            return Err(Error::SchemaAhead { schema: schema.to_string(), found, known: MAINSTAY_SCHEMA_VERSION });
+        }
+        tracing::info!(
+            schema,
+            found = current,
+            known = MAINSTAY_SCHEMA_VERSION,
+            "the system database was migrated by a newer Mainstay; its additions are compatible with this binary"
+        );
     }
     for (version, sql) in MAINSTAY_MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         sqlx::raw_sql(AssertSqlSafe(render(sql, schema)))
@@ -136,9 +160,10 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
             .await
             .map_err(|e| Error::db(format!("apply Mainstay migration {version}"), e))?;
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO \"{schema}\".mainstay_migrations (version) VALUES ($1)"
+            "INSERT INTO \"{schema}\".mainstay_migrations (version, breaking) VALUES ($1, $2)"
         )))
         .bind(version)
+        .bind(BREAKING_MIGRATIONS.contains(version))
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::db(format!("record Mainstay migration {version}"), e))?;
