@@ -221,6 +221,10 @@ async fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
+            // Advice only the CLI can give: it manages a local Postgres.
+            if e.chain().any(|c| matches!(c.downcast_ref::<mainstay::Error>(), Some(mainstay::Error::Connect { retried: true, .. }))) {
+                eprintln!("hint: `mainstay postgres start` runs a local Postgres and prints its URL");
+            }
             std::process::exit(1);
         }
     }

@@ -33,10 +33,19 @@ pub enum DatabaseError {
         #[source]
         source: kube::Error,
     },
-    #[error("{0}")]
-    Unreachable(#[source] mainstay::Error),
-    #[error("migrating the system database failed: {0}")]
-    Migration(#[source] mainstay::Error),
+    #[error("{source}; its URL comes from Secret {secret}")]
+    Unreachable {
+        /// `namespace/name[key]` of the Secret holding the URL.
+        secret: String,
+        #[source]
+        source: mainstay::Error,
+    },
+    #[error("migrating the system database (URL from Secret {secret}) failed: {source}")]
+    Migration {
+        secret: String,
+        #[source]
+        source: mainstay::Error,
+    },
 }
 
 impl DatabaseError {
@@ -78,6 +87,11 @@ fn config_for(app: &DurableApp, url: &str) -> Config {
     config.pool_size = 2;
     config.connect_timeout = CONNECT_TIMEOUT;
     config
+}
+
+/// `namespace/name[key]` of a Secret key an app refers to, for messages.
+fn secret_name(app: &DurableApp, r: &SecretKeyRef) -> String {
+    format!("{}/{}[{}]", app.metadata.namespace.as_deref().unwrap_or_default(), r.name, r.key)
 }
 
 /// Reads one key of a Secret in `namespace`.
@@ -122,7 +136,10 @@ impl Databases {
                 return Ok(e.client.clone());
             }
         }
-        let client = Client::connect_with(&config_for(app, &url)).await.map_err(DatabaseError::Unreachable)?;
+        let secret = secret_name(app, &app.spec.database.url_secret);
+        let client = Client::connect_with(&config_for(app, &url))
+            .await
+            .map_err(|source| DatabaseError::Unreachable { secret, source })?;
         if let Some(old) = self.clients.lock().await.insert(k, Entry { url, client: client.clone() }) {
             old.client.close().await;
         }
@@ -134,22 +151,24 @@ impl Databases {
     /// and schema per operator process. Returns whether they ran now.
     pub async fn migrate(&self, kube: &kube::Client, app: &DurableApp, worker_url: &str) -> Result<bool, DatabaseError> {
         let db = &app.spec.database;
-        let url = match &db.admin_url_secret {
+        let (url, secret) = match &db.admin_url_secret {
             Some(admin) if *admin != db.url_secret => {
                 let ns = app.metadata.namespace.clone().unwrap_or_default();
-                secret_value(kube, &ns, admin).await?
+                (secret_value(kube, &ns, admin).await?, secret_name(app, admin))
             }
-            _ => worker_url.to_string(),
+            _ => (worker_url.to_string(), secret_name(app, &db.url_secret)),
         };
         let config = config_for(app, &url);
         let done_key = (url, config.system_schema.clone());
         if self.migrated.lock().await.contains(&done_key) {
             return Ok(false);
         }
-        let admin = Client::connect_with(&config).await.map_err(DatabaseError::Unreachable)?;
+        let admin = Client::connect_with(&config)
+            .await
+            .map_err(|source| DatabaseError::Unreachable { secret: secret.clone(), source })?;
         let result = admin.migrate().await;
         admin.close().await;
-        result.map_err(DatabaseError::Migration)?;
+        result.map_err(|source| DatabaseError::Migration { secret, source })?;
         self.migrated.lock().await.insert(done_key);
         Ok(true)
     }

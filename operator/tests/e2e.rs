@@ -165,6 +165,12 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     })
     .await?;
     ensure!(msg.contains("create secret generic later-db"), "unclear message: {msg}");
+    // The problem is also an Event, once.
+    wait_for("a SecretNotFound Warning event for DurableApp later", MINUTE, || async {
+        let out = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=later,reason=SecretNotFound,type=Warning", "-o", "name"])?;
+        Ok((!out.trim().is_empty()).then_some(()))
+    })
+    .await?;
     apply(cluster, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: later-db, namespace: {ns}}}\nstringData: {{url: \"{url}\"}}\n"))?;
     wait_for("DurableApp later to migrate once its Secret exists", 2 * MINUTE, || async {
         let a = app(cluster, ns, "later").await?;
@@ -270,6 +276,12 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     ensure!(
         events.lines().any(|l| l.starts_with("RecoveredWorkflows") && l.contains(&victim)),
         "no RecoveredWorkflows event naming {victim} ({held_by_victim} workflows): {events}"
+    );
+    // Each scaling is its own Event with its own message (not the first one's, repeated).
+    let scaled: BTreeSet<&str> = events.lines().filter(|l| l.starts_with("Scaled")).collect();
+    ensure!(
+        scaled.iter().any(|l| l.contains("to 4 workers")) && scaled.iter().any(|l| l.contains("to 0 workers")) && scaled.iter().any(|l| l.contains("to 2 workers")),
+        "the scalings up to 4, down to 0 and up to 2 are not each an Event: {scaled:?}"
     );
     client.close().await;
     Ok(())

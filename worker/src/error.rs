@@ -146,9 +146,27 @@ pub enum Error {
     Config(String),
 
     /// A statement against the system database failed.
-    #[error("failed to {context}: {source}")]
+    #[error("failed to {context}: {}", describe(source))]
     Database {
         context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A database could not be connected to. `retried`: the server did not answer (it was
+    /// retried until the connect timeout); otherwise it refused the connection (credentials,
+    /// database name).
+    #[error(
+        "cannot connect to the {which} database at {url}: {}{}",
+        describe(source),
+        if *retried { " (no answer before the connect timeout: is Postgres running and reachable at that address?)" }
+        else { " (check the user, password and database name in the URL)" }
+    )]
+    Connect {
+        which: String,
+        /// The URL without its password.
+        url: String,
+        retried: bool,
         #[source]
         source: sqlx::Error,
     },
@@ -165,6 +183,30 @@ pub enum Error {
     /// mainstay was used before it was launched.
     #[error("{0}")]
     NotLaunched(&'static str),
+}
+
+/// What a failed statement says, as its author can act on it: the server's message (with its
+/// detail and hint), not the driver's rendering, which appends the line of the *server's*
+/// source code that raised it.
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => {
+            let mut out = db.message().to_string();
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(detail) = pg.detail() {
+                    out.push_str(&format!(" ({detail})"));
+                }
+                if let Some(hint) = pg.hint() {
+                    out.push_str(&format!("; hint: {hint}"));
+                }
+            }
+            if let Some(code) = db.code() {
+                out.push_str(&format!(" [SQLSTATE {code}]"));
+            }
+            out
+        }
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -243,6 +285,7 @@ impl Error {
             | Error::NotOwner { .. }
             | Error::Shutdown { .. }
             | Error::Database { .. }
+            | Error::Connect { .. }
             | Error::NotLaunched(_) => None,
             other => Some(Failure::new(other.kind_name(), other.to_string())),
         }
@@ -266,6 +309,7 @@ impl Error {
             Error::UnsupportedSerialization { .. } => "UnsupportedSerialization",
             Error::Config(_) => "Config",
             Error::Database { .. } => "Database",
+            Error::Connect { .. } => "Connect",
             Error::SchemaAhead { .. } => "SchemaAhead",
             Error::NotLaunched(_) => "NotLaunched",
         }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -35,16 +35,20 @@ pub const CONTROLLER: &str = "durableapp";
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
-    let (apps, deployments, pods) = match &namespace {
+    let (apps, deployments, pods, secrets) = match &namespace {
         Some(ns) => (
             Api::<DurableApp>::namespaced(ctx.kube.clone(), ns),
             Api::<Deployment>::namespaced(ctx.kube.clone(), ns),
             Api::<Pod>::namespaced(ctx.kube.clone(), ns),
+            Api::<Secret>::namespaced(ctx.kube.clone(), ns),
         ),
-        None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
+        None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
     };
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-    Controller::new(apps, watcher::Config::default())
+    let controller = Controller::new(apps, watcher::Config::default());
+    // A Secret an app names (created or fixed) is noticed at once, not after the backoff.
+    let known = controller.store();
+    controller
         .owns(deployments, watcher::Config::default().labels(&managed))
         .watches(pods, watcher::Config::default().labels(LABEL_APP), |pod: Pod| {
             let ns = pod.namespace();
@@ -56,9 +60,24 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                 }
             })
         })
+        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+            let (ns, name) = (secret.namespace(), secret.name_any());
+            known
+                .state()
+                .into_iter()
+                .filter(|a| a.namespace() == ns && references_secret(a, &name))
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|r| log_outcome(CONTROLLER, r))
         .await;
+}
+
+/// Whether an app reads Secret `name` (its namespace's) for a database URL.
+fn references_secret(app: &DurableApp, name: &str) -> bool {
+    let db = &app.spec.database;
+    db.url_secret.name == name || db.admin_url_secret.as_ref().is_some_and(|s| s.name == name)
 }
 
 async fn reconcile(app: Arc<DurableApp>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -83,7 +102,7 @@ async fn cleanup(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
 fn database_reason(e: &DatabaseError) -> &'static str {
     match e {
         e if e.is_secret_problem() => reason::SECRET_NOT_FOUND,
-        DatabaseError::Migration(_) => reason::MIGRATION_FAILED,
+        DatabaseError::Migration { .. } => reason::MIGRATION_FAILED,
         _ => reason::DATABASE_UNREACHABLE,
     }
 }
@@ -131,6 +150,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         Ok(db) => db,
         Err(()) => {
             write_status(&api, &app, current.as_ref(), &status).await?;
+            warn_if_new(ctx, &app, current.as_ref(), &status).await;
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
     };
@@ -175,6 +195,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             }
             database_down(&mut status, generation, now, reason::DATABASE_UNREACHABLE, &e.to_string());
             write_status(&api, &app, current.as_ref(), &status).await?;
+            warn_if_new(ctx, &app, current.as_ref(), &status).await;
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
     };
@@ -425,6 +446,19 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     write_status(&api, &app, current.as_ref(), &status).await?;
     ctx.succeeded(&key);
     Ok(Action::requeue(ctx.settings.poll_interval))
+}
+
+/// Publishes the Degraded condition as a Warning Event when its message is new, so a database
+/// problem shows in `kubectl get events` and `kubectl describe` once, not on every retry.
+async fn warn_if_new(ctx: &Context, app: &DurableApp, before: Option<&DurableAppStatus>, after: &DurableAppStatus) {
+    let degraded = |s: &DurableAppStatus| {
+        s.conditions.iter().find(|c| c.type_ == condition::DEGRADED && c.status == "True").map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((why, msg)) = degraded(after) {
+        if before.and_then(degraded).as_ref().map(|(_, m)| m) != Some(&msg) {
+            ctx.event(app, true, &why, "Reconcile", msg).await;
+        }
+    }
 }
 
 /// Makes `version` the app's latest unless it is; returns whether it changed.

@@ -368,18 +368,7 @@ pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Dur
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                let hint = if is_transient(&e) {
-                    format!(
-                        "gave up after {connect_timeout:?}; check that Postgres is running and \
-                         reachable at that address (or start one with `mainstay postgres start`)"
-                    )
-                } else {
-                    "check the user, password and database name in the URL".to_string()
-                };
-                return Err(Error::Config(format!(
-                    "cannot connect to the {which} database at {}: {e}; {hint}",
-                    redact(url)
-                )));
+                return Err(Error::Connect { which: which.to_string(), url: redact(url), retried: is_transient(&e), source: e });
             }
         }
     }
