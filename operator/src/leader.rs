@@ -20,10 +20,12 @@ use crate::names::{FIELD_MANAGER, LEASE_NAME};
 
 /// Seconds a lease is valid without renewal.
 pub const LEASE_SECONDS: u64 = 15;
-/// Seconds before expiry the holder renews.
-pub const RENEW_GRACE_SECONDS: u64 = 5;
-/// Seconds before its Lease expires that a leader which could not renew it stops acting.
-pub const STEP_DOWN_MARGIN_SECONDS: i64 = 3;
+/// Seconds before expiry the holder renews (every 7 s with a 15 s lease).
+pub const RENEW_GRACE_SECONDS: u64 = 8;
+/// Seconds before its Lease expires that a leader which could not renew it stops acting: it
+/// acts until 10 s after its last renewal, which leaves 3 s to see the next renewal (due at
+/// 7 s) and 5 s before another replica may take over.
+pub const STEP_DOWN_MARGIN_SECONDS: i64 = 5;
 
 /// Whether a leader whose last renewal seen is `renewed` (epoch ms, our clock: we wrote it)
 /// may still act at `now`.
@@ -160,9 +162,11 @@ mod tests {
     fn a_leader_stops_before_its_lease_can_expire() {
         let renewed = 1_000_000;
         assert!(may_act(Some(renewed), renewed));
-        assert!(may_act(Some(renewed), renewed + 11_999));
-        // Others may take over at renewed + 15 s; this one stops 3 s before.
-        assert!(!may_act(Some(renewed), renewed + 12_000));
+        assert!(may_act(Some(renewed), renewed + 9_999));
+        // Others may take over at renewed + 15 s; this one stops 5 s before, and 3 s after the
+        // next renewal was due.
+        assert!(!may_act(Some(renewed), renewed + 10_000));
+        assert!(((LEASE_SECONDS - RENEW_GRACE_SECONDS) as i64) * 1000 + 3_000 <= 10_000);
         assert!(!may_act(None, renewed));
     }
 }

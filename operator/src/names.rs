@@ -73,6 +73,8 @@ pub mod reason {
     pub const IMAGE_CHANGED: &str = "ImageChangedWithoutNewVersion";
     pub const STRANDED_WORK: &str = "StrandedWork";
     pub const APP_NOT_MIGRATED: &str = "AppNotMigrated";
+    pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
+    pub const RUNS_FAILING: &str = "RunsFailing";
 }
 
 /// Event reasons.
@@ -92,6 +94,8 @@ pub mod event {
     pub const VERSION_CONFLICT: &str = "VersionConflict";
     pub const IMAGE_CHANGED: &str = "ImageChangedWithoutNewVersion";
     pub const STRANDED_WORK: &str = "StrandedWork";
+    pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
+    pub const RUNS_FAILING: &str = "RunsFailing";
 }
 
 /// Environment variables the operator binary reads (the chart sets them).

@@ -47,8 +47,12 @@ async fn operator_end_to_end() -> Result<()> {
             async { new_version_rolls_out(&cluster).await.context("scenario: roll-out") },
         )?;
         expect_metrics(&operator, &["reconciles_total", "reconcile_duration_seconds", "recovered_workflows_total", "queue_depth", "leader 1"]).await?;
+        let shared = apps_share_a_database(&cluster).await.context("scenario: two apps on one database")?;
+        // The schedule scenario restarts the operator in its middle.
         let operator = schedule_fires_once_per_tick(&cluster, &sa, operator).await.context("scenario: schedule")?;
         expect_metrics(&operator, &["schedule_fires_total", "leader 1"]).await?;
+        scale_down_window_survives_the_restart(&cluster, &shared).await.context("scenario: restart during a scale-down window")?;
+        leader_steps_down_before_its_lease_expires(&cluster, &operator).await.context("scenario: lease renewal fails")?;
         operator.stop().await.context("the operator stops gracefully")?;
         uninstall_keeps_the_database(&cluster).await.context("scenario: helm uninstall")
     }
@@ -406,6 +410,145 @@ async fn new_version_rolls_out(cluster: &Cluster) -> Result<()> {
     .await?;
     ensure!(count(&client, WorkflowFilter::default()).await? == 5, "the database kept its workflows");
     client.close().await;
+    Ok(())
+}
+
+/// Two apps on one database (set up before the operator restart of the schedule scenario).
+struct Shared {
+    ns: String,
+}
+
+fn app_client_config(url: &str, app: &str) -> mainstay::Config {
+    let mut c = mainstay::Config::new(url);
+    c.app_name = Some(app.to_string());
+    c.pool_size = 2;
+    c
+}
+
+/// Two DurableApps share one database: each app's work runs on its own workers only, and a
+/// third app whose version name the first owns is refused with a clear condition. The second
+/// app is left at 3 workers inside a long scale-down window, for the restart check.
+async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
+    let ns = namespace("e2e-shared");
+    let url = namespace_with_database(cluster, &ns).await?;
+    let manifest = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
+             image: example.invalid/mainstay-example-worker:1.0.0\n  database: {{urlSecret: {{name: shop-db}}}}\n  \
+             queues: [{{name: orders}}]\n{extra}"
+        )
+    };
+    apply(cluster, &manifest("alpha", "  replicas: 1\n"))?;
+    apply(cluster, &manifest(
+        "steady",
+        "  appVersion: steady-1\n  scaling: {minReplicas: 0, maxReplicas: 3, targetQueueDepth: 1, scaleDownStabilizationSeconds: 600}\n",
+    ))?;
+    for name in ["alpha", "steady"] {
+        wait_for(&format!("{name} to migrate and take its version"), MINUTE, || async {
+            let a = app(cluster, &ns, name).await?;
+            let ok = condition(&a, "Migrated").is_some_and(|c| c.0 == "True") && condition(&a, "Degraded").is_some_and(|c| c.0 == "False");
+            Ok(ok.then_some(()))
+        })
+        .await?;
+    }
+    let (alpha, steady) = (Client::connect_with(&app_client_config(&url, "alpha")).await?, Client::connect_with(&app_client_config(&url, "steady")).await?);
+    // Work without a version, on the same queue name, for each app.
+    for i in 0..3 {
+        let opts = WorkflowOptions { id: Some(format!("steady-hold-{i}")), ..Default::default() };
+        steady.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
+    }
+    let mut orders = Vec::new();
+    for i in 0..4 {
+        orders.push(alpha.enqueue("process_order", "orders", vec![serde_json::json!(i)], WorkflowOptions::default()).await?);
+    }
+    for id in &orders {
+        let _: String = tokio::time::timeout(2 * MINUTE, alpha.get_result(id)).await??;
+        let w = alpha.status(id).await?.context("an order's status")?;
+        ensure!(w.executor_id.as_deref().is_some_and(|e| e.starts_with("alpha-")) && w.app_version.as_deref() == Some("1.0.0"), "alpha's work ran elsewhere: {w:?}");
+    }
+    wait_for("steady to run its three held workflows on three workers", 2 * MINUTE, || async {
+        let running = steady.list_workflows(&WorkflowFilter { id_prefix: Some("steady-hold-".into()), statuses: vec![Status::Pending], ..Default::default() }).await?;
+        let d = worker_deployments(cluster, &ns, "steady").await?;
+        Ok((running.len() == 3 && d.iter().map(|x| x.1).sum::<i32>() == 3).then_some(running))
+    })
+    .await
+    .and_then(|running| {
+        ensure!(running.iter().all(|w| w.executor_id.as_deref().is_some_and(|e| e.starts_with("steady-"))), "steady's work ran elsewhere: {running:?}");
+        Ok(())
+    })?;
+    release(&steady, "steady-hold-", 3).await?;
+    wait_for("steady's work to finish", 2 * MINUTE, || async {
+        let done = count(&steady, WorkflowFilter { id_prefix: Some("steady-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
+        Ok((done == 3).then_some(()))
+    })
+    .await?;
+    // A third app whose version (the same image tag) alpha owns: refused, with the fix.
+    apply(cluster, &manifest("clash", "  replicas: 1\n"))?;
+    let msg = wait_for("clash to report VersionConflict", MINUTE, || async {
+        Ok(condition(&app(cluster, &ns, "clash").await?, "Degraded").filter(|c| c.0 == "True" && c.1 == "VersionConflict").map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("1.0.0") && msg.contains("alpha") && msg.contains("appVersion"), "unclear message: {msg}");
+    ensure!(worker_deployments(cluster, &ns, "clash").await?.is_empty(), "clash got workers despite the conflict");
+    // Still at 3 workers, inside its 600 s scale-down window.
+    let a = app(cluster, &ns, "steady").await?;
+    ensure!(a.status.as_ref().map(|s| s.desired_workers) == Some(3), "steady left its scale-down window early: {:?}", a.status);
+    alpha.close().await;
+    steady.close().await;
+    Ok(Shared { ns })
+}
+
+/// After the operator restart, the new process keeps the scale-down window: steady stays at 3
+/// workers instead of dropping to zero on its first look.
+async fn scale_down_window_survives_the_restart(cluster: &Cluster, shared: &Shared) -> Result<()> {
+    let ns = &shared.ns;
+    // A spec change makes the new operator reconcile steady (observedGeneration shows when).
+    cluster.kubectl(&["patch", "durableapp", "steady", "-n", ns, "--type=merge", "-p", r#"{"spec":{"scaling":{"scaleUpStabilizationSeconds":1}}}"#])?;
+    let generation = app(cluster, ns, "steady").await?.metadata.generation;
+    wait_for("the restarted operator to reconcile steady", MINUTE, || async {
+        let a = app(cluster, ns, "steady").await?;
+        Ok((a.status.as_ref().and_then(|s| s.observed_generation) == generation).then_some(()))
+    })
+    .await?;
+    let a = app(cluster, ns, "steady").await?;
+    let replicas: i32 = worker_deployments(cluster, ns, "steady").await?.iter().map(|x| x.1).sum();
+    ensure!(
+        replicas == 3 && a.status.as_ref().map(|s| s.desired_workers) == Some(3),
+        "the restart ended the 600 s scale-down window: {replicas} replicas, status {:?}",
+        a.status
+    );
+    Ok(())
+}
+
+/// The leader cannot renew its Lease (its permission is revoked): it stops acting before the
+/// Lease could expire, and leads again once renewals go through.
+async fn leader_steps_down_before_its_lease_expires(cluster: &Cluster, operator: &Operator) -> Result<()> {
+    let binding = "mainstay-leader-election";
+    let saved = cluster.kubectl(&["get", "rolebinding", binding, "-n", RELEASE_NAMESPACE, "-o", "yaml"])?;
+    cluster.kubectl(&["delete", "rolebinding", binding, "-n", RELEASE_NAMESPACE])?;
+    let lease = || async {
+        let l = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client.clone(), RELEASE_NAMESPACE)
+            .get("mainstay-operator")
+            .await?;
+        Ok::<_, anyhow::Error>(l.spec.unwrap_or_default())
+    };
+    wait_for("the operator to stop leading", MINUTE, || async {
+        Ok(operator.metrics().await.filter(|m| m.lines().any(|l| l.starts_with("mainstay_operator_leader 0"))).map(|_| ()))
+    })
+    .await?;
+    let stepped_down = Utc::now();
+    let spec = lease().await?;
+    let renewed = spec.renew_time.context("the Lease's renewTime")?.0.as_millisecond();
+    let expires = renewed + 1000 * i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    ensure!(
+        stepped_down.timestamp_millis() < expires,
+        "the leader stopped at {stepped_down}, after its Lease expired (renewed {renewed} ms, expiring {expires} ms)"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &saved)?;
+    wait_for("the operator to lead again", MINUTE, || async {
+        Ok(operator.metrics().await.filter(|m| m.lines().any(|l| l.starts_with("mainstay_operator_leader 1"))).map(|_| ()))
+    })
+    .await?;
     Ok(())
 }
 

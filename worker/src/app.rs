@@ -214,6 +214,8 @@ impl MainstayBuilder {
         if config.latest_version {
             db.set_latest_version(&app_version, config.app_name.as_deref()).await?;
         }
+        let names: Vec<String> = registry.names().map(str::to_string).collect();
+        db.register_workflows(config.app_name.as_deref(), &app_version, &names).await?;
         let committer = Committer::start(db.clone(), config.commit_concurrency);
         // The application's queues first: claim rounds visit them in this order.
         let mut queues: Vec<String> = Vec::new();

@@ -98,6 +98,12 @@ impl Client {
         Ok(())
     }
 
+    /// The workflows that workers of `version` of this client's application registered when
+    /// they launched (empty if none has launched, or they were not Mainstay workers).
+    pub async fn registered_workflows(&self, version: &str) -> Result<Vec<String>> {
+        self.db.registered_workflows(self.app_name.as_deref(), version).await
+    }
+
     /// The latest version of this client's application (the one that takes work enqueued
     /// without a version), if any is registered.
     pub async fn latest_version(&self) -> Result<Option<String>> {

@@ -166,6 +166,13 @@ async fn applications_and_versions_share_one_database() {
         assert_eq!((r.0.as_str(), r.1.as_deref(), r.2.as_deref()), ("SUCCESS", Some("py-exec"), Some("py-app")));
     }
 
+    // Each version records the workflows it registers (what the operator checks a Schedule's
+    // workflow name against); a version that never launched records none.
+    let names = ca.registered_workflows("a-v1").await.unwrap();
+    assert!(names.contains(&"shared_task".to_string()) && !names.contains(&"py_task".to_string()), "{names:?}");
+    assert!(cb.registered_workflows("a-v1").await.unwrap().is_empty(), "app-b sees app-a's registrations");
+    assert!(ca.registered_workflows("a-v9").await.unwrap().is_empty());
+
     // Work nobody can run stays queued, never failed: a workflow app-a's workers do not have
     // (DBOS's worker claims any name, but not another application's), and work of a version
     // nobody runs. Proven by work enqueued after them on the same queue finishing on

@@ -131,6 +131,32 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
+    // A workflow the app's current version does not register would wait forever: say so, and
+    // fire nothing until the name (or the app) is fixed. Unknown (no worker of that version
+    // has launched yet) is not an error.
+    if let Some(version) = app.status.as_ref().and_then(|st| st.current_version.clone()) {
+        match db.registered_workflows(&version).await {
+            Ok(names) if !names.is_empty() && !names.contains(&s.spec.workflow_name) => {
+                let msg = format!(
+                    "workflow {} is not registered by version {version} of DurableApp {ns}/{}; it registers {}. Fix spec.workflowName",
+                    s.spec.workflow_name,
+                    s.spec.app_ref,
+                    names.join(", ")
+                );
+                let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+                not_ready(&mut status, generation, now, reason::WORKFLOW_NOT_FOUND, &msg, true);
+                write_status(&api, &s, current.as_ref(), &status).await?;
+                if !known {
+                    ctx.event(s.as_ref(), true, event::WORKFLOW_NOT_FOUND, "Validate", msg).await;
+                }
+                // Looked at again when the app changes version, or after a while.
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(schedule = %key, error = %e, "cannot read the app's registered workflows; firing anyway"),
+        }
+    }
+
     let cursor = status
         .last_schedule_time
         .as_deref()
@@ -193,7 +219,10 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
                 active.push(id.clone());
             }
             tracing::info!(schedule = %key, workflow = %id, "fired");
-            ctx.event(s.as_ref(), false, event::FIRED, "Schedule", format!("enqueued workflow {id}")).await;
+            // One message for every fire, so fires fold into one Event series instead of an
+            // Event object per tick (a schedule firing every second would flood the namespace).
+            let note = "enqueued the workflow of a tick (its ID is in status.lastWorkflowId)".to_string();
+            ctx.event(s.as_ref(), false, event::FIRED, "Schedule", note).await;
             status.last_workflow_id = Some(id);
         }
         status.last_schedule_time = Some(rfc3339_offset(*tick));
@@ -221,8 +250,42 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         Some(next) => format!("next tick at {}", rfc3339_offset(next)),
         None => "the schedule has no further ticks".to_string(),
     };
-    set(&mut status.conditions, condition::READY, true, reason::SCHEDULING, msg, generation, now);
-    set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now);
+    // The newest finished run says whether runs work: a failing one makes the Schedule not
+    // Ready (it still fires), with the error.
+    let finished = WorkflowFilter {
+        schedule_name: Some(name.clone()),
+        statuses: vec![Status::Success, Status::Error, Status::MaxRecoveryAttemptsExceeded],
+        limit: Some(1),
+        ..Default::default()
+    };
+    let failing = match db.list_workflows(&finished).await {
+        Ok(last) => last.into_iter().next().filter(|w| w.status != Status::Success),
+        Err(_) => None,
+    };
+    match failing {
+        Some(w) => {
+            // The recorded error is DBOS's portable JSON ({"name", "message", …}).
+            let why = w
+                .error
+                .as_deref()
+                .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+                .and_then(|v| {
+                    let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("Error").to_string();
+                    v.get("message").and_then(|m| m.as_str()).map(|m| format!("{name}: {m}"))
+                })
+                .unwrap_or_else(|| w.status.to_string());
+            let msg = format!("the latest finished run, {}, ended {}: {why}; {msg}", w.workflow_id, w.status);
+            let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+            not_ready(&mut status, generation, now, reason::RUNS_FAILING, &msg, true);
+            if !known {
+                ctx.event(s.as_ref(), true, event::RUNS_FAILING, "Schedule", msg).await;
+            }
+        }
+        None => {
+            set(&mut status.conditions, condition::READY, true, reason::SCHEDULING, msg, generation, now);
+            set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now);
+        }
+    }
     write_status(&api, &s, current.as_ref(), &status).await?;
     let wait = plan
         .next

@@ -20,6 +20,7 @@ const MAINSTAY_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0002_mainstay_enqueue_notify.sql")),
     (2, include_str!("../../migrations/0003_mainstay_claim_function.sql")),
     (3, include_str!("../../migrations/0004_mainstay_claim_by_application.sql")),
+    (4, include_str!("../../migrations/0005_mainstay_registered_workflows.sql")),
 ];
 
 /// Mainstay migrations that older binaries cannot run against (none so far); recorded with

@@ -157,6 +157,8 @@ struct Sql {
     set_latest_version: Arc<str>,
     latest_version: Arc<str>,
     release_claim: Arc<str>,
+    register_workflows: Arc<str>,
+    registered_workflows: Arc<str>,
     cancelled_among: Arc<str>,
 }
 
@@ -282,6 +284,14 @@ RETURNING 1"#),
 SELECT version_name FROM {s}.application_versions
 WHERE application_name IS NOT DISTINCT FROM $1 OR application_name IS NULL
 ORDER BY version_timestamp DESC, created_at DESC LIMIT 1"#),
+            register_workflows: f(r#"
+INSERT INTO {s}.mainstay_registered_workflows (application_name, application_version, workflow_name)
+SELECT COALESCE($1, ''), $2, name FROM UNNEST($3::text[]) AS name
+ON CONFLICT DO NOTHING"#),
+            registered_workflows: f(
+                "SELECT workflow_name FROM {s}.mainstay_registered_workflows \
+                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name",
+            ),
             release_claim: f(r#"
 UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', owner_xid = NULL, executor_id = NULL, started_at_epoch_ms = NULL,
@@ -589,6 +599,29 @@ impl SystemDatabase {
             .await
             .map_err(|e| Error::db("read the latest application version", e))?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Records the workflows a version of an application registers.
+    pub(crate) async fn register_workflows(&self, app_name: Option<&str>, version: &str, names: &[String]) -> Result<()> {
+        q(&self.sql.register_workflows)
+            .bind(app_name)
+            .bind(version)
+            .bind(names)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("record the workflows of application version {version}"), e))?;
+        Ok(())
+    }
+
+    /// The workflows recorded for a version of an application (empty: none recorded).
+    pub(crate) async fn registered_workflows(&self, app_name: Option<&str>, version: &str) -> Result<Vec<String>> {
+        let rows = q(&self.sql.registered_workflows)
+            .bind(app_name)
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("read the workflows of application version {version}"), e))?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     /// Puts a claimed workflow back on its queue, unclaimed, if `owner` still holds it.
