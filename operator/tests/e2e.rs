@@ -567,14 +567,6 @@ fn ticks(ids: &[String], name: &str) -> Result<Vec<DateTime<Utc>>> {
 async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, operator: Operator) -> Result<Operator> {
     let ns = &namespace("e2e-sched");
     let url = namespace_with_database(cluster, ns).await?;
-    apply(cluster, &format!(
-        "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
-         image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 1\n  database: {{urlSecret: {{name: shop-db}}}}\n"
-    ))?;
-    wait_for("the app's database to be migrated", MINUTE, || async {
-        Ok(condition(&app(cluster, ns, "shop").await?, "Migrated").filter(|c| c.0 == "True").map(|_| ()))
-    })
-    .await?;
     let schedule = |suspend: bool| {
         format!(
             "apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: every-second, namespace: {ns}}}\nspec:\n  \
@@ -582,7 +574,17 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
              startingDeadlineSeconds: 60\n  suspend: {suspend}\n"
         )
     };
+    // The app and its Schedule arrive together: the Schedule waits for the app's migration
+    // instead of failing to enqueue into tables that do not exist yet.
+    apply(cluster, &format!(
+        "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+         image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 1\n  database: {{urlSecret: {{name: shop-db}}}}\n"
+    ))?;
     apply(cluster, &schedule(false))?;
+    wait_for("the app's database to be migrated", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Migrated").filter(|c| c.0 == "True").map(|_| ()))
+    })
+    .await?;
     let client = Client::connect(&url).await?;
     let runs = || async {
         let all = client.list_workflows(&WorkflowFilter { schedule_name: Some("every-second".into()), ..Default::default() }).await?;
@@ -619,6 +621,48 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
     let st = s.status.context("schedule status")?;
     ensure!(st.last_workflow_id.is_some() && st.last_schedule_time.is_some(), "status: {st:?}");
+    let failures = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=every-second,type=Warning", "-o", "jsonpath={.items[*].reason}"])?;
+    ensure!(!failures.contains("EnqueueFailed"), "the Schedule failed to enqueue while its app migrated: {failures}");
+
+    // What a reader of `kubectl get schedules` must see: a workflow name the app does not
+    // register (nothing fires), and runs that fail.
+    let other = |name: &str, workflow: &str| {
+        format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
+             appRef: shop\n  workflowName: {workflow}\n  schedule: \"* * * * * *\"\n"
+        )
+    };
+    let reason_of = |name: &'static str| async move {
+        let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get(name).await?;
+        Ok::<_, anyhow::Error>(s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| (c.status, c.reason, c.message)))
+    };
+    apply(cluster, &other("typo", "nightly_reprot"))?;
+    let msg = wait_for("Schedule typo to report WorkflowNotFound", MINUTE, || async {
+        Ok(reason_of("typo").await?.filter(|c| c.0 == "False" && c.1 == "WorkflowNotFound").map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("nightly_reprot") && msg.contains("nightly_report"), "unclear message: {msg}");
+    ensure!(count(&client, WorkflowFilter { schedule_name: Some("typo".into()), ..Default::default() }).await? == 0, "a misnamed schedule fired");
+    // process_order takes an order number, not (tick, input): every run fails.
+    apply(cluster, &other("failing", "process_order"))?;
+    let msg = wait_for("Schedule failing to report RunsFailing", MINUTE, || async {
+        Ok(reason_of("failing").await?.filter(|c| c.0 == "False" && c.1 == "RunsFailing").map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("sched-failing-"), "the message does not name the failed run: {msg}");
+    cluster.kubectl(&["delete", "schedule", "typo", "failing", "-n", ns])?;
+
+    // A paused app says so instead of showing a stale picture.
+    cluster.kubectl(&["annotate", "durableapp", "shop", "-n", ns, "mainstay.dev/paused=true"])?;
+    wait_for("the paused app to report Paused", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "Unknown" && c.1 == "Paused").map(|_| ()))
+    })
+    .await?;
+    cluster.kubectl(&["annotate", "durableapp", "shop", "-n", ns, "mainstay.dev/paused-"])?;
+    wait_for("the unpaused app to be Ready again", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "True").map(|_| ()))
+    })
+    .await?;
     client.close().await;
     Ok(operator)
 }

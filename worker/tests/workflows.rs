@@ -518,6 +518,31 @@ async fn foreign_serialization_formats_are_reported_by_name() {
     app.shutdown().await;
 }
 
+/// Two workflows that differ only in their body: the default application version must tell
+/// their code apart (as DBOS hashes workflow source).
+mod source_hashes {
+    #[mainstay::workflow(name = "versioned")]
+    pub async fn before(x: i64) -> mainstay::Result<i64> {
+        Ok(x + 1)
+    }
+}
+mod source_hashes_changed {
+    #[mainstay::workflow(name = "versioned_changed")]
+    pub async fn before(x: i64) -> mainstay::Result<i64> {
+        Ok(x + 2)
+    }
+}
+
+#[test]
+fn a_workflow_whose_body_changes_gets_another_source_hash() {
+    use mainstay::Workflow;
+    let a = <source_hashes::__mainstay_workflow_before as Workflow>::SOURCE_HASH;
+    let b = <source_hashes_changed::__mainstay_workflow_before as Workflow>::SOURCE_HASH;
+    assert_ne!(a, 0);
+    assert_ne!(a, b, "a changed body kept its hash");
+    assert_eq!(a, <source_hashes::__mainstay_workflow_before as Workflow>::SOURCE_HASH, "stable");
+}
+
 #[tokio::test]
 async fn bad_configuration_gets_clear_errors() {
     let err = mainstay::Mainstay::launch(mainstay::Config::new("postgress://localhost/db")).await.err().unwrap();
@@ -528,6 +553,9 @@ async fn bad_configuration_gets_clear_errors() {
     let err = mainstay::Mainstay::builder(unreachable).global(false).launch().await.err().unwrap();
     assert!(err.to_string().contains("cannot connect to the system database"), "{err}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    // A library error: typed, with the cause, and no advice meant for the CLI.
+    assert!(matches!(err, Error::Connect { retried: true, .. }), "{err:?}");
+    assert!(!err.to_string().contains("mainstay postgres") && !err.to_string().contains("invalid configuration"), "{err}");
 
     let url = fresh_database("schema_ahead").await;
     mainstay::migrate(&config(&url, "x")).await.unwrap();
