@@ -12,9 +12,13 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A fleet of mainstay workers for one application.
+/// Desired state of a DurableApp: the worker image, its system database, queues and scaling.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
+    doc = "DurableApp runs the mainstay workers of one application: a Deployment per application \
+           version, sized on queue depth, against a Postgres system database whose migrations, \
+           queue settings, workflow recovery and retention the operator manages. Its conditions \
+           (Ready, Progressing, Degraded, Migrated) say what is wrong when something is.",
     group = "mainstay.dev",
     version = "v1alpha1",
     kind = "DurableApp",
@@ -27,71 +31,83 @@ use serde::{Deserialize, Serialize};
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyWorkers"),
-    printcolumn(name = "Workers", type_ = "integer", json_path = ".status.desiredWorkers"),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Workers", type_ = "integer", json_path = ".status.readyWorkers"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredWorkers"),
     printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queuedWorkflows"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.currentVersion"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DurableAppSpec {
-    /// Worker image, e.g. `registry.example.com/shop-worker:1.4.2`.
+    /// Worker image, e.g. `registry.example.com/shop-worker:1.4.2`. Its tag (or digest) is the
+    /// application version unless `appVersion` is set; `latest` names no version.
     #[x_kube(validation = Rule::new("self != ''").message("image must not be empty"))]
     pub image: String,
-    /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
+    /// Image pull policy of the worker container: `Always`, `IfNotPresent` or `Never`.
+    /// Default: Kubernetes' default (`Always` for a `:latest` tag, else `IfNotPresent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::schema::optional_enum)]
     pub image_pull_policy: Option<PullPolicy>,
-    /// Entrypoint override.
+    /// Entrypoint of the worker container. Default: the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// Arguments.
+    /// Arguments of the worker container. Default: the image's command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Extra environment variables of the worker container.
+    /// Extra environment variables of the worker container. Those the operator sets itself
+    /// (database URLs, system schema, application name and versions, executor ID, health port)
+    /// are refused with reason `InvalidSpec`. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
-    /// CPU and memory of the worker container.
+    /// CPU and memory requests and limits of the worker container. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Service account of the worker pods.
+    /// Service account of the worker pods. Default: the namespace's `default` account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
-    /// Extras merged into the worker pod template.
+    /// Labels, annotations, scheduling and security contexts merged into the worker pod
+    /// template. Default: {} (nothing extra; the security defaults apply).
     #[serde(default)]
     pub pod_template: PodTemplateExtras,
-    /// The system database.
+    /// The system database: Secrets holding its URLs, and the schema of its tables.
     pub database: DatabaseSpec,
-    /// Application name recorded with the workers' workflows (DBOS's `application_name`);
-    /// defaults to the DurableApp's name. Applications sharing a system database need distinct
+    /// Application name recorded with the workers' workflows (DBOS's `application_name`).
+    /// Default: the DurableApp's name. Applications sharing a system database need distinct
     /// names: each claims, recovers and counts only its own work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_name: Option<String>,
-    /// Application version of these workers; defaults to the image tag. A new version rolls out
+    /// Application version of these workers. Default: the image tag (or the first 12 hex digits
+    /// of its digest). A new version rolls out
     /// as a new Deployment with its own image and settings; the old one keeps its own and drains
     /// its workflows, then goes. Version names are unique in a system database: applications
     /// sharing one need distinct versions (e.g. `billing-1.4.2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_version: Option<String>,
-    /// Queues and their limits, written to the system database's `queues` table.
+    /// Queues and their limits, written to the system database's `queues` table. Default: none
+    /// (workflows use the internal queue).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<QueueSpec>,
     /// A fixed number of workers. When set (by you, or by an external autoscaler through the
-    /// `/scale` subresource) the operator does not autoscale.
+    /// `/scale` subresource) the operator does not autoscale. Default: unset (autoscaling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
-    /// Autoscaling on queue depth, used when `replicas` is unset.
+    /// Autoscaling on queue depth, used when `replicas` is unset. Default: {minReplicas: 0,
+    /// maxReplicas: 10, targetQueueDepth: 10, scaleUpStabilizationSeconds: 0,
+    /// scaleDownStabilizationSeconds: 60}.
     #[serde(default)]
     pub scaling: ScalingSpec,
-    /// Deletion of finished workflows.
+    /// Deletion of finished workflows. Default: none (finished workflows are kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSpec>,
-    /// An HTTP port served by the workers, and optionally a Service for it.
+    /// An HTTP port served by the workers, and optionally a Service for it. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
 }
 
-/// Image pull policy.
+/// Image pull policy of the worker container.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PullPolicy {
     Always,
@@ -104,18 +120,23 @@ pub enum PullPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplateExtras {
+    /// Extra labels of the worker pods (the operator's own labels win). Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the worker pods. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Node labels the worker pods must be scheduled on. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Taints the worker pods tolerate. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Pod-level security context.
+    /// Pod-level security context. Default: non-root with the `RuntimeDefault` seccomp profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
-    /// Container-level security context of the worker.
+    /// Container-level security context of the worker. Default: non-root, read-only root
+    /// filesystem, no privilege escalation, all capabilities dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,
 }
@@ -124,10 +145,10 @@ pub struct PodTemplateExtras {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// Secret name.
+    /// Name of the Secret.
     #[x_kube(validation = Rule::new("self != ''").message("secret name must not be empty"))]
     pub name: String,
-    /// Key in the Secret (default `url`).
+    /// Key in the Secret. Default: `url`.
     #[serde(default = "default_secret_key")]
     pub key: String,
 }
@@ -142,33 +163,42 @@ fn default_secret_key() -> String {
 pub struct DatabaseSpec {
     /// Secret key holding the Postgres URL the workers use.
     pub url_secret: SecretKeyRef,
-    /// Secret key holding the URL used for migrations (an admin role); defaults to `urlSecret`.
+    /// Secret key holding the URL used for migrations (an admin role). Default: `urlSecret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_url_secret: Option<SecretKeyRef>,
-    /// Schema of the system tables (default `dbos`).
+    /// Schema of the system tables. Default: `dbos`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"))]
     pub system_schema: Option<String>,
 }
 
 /// A queue and its limits. Unset limits do not limit.
+// A list item: no schema defaults (see `crate::schema::without_defaults`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
 #[x_kube(validation = Rule::new("!has(self.workerConcurrency) || !has(self.concurrency) || self.workerConcurrency <= self.concurrency").message("workerConcurrency must not exceed concurrency"))]
 pub struct QueueSpec {
+    /// Queue name, as the application enqueues on it. Unique in the list.
     #[x_kube(validation = Rule::new("self != '' && self != '_dbos_internal_queue'").message("queue name must be non-empty and not the reserved _dbos_internal_queue"))]
     pub name: String,
+    /// Most workflows of this queue running at once, across all workers. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
+    /// Most workflows of this queue running at once on one worker. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub worker_concurrency: Option<u32>,
+    /// Most workflows of this queue started per period. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Whether workflows are dequeued by priority (lower first) rather than in order of
+    /// enqueueing. Default: false.
     #[serde(default)]
     pub priority_enabled: bool,
-    /// Per-partition limits; setting this makes the queue partitioned.
+    /// Per-partition limits; setting this makes the queue partitioned. Default: none (the queue
+    /// is not partitioned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionSpec>,
 }
@@ -177,8 +207,10 @@ pub struct QueueSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitSpec {
+    /// Most workflows started per period.
     #[schemars(range(min = 1))]
     pub max: u32,
+    /// Length of the period in seconds (fractions allowed, at least 0.001).
     #[schemars(range(min = 0.001))]
     pub period_seconds: f64,
 }
@@ -187,12 +219,15 @@ pub struct RateLimitSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PartitionSpec {
+    /// Most workflows of one partition running at once, across all workers. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
+    /// Most workflows of one partition running at once on one worker. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub worker_concurrency: Option<u32>,
+    /// Most workflows of one partition started per period. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
 }
@@ -203,23 +238,23 @@ pub struct PartitionSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be <= maxReplicas"))]
 pub struct ScalingSpec {
-    /// Fewest workers; zero scales to zero when no work is queued.
+    /// Fewest workers; zero scales to zero when no work is queued. Default: 0.
     #[serde(default = "default_min")]
     #[schemars(range(min = 0))]
     pub min_replicas: i32,
-    /// Most workers.
+    /// Most workers. Default: 10.
     #[serde(default = "default_max")]
     #[schemars(range(min = 0))]
     pub max_replicas: i32,
-    /// Queued plus running workflows one worker is meant to carry.
+    /// Queued plus running workflows one worker is meant to carry. Default: 10.
     #[serde(default = "default_target")]
     #[schemars(range(min = 1))]
     pub target_queue_depth: i32,
-    /// How long a higher desired count must hold before scaling up.
+    /// Seconds a higher desired count must hold before scaling up. Default: 0.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub scale_up_stabilization_seconds: i32,
-    /// How long a lower desired count must hold before scaling down.
+    /// Seconds a lower desired count must hold before scaling down. Default: 60.
     #[serde(default = "default_down")]
     #[schemars(range(min = 0))]
     pub scale_down_stabilization_seconds: i32,
@@ -254,12 +289,12 @@ impl Default for ScalingSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionSpec {
-    /// Delete finished workflows older than this many seconds.
+    /// Delete finished workflows older than this many seconds. Default: no age limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_age_seconds: Option<i64>,
     /// Keep the records of at most this many workflows, newest first (unfinished workflows are
-    /// never deleted).
+    /// never deleted). Default: no count limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_count: Option<i64>,
@@ -269,30 +304,42 @@ pub struct RetentionSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSpec {
+    /// Container port the workers serve HTTP on (named `http`); not the health port 8081.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Whether to create a Service for the port.
+    /// Whether to create a Service (named after the DurableApp) for the port, selecting the
+    /// workers of every version. Default: false.
     #[serde(default)]
     pub service: bool,
 }
 
-/// Observed state of a DurableApp.
+/// Observed state of a DurableApp, written by the operator.
+// No schema defaults: the operator writes every field it has (see
+// `crate::schema::without_defaults`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
 pub struct DurableAppStatus {
+    /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing`, `Degraded`, `Migrated`.
+    /// Conditions of the app: `Ready` (workers are up, or none are needed: reasons `Available`,
+    /// `ScaledToZero`; or why not, e.g. `WorkersNotReady`, `SecretNotFound`,
+    /// `DatabaseUnreachable`, `InvalidSpec`), `Progressing` (a roll-out or scaling under way),
+    /// `Degraded` (something needs fixing; `AsExpected` when nothing does) and `Migrated` (the
+    /// system database's schema is current).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Workers of all versions (for the `/scale` subresource).
+    /// Workers of all versions, ready or not (for the `/scale` subresource).
     #[serde(default)]
     pub replicas: i32,
     /// Label selector of the worker pods (for the `/scale` subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Ready workers of the versions kept (the current one and any draining).
     #[serde(default)]
     pub ready_workers: i32,
+    /// Workers the current version should have: `spec.replicas`, or the autoscaler's count.
     #[serde(default)]
     pub desired_workers: i32,
     /// Enqueued workflows across all queues.
@@ -301,6 +348,7 @@ pub struct DurableAppStatus {
     /// Running (`PENDING`) workflows.
     #[serde(default)]
     pub pending_workflows: i64,
+    /// Depth of each queue: those in the spec and any other with work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<QueueStatus>,
     /// The version new work runs on.
@@ -314,26 +362,36 @@ pub struct DurableAppStatus {
 /// Depth of one queue.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
 pub struct QueueStatus {
+    /// Queue name.
     pub name: String,
+    /// Workflows waiting in the queue (`ENQUEUED`).
     pub enqueued: i64,
+    /// Workflows of the queue running (`PENDING`).
     pub pending: i64,
 }
 
 /// A status condition, following the Kubernetes API conventions.
+// A list item: no schema defaults (see `crate::schema::without_defaults`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
 pub struct Condition {
+    /// Condition type, e.g. `Ready` or `Degraded`; one condition of each type.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
+    /// Why the condition has its status, in CamelCase (e.g. `Available`, `InvalidSpec`).
     pub reason: String,
+    /// What happened, for humans. Default: empty.
     #[serde(default)]
     pub message: String,
     /// RFC 3339 time of the last change of `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+    /// The `metadata.generation` the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

@@ -7,6 +7,7 @@
 //! drifts from these types.
 
 mod durable_app;
+mod schema;
 mod schedule;
 
 pub use durable_app::*;

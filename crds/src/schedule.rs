@@ -10,9 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Condition;
 
-/// Fires a workflow on a cron schedule.
+/// Desired state of a Schedule: the app and workflow, the cron expression and its time zone.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
+    doc = "Schedule enqueues a workflow of a DurableApp (same namespace) once per tick of a cron \
+           schedule, as the workflow ID `sched-{name}-{tick}`, so each tick runs exactly once. \
+           Missed ticks are caught up within a deadline; overlapping runs are allowed, skipped or \
+           replaced. Its Ready condition says whether it is firing, and why not.",
     group = "mainstay.dev",
     version = "v1alpha1",
     kind = "Schedule",
@@ -20,11 +24,14 @@ use crate::Condition;
     status = "ScheduleStatus",
     shortname = "msched",
     category = "mainstay",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "TZ", type_ = "string", json_path = ".spec.timeZone"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime"),
-    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime"),
+    // A `date` column shows a future time as `<invalid>`: the next tick is shown as its text.
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -41,26 +48,30 @@ pub struct ScheduleSpec {
     #[x_kube(validation = Rule::new("!self.contains('TZ=')").message("put the time zone in spec.timeZone, not in the schedule"))]
     #[schemars(length(min = 1, max = 128))]
     pub schedule: String,
-    /// IANA time zone of the schedule (default UTC).
+    /// IANA time zone of the schedule, e.g. `Europe/Paris`. Default: UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// Input of each run. The workflow is called with two arguments: the tick's scheduled time
-    /// (RFC 3339 text, e.g. `2026-01-31T23:00:00+00:00`) and this value (`null` when unset).
+    /// Input of each run, any JSON value. The workflow is called with two arguments: the tick's
+    /// scheduled time (RFC 3339 text, e.g. `2026-01-31T23:00:00+00:00`) and this value.
+    /// Default: `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_json")]
     pub input: Option<serde_json::Value>,
-    /// Queue to enqueue on (default: the internal queue).
+    /// Queue to enqueue on. Default: the internal queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    /// What to do when a tick comes while the previous run is still going.
+    /// What to do when a tick comes while the previous run is still going: `Allow` (runs may
+    /// overlap), `Forbid` (the tick is skipped) or `Replace` (the previous run is cancelled).
+    /// Default: Allow.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
     /// Ticks missed (operator down, suspended) are caught up if at most this many seconds late;
-    /// older ones are reported as missed, not run. Unset: only the most recent missed tick runs.
+    /// older ones are reported as missed, not run. Default: unset (only the most recent missed
+    /// tick runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub starting_deadline_seconds: Option<i64>,
-    /// Stops firing while true.
+    /// Stops firing while true. Default: false.
     #[serde(default)]
     pub suspend: bool,
 }
@@ -81,15 +92,22 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
-/// Observed state of a Schedule.
+/// Observed state of a Schedule, written by the operator.
+// No schema defaults: the operator writes every field it has (see
+// `crate::schema::without_defaults`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
 pub struct ScheduleStatus {
+    /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Conditions of the schedule: `Ready` (firing: reason `Scheduling`; or why not, e.g.
+    /// `Suspended`, `InvalidSpec`, `AppNotFound`, `AppNotMigrated`, `EnqueueFailed`) and
+    /// `Degraded` (something needs fixing; `AsExpected` when nothing does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The last tick fired (RFC 3339).
+    /// Scheduled time of the last tick fired (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<String>,
     /// The workflow ID of the last tick fired.
@@ -98,10 +116,10 @@ pub struct ScheduleStatus {
     /// When a run last succeeded (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<String>,
-    /// The next tick (RFC 3339).
+    /// Scheduled time of the next tick (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<String>,
-    /// Workflow IDs of runs in flight.
+    /// Workflow IDs of runs in flight (at most 10, newest first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active: Vec<String>,
 }
