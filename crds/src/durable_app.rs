@@ -325,7 +325,8 @@ pub struct DurableAppStatus {
     pub observed_generation: Option<i64>,
     /// Conditions of the app: `Ready` (workers are up, or none are needed: reasons `Available`,
     /// `ScaledToZero`; or why not, e.g. `WorkersNotReady`, `SecretNotFound`,
-    /// `DatabaseUnreachable`, `InvalidSpec`), `Progressing` (a roll-out or scaling under way),
+    /// `DatabaseUnreachable`, `InvalidSpec`, `VersionConflict`; `Unknown` with `Paused`),
+    /// `Progressing` (a roll-out or scaling under way),
     /// `Degraded` (something needs fixing; `AsExpected` when nothing does) and `Migrated` (the
     /// system database's schema is current).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

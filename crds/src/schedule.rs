@@ -103,7 +103,8 @@ pub struct ScheduleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Conditions of the schedule: `Ready` (firing: reason `Scheduling`; or why not, e.g.
-    /// `Suspended`, `InvalidSpec`, `AppNotFound`, `AppNotMigrated`, `EnqueueFailed`) and
+    /// `Suspended`, `Paused`, `InvalidSpec`, `AppNotFound`, `AppNotMigrated`, `WorkflowNotFound`,
+    /// `RunsFailing`, `EnqueueFailed`) and
     /// `Degraded` (something needs fixing; `AsExpected` when nothing does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

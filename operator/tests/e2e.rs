@@ -204,6 +204,14 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
         Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "True" && c.1 == "ScaledToZero").map(|_| ()))
     })
     .await?;
+    // Applying the same manifest again changes nothing (no schema defaults inside lists), and
+    // `kubectl get` tells an app scaled to zero by its Ready reason.
+    let again = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifest(0))?;
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    ensure!(again.contains("unchanged"), "re-applying an unchanged DurableApp: {again}");
+    let table = cluster.kubectl(&["get", "durableapps", "-n", ns])?;
+    let header = table.lines().next().unwrap_or_default();
+    ensure!(header.contains("READY") && header.contains("REASON") && table.contains("ScaledToZero"), "kubectl get durableapps:\n{table}");
     // The worker Deployment: the Secret's URL, the pod name as executor ID, probes.
     let deploys = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
     ensure!(deploys.items.len() == 1, "one worker Deployment, got {}", deploys.items.len());
@@ -591,6 +599,8 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
     let first = wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, "every-second")?.first().copied()) }).await?;
+    let table = cluster.kubectl(&["get", "schedules", "-n", ns])?;
+    ensure!(table.contains("Scheduling") && !table.contains("<invalid>"), "kubectl get schedules:\n{table}");
     // Restart the operator in the middle: stopped for a few ticks, then a new process.
     wait_for("8 s of ticks", MINUTE, || async { Ok((Utc::now() >= first + chrono::Duration::seconds(8)).then_some(())) }).await?;
     operator.stop().await?;
