@@ -553,6 +553,14 @@ async fn bad_configuration_gets_clear_errors() {
     let err = mainstay::Mainstay::builder(unreachable).global(false).launch().await.err().unwrap();
     assert!(err.to_string().contains("cannot connect to the system database"), "{err}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    // A statement the server refuses reads as the server's message and SQLSTATE, not the
+    // driver's rendering (which appends a line of the server's own source code).
+    let unmigrated = fresh_database("unmigrated").await;
+    let client = mainstay::Client::connect(&unmigrated).await.unwrap();
+    let e = client.enqueue("w", "q", vec![], mainstay::WorkflowOptions::default()).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("does not exist") && msg.contains("SQLSTATE 42P01") && !msg.contains(" at line "), "{msg}");
+    client.close().await;
     // A library error: typed, with the cause, and no advice meant for the CLI.
     assert!(matches!(err, Error::Connect { retried: true, .. }), "{err:?}");
     assert!(!err.to_string().contains("mainstay postgres") && !err.to_string().contains("invalid configuration"), "{err}");
