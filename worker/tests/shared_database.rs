@@ -246,7 +246,14 @@ async fn applications_and_versions_share_one_database() {
     assert!(count(&url, "application_name = 'app-b' AND status = 'SUCCESS'").await >= before_b);
     assert!(count(&url, "application_name = 'py-app' AND status = 'SUCCESS'").await >= 2);
 
-    // Figures of one application leave the others' out.
+    // Figures of one application leave the others' out, also work of no application pinned
+    // to another application's version (a DBOS client without a name enqueues so).
+    let options = WorkflowOptions { app_version: Some("py-v1".into()), delay: Some(Duration::from_secs(3600)), ..Default::default() };
+    anyone.enqueue("py_task", QUEUE, vec![json!("later")], options).await.expect("enqueue for later");
+    let of_py = cpy.outstanding_by_version().await.unwrap();
+    assert!(of_py.iter().any(|w| w.app_version.as_deref() == Some("py-v1") && w.delayed == 1), "{of_py:?}");
+    let of_a = ca.outstanding_by_version().await.unwrap();
+    assert!(of_a.iter().all(|w| w.app_version.as_deref() != Some("py-v1")), "{of_a:?}");
     let outstanding = cb.outstanding_by_version().await.unwrap();
     assert!(outstanding.iter().all(|w| w.app_version.as_deref() != Some("a-v0")), "{outstanding:?}");
     let outstanding = ca.outstanding_by_version().await.unwrap();

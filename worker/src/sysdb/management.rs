@@ -83,7 +83,7 @@ impl Statements {
             pending_by_executor: f(
                 "SELECT executor_id, application_version, count(*) FROM {s}.workflow_status \
                  WHERE status = 'PENDING' AND executor_id IS NOT NULL \
-                   AND ($1::text IS NULL OR application_name = $1 OR application_name IS NULL) \
+                   AND {scope} \
                  GROUP BY executor_id, application_version",
             ),
             outstanding_by_version: f(
@@ -91,7 +91,7 @@ impl Statements {
                         count(*) FILTER (WHERE status = 'ENQUEUED'), \
                         count(*) FILTER (WHERE status = 'DELAYED') \
                  FROM {s}.workflow_status WHERE status IN ('PENDING', 'ENQUEUED', 'DELAYED') \
-                   AND ($1::text IS NULL OR application_name = $1 OR application_name IS NULL) \
+                   AND {scope} \
                  GROUP BY application_version",
             ),
             nth_newest: f(

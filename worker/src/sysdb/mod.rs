@@ -46,6 +46,14 @@ pub const CANCELLED_CHANNEL: &str = "mainstay_cancelled";
 const NOW_MS: &str = "(EXTRACT(epoch FROM now()) * 1000)::bigint";
 /// Wall-clock time at the moment of evaluation, not of the transaction's start: claims under
 /// a queue lock stamp and count starts with it, so stamps increase in claim order.
+/// The rows an application's figures count (`$1` the application; NULL counts every row): its
+/// own, and rows of no application that its workers could claim (no version, or one of its
+/// versions or of no application's), so a DBOS client's version-less enqueue counts and another
+/// application's pinned one does not.
+const APP_SCOPE: &str = "($1::text IS NULL OR application_name = $1 OR (application_name IS NULL AND \
+    (application_version IS NULL OR application_version IN (SELECT version_name FROM {s}.application_versions \
+     WHERE application_name = $1 OR application_name IS NULL))))";
+
 const CLOCK_MS: &str = "(EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// A workflow row to insert.
@@ -165,7 +173,14 @@ struct Sql {
 impl Sql {
     fn new(schema: &str) -> Sql {
         let s = format!("\"{schema}\"");
-        let f = |text: &str| -> Arc<str> { Arc::from(text.replace("{s}", &s).replace("{now}", NOW_MS).replace("{clock}", CLOCK_MS)) };
+        let f = |text: &str| -> Arc<str> {
+            Arc::from(
+                text.replace("{scope}", APP_SCOPE)
+                    .replace("{s}", &s)
+                    .replace("{now}", NOW_MS)
+                    .replace("{clock}", CLOCK_MS),
+            )
+        };
         Sql {
             batch: batch::Statements::new(&f),
             queues: queues::Statements::new(&f),

@@ -75,7 +75,7 @@ impl Statements {
                         count(*) FILTER (WHERE status = 'PENDING') \
                  FROM {s}.workflow_status \
                  WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL \
-                   AND ($1::text IS NULL OR application_name = $1 OR application_name IS NULL) \
+                   AND {scope} \
                  GROUP BY queue_name",
             ),
         }
