@@ -230,7 +230,9 @@ async fn mainstay_migrate(url: &str, what: &str) {
 
 async fn mainstay_versions(url: &str) -> Vec<i64> {
     let mut conn = common::connect(url).await;
-    sqlx::query_scalar("SELECT version FROM dbos.mainstay_migrations ORDER BY version")
+    sqlx::query_scalar(
+        "SELECT version FROM dbos.mainstay_migrations UNION ALL SELECT version FROM dbos.mainstay_schema_migrations ORDER BY version",
+    )
         .fetch_all(&mut conn)
         .await
         .expect("read dbos.mainstay_migrations")

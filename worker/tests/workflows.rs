@@ -568,13 +568,17 @@ async fn bad_configuration_gets_clear_errors() {
     let url = fresh_database("schema_ahead").await;
     mainstay::migrate(&config(&url, "x")).await.unwrap();
     let mut c = connect(&url).await;
+    // Binaries released before additive migrations refuse a database whose
+    // `mainstay_migrations` goes past 2: later migrations are recorded elsewhere.
+    let legacy: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM dbos.mainstay_migrations").fetch_one(&mut c).await.unwrap();
+    assert_eq!(legacy, Some(2));
     // A newer Mainstay's additive migration: this binary keeps working (workers built on an
     // older release survive an upgrade of the operator or of other workers).
-    sqlx::query("INSERT INTO dbos.mainstay_migrations (version) VALUES (999)").execute(&mut c).await.unwrap();
+    sqlx::query("INSERT INTO dbos.mainstay_schema_migrations (version) VALUES (999)").execute(&mut c).await.unwrap();
     let app = mainstay::Mainstay::builder(config(&url, "x")).global(false).launch().await.expect("launch on a newer, compatible schema");
     app.shutdown().await;
     // A breaking one: refused, with what to do.
-    sqlx::query("INSERT INTO dbos.mainstay_migrations (version, breaking) VALUES (1000, true)").execute(&mut c).await.unwrap();
+    sqlx::query("INSERT INTO dbos.mainstay_schema_migrations (version, breaking) VALUES (1000, true)").execute(&mut c).await.unwrap();
     let err = mainstay::Mainstay::builder(config(&url, "x")).global(false).launch().await.err().unwrap();
     assert!(matches!(err, Error::SchemaAhead { found: 1000, .. }), "{err:?}");
     assert!(err.to_string().contains("upgrade"), "{err}");

@@ -7,6 +7,10 @@
 //! Mainstay release migrated is accepted too, and older workers keep running through an upgrade
 //! of the operator or of other workers. A migration that breaks older binaries is recorded as
 //! `breaking`; a binary that does not know it refuses the database (`Error::SchemaAhead`).
+//!
+//! Bookkeeping: `mainstay_migrations` holds migrations 1 and 2 and never more, because binaries
+//! released before this rule refuse a database whose `mainstay_migrations` goes past what they
+//! know; later migrations are recorded in `mainstay_schema_migrations` (with `breaking`).
 
 use sqlx::{AssertSqlSafe, Acquire, PgPool, Row};
 
@@ -26,6 +30,9 @@ const MAINSTAY_MIGRATIONS: &[(i64, &str)] = &[
 /// Mainstay migrations that older binaries cannot run against (none so far); recorded with
 /// `breaking = true`, so those binaries refuse the database instead of misusing it.
 const BREAKING_MIGRATIONS: &[i64] = &[];
+
+/// The last migration recorded in the legacy `mainstay_migrations` table (see the module doc).
+const LEGACY_LAST: i64 = 2;
 
 /// The newest Mainstay schema version this binary knows.
 pub const MAINSTAY_SCHEMA_VERSION: i64 = MAINSTAY_MIGRATIONS[MAINSTAY_MIGRATIONS.len() - 1].0;
@@ -131,15 +138,20 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
     .await
     .map_err(|e| Error::db("create the mainstay_migrations table", e))?;
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "ALTER TABLE \"{schema}\".mainstay_migrations ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT false"
+        "CREATE TABLE IF NOT EXISTS \"{schema}\".mainstay_schema_migrations (
+             version bigint NOT NULL PRIMARY KEY,
+             breaking boolean NOT NULL DEFAULT false,
+             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint)"
     )))
     .execute(&mut *tx)
     .await
-    .map_err(|e| Error::db("add the breaking column to mainstay_migrations", e))?;
-    let current = table_version(&mut tx, schema, "mainstay_migrations").await?.unwrap_or(0);
+    .map_err(|e| Error::db("create the mainstay_schema_migrations table", e))?;
+    let legacy = table_version(&mut tx, schema, "mainstay_migrations").await?.unwrap_or(0);
+    let later = table_version(&mut tx, schema, "mainstay_schema_migrations").await?.unwrap_or(0);
+    let current = legacy.max(later);
     if current > MAINSTAY_SCHEMA_VERSION {
         let breaking: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT min(version) FROM \"{schema}\".mainstay_migrations WHERE version > $1 AND breaking"
+            "SELECT min(version) FROM \"{schema}\".mainstay_schema_migrations WHERE version > $1 AND breaking"
         )))
         .bind(MAINSTAY_SCHEMA_VERSION)
         .fetch_one(&mut *tx)
@@ -160,11 +172,14 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
             .execute(&mut *tx)
             .await
             .map_err(|e| Error::db(format!("apply Mainstay migration {version}"), e))?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO \"{schema}\".mainstay_migrations (version, breaking) VALUES ($1, $2)"
-        )))
-        .bind(version)
-        .bind(BREAKING_MIGRATIONS.contains(version))
+        let record = if *version <= LEGACY_LAST {
+            format!("INSERT INTO \"{schema}\".mainstay_migrations (version) VALUES ($1)")
+        } else {
+            format!("INSERT INTO \"{schema}\".mainstay_schema_migrations (version, breaking) VALUES ($1, $2)")
+        };
+        sqlx::query(AssertSqlSafe(record))
+            .bind(version)
+            .bind(BREAKING_MIGRATIONS.contains(version))
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::db(format!("record Mainstay migration {version}"), e))?;
