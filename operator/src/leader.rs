@@ -10,6 +10,7 @@
 //! it saw is within `STEP_DOWN_MARGIN_SECONDS` of expiring, and resume when a renewal shows up.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
@@ -20,11 +21,11 @@ use crate::names::{FIELD_MANAGER, LEASE_NAME};
 
 /// Seconds a lease is valid without renewal.
 pub const LEASE_SECONDS: u64 = 15;
-/// Seconds before expiry the holder renews (every 7 s with a 15 s lease).
-pub const RENEW_GRACE_SECONDS: u64 = 8;
+/// Seconds before expiry the holder renews (every 5 s with a 15 s lease).
+pub const RENEW_GRACE_SECONDS: u64 = 10;
 /// Seconds before its Lease expires that a leader which could not renew it stops acting: it
-/// acts until 10 s after its last renewal, which leaves 3 s to see the next renewal (due at
-/// 7 s) and 5 s before another replica may take over.
+/// acts until 10 s after its last renewal seen, which leaves 5 s for the next renewal (due at
+/// 5 s) to be written and seen, and 5 s before another replica may take over.
 pub const STEP_DOWN_MARGIN_SECONDS: i64 = 5;
 
 /// Whether a leader whose last renewal seen is `renewed` (epoch ms, our clock: we wrote it)
@@ -44,27 +45,52 @@ async fn own_renewal(leases: &kube::Api<k8s_openapi::api::coordination::v1::Leas
     Ok(spec.renew_time.or(spec.acquire_time).map(|t| t.0.as_millisecond()))
 }
 
-/// Resolves when this replica must stop acting: the Lease shows another holder, or no renewal
-/// has been seen for too long (the API is unreachable, or renewals are refused).
-async fn watchdog(kube: &kube::Client, namespace: &str, identity: &str) {
-    let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kube.clone(), namespace);
-    // Leadership was just reported, so a renewal happened moments ago.
-    let mut renewed = Some(chrono::Utc::now().timestamp_millis());
+/// What the Lease last showed this replica.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    /// It named this replica as holder.
+    mine: bool,
+    /// The newest renewal (or acquisition) time it showed for this replica, epoch ms.
+    renewed_ms: Option<i64>,
+}
+
+/// Reads the Lease every second (each read may take up to 5 s) and records what it shows, until
+/// `stop`. Decoupled from the decision so a slow read never delays a step-down.
+async fn watch_lease(kube: kube::Client, namespace: String, identity: String, seen: Arc<Mutex<Seen>>, stop: CancellationToken) {
+    let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kube, &namespace);
     loop {
-        match tokio::time::timeout(Duration::from_secs(1), own_renewal(&leases, identity)).await {
-            Ok(Ok(Some(r))) => renewed = Some(renewed.map_or(r, |old| old.max(r))),
-            Ok(Ok(None)) => {
-                tracing::warn!(identity, "the Lease names another holder; stepping down");
-                return;
+        match tokio::time::timeout(Duration::from_secs(5), own_renewal(&leases, &identity)).await {
+            Ok(Ok(Some(r))) => {
+                let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                s.mine = true;
+                s.renewed_ms = Some(s.renewed_ms.map_or(r, |old| old.max(r)));
             }
+            Ok(Ok(None)) => seen.lock().unwrap_or_else(|p| p.into_inner()).mine = false,
             Ok(Err(e)) => tracing::warn!(identity, error = %e, "cannot read the leader Lease"),
             Err(_) => tracing::warn!(identity, "reading the leader Lease timed out"),
         }
-        if !may_act(renewed, chrono::Utc::now().timestamp_millis()) {
-            tracing::warn!(identity, "the leader Lease was not renewed in time; stepping down before it expires");
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Whether the Lease, as last seen, lets this replica act now.
+fn lease_allows(seen: &Mutex<Seen>) -> bool {
+    let s = *seen.lock().unwrap_or_else(|p| p.into_inner());
+    s.mine && may_act(s.renewed_ms, chrono::Utc::now().timestamp_millis())
+}
+
+/// Resolves when this replica must stop acting: the Lease shows another holder, or no renewal
+/// has been seen for too long (the API is unreachable, or renewals are refused).
+async fn watchdog(seen: &Mutex<Seen>, identity: &str) {
+    loop {
+        if !lease_allows(seen) {
+            tracing::warn!(identity, "the leader Lease was not renewed in time (or names another holder); stepping down before it expires");
             return;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -105,18 +131,30 @@ where
 {
     let Some(manager) = manager(&kube, namespace, identity, &stop).await else { return };
     let (mut leading, task) = manager.watch().await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watching = CancellationToken::new();
+    tokio::spawn(watch_lease(kube.clone(), namespace.to_string(), identity.to_string(), seen.clone(), watching.clone()));
     tracing::info!(identity, namespace, lease = LEASE_NAME, "waiting for leadership");
-    loop {
+    'terms: loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             r = leading.wait_for(|l| *l) => if r.is_err() { break },
         }
-        tracing::info!(identity, "became the leader; starting controllers");
+        // Act only on a renewal the Lease shows (within a second of winning it, normally):
+        // the manager keeps claiming leadership while its renewals fail.
+        while !lease_allows(&seen) {
+            tokio::select! {
+                _ = stop.cancelled() => break 'terms,
+                r = leading.wait_for(|l| !*l) => if r.is_err() { break 'terms } else { continue 'terms },
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        tracing::info!(identity, "leading; starting controllers");
         metrics.leader.set(1);
         let lost = tokio::select! {
             _ = stop.cancelled() => false,
             r = leading.wait_for(|l| !*l) => r.is_ok(),
-            _ = watchdog(&kube, namespace, identity) => true,
+            _ = watchdog(&seen, identity) => true,
             _ = work() => false,
         };
         metrics.leader.set(0);
@@ -124,28 +162,8 @@ where
             break;
         }
         tracing::warn!(identity, "lost the lease; controllers stopped, standing by");
-        // The manager may still believe it leads (its renewals failing); lead again only once
-        // a renewal shows up in the Lease.
-        if *leading.borrow() {
-            let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kube.clone(), namespace);
-            loop {
-                let now = chrono::Utc::now().timestamp_millis();
-                if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(1), own_renewal(&leases, identity)).await {
-                    if may_act(Some(r), now) {
-                        break;
-                    }
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = leading.wait_for(|l| !*l) => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            if stop.is_cancelled() {
-                break;
-            }
-        }
     }
+    watching.cancel();
     drop(leading);
     match task.await {
         Ok(Ok(_)) => tracing::info!(identity, "released the lease"),
@@ -163,10 +181,10 @@ mod tests {
         let renewed = 1_000_000;
         assert!(may_act(Some(renewed), renewed));
         assert!(may_act(Some(renewed), renewed + 9_999));
-        // Others may take over at renewed + 15 s; this one stops 5 s before, and 3 s after the
+        // Others may take over at renewed + 15 s; this one stops 5 s before, and 5 s after the
         // next renewal was due.
         assert!(!may_act(Some(renewed), renewed + 10_000));
-        assert!(((LEASE_SECONDS - RENEW_GRACE_SECONDS) as i64) * 1000 + 3_000 <= 10_000);
+        assert!(((LEASE_SECONDS - RENEW_GRACE_SECONDS) as i64) * 1000 + 5_000 <= 10_000);
         assert!(!may_act(None, renewed));
     }
 }

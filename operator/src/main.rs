@@ -112,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ns = args.namespace.clone();
     let controllers = || {
         let (ctx, ns) = (ctx.clone(), ns.clone());
+        ctx.begin_term();
         async move {
             tokio::join!(durable_app::run(ctx.clone(), ns.clone()), schedule::run(ctx, ns));
         }

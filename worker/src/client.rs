@@ -104,6 +104,19 @@ impl Client {
         self.db.registered_workflows(self.app_name.as_deref(), version).await
     }
 
+    /// Refused with [`Error::VersionConflict`] when another application owns a version of
+    /// this name (DBOS makes version names unique in a database); a read, registering nothing.
+    pub async fn check_version(&self, version: &str) -> Result<()> {
+        match self.db.version_owner(version).await? {
+            Some(Some(owner)) if Some(owner.as_str()) != self.app_name.as_deref() => Err(Error::VersionConflict {
+                version: version.to_string(),
+                owner,
+                app: self.app_name.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The latest version of this client's application (the one that takes work enqueued
     /// without a version), if any is registered.
     pub async fn latest_version(&self) -> Result<Option<String>> {

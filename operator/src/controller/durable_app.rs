@@ -155,26 +155,17 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    // The version deployed as current is the one that takes work enqueued without a version
-    // (DBOS's latest version), also after a rollback to an older one.
-    match make_latest(&db, &valid.version).await {
-        Ok(false) => {}
-        Ok(true) => {
-            let note = format!("version {} now takes the work enqueued without a version", valid.version);
-            ctx.event(app.as_ref(), false, event::LATEST_VERSION, "RollOut", note).await;
-        }
+    // Version names are unique in a database: a version another application owns cannot run
+    // here (its workers would refuse to launch). Reported, and its Deployment left alone; the
+    // rest (recovery, draining) goes on.
+    let conflict = match db.check_version(&valid.version).await {
+        Ok(()) => None,
+        Err(e @ mainstay::Error::VersionConflict { .. }) => Some(e.to_string()),
         Err(e) => {
-            let why = if matches!(e, mainstay::Error::VersionConflict { .. }) { reason::VERSION_CONFLICT } else { reason::DATABASE_UNREACHABLE };
-            let msg = e.to_string();
-            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
-            database_down(&mut status, generation, now, why, &msg);
-            write_status(&api, &app, current.as_ref(), &status).await?;
-            if !repeated && why == reason::VERSION_CONFLICT {
-                ctx.event(app.as_ref(), true, event::VERSION_CONFLICT, "RollOut", msg).await;
-            }
-            return Ok(Action::requeue(ctx.backoff(&key)));
+            tracing::warn!(app = %key, error = %e, "cannot check the owner of the current version");
+            None
         }
-    }
+    };
 
     // 3. Observe: database first, then pods (see `recovery` for why the order matters).
     let observed = async {
@@ -268,13 +259,16 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .map(|w| w.pending + w.enqueued)
         .sum();
     let stranded = rollout::stranded(&valid.version, &deployed, &outstanding);
-    // A version's pod template never changes once it exists: a new image under the same
-    // version would finish that version's workflows on other code.
+    // A version's image never changes while it has work: a new image under the same version
+    // would finish that version's workflows on other code. (With none in flight, say to fix a
+    // typo in an image that never ran, the change is harmless and applied.)
+    let in_flight = outstanding.get(&valid.version).copied().unwrap_or(0);
     let reimaged = by_version_deployment
         .get(&valid.version)
         .and_then(deployed_image)
-        .filter(|old| *old != app.spec.image)
+        .filter(|old| *old != app.spec.image && in_flight > 0)
         .map(str::to_string);
+    let blocked = conflict.is_some() || reimaged.is_some();
     let replicas_of = |v: &str| {
         by_version_deployment.get(v).and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0)
     };
@@ -288,7 +282,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         history.record(now, scaling::recommend(depth, s), keep);
         scaling::desired(&app.spec, current_replicas, history, now)
     };
-    if desired != current_replicas && by_version_deployment.contains_key(&valid.version) {
+    if !blocked && desired != current_replicas && by_version_deployment.contains_key(&valid.version) {
         let note = format!("scaling version {} from {current_replicas} to {desired} workers ({depth} workflows queued or running)", valid.version);
         tracing::info!(app = %key, from = current_replicas, to = desired, depth, "scaling workers");
         ctx.event(app.as_ref(), false, event::SCALED, "Scale", note).await;
@@ -298,7 +292,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
     for v in &plan.keep {
         if *v == valid.version {
-            if reimaged.is_some() {
+            if blocked {
                 continue;
             }
             let d = worker_deployment(&app, v, desired);
@@ -363,6 +357,20 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         by_version_deployment.get(v).and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
     };
     let ready_current = ready_of(&valid.version);
+    // The current version becomes the one that takes work enqueued without a version (DBOS's
+    // latest) once it has a ready worker: a new version whose pods never start does not take
+    // that work from the old one, and a rollback's older version gets it back. (A version
+    // registered for the first time becomes the latest by itself when its first worker starts.)
+    if !blocked && ready_current > 0 {
+        match make_latest(&db, &valid.version).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let note = format!("version {} now takes the work enqueued without a version", valid.version);
+                ctx.event(app.as_ref(), false, event::LATEST_VERSION, "RollOut", note).await;
+            }
+            Err(e) => tracing::warn!(app = %key, error = %e, "cannot make the current version the latest; retrying"),
+        }
+    }
     status.ready_workers = plan.keep.iter().map(|v| ready_of(v)).sum();
     status.replicas = by_version_deployment
         .values()
@@ -394,8 +402,15 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .set(i64::from(desired));
     status.queues = queues.into_values().collect();
     status.versions = plan.keep.clone();
-    match (&reimaged, stranded.is_empty()) {
-        (Some(old), _) => {
+    match (&conflict, &reimaged, stranded.is_empty()) {
+        (Some(msg), _, _) => {
+            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == *msg);
+            set(&mut status.conditions, condition::DEGRADED, true, reason::VERSION_CONFLICT, msg, generation, now);
+            if !repeated {
+                ctx.event(app.as_ref(), true, event::VERSION_CONFLICT, "RollOut", msg.clone()).await;
+            }
+        }
+        (None, Some(old), _) => {
             let msg = format!(
                 "spec.image changed from {old} to {} but the application version is still {}: its running \
                  workflows would finish on other code. Give the new image a new version (spec.appVersion, or \
@@ -408,7 +423,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
                 ctx.event(app.as_ref(), true, event::IMAGE_CHANGED, "RollOut", msg).await;
             }
         }
-        (None, false) => {
+        (None, None, false) => {
             let list = stranded.iter().map(|(v, n)| format!("{n} of version {v}")).collect::<Vec<_>>().join(", ");
             let msg = format!(
                 "workflows wait for versions no worker runs: {list}. Deploy that version again, or fork them \
@@ -421,7 +436,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
                 ctx.event(app.as_ref(), true, event::STRANDED_WORK, "RollOut", msg).await;
             }
         }
-        (None, true) => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
+        (None, None, true) => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
     }
     let draining: Vec<String> = plan.keep.iter().filter(|v| **v != valid.version).cloned().collect();
     if !draining.is_empty() {
@@ -434,7 +449,9 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     } else {
         set(&mut status.conditions, condition::PROGRESSING, false, reason::STABLE, format!("{desired} workers"), generation, now);
     }
-    if desired == 0 && ready_current == 0 {
+    if let Some(msg) = &conflict {
+        set(&mut status.conditions, condition::READY, false, reason::VERSION_CONFLICT, msg, generation, now);
+    } else if desired == 0 && ready_current == 0 {
         set(&mut status.conditions, condition::READY, true, reason::SCALED_TO_ZERO, "no work queued; scaled to zero", generation, now);
     } else if ready_current > 0 {
         let msg = format!("{ready_current} of {desired} workers of version {} ready", valid.version);

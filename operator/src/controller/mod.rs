@@ -140,6 +140,13 @@ impl Context {
         }
     }
 
+    /// Forgets what a previous leadership term remembered about scaling: its recommendations
+    /// are as stale as a restarted process's, and an app must be re-seeded from the workers
+    /// it has (see `scaling::History::seed`) rather than scaled on old samples.
+    pub fn begin_term(&self) {
+        self.scaling.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The next retry delay for `key` after a failure: 2 s doubling to 5 min.
     pub(crate) fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());

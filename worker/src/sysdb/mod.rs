@@ -164,6 +164,7 @@ struct Sql {
     register_version: Arc<str>,
     set_latest_version: Arc<str>,
     latest_version: Arc<str>,
+    version_owner: Arc<str>,
     release_claim: Arc<str>,
     register_workflows: Arc<str>,
     registered_workflows: Arc<str>,
@@ -307,6 +308,7 @@ ON CONFLICT DO NOTHING"#),
                 "SELECT workflow_name FROM {s}.mainstay_registered_workflows \
                  WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name",
             ),
+            version_owner: f("SELECT application_name FROM {s}.application_versions WHERE version_name = $1"),
             release_claim: f(r#"
 UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', owner_xid = NULL, executor_id = NULL, started_at_epoch_ms = NULL,
@@ -637,6 +639,16 @@ impl SystemDatabase {
             .await
             .map_err(|e| Error::db(format!("read the workflows of application version {version}"), e))?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Whether `version` is registered, and by which application (`Some(None)`: by none).
+    pub(crate) async fn version_owner(&self, version: &str) -> Result<Option<Option<String>>> {
+        let row = q(&self.sql.version_owner)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("read the owner of application version {version}"), e))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Puts a claimed workflow back on its queue, unclaimed, if `owner` still holds it.
