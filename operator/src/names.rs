@@ -75,6 +75,8 @@ pub mod reason {
     pub const APP_NOT_MIGRATED: &str = "AppNotMigrated";
     pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
     pub const RUNS_FAILING: &str = "RunsFailing";
+    pub const UNRUNNABLE_WORK: &str = "UnrunnableWork";
+    pub const QUEUE_CONFLICT: &str = "QueueConflict";
 }
 
 /// Event reasons.
@@ -91,9 +93,6 @@ pub mod event {
     pub const SKIPPED: &str = "Skipped";
     pub const REPLACED: &str = "Replaced";
     pub const LATEST_VERSION: &str = "LatestVersion";
-    pub const VERSION_CONFLICT: &str = "VersionConflict";
-    pub const IMAGE_CHANGED: &str = "ImageChangedWithoutNewVersion";
-    pub const STRANDED_WORK: &str = "StrandedWork";
     pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
     pub const RUNS_FAILING: &str = "RunsFailing";
 }

@@ -447,18 +447,25 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
         )
     };
     apply(cluster, &manifest("alpha", "  replicas: 1\n"))?;
+    wait_for("alpha to migrate and own its queue's settings", MINUTE, || async {
+        let a = app(cluster, &ns, "alpha").await?;
+        let ok = condition(&a, "Migrated").is_some_and(|c| c.0 == "True") && condition(&a, "Degraded").is_some_and(|c| c.0 == "False");
+        Ok(ok.then_some(()))
+    })
+    .await?;
+    // steady uses the same queue name with limits of its own: alpha's settings stay, and
+    // steady says why (its workers still run, on alpha's limits).
     apply(cluster, &manifest(
         "steady",
         "  appVersion: steady-1\n  scaling: {minReplicas: 0, maxReplicas: 3, targetQueueDepth: 1, scaleDownStabilizationSeconds: 600}\n",
-    ))?;
-    for name in ["alpha", "steady"] {
-        wait_for(&format!("{name} to migrate and take its version"), MINUTE, || async {
-            let a = app(cluster, &ns, name).await?;
-            let ok = condition(&a, "Migrated").is_some_and(|c| c.0 == "True") && condition(&a, "Degraded").is_some_and(|c| c.0 == "False");
-            Ok(ok.then_some(()))
-        })
-        .await?;
-    }
+    ).replace("queues: [{name: orders}]", "queues: [{name: orders, concurrency: 7}]"))?;
+    let msg = wait_for("steady to migrate and report its queue conflict", MINUTE, || async {
+        let a = app(cluster, &ns, "steady").await?;
+        let migrated = condition(&a, "Migrated").is_some_and(|c| c.0 == "True");
+        Ok(condition(&a, "Degraded").filter(|c| migrated && c.0 == "True" && c.1 == "QueueConflict").map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("orders") && msg.contains("alpha"), "unclear message: {msg}");
     let (alpha, steady) = (Client::connect_with(&app_client_config(&url, "alpha")).await?, Client::connect_with(&app_client_config(&url, "steady")).await?);
     // Work without a version, on the same queue name, for each app.
     for i in 0..3 {
@@ -501,6 +508,19 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
     // Still at 3 workers, inside its 600 s scale-down window.
     let a = app(cluster, &ns, "steady").await?;
     ensure!(a.status.as_ref().map(|s| s.desired_workers) == Some(3), "steady left its scale-down window early: {:?}", a.status);
+    // A misnamed workflow enqueued for alpha waits forever: said so, not silent.
+    let typo = alpha.enqueue("proces_order", "orders", vec![serde_json::json!(1)], WorkflowOptions::default()).await?;
+    let msg = wait_for("alpha to report the unrunnable work", MINUTE, || async {
+        Ok(condition(&app(cluster, &ns, "alpha").await?, "Degraded").filter(|c| c.0 == "True" && c.1 == "UnrunnableWork").map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("proces_order"), "unclear message: {msg}");
+    ensure!(alpha.status(&typo).await?.map(|w| w.status) == Some(Status::Enqueued), "the misnamed workflow was not left queued");
+    alpha.cancel(&typo).await?;
+    wait_for("alpha to be healthy once the misnamed workflow is cancelled", MINUTE, || async {
+        Ok(condition(&app(cluster, &ns, "alpha").await?, "Degraded").filter(|c| c.0 == "False").map(|_| ()))
+    })
+    .await?;
     alpha.close().await;
     steady.close().await;
     Ok(Shared { ns })

@@ -213,6 +213,15 @@ impl MainstayBuilder {
         db.register_version(&app_version, config.app_name.as_deref()).await?;
         if config.latest_version {
             db.set_latest_version(&app_version, config.app_name.as_deref()).await?;
+        } else if let Some(latest) = db.latest_version(config.app_name.as_deref()).await?.filter(|l| *l != app_version) {
+            // Not an error (an old version draining is normal), but a rollback that forgot to
+            // say so would leave version-less work to a version nobody runs: say it.
+            tracing::warn!(
+                app_version = %app_version,
+                latest = %latest,
+                "this version is not its application's latest, so it takes no work enqueued without a version; \
+                 if this launch is a rollback, set MAINSTAY_LATEST_VERSION=true"
+            );
         }
         let names: Vec<String> = registry.names().map(str::to_string).collect();
         db.register_workflows(config.app_name.as_deref(), &app_version, &names).await?;

@@ -36,6 +36,16 @@ pub struct QueueDepth {
     pub pending: i64,
 }
 
+/// Queued workflows of one name that a version does not register.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnrunnableWork {
+    pub workflow_name: String,
+    /// Queued, counting work of no application the version's workers would otherwise take.
+    pub queued: i64,
+    /// Of those, enqueued for this application itself (a misnamed workflow, most likely).
+    pub own: i64,
+}
+
 /// A connection to a system database, for code that does not run workflows.
 ///
 /// A client with an application name ([`Config::app_name`]) speaks for that application in a
@@ -102,6 +112,18 @@ impl Client {
     /// they launched (empty if none has launched, or they were not Mainstay workers).
     pub async fn registered_workflows(&self, version: &str) -> Result<Vec<String>> {
         self.db.registered_workflows(self.app_name.as_deref(), version).await
+    }
+
+    /// Queued work that `version` of this client's application will never run because it does
+    /// not register the workflow (known only once a worker of that version has launched).
+    pub async fn unrunnable(&self, version: &str) -> Result<Vec<UnrunnableWork>> {
+        Ok(self
+            .db
+            .unrunnable(self.app_name.as_deref(), version)
+            .await?
+            .into_iter()
+            .map(|(workflow_name, queued, own)| UnrunnableWork { workflow_name: workflow_name.unwrap_or_default(), queued, own })
+            .collect())
     }
 
     /// Refused with [`Error::VersionConflict`] when another application owns a version of
@@ -264,7 +286,7 @@ impl Client {
     /// Writes a queue's settings; running workers apply them within about a second.
     pub async fn set_queue(&self, queue: &Queue) -> Result<()> {
         queue.validate()?;
-        self.db.update_queue(queue).await
+        self.db.update_queue(queue, self.app_name.as_deref()).await
     }
 
     /// The stored settings of a queue, if it has any.

@@ -72,7 +72,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
             let mut more = false;
             if full && promoted.elapsed() >= rt.config.polling_interval {
                 promoted = Instant::now();
-                more |= !rt.db.promote_delayed(&rt.queues).await?.is_empty();
+                more |= !rt.db.promote_delayed(&rt.queues, rt.config.app_name.as_deref()).await?.is_empty();
             }
             let all: &[Queue] = settings.as_ref().map(|(_, q)| q.as_slice()).unwrap_or_default();
             // Announced queues first: they are known to have work.

@@ -102,6 +102,14 @@ pub enum Error {
     )]
     VersionConflict { version: String, owner: String, app: Option<String> },
 
+    /// A queue's settings belong to another application (queue names are unique in a system
+    /// database, and each queue's limits are one application's, as in DBOS).
+    #[error(
+        "queue {queue}'s settings belong to application {owner}; give this application's queue \
+         another name, or leave its settings to {owner}"
+    )]
+    QueueConflict { queue: String, owner: String },
+
     /// No workflow with this ID exists.
     #[error("no workflow with ID {workflow_id}")]
     NotFound { workflow_id: String },
@@ -300,6 +308,7 @@ impl Error {
             Error::NonDeterministic { .. } => "NonDeterministic",
             Error::NotRegistered { .. } => "NotRegistered",
             Error::VersionConflict { .. } => "VersionConflict",
+            Error::QueueConflict { .. } => "QueueConflict",
             Error::NotFound { .. } => "NotFound",
             Error::ScheduleNotFound { .. } => "ScheduleNotFound",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceeded",

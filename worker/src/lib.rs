@@ -56,7 +56,7 @@ mod wakeup;
 mod workflow;
 
 pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
-pub use client::{Client, QueueDepth};
+pub use client::{Client, QueueDepth, UnrunnableWork};
 pub use management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
 pub use config::Config;
 pub use context::workflow_id;

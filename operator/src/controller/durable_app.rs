@@ -146,8 +146,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     status.current_version = Some(valid.version.clone());
 
     // 2. The database: migrate (once), connect, write queue settings.
-    let db = match reach_database(&app, ctx, &valid.queues, &mut status, now).await {
-        Ok(db) => db,
+    let (db, queue_conflicts) = match reach_database(&app, ctx, &valid.queues, &mut status, now).await {
+        Ok(reached) => reached,
         Err(()) => {
             write_status(&api, &app, current.as_ref(), &status).await?;
             warn_if_new(ctx, &app, current.as_ref(), &status).await;
@@ -258,6 +258,16 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .filter(|w| w.app_version.is_none() || w.app_version.as_deref() == Some(valid.version.as_str()))
         .map(|w| w.pending + w.enqueued)
         .sum();
+    // Queued work the current version does not register is never claimed by it: it must not
+    // keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
+    let unrunnable = match db.unrunnable(&valid.version).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(app = %key, error = %e, "cannot count unrunnable work");
+            Vec::new()
+        }
+    };
+    let depth = depth - unrunnable.iter().map(|u| u.queued).sum::<i64>();
     let stranded = rollout::stranded(&valid.version, &deployed, &outstanding);
     // A version's image never changes while it has work: a new image under the same version
     // would finish that version's workflows on other code. (With none in flight, say to fix a
@@ -402,41 +412,50 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .set(i64::from(desired));
     status.queues = queues.into_values().collect();
     status.versions = plan.keep.clone();
-    match (&conflict, &reimaged, stranded.is_empty()) {
-        (Some(msg), _, _) => {
-            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == *msg);
-            set(&mut status.conditions, condition::DEGRADED, true, reason::VERSION_CONFLICT, msg, generation, now);
-            if !repeated {
-                ctx.event(app.as_ref(), true, event::VERSION_CONFLICT, "RollOut", msg.clone()).await;
-            }
-        }
-        (None, Some(old), _) => {
-            let msg = format!(
-                "spec.image changed from {old} to {} but the application version is still {}: its running \
-                 workflows would finish on other code. Give the new image a new version (spec.appVersion, or \
-                 an image tag that differs), or restore spec.image",
-                app.spec.image, valid.version
-            );
+    // What needs fixing, most pressing first; the first is the Degraded condition (and an Event
+    // when its message is new).
+    let mut problems: Vec<(&str, String)> = Vec::new();
+    if let Some(msg) = &conflict {
+        problems.push((reason::VERSION_CONFLICT, msg.clone()));
+    }
+    if let Some(old) = &reimaged {
+        problems.push((reason::IMAGE_CHANGED, format!(
+            "spec.image changed from {old} to {} but the application version is still {}, which has {in_flight} \
+             workflow(s) in flight: they would finish on other code. Give the new image a new version \
+             (spec.appVersion, or an image tag that differs), or restore spec.image",
+            app.spec.image, valid.version
+        )));
+    }
+    let own_unrunnable: Vec<String> =
+        unrunnable.iter().filter(|u| u.own > 0).map(|u| format!("{} ({} queued)", u.workflow_name, u.own)).collect();
+    if !own_unrunnable.is_empty() {
+        problems.push((reason::UNRUNNABLE_WORK, format!(
+            "queued workflows that version {} does not register wait forever: {}. Fix the workflow name where \
+             they are enqueued, or deploy a version that has them; cancel the queued ones",
+            valid.version,
+            own_unrunnable.join(", ")
+        )));
+    }
+    if !queue_conflicts.is_empty() {
+        problems.push((reason::QUEUE_CONFLICT, queue_conflicts.join("; ")));
+    }
+    if !stranded.is_empty() {
+        let list = stranded.iter().map(|(v, n)| format!("{n} of version {v}")).collect::<Vec<_>>().join(", ");
+        problems.push((reason::STRANDED_WORK, format!(
+            "workflows wait for versions no worker runs: {list}. Deploy that version again, or fork them \
+             onto the current one (`mainstay workflow fork ID --app-version {}`) and cancel the originals",
+            valid.version
+        )));
+    }
+    match problems.into_iter().next() {
+        Some((why, msg)) => {
             let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
-            set(&mut status.conditions, condition::DEGRADED, true, reason::IMAGE_CHANGED, &msg, generation, now);
+            set(&mut status.conditions, condition::DEGRADED, true, why, &msg, generation, now);
             if !repeated {
-                ctx.event(app.as_ref(), true, event::IMAGE_CHANGED, "RollOut", msg).await;
+                ctx.event(app.as_ref(), true, why, "Reconcile", msg).await;
             }
         }
-        (None, None, false) => {
-            let list = stranded.iter().map(|(v, n)| format!("{n} of version {v}")).collect::<Vec<_>>().join(", ");
-            let msg = format!(
-                "workflows wait for versions no worker runs: {list}. Deploy that version again, or fork them \
-                 onto the current one (`mainstay workflow fork ID --app-version {}`) and cancel the originals",
-                valid.version
-            );
-            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
-            set(&mut status.conditions, condition::DEGRADED, true, reason::STRANDED_WORK, &msg, generation, now);
-            if !repeated {
-                ctx.event(app.as_ref(), true, event::STRANDED_WORK, "RollOut", msg).await;
-            }
-        }
-        (None, None, true) => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
+        None => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
     }
     let draining: Vec<String> = plan.keep.iter().filter(|v| **v != valid.version).cloned().collect();
     if !draining.is_empty() {
@@ -493,14 +512,15 @@ fn database_down(status: &mut DurableAppStatus, generation: Option<i64>, now: ch
 }
 
 /// Migrates, connects and writes queue settings; on failure sets the conditions and returns
-/// `Err(())` for the caller to write status and back off.
+/// `Err(())` for the caller to write status and back off. Also returns the queues whose
+/// settings another application owns (not a failure: reported as a condition).
 async fn reach_database(
     app: &DurableApp,
     ctx: &Context,
     queues: &[mainstay::Queue],
     status: &mut DurableAppStatus,
     now: chrono::DateTime<Utc>,
-) -> Result<mainstay::Client, ()> {
+) -> Result<(mainstay::Client, Vec<String>), ()> {
     let generation = app.metadata.generation;
     let key = object_key(app);
     // The workers' Secret is read once: it is also the admin URL unless another is named.
@@ -537,17 +557,25 @@ async fn reach_database(
         }
     };
     let unchanged = ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(|w| w == queues);
+    let mut conflicts = Vec::new();
     if !unchanged {
         for q in queues {
-            if let Err(e) = db.set_queue(q).await {
-                let msg = format!("failed to write the settings of queue {}: {e}", q.name);
-                database_down(status, generation, now, reason::DATABASE_UNREACHABLE, &msg);
-                return Err(());
+            match db.set_queue(q).await {
+                Ok(()) => {}
+                // Another app's settings stay; reported, and tried again next time.
+                Err(e @ mainstay::Error::QueueConflict { .. }) => conflicts.push(e.to_string()),
+                Err(e) => {
+                    let msg = format!("failed to write the settings of queue {}: {e}", q.name);
+                    database_down(status, generation, now, reason::DATABASE_UNREACHABLE, &msg);
+                    return Err(());
+                }
             }
         }
-        ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).insert(key, queues.to_vec());
+        if conflicts.is_empty() {
+            ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).insert(key, queues.to_vec());
+        }
     }
-    Ok(db)
+    Ok((db, conflicts))
 }
 
 /// Deletes finished workflows past the retention limits, at most once per retention interval.

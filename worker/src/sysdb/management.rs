@@ -52,6 +52,7 @@ pub(super) struct Statements {
     list_oldest_first: Arc<str>,
     pending_by_executor: Arc<str>,
     outstanding_by_version: Arc<str>,
+    unrunnable: Arc<str>,
     nth_newest: Arc<str>,
     delete_finished: Arc<str>,
     list_steps: Arc<str>,
@@ -94,16 +95,29 @@ impl Statements {
                    AND {scope} \
                  GROUP BY application_version",
             ),
+            // Queued work the given version will never claim because it does not register the
+            // workflow (only when the version recorded what it registers).
+            unrunnable: f(r#"
+SELECT ws.name, count(*), count(*) FILTER (WHERE ws.application_name = $1)
+FROM {s}.workflow_status ws
+WHERE ws.status = 'ENQUEUED' AND {scope}
+  AND (ws.application_version = $2 OR ws.application_version IS NULL)
+  AND EXISTS (SELECT 1 FROM {s}.mainstay_registered_workflows r
+              WHERE r.application_name = COALESCE($1, '') AND r.application_version = $2)
+  AND NOT EXISTS (SELECT 1 FROM {s}.mainstay_registered_workflows r
+                  WHERE r.application_name = COALESCE($1, '') AND r.application_version = $2
+                    AND r.workflow_name = ws.name)
+GROUP BY ws.name ORDER BY ws.name"#),
             nth_newest: f(
                 "SELECT created_at FROM {s}.workflow_status \
-                 WHERE $2::text IS NULL OR application_name = $2 \
+                 WHERE {retention2} \
                  ORDER BY created_at DESC OFFSET $1 LIMIT 1",
             ),
             delete_finished: f(r#"
 WITH victims AS (
     SELECT workflow_uuid FROM {s}.workflow_status
     WHERE created_at < $1 AND status NOT IN ('PENDING', 'ENQUEUED', 'DELAYED')
-      AND ($3::text IS NULL OR application_name = $3)
+      AND {retention3}
     ORDER BY created_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -244,6 +258,18 @@ impl SystemDatabase {
             .into_iter()
             .map(|r| VersionWork { app_version: r.get(0), pending: r.get(1), enqueued: r.get(2), delayed: r.get(3) })
             .collect())
+    }
+
+    /// Queued work of application `app`'s scope that `version` does not register:
+    /// `(workflow name, queued, of which the application's own)`.
+    pub(crate) async fn unrunnable(&self, app: Option<&str>, version: &str) -> Result<Vec<(Option<String>, i64, i64)>> {
+        let rows = q(&self.sql.management.unrunnable)
+            .bind(app)
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("count queued workflows version {version} does not register"), e))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
     /// Deletes finished workflows created before `cutoff_ms`, and beyond the newest `keep`

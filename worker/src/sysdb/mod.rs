@@ -47,12 +47,18 @@ const NOW_MS: &str = "(EXTRACT(epoch FROM now()) * 1000)::bigint";
 /// Wall-clock time at the moment of evaluation, not of the transaction's start: claims under
 /// a queue lock stamp and count starts with it, so stamps increase in claim order.
 /// The rows an application's figures count (`$1` the application; NULL counts every row): its
-/// own, and rows of no application that its workers could claim (no version, or one of its
-/// versions or of no application's), so a DBOS client's version-less enqueue counts and another
-/// application's pinned one does not.
+/// own, and rows of no application that its workers could claim (no version, or a version it
+/// owns), so a DBOS client's version-less enqueue counts and work pinned to another
+/// application's version, or to a version nobody owns, does not.
 const APP_SCOPE: &str = "($1::text IS NULL OR application_name = $1 OR (application_name IS NULL AND \
     (application_version IS NULL OR application_version IN (SELECT version_name FROM {s}.application_versions \
-     WHERE application_name = $1 OR application_name IS NULL))))";
+     WHERE application_name = $1))))";
+
+/// The finished rows an application's retention may delete (`$n` the application, spliced in
+/// for `{app}`; NULL: every row): its own, and rows of no application pinned to a version it
+/// owns. Never another application's, nor rows of no application and no version.
+const RETENTION_SCOPE: &str = "({app}::text IS NULL OR application_name = {app} OR (application_name IS NULL AND \
+    application_version IN (SELECT version_name FROM {s}.application_versions WHERE application_name = {app})))";
 
 const CLOCK_MS: &str = "(EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint";
 
@@ -177,6 +183,8 @@ impl Sql {
         let f = |text: &str| -> Arc<str> {
             Arc::from(
                 text.replace("{scope}", APP_SCOPE)
+                    .replace("{retention2}", &RETENTION_SCOPE.replace("{app}", "$2"))
+                    .replace("{retention3}", &RETENTION_SCOPE.replace("{app}", "$3"))
                     .replace("{s}", &s)
                     .replace("{now}", NOW_MS)
                     .replace("{clock}", CLOCK_MS),

@@ -24,6 +24,7 @@ pub(super) struct Statements {
     declare: Arc<str>,
     update: Arc<str>,
     settings: Arc<str>,
+    owner: Arc<str>,
     promote_delayed: Arc<str>,
     depth: Arc<str>,
 }
@@ -45,10 +46,14 @@ impl Statements {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT (name) DO NOTHING"
             )),
+            // A queue's settings belong to one application (DBOS's rule): an application may
+            // take a queue of none, or update its own; `$13` NULL (no application) may update
+            // any. No row back: another application owns it.
             update: f(&format!(
-                "INSERT INTO {{s}}.queues ({columns}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (name) DO UPDATE SET concurrency = EXCLUDED.concurrency, \
+                "INSERT INTO {{s}}.queues ({columns}, application_name) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (name) DO UPDATE SET application_name = COALESCE({{s}}.queues.application_name, EXCLUDED.application_name), \
+                   concurrency = EXCLUDED.concurrency, \
                    worker_concurrency = EXCLUDED.worker_concurrency, \
                    rate_limit_max = EXCLUDED.rate_limit_max, \
                    rate_limit_period_sec = EXCLUDED.rate_limit_period_sec, \
@@ -59,8 +64,12 @@ impl Statements {
                    partition_worker_concurrency = EXCLUDED.partition_worker_concurrency, \
                    partition_rate_limit_max = EXCLUDED.partition_rate_limit_max, \
                    partition_rate_limit_period_sec = EXCLUDED.partition_rate_limit_period_sec, \
-                   updated_at = {{now}}"
+                   updated_at = {{now}} \
+                 WHERE {{s}}.queues.application_name IS NULL OR EXCLUDED.application_name IS NULL \
+                    OR {{s}}.queues.application_name = EXCLUDED.application_name \
+                 RETURNING 1"
             )),
+            owner: f("SELECT application_name FROM {s}.queues WHERE name = $1"),
             settings: f(&format!(
                 "SELECT {columns} FROM {{s}}.queues WHERE $1::text[] IS NULL OR name = ANY($1::text[]) ORDER BY name"
             )),
@@ -68,6 +77,8 @@ impl Statements {
                 "UPDATE {s}.workflow_status SET status = 'ENQUEUED', updated_at = {now} \
                  WHERE status = 'DELAYED' AND delay_until_epoch_ms <= {now} \
                    AND queue_name = ANY($1::text[]) \
+                   AND (application_name IS NOT DISTINCT FROM $2 OR application_name IS NULL) \
+                   AND NOT is_debounced \
                  RETURNING queue_name",
             ),
             depth: f(
@@ -223,12 +234,24 @@ impl SystemDatabase {
     }
 
     /// Writes a queue's settings, replacing what is stored; running workers pick them up.
-    pub(crate) async fn update_queue(&self, queue: &Queue) -> Result<()> {
-        bind_settings(q(&self.sql.queues.update), queue)
-            .execute(&self.pool)
+    /// `app`: the application writing them, which may not replace another one's.
+    pub(crate) async fn update_queue(&self, queue: &Queue, app: Option<&str>) -> Result<()> {
+        let ctx = || format!("update the settings of queue {}", queue.name);
+        let written = bind_settings(q(&self.sql.queues.update), queue)
+            .bind(app)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| Error::db(format!("update the settings of queue {}", queue.name), e))?;
-        Ok(())
+            .map_err(|e| Error::db(ctx(), e))?;
+        if written.is_some() {
+            return Ok(());
+        }
+        let owner: Option<String> = q(&self.sql.queues.owner)
+            .bind(queue.name.clone())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::db(ctx(), e))?
+            .and_then(|r| r.get(0));
+        Err(Error::QueueConflict { queue: queue.name.clone(), owner: owner.unwrap_or_default() })
     }
 
     /// The stored settings of these queues (queues without a row are absent).
@@ -270,9 +293,12 @@ impl SystemDatabase {
     }
 
     /// Moves `DELAYED` workflows whose time has come to `ENQUEUED`; returns their queues.
-    pub(crate) async fn promote_delayed(&self, queues: &[String]) -> Result<Vec<String>> {
+    /// Only rows of application `app` (and of none), and never DBOS's debounced ones (their
+    /// owner releases them).
+    pub(crate) async fn promote_delayed(&self, queues: &[String], app: Option<&str>) -> Result<Vec<String>> {
         let rows = q(&self.sql.queues.promote_delayed)
             .bind(queues)
+            .bind(app)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db("enqueue delayed workflows whose time has come", e))?;
