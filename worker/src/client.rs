@@ -126,17 +126,13 @@ impl Client {
             .collect())
     }
 
-    /// Refused with [`Error::VersionConflict`] when another application owns a version of
-    /// this name (DBOS makes version names unique in a database); a read, registering nothing.
-    pub async fn check_version(&self, version: &str) -> Result<()> {
-        match self.db.version_owner(version).await? {
-            Some(Some(owner)) if Some(owner.as_str()) != self.app_name.as_deref() => Err(Error::VersionConflict {
-                version: version.to_string(),
-                owner,
-                app: self.app_name.clone(),
-            }),
-            _ => Ok(()),
-        }
+    /// Registers `version` for this client's application without making it the latest (a
+    /// deploy that is not yet serving: [`Client::set_latest_version`] promotes it). Work pinned
+    /// to it then counts in the application's figures. Refused with
+    /// [`Error::VersionConflict`] when another application owns a version of this name (DBOS
+    /// makes version names unique in a database).
+    pub async fn reserve_version(&self, version: &str) -> Result<()> {
+        self.db.reserve_version(version, self.app_name.as_deref()).await
     }
 
     /// The latest version of this client's application (the one that takes work enqueued

@@ -155,10 +155,11 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    // Version names are unique in a database: a version another application owns cannot run
+    // The current version is this app's (reserved, not yet the latest, so work pinned to it
+    // counts). Version names are unique in a database: one another application owns cannot run
     // here (its workers would refuse to launch). Reported, and its Deployment left alone; the
     // rest (recovery, draining) goes on.
-    let conflict = match db.check_version(&valid.version).await {
+    let conflict = match db.reserve_version(&valid.version).await {
         Ok(()) => None,
         Err(e @ mainstay::Error::VersionConflict { .. }) => Some(e.to_string()),
         Err(e) => {

@@ -170,7 +170,6 @@ struct Sql {
     register_version: Arc<str>,
     set_latest_version: Arc<str>,
     latest_version: Arc<str>,
-    version_owner: Arc<str>,
     release_claim: Arc<str>,
     register_workflows: Arc<str>,
     registered_workflows: Arc<str>,
@@ -288,8 +287,8 @@ WITH taken AS (
     WHERE version_name = $1 AND application_name IS NULL AND $2::text IS NOT NULL
     RETURNING application_name
 ), inserted AS (
-    INSERT INTO {s}.application_versions (version_id, version_name, application_name)
-    SELECT gen_random_uuid()::text, $1, $2 WHERE NOT EXISTS (SELECT 1 FROM taken)
+    INSERT INTO {s}.application_versions (version_id, version_name, application_name, version_timestamp)
+    SELECT gen_random_uuid()::text, $1, $2, COALESCE($3, {now}) WHERE NOT EXISTS (SELECT 1 FROM taken)
     ON CONFLICT DO NOTHING
     RETURNING application_name
 )
@@ -316,7 +315,6 @@ ON CONFLICT DO NOTHING"#),
                 "SELECT workflow_name FROM {s}.mainstay_registered_workflows \
                  WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name",
             ),
-            version_owner: f("SELECT application_name FROM {s}.application_versions WHERE version_name = $1"),
             release_claim: f(r#"
 UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', owner_xid = NULL, executor_id = NULL, started_at_epoch_ms = NULL,
@@ -577,14 +575,26 @@ impl SystemDatabase {
     }
 
     /// Registers `version` for application `app_name`; refused when another application owns
-    /// a version of that name.
+    /// a version of that name. A new row's timestamp is now (it becomes the newest), or with
+    /// `reserve` the oldest possible, so it becomes the latest only when made so.
     pub(crate) async fn register_version(&self, version: &str, app_name: Option<&str>) -> Result<()> {
+        self.register_version_at(version, app_name, None).await
+    }
+
+    /// [`register_version`](Self::register_version) without becoming the latest: the row, if
+    /// new, gets the oldest timestamp.
+    pub(crate) async fn reserve_version(&self, version: &str, app_name: Option<&str>) -> Result<()> {
+        self.register_version_at(version, app_name, Some(0)).await
+    }
+
+    async fn register_version_at(&self, version: &str, app_name: Option<&str>, timestamp: Option<i64>) -> Result<()> {
         // A concurrent insert of the same name can leave this statement's snapshot without the
         // row: look again.
         for _ in 0..3 {
             let row = q(&self.sql.register_version)
                 .bind(version)
                 .bind(app_name)
+                .bind(timestamp)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| Error::db(format!("register application version {version}"), e))?;
@@ -647,16 +657,6 @@ impl SystemDatabase {
             .await
             .map_err(|e| Error::db(format!("read the workflows of application version {version}"), e))?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
-    }
-
-    /// Whether `version` is registered, and by which application (`Some(None)`: by none).
-    pub(crate) async fn version_owner(&self, version: &str) -> Result<Option<Option<String>>> {
-        let row = q(&self.sql.version_owner)
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| Error::db(format!("read the owner of application version {version}"), e))?;
-        Ok(row.map(|r| r.get(0)))
     }
 
     /// Puts a claimed workflow back on its queue, unclaimed, if `owner` still holds it.
