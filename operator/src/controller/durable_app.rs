@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
@@ -40,7 +41,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             Api::<DurableApp>::namespaced(ctx.kube.clone(), ns),
             Api::<Deployment>::namespaced(ctx.kube.clone(), ns),
             Api::<Pod>::namespaced(ctx.kube.clone(), ns),
-            Api::<Secret>::namespaced(ctx.kube.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(ctx.kube.clone(), ns),
         ),
         None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
     };
@@ -60,7 +61,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                 }
             })
         })
-        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+        // Metadata only (an `Api` of `PartialObjectMeta` asks for no more): the operator never
+        // holds Secret data it does not read.
+        .watches(secrets, watcher::Config::default(), move |secret: PartialObjectMeta<Secret>| {
             let (ns, name) = (secret.namespace(), secret.name_any());
             known
                 .state()
