@@ -80,6 +80,40 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WorkflowAction {
+    /// Start a workflow by name: enqueue it, and with --wait wait for its result.
+    Start {
+        /// The workflow's registered name.
+        name: String,
+        /// Its arguments as JSON: an array holds the positional arguments, anything else is the
+        /// only argument (e.g. '42', '"text"', '{"order": 7}', '[1, "two"]'). Default: none.
+        #[arg(long)]
+        input: Option<String>,
+        /// The queue (default: the internal queue every worker listens to).
+        #[arg(long)]
+        queue: Option<String>,
+        /// The workflow ID, an idempotency key: starting the same ID again starts nothing new.
+        #[arg(long)]
+        id: Option<String>,
+        /// Run it on this application version (default: the latest).
+        #[arg(long)]
+        app_version: Option<String>,
+        /// Lower runs first (the queue must have priorities enabled).
+        #[arg(long)]
+        priority: Option<i32>,
+        /// Wait for it to finish and print its output; exit 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Send a message to a workflow (what its `recv(topic)` receives).
+    Send {
+        id: String,
+        topic: String,
+        /// The message as JSON.
+        message: String,
+        /// Sending again with the same key delivers nothing more.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// List workflows, newest first.
     List(ListArgs),
     /// Show one workflow.
@@ -219,6 +253,7 @@ async fn main() {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => std::process::exit(code),
+        Err(e) if e.downcast_ref::<Reported>().is_some() => std::process::exit(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             // Advice only the CLI can give: it manages a local Postgres.
@@ -396,6 +431,19 @@ const STATUSES: [&str; 7] = [
     Status::MAX_RECOVERY_ATTEMPTS_EXCEEDED,
 ];
 
+/// A failure already reported on stdout (a workflow that failed under `start --wait`): exit 1
+/// without an error line.
+#[derive(Debug)]
+struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow::Result<()> {
     match action {
         WorkflowAction::List(a) => {
@@ -475,6 +523,57 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
                 })
                 .collect();
             render::print(json, &steps, &["STEP", "NAME", "OUTPUT", "ERROR", "CHILD", "COMPLETED"], rows)
+        }
+        WorkflowAction::Start { name, input, queue, id, app_version, priority, wait } => {
+            let args = match input.as_deref() {
+                None => Vec::new(),
+                Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(serde_json::Value::Array(items)) => items,
+                    Ok(one) => vec![one],
+                    Err(e) => bail!("--input is not JSON ({e}): give the arguments as JSON, e.g. --input '42' or --input '[1, \"two\"]'"),
+                },
+            };
+            let queue = queue.unwrap_or_else(|| mainstay::INTERNAL_QUEUE.to_string());
+            let options = mainstay::WorkflowOptions { id, app_version, priority, ..Default::default() };
+            let id = client.enqueue(&name, &queue, args, options).await?;
+            if !wait {
+                if json {
+                    println!("{}", serde_json::json!({ "workflow_id": id }));
+                } else {
+                    println!("Started {name} as {id} (on queue {queue}).");
+                }
+                return Ok(());
+            }
+            match client.get_result::<serde_json::Value>(&id).await {
+                Ok(output) => {
+                    if json {
+                        println!("{}", serde_json::json!({ "workflow_id": id, "status": "SUCCESS", "output": output }));
+                    } else {
+                        println!("{id} succeeded: {output}");
+                    }
+                    Ok(())
+                }
+                Err(mainstay::Error::Failed(f)) => {
+                    if json {
+                        println!("{}", serde_json::json!({ "workflow_id": id, "status": "ERROR", "error": f }));
+                    } else {
+                        println!("{id} failed: {}: {}", f.name, f.message);
+                    }
+                    Err(Reported.into())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        WorkflowAction::Send { id, topic, message, idempotency_key } => {
+            let value: serde_json::Value = serde_json::from_str(&message)
+                .map_err(|e| anyhow::anyhow!("the message is not JSON ({e}): give it as JSON, e.g. '\"approved\"' or '{{\"ok\": true}}'"))?;
+            client.send(&id, &value, Some(&topic), idempotency_key.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::json!({ "sent": true, "workflow_id": id, "topic": topic }));
+            } else {
+                println!("Sent to {id} on topic {topic}.");
+            }
+            Ok(())
         }
         WorkflowAction::Cancel { id } => {
             client.cancel(&id).await?;

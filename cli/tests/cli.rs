@@ -150,3 +150,62 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[mainstay::workflow]
+async fn cli_add(a: i64, b: i64) -> mainstay::Result<i64> {
+    Ok(a + b)
+}
+
+#[mainstay::workflow]
+async fn cli_fails(why: String) -> mainstay::Result<()> {
+    Err(mainstay::Failure::new("Refused", why).into())
+}
+
+#[mainstay::workflow]
+async fn cli_approval() -> mainstay::Result<String> {
+    let answer: Option<String> = mainstay::recv(Some("approval"), std::time::Duration::from_secs(60)).await?;
+    Ok(answer.unwrap_or_else(|| "timed out".into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_started_and_signalled_from_the_cli() {
+    let url = fresh_database("t_cli_start").await;
+    // A worker in this process runs what the CLI starts.
+    let mut config = mainstay::Config::new(&url);
+    config.app_version = Some("cli-v1".into());
+    config.polling_interval = std::time::Duration::from_millis(200);
+    let app = mainstay::Mainstay::builder(config).global(false).launch().await.expect("launch a worker");
+    let dir = tempdir("start");
+    let u = Some(url.as_str());
+
+    // Positional arguments as a JSON array, waited for, with the output.
+    let out = json(&mainstay(&dir, u, &["workflow", "start", "cli_add", "--input", "[2, 40]", "--wait", "--json"]));
+    assert_eq!((out["status"].as_str(), out["output"].as_i64()), (Some("SUCCESS"), Some(42)), "{out}");
+    // An ID is an idempotency key: starting it again starts nothing new.
+    for _ in 0..2 {
+        let out = json(&mainstay(&dir, u, &["workflow", "start", "cli_add", "--input", "[1, 1]", "--id", "add-once", "--wait", "--json"]));
+        assert_eq!(out["workflow_id"], "add-once");
+    }
+    let client = Client::connect(&url).await.unwrap();
+    let runs = client.list_workflows(&mainstay::WorkflowFilter { id_prefix: Some("add-once".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    // A single argument needs no array; a failure is shown and exits 1.
+    let failed = mainstay(&dir, u, &["workflow", "start", "cli_fails", "--input", "\"no stock\"", "--wait"]);
+    assert!(!failed.status.success());
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(text.contains("failed: Refused: no stock"), "{text}");
+    // Human in the loop: a waiting workflow gets a message from the CLI.
+    let started = json(&mainstay(&dir, u, &["workflow", "start", "cli_approval", "--json"]));
+    let id = started["workflow_id"].as_str().unwrap().to_string();
+    ok(&mainstay(&dir, u, &["workflow", "send", &id, "approval", "\"yes\"", "--idempotency-key", "k1"]));
+    ok(&mainstay(&dir, u, &["workflow", "send", &id, "approval", "\"yes\"", "--idempotency-key", "k1"]));
+    let answer: String = tokio::time::timeout(std::time::Duration::from_secs(60), client.get_result(&id)).await.unwrap().unwrap();
+    assert_eq!(answer, "yes");
+    // Bad input is explained.
+    let err = fails(&mainstay(&dir, u, &["workflow", "start", "cli_add", "--input", "[2,"]));
+    assert!(err.contains("--input is not JSON"), "{err}");
+    let err = fails(&mainstay(&dir, u, &["workflow", "send", &id, "approval", "yes"]));
+    assert!(err.contains("not JSON"), "{err}");
+    client.close().await;
+    app.shutdown().await;
+}
