@@ -1,5 +1,6 @@
 //! Kubernetes custom resources of mainstay: [`DurableApp`] (a fleet of workers for one
-//! application) and [`Schedule`] (a cron schedule that enqueues a workflow).
+//! application), [`Schedule`] (a cron schedule that enqueues a workflow) and [`WorkflowRun`]
+//! (one run of a workflow).
 //!
 //! This crate depends only on kube, k8s-openapi, schemars and serde: it is shared by the
 //! operator and by the generator that writes the CRD YAML into the Helm chart
@@ -9,9 +10,11 @@
 mod durable_app;
 mod schema;
 mod schedule;
+mod workflow_run;
 
 pub use durable_app::*;
 pub use schedule::*;
+pub use workflow_run::*;
 
 /// API group of mainstay's resources.
 pub const GROUP: &str = "mainstay.dev";
@@ -25,7 +28,7 @@ pub const CHART_CRD_DIR: &str = "charts/mainstay/crds";
 pub fn crds() -> Vec<(&'static str, k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)>
 {
     use kube::CustomResourceExt;
-    vec![("durableapps.yaml", DurableApp::crd()), ("schedules.yaml", Schedule::crd())]
+    vec![("durableapps.yaml", DurableApp::crd()), ("schedules.yaml", Schedule::crd()), ("workflowruns.yaml", WorkflowRun::crd())]
 }
 
 /// The YAML file for one CRD, as the generator writes it.

@@ -55,7 +55,7 @@ pub struct ScheduleSpec {
     /// scheduled time (RFC 3339 text, e.g. `2026-01-31T23:00:00+00:00`) and this value.
     /// Default: `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "any_json")]
+    #[schemars(schema_with = "crate::schema::any_json")]
     pub input: Option<serde_json::Value>,
     /// Queue to enqueue on. Default: the internal queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,10 +74,6 @@ pub struct ScheduleSpec {
     /// Stops firing while true. Default: false.
     #[serde(default)]
     pub suspend: bool,
-}
-
-fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
 }
 
 /// Overlap handling, as the CronJob controller does it.

@@ -30,3 +30,8 @@ pub(crate) fn optional_enum(schema: &mut Schema) {
     }
     schema.remove("nullable");
 }
+
+/// Any JSON value (workflow inputs): kept as given.
+pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}

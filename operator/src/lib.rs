@@ -15,6 +15,7 @@ pub mod names;
 pub mod policy;
 pub mod recovery;
 pub mod rollout;
+pub mod run_status;
 pub mod scaling;
 pub mod ticks;
 pub mod validate;

@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use kube::api::ListParams;
 use kube::Api;
 use mainstay_crds::{DurableApp, Schedule};
-use mainstay_operator::controller::{durable_app, schedule, Context, Settings};
+use mainstay_operator::controller::{durable_app, schedule, workflow_run, Context, Settings};
 use mainstay_operator::metrics::Metrics;
 use mainstay_operator::names::env;
 use mainstay_operator::{endpoints, leader};
@@ -114,7 +114,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (ctx, ns) = (ctx.clone(), ns.clone());
         ctx.begin_term();
         async move {
-            tokio::join!(durable_app::run(ctx.clone(), ns.clone()), schedule::run(ctx, ns));
+            tokio::join!(
+                durable_app::run(ctx.clone(), ns.clone()),
+                schedule::run(ctx.clone(), ns.clone()),
+                workflow_run::run(ctx, ns)
+            );
         }
     };
     tracing::info!(

@@ -48,6 +48,12 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
     pub const MIGRATED: &str = "Migrated";
+    /// WorkflowRun: the workflow succeeded (what `kubectl wait --for=condition=Succeeded` waits for).
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// WorkflowRun: the workflow failed, was cancelled or parked, or could not start.
+    pub const FAILED: &str = "Failed";
+    /// WorkflowRun: a worker runs it.
+    pub const RUNNING: &str = "Running";
 }
 
 /// Condition reasons.
@@ -77,6 +83,14 @@ pub mod reason {
     pub const RUNS_FAILING: &str = "RunsFailing";
     pub const UNRUNNABLE_WORK: &str = "UnrunnableWork";
     pub const QUEUE_CONFLICT: &str = "QueueConflict";
+    pub const RUNNING: &str = "Running";
+    pub const NOT_RUNNING: &str = "NotRunning";
+    pub const WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
+    pub const NOT_FINISHED: &str = "NotFinished";
+    pub const WORKFLOW_FAILED: &str = "WorkflowFailed";
+    pub const CANCELLED: &str = "Cancelled";
+    pub const MAX_RECOVERY_ATTEMPTS: &str = "MaxRecoveryAttemptsExceeded";
+    pub const DUPLICATE: &str = "Duplicate";
 }
 
 /// Event reasons.
@@ -93,6 +107,7 @@ pub mod event {
     pub const SKIPPED: &str = "Skipped";
     pub const REPLACED: &str = "Replaced";
     pub const LATEST_VERSION: &str = "LatestVersion";
+    pub const ENQUEUED: &str = "Enqueued";
     pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
     pub const RUNS_FAILING: &str = "RunsFailing";
 }

@@ -47,6 +47,7 @@ async fn operator_end_to_end() -> Result<()> {
             async { new_version_rolls_out(&cluster, &runner).await.context("scenario: roll-out") },
         )?;
         expect_metrics(&operator, &["reconciles_total", "reconcile_duration_seconds", "recovered_workflows_total", "queue_depth", "leader 1"]).await?;
+        workflow_runs_from_manifests(&cluster).await.context("scenario: workflow runs")?;
         let shared = apps_share_a_database(&cluster).await.context("scenario: two apps on one database")?;
         // The schedule scenario restarts the operator in its middle.
         let operator = schedule_fires_once_per_tick(&cluster, &sa, operator).await.context("scenario: schedule")?;
@@ -574,6 +575,72 @@ async fn leader_steps_down_before_its_lease_expires(cluster: &Cluster, operator:
         Ok(operator.metrics().await.filter(|m| m.lines().any(|l| l.starts_with("mainstay_operator_leader 1"))).map(|_| ()))
     })
     .await?;
+    Ok(())
+}
+
+/// Workflows started, watched and cancelled with manifests, as a kubectl or GitOps user would.
+async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
+    let ns = &namespace("e2e-runs");
+    let url = namespace_with_database(cluster, ns).await?;
+    apply(cluster, &format!(
+        "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+         image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 1\n  database: {{urlSecret: {{name: shop-db}}}}\n"
+    ))?;
+    wait_for("the app to be ready", 2 * MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "True" && c.1 == "Available").map(|_| ()))
+    })
+    .await?;
+    let run = |name: &str, spec: &str| {
+        format!("apiVersion: mainstay.dev/v1alpha1\nkind: WorkflowRun\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
+    };
+    let runs = Api::<mainstay_crds::WorkflowRun>::namespaced(cluster.client.clone(), ns);
+    let client = Client::connect(&url).await?;
+
+    // A run succeeds and `kubectl wait` returns; its status carries the output.
+    let order = run("order-7", "  appRef: shop\n  workflowName: process_order\n  input: 7\n");
+    apply(cluster, &order)?;
+    cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/order-7", "-n", ns, "--timeout=120s"])?;
+    let st = runs.get("order-7").await?.status.context("a status")?;
+    ensure!(st.output.as_deref().is_some_and(|o| o.contains("shipped")) && st.steps_completed.unwrap_or(0) >= 3, "status: {st:?}");
+    let id = st.workflow_id.clone().context("a workflow ID")?;
+    ensure!(id.starts_with(&format!("{ns}.order-7.")), "the workflow ID is not the object's: {id}");
+    // Applying the same file again starts nothing new.
+    let again = cluster.kubectl_stdin(&["apply", "-f", "-"], &order)?;
+    ensure!(String::from_utf8_lossy(&again.stdout).contains("unchanged"), "re-apply: {}", String::from_utf8_lossy(&again.stdout));
+    ensure!(count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.order-7.")), ..Default::default() }).await? == 1, "a second run started");
+
+    // A failing workflow shows its error.
+    apply(cluster, &run("bad-input", "  appRef: shop\n  workflowName: process_order\n  input: \"not a number\"\n"))?;
+    cluster.kubectl(&["wait", "--for=condition=Failed", "workflowrun/bad-input", "-n", ns, "--timeout=120s"])?;
+    let st = runs.get("bad-input").await?.status.context("a status")?;
+    ensure!(st.error.as_ref().is_some_and(|e| !e.message.is_empty()), "no error shown: {st:?}");
+
+    // An unknown workflow and an unknown app are reported, and nothing is enqueued for them.
+    apply(cluster, &run("typo", "  appRef: shop\n  workflowName: proces_order\n"))?;
+    apply(cluster, &run("no-app", "  appRef: nowhere\n  workflowName: process_order\n"))?;
+    for (name, why) in [("typo", "WorkflowNotFound"), ("no-app", "AppNotFound")] {
+        wait_for(&format!("{name} to report {why}"), MINUTE, || async {
+            let st = runs.get(name).await?.status;
+            Ok(st.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Failed" && c.status == "True" && c.reason == why)).map(|_| ()))
+        })
+        .await?;
+    }
+    ensure!(count(&client, WorkflowFilter { name: Some("proces_order".into()), ..Default::default() }).await? == 0, "a misnamed run was enqueued");
+
+    // Cancel from the manifest: a held run stops.
+    apply(cluster, &run("held", "  appRef: shop\n  workflowName: hold\n  input: 600000\n"))?;
+    wait_for("the held run to be running", MINUTE, || async {
+        Ok(runs.get("held").await?.status.and_then(|s| s.phase).filter(|p| *p == mainstay_crds::WorkflowRunPhase::Running).map(|_| ()))
+    })
+    .await?;
+    apply(cluster, &run("held", "  appRef: shop\n  workflowName: hold\n  input: 600000\n  cancel: true\n"))?;
+    cluster.kubectl(&["wait", "--for=condition=Failed", "workflowrun/held", "-n", ns, "--timeout=60s"])?;
+    let st = runs.get("held").await?.status.context("a status")?;
+    ensure!(st.phase == Some(mainstay_crds::WorkflowRunPhase::Cancelled), "status: {st:?}");
+
+    let table = cluster.kubectl(&["get", "workflowruns", "-n", ns])?;
+    ensure!(table.contains("order-7") && table.contains("Succeeded") && table.contains("process_order"), "kubectl get workflowruns:\n{table}");
+    client.close().await;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! The controllers: DurableApp and Schedule, each a pipeline of validate → build → apply →
-//! status, run by kube-runtime while this replica holds the leader lease.
+//! The controllers: DurableApp, Schedule and WorkflowRun, each a pipeline of validate → build →
+//! apply → status, run by kube-runtime while this replica holds the leader lease.
 //!
 //! Invariants shared by both:
 //! - every write to the cluster is a server-side apply with one field manager, so repeated
@@ -10,6 +10,7 @@
 
 pub mod durable_app;
 pub mod schedule;
+pub mod workflow_run;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -45,6 +46,12 @@ pub enum Error {
         object: String,
         #[source]
         source: Box<kube::runtime::finalizer::Error<Error>>,
+    },
+    #[error("failed to reach the system database for {object}: {source}")]
+    Database {
+        object: String,
+        #[source]
+        source: mainstay::Error,
     },
 }
 

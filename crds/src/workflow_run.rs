@@ -1,0 +1,154 @@
+//! `WorkflowRun`: one run of a workflow of a DurableApp, as a cluster object.
+//!
+//! The system database stays the source of truth: the operator enqueues the run once, under a
+//! workflow ID derived from the object (so applying it again starts nothing new), and mirrors
+//! the run's state into the status. Each field of the status is bounded in size.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Condition;
+
+/// Desired state of a WorkflowRun: which workflow of which app, with what input and options.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    doc = "WorkflowRun is one run of a workflow of a DurableApp (same namespace). The operator \
+           enqueues it once, under a workflow ID derived from the object (applying the same \
+           object again starts nothing new), and mirrors its state from the system database: \
+           phase, executor, steps, output or error. `kubectl wait --for=condition=Succeeded` \
+           waits for it. Deleting it leaves the workflow as it is (cancel it first with \
+           spec.cancel to stop it).",
+    group = "mainstay.dev",
+    version = "v1alpha1",
+    kind = "WorkflowRun",
+    namespaced,
+    status = "WorkflowRunStatus",
+    shortname = "wfr",
+    category = "mainstay",
+    printcolumn(name = "App", type_ = "string", json_path = ".spec.appRef"),
+    printcolumn(name = "Workflow", type_ = "string", json_path = ".spec.workflowName"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Steps", type_ = "integer", json_path = ".status.stepsCompleted"),
+    printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRunSpec {
+    /// The DurableApp (same namespace) whose workers run the workflow.
+    #[x_kube(validation = Rule::new("self != ''").message("appRef must name a DurableApp"))]
+    pub app_ref: String,
+    /// Registered name of the workflow to run.
+    #[x_kube(validation = Rule::new("self != ''").message("workflowName must not be empty"))]
+    pub workflow_name: String,
+    /// The workflow's arguments as JSON: an array holds the positional arguments, any other
+    /// value is the only argument. Default: no arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::any_json")]
+    pub input: Option<serde_json::Value>,
+    /// Queue to enqueue on. Default: the internal queue every worker listens to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Lower runs first (the queue must have priorities enabled). Default: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// While a workflow with this deduplication ID is queued or running on the queue, this run
+    /// is refused (reported in the status). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplication_id: Option<String>,
+    /// The run is cancelled if it has not finished this many seconds after it started.
+    /// Default: no timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<i64>,
+    /// Run on this application version. Default: the app's latest version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// The workflow ID (an idempotency key in the system database). Default:
+    /// `{namespace}.{name}.{uid}` of this object: stable for it, distinct across namespaces,
+    /// and new when the object is deleted and created again (that starts a new run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// Set to true to cancel the run (it stops at its next step). Default: false.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+/// The phase of a run, from its status in the system database.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkflowRunPhase {
+    /// Accepted by the operator, not yet enqueued (or refused: see the conditions).
+    Pending,
+    /// Waiting on its queue.
+    Enqueued,
+    /// Waiting for its delay to pass.
+    Delayed,
+    /// Claimed by a worker and running.
+    Running,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+    /// Recovered too often; parked until resumed.
+    MaxRecoveryAttemptsExceeded,
+}
+
+/// A recorded error.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
+pub struct WorkflowRunError {
+    /// The error's name (its type), e.g. `PaymentDeclined`.
+    #[serde(default)]
+    pub name: String,
+    /// The error's message (at most 4,096 characters).
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Observed state of a WorkflowRun, mirrored from the system database by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
+pub struct WorkflowRunStatus {
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions of the run: `Succeeded` (true once it succeeded), `Failed` (true once it
+    /// failed, was cancelled or parked; reasons such as `WorkflowFailed`, `Cancelled`,
+    /// `AppNotFound`, `WorkflowNotFound`, `EnqueueFailed`) and `Running`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The phase, from the workflow's status: Pending, Enqueued, Delayed, Running, Succeeded,
+    /// Failed, Cancelled or MaxRecoveryAttemptsExceeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::schema::optional_enum)]
+    pub phase: Option<WorkflowRunPhase>,
+    /// The workflow ID in the system database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// The application version running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// The executor (worker pod) running or last running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// When a worker started it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When it finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// Steps recorded so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_completed: Option<i64>,
+    /// Its output as JSON text, when it succeeded (at most 4,096 characters; longer outputs
+    /// are cut and marked, the database has the whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Its error, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WorkflowRunError>,
+}

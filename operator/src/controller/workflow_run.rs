@@ -1,0 +1,163 @@
+//! The WorkflowRun controller: enqueue a run once, then mirror it from the system database.
+//!
+//! Pipeline per reconcile: find the app (its database migrated) → refuse what cannot run (a
+//! workflow the app's current version does not register) → enqueue under the run's workflow ID
+//! (idempotent: a repeated reconcile or apply starts nothing new) → cancel if asked → read the
+//! record and its steps → status (see `run_status`). Unfinished runs are looked at every poll
+//! interval; finished ones only when the object changes. Deleting a WorkflowRun leaves the
+//! workflow and its records as they are (no finalizer): the database is the source of truth.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+use kube::runtime::controller::Action;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+use mainstay::{WorkflowOptions, INTERNAL_QUEUE};
+use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunStatus};
+
+use super::{error_policy, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
+use crate::conditions::is_true;
+use crate::names::{condition, event, reason};
+use crate::run_status::{self, finished};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "workflowrun";
+
+/// Runs the controller until the stream ends (the caller drops it to stop).
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let runs = match &namespace {
+        Some(ns) => Api::<WorkflowRun>::namespaced(ctx.kube.clone(), ns),
+        None => Api::all(ctx.kube.clone()),
+    };
+    Controller::new(runs, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| log_outcome(CONTROLLER, r))
+        .await;
+}
+
+async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = apply(run, &ctx).await;
+    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed().as_secs_f64(), result.is_err());
+    result
+}
+
+async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
+    let key = object_key(run.as_ref());
+    if is_paused(run.as_ref()) {
+        return Ok(Action::await_change());
+    }
+    let now = Utc::now();
+    let ns = run.namespace().unwrap_or_default();
+    let generation = run.metadata.generation;
+    let api = Api::<WorkflowRun>::namespaced(ctx.kube.clone(), &ns);
+    let current = run.status.clone();
+    let mut status: WorkflowRunStatus = current.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let id = run_status::workflow_id(&run);
+    status.workflow_id = Some(id.clone());
+
+    let apps = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
+    let app_ref = &run.spec.app_ref;
+    let Some(app) = apps.get_opt(app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{app_ref}")))? else {
+        let msg = format!("DurableApp {ns}/{app_ref} does not exist; create it or fix spec.appRef");
+        return refuse(ctx, &api, &run, current.as_ref(), status, reason::APP_NOT_FOUND, msg).await;
+    };
+    let migrated = app.status.as_ref().is_some_and(|s| is_true(&s.conditions, condition::MIGRATED));
+    if !migrated {
+        // Not a failure: the app is on its way.
+        status.phase = Some(mainstay_crds::WorkflowRunPhase::Pending);
+        write_status(&api, &run, current.as_ref(), &status).await?;
+        return Ok(Action::requeue(ctx.settings.poll_interval));
+    }
+    let db = match ctx.databases.client(&ctx.kube, &app).await {
+        Ok(db) => db,
+        Err(e) => {
+            tracing::warn!(run = %key, error = %e, "cannot reach the app's database");
+            return Ok(Action::requeue(ctx.backoff(&key)));
+        }
+    };
+
+    let record = db.status(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
+    if record.is_none() {
+        // A workflow the app's current version does not register would wait forever.
+        if let Some(version) = app.status.as_ref().and_then(|s| s.current_version.clone()) {
+            let names = db.registered_workflows(&version).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
+            if !names.is_empty() && !names.contains(&run.spec.workflow_name) {
+                let msg = format!(
+                    "workflow {} is not registered by version {version} of DurableApp {ns}/{app_ref}; it registers {}. Fix spec.workflowName",
+                    run.spec.workflow_name,
+                    names.join(", ")
+                );
+                return refuse(ctx, &api, &run, current.as_ref(), status, reason::WORKFLOW_NOT_FOUND, msg).await;
+            }
+        }
+        let options = WorkflowOptions {
+            id: Some(id.clone()),
+            priority: run.spec.priority,
+            deduplication_id: run.spec.deduplication_id.clone(),
+            timeout: run.spec.timeout_seconds.map(|s| std::time::Duration::from_secs(s.max(1) as u64)),
+            app_version: run.spec.app_version.clone(),
+            ..Default::default()
+        };
+        let queue = run.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
+        let args = run_status::arguments(run.spec.input.as_ref());
+        match db.enqueue(&run.spec.workflow_name, &queue, args, options).await {
+            Ok(_) => {
+                tracing::info!(run = %key, workflow = %id, "enqueued");
+                ctx.event(run.as_ref(), false, event::ENQUEUED, "Start", format!("enqueued workflow {id} on queue {queue}")).await;
+            }
+            Err(e @ mainstay::Error::Duplicate { .. }) => {
+                return refuse(ctx, &api, &run, current.as_ref(), status, reason::DUPLICATE, e.to_string()).await
+            }
+            Err(e @ mainstay::Error::WorkflowConflict { .. }) => {
+                return refuse(ctx, &api, &run, current.as_ref(), status, reason::ENQUEUE_FAILED, e.to_string()).await
+            }
+            Err(e) => {
+                tracing::warn!(run = %key, error = %e, "cannot enqueue; retrying");
+                return Ok(Action::requeue(ctx.backoff(&key)));
+            }
+        }
+    }
+
+    let Some(record) = db.status(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })? else {
+        return Ok(Action::requeue(ctx.settings.poll_interval));
+    };
+    let phase = run_status::phase(record.status.clone());
+    if run.spec.cancel && !finished(phase) {
+        db.cancel(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
+        ctx.event(run.as_ref(), false, reason::CANCELLED, "Cancel", format!("cancelled workflow {id} (spec.cancel)")).await;
+        return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+    }
+    let steps = db.list_steps(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?.len() as i64;
+    run_status::mirror(&mut status, &record, steps, generation, now);
+    write_status(&api, &run, current.as_ref(), &status).await?;
+    ctx.succeeded(&key);
+    if finished(phase) {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(ctx.settings.poll_interval))
+    }
+}
+
+/// A run that cannot start: reported (with an Event when the reason is new) and looked at again
+/// after a while, since the app or its workers may come.
+async fn refuse(
+    ctx: &Context,
+    api: &Api<WorkflowRun>,
+    run: &WorkflowRun,
+    current: Option<&WorkflowRunStatus>,
+    mut status: WorkflowRunStatus,
+    why: &'static str,
+    msg: String,
+) -> Result<Action, Error> {
+    let known = status.conditions.iter().any(|c| c.type_ == condition::FAILED && c.message == msg);
+    run_status::refused(&mut status, why, &msg, run.metadata.generation, Utc::now());
+    write_status(api, run, current, &status).await?;
+    if !known {
+        ctx.event(run, true, why, "Start", msg).await;
+    }
+    Ok(Action::requeue(std::time::Duration::from_secs(30)))
+}
