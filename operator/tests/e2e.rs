@@ -638,6 +638,27 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     let st = runs.get("held").await?.status.context("a status")?;
     ensure!(st.phase == Some(mainstay_crds::WorkflowRunPhase::Cancelled), "status: {st:?}");
 
+    // `kubectl create` with generateName: each create is a new run.
+    let generated = format!(
+        "apiVersion: mainstay.dev/v1alpha1\nkind: WorkflowRun\nmetadata: {{generateName: order-, namespace: {ns}}}\nspec:\n  \
+         appRef: shop\n  workflowName: process_order\n  input: 8\n"
+    );
+    for _ in 0..2 {
+        let out = cluster.kubectl_stdin(&["create", "-f", "-"], &generated)?;
+        ensure!(out.status.success(), "kubectl create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    wait_for("both generated runs to succeed", 2 * MINUTE, || async {
+        let all = runs.list(&ListParams::default()).await?;
+        let done = all
+            .items
+            .iter()
+            .filter(|r| r.metadata.generate_name.is_some())
+            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(mainstay_crds::WorkflowRunPhase::Succeeded))
+            .count();
+        Ok((done == 2).then_some(()))
+    })
+    .await?;
+
     let table = cluster.kubectl(&["get", "workflowruns", "-n", ns])?;
     ensure!(table.contains("order-7") && table.contains("Succeeded") && table.contains("process_order"), "kubectl get workflowruns:\n{table}");
     client.close().await;

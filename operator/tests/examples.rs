@@ -33,6 +33,9 @@ fn applying_the_examples_directory_touches_only_our_resources_and_they_are_valid
                     let app: DurableApp = serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                     mainstay_operator::validate::durable_app(&app).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 }
+                "WorkflowRun" => {
+                    let _: mainstay_crds::WorkflowRun = serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
                 "Schedule" => {
                     let s: Schedule = serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                     mainstay_operator::validate::schedule(&s).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -45,5 +48,5 @@ fn applying_the_examples_directory_touches_only_our_resources_and_they_are_valid
             seen += 1;
         }
     }
-    assert!(seen >= 2, "the examples directory lost its manifests");
+    assert!(seen >= 3, "the examples directory lost its manifests");
 }
