@@ -72,6 +72,40 @@ pub struct WorkflowRunSpec {
     /// Set to true to cancel the run (it stops at its next step). Default: false.
     #[serde(default)]
     pub cancel: bool,
+    /// Increase to resume the run from its last completed step (when it failed, was cancelled
+    /// or parked; `cancel` must be false): each increase resumes it once. Default: 0.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub resume: i64,
+    /// Start this run as a fork of another: a new workflow that replays the other's steps
+    /// before `step` from their records and runs the rest. Default: not a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_of: Option<ForkSpec>,
+    /// Delete this object this many seconds after the run finished (the workflow's records stay
+    /// in the database, subject to the app's retention). Default: kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+}
+
+/// The run a fork starts from: a WorkflowRun of the namespace, or any workflow by ID.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkSpec {
+    /// A WorkflowRun (same namespace) to fork. Default: none (then `workflowId` is required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The workflow ID to fork, when it is not a WorkflowRun's. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// The first step to run again (steps are numbered from 1). Default: 1.
+    #[serde(default = "first_step")]
+    #[schemars(range(min = 1))]
+    pub step: i32,
+}
+
+fn first_step() -> i32 {
+    1
 }
 
 /// The phase of a run, from its status in the system database.
@@ -151,4 +185,10 @@ pub struct WorkflowRunStatus {
     /// Its error, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WorkflowRunError>,
+    /// The `spec.resume` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<i64>,
+    /// The workflow ID this run was forked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
 }

@@ -91,6 +91,7 @@ pub mod reason {
     pub const CANCELLED: &str = "Cancelled";
     pub const MAX_RECOVERY_ATTEMPTS: &str = "MaxRecoveryAttemptsExceeded";
     pub const DUPLICATE: &str = "Duplicate";
+    pub const FORK_SOURCE_NOT_FOUND: &str = "ForkSourceNotFound";
 }
 
 /// Event reasons.
@@ -108,6 +109,7 @@ pub mod event {
     pub const REPLACED: &str = "Replaced";
     pub const LATEST_VERSION: &str = "LatestVersion";
     pub const ENQUEUED: &str = "Enqueued";
+    pub const RESUMED: &str = "Resumed";
     pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
     pub const RUNS_FAILING: &str = "RunsFailing";
 }

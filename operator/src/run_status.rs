@@ -122,6 +122,15 @@ pub fn mirror(status: &mut WorkflowRunStatus, w: &WorkflowStatus, steps: i64, ge
     set(&mut status.conditions, condition::FAILED, failed, why, msg, generation, now);
 }
 
+/// How long until a finished run's object is deleted (`Some(0)`: now), or `None` when it is
+/// kept (no TTL, or no completion time known).
+pub fn ttl_left(ttl_seconds: Option<i64>, completed: Option<&str>, now: DateTime<Utc>) -> Option<std::time::Duration> {
+    let ttl = ttl_seconds?;
+    let completed = DateTime::parse_from_rfc3339(completed?).ok()?.with_timezone(&Utc);
+    let due = completed + chrono::Duration::seconds(ttl.max(0));
+    Some((due - now).to_std().unwrap_or_default())
+}
+
 /// The status of a run that cannot start (unknown app, unknown workflow, refused enqueue):
 /// `Failed` with the reason, so `kubectl wait --for=condition=Failed` sees it too.
 pub fn refused(status: &mut WorkflowRunStatus, why: &str, msg: &str, generation: Option<i64>, now: DateTime<Utc>) {
@@ -203,6 +212,15 @@ spec: {appRef: shop, workflowName: process_order, input: 7}
         let failed = s.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
         assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("True", "WorkflowFailed"));
         assert!(failed.message.contains("card declined"));
+    }
+
+    #[test]
+    fn a_finished_run_goes_after_its_ttl() {
+        let now = crate::ticks::utc(2026, 1, 1, 0, 1, 0);
+        assert_eq!(ttl_left(None, Some("2026-01-01T00:00:00Z"), now), None);
+        assert_eq!(ttl_left(Some(30), None, now), None);
+        assert_eq!(ttl_left(Some(30), Some("2026-01-01T00:00:00Z"), now), Some(std::time::Duration::ZERO));
+        assert_eq!(ttl_left(Some(90), Some("2026-01-01T00:00:00Z"), now), Some(std::time::Duration::from_secs(30)));
     }
 
     #[test]

@@ -638,6 +638,33 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     let st = runs.get("held").await?.status.context("a status")?;
     ensure!(st.phase == Some(mainstay_crds::WorkflowRunPhase::Cancelled), "status: {st:?}");
 
+    // Resume from the manifest: the cancelled run runs again from its last step, and a
+    // message (the example's release) lets it finish.
+    apply(cluster, &run("held", "  appRef: shop\n  workflowName: hold\n  input: 600000\n  resume: 1\n"))?;
+    wait_for("the resumed run to be running", MINUTE, || async {
+        Ok(runs.get("held").await?.status.and_then(|s| s.phase).filter(|p| *p == mainstay_crds::WorkflowRunPhase::Running).map(|_| ()))
+    })
+    .await?;
+    let held_id = runs.get("held").await?.status.and_then(|s| s.workflow_id).context("the held run's ID")?;
+    client.send(&held_id, "go", Some("release"), Some("release-held")).await?;
+    cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/held", "-n", ns, "--timeout=120s"])?;
+
+    // Fork from a step: a new run that replays order-7's first two steps from their records.
+    apply(cluster, &run("order-7-again", "  appRef: shop\n  workflowName: process_order\n  forkOf: {run: order-7, step: 3}\n"))?;
+    cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/order-7-again", "-n", ns, "--timeout=120s"])?;
+    let st = runs.get("order-7-again").await?.status.context("a status")?;
+    ensure!(st.forked_from.as_deref() == Some(id.as_str()) && st.output.as_deref().is_some_and(|o| o.contains("shipped")), "fork status: {st:?}");
+
+    // A TTL after finish removes the object, not the workflow's records.
+    apply(cluster, &run("brief", "  appRef: shop\n  workflowName: process_order\n  input: 9\n  ttlSecondsAfterFinished: 0\n"))?;
+    let brief = wait_for("the brief run's object to go after it finished", 2 * MINUTE, || async {
+        let found = runs.get_opt("brief").await?;
+        let done = client.list_workflows(&WorkflowFilter { id_prefix: Some(format!("{ns}.brief.")), statuses: vec![Status::Success], ..Default::default() }).await?;
+        Ok((found.is_none() && done.len() == 1).then_some(done))
+    })
+    .await?;
+    ensure!(brief.len() == 1, "the brief run's record is gone");
+
     // `kubectl create` with generateName: each create is a new run.
     let generated = format!(
         "apiVersion: mainstay.dev/v1alpha1\nkind: WorkflowRun\nmetadata: {{generateName: order-, namespace: {ns}}}\nspec:\n  \

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
-use mainstay::{WorkflowOptions, INTERNAL_QUEUE};
-use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunStatus};
+use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
+use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
 use super::{error_policy, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::is_true;
@@ -103,6 +103,39 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             ..Default::default()
         };
         let queue = run.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
+        if let Some(fork) = &run.spec.fork_of {
+            // The source: a workflow ID, or the workflow of a WorkflowRun of the namespace.
+            let source = match (&fork.workflow_id, &fork.run) {
+                (Some(id), _) => Some(id.clone()),
+                (None, Some(name)) => api
+                    .get_opt(name)
+                    .await
+                    .map_err(kube_err(format!("read WorkflowRun {ns}/{name}")))?
+                    .and_then(|r| r.status.and_then(|s| s.workflow_id)),
+                (None, None) => None,
+            };
+            let Some(source) = source else {
+                let msg = "spec.forkOf names no workflow that exists yet: give forkOf.run (a WorkflowRun of this \
+                           namespace that has started) or forkOf.workflowId"
+                    .to_string();
+                return refuse(ctx, &api, &run, current.as_ref(), status, reason::FORK_SOURCE_NOT_FOUND, msg).await;
+            };
+            let opts = ForkOptions { start_step: fork.step.max(1), new_id: Some(id.clone()), app_version: run.spec.app_version.clone() };
+            match db.fork(&source, &opts).await {
+                Ok(_) => {
+                    status.forked_from = Some(source.clone());
+                    let note = format!("forked workflow {source} from step {} as {id}", opts.start_step);
+                    ctx.event(run.as_ref(), false, event::ENQUEUED, "Fork", note).await;
+                }
+                Err(e @ mainstay::Error::NotFound { .. }) => {
+                    return refuse(ctx, &api, &run, current.as_ref(), status, reason::FORK_SOURCE_NOT_FOUND, e.to_string()).await
+                }
+                Err(e) => {
+                    tracing::warn!(run = %key, error = %e, "cannot fork; retrying");
+                    return Ok(Action::requeue(ctx.backoff(&key)));
+                }
+            }
+        } else {
         let args = run_status::arguments(run.spec.input.as_ref());
         match db.enqueue(&run.spec.workflow_name, &queue, args, options).await {
             Ok(_) => {
@@ -120,6 +153,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
                 return Ok(Action::requeue(ctx.backoff(&key)));
             }
         }
+        }
     }
 
     let Some(record) = db.status(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })? else {
@@ -131,14 +165,41 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
         ctx.event(run.as_ref(), false, reason::CANCELLED, "Cancel", format!("cancelled workflow {id} (spec.cancel)")).await;
         return Ok(Action::requeue(std::time::Duration::from_millis(200)));
     }
+    // Resume: each increase of spec.resume resumes once (a run that did not stop has nothing to
+    // resume; the increase is taken as seen).
+    let asked = run.spec.resume;
+    if !run.spec.cancel && asked > status.resumed.unwrap_or(0) {
+        let stopped = matches!(
+            phase,
+            WorkflowRunPhase::Failed | WorkflowRunPhase::Cancelled | WorkflowRunPhase::MaxRecoveryAttemptsExceeded
+        );
+        if stopped {
+            db.resume(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
+            ctx.event(run.as_ref(), false, event::RESUMED, "Resume", format!("resumed workflow {id} from its last completed step")).await;
+        }
+        status.resumed = Some(asked);
+        write_status(&api, &run, current.as_ref(), &status).await?;
+        return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+    }
     let steps = db.list_steps(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?.len() as i64;
     run_status::mirror(&mut status, &record, steps, generation, now);
     write_status(&api, &run, current.as_ref(), &status).await?;
     ctx.succeeded(&key);
-    if finished(phase) {
-        Ok(Action::await_change())
-    } else {
-        Ok(Action::requeue(ctx.settings.poll_interval))
+    if !finished(phase) {
+        return Ok(Action::requeue(ctx.settings.poll_interval));
+    }
+    // A finished run's object goes after its TTL, as a Job's does; its records stay.
+    match run_status::ttl_left(run.spec.ttl_seconds_after_finished, status.completion_time.as_deref(), now) {
+        Some(left) if left.is_zero() => {
+            match api.delete(&run.name_any(), &kube::api::DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err(format!("delete finished WorkflowRun {key}"))(e)),
+            }
+            Ok(Action::await_change())
+        }
+        Some(left) => Ok(Action::requeue(left)),
+        None => Ok(Action::await_change()),
     }
 }
 
