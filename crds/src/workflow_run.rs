@@ -81,11 +81,32 @@ pub struct WorkflowRunSpec {
     /// before `step` from their records and runs the rest. Default: not a fork.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork_of: Option<ForkSpec>,
+    /// Messages to send to the running workflow (what its `recv(topic)` receives), e.g. a
+    /// human approval: add an item to send it. Each is sent once (its name is its idempotency
+    /// key), however often the object is applied. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<RunMessage>,
     /// Delete this object this many seconds after the run finished (the workflow's records stay
     /// in the database, subject to the app's retention). Default: kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,
+}
+
+/// A message for a running workflow.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
+pub struct RunMessage {
+    /// A name unique among the run's messages: the message is sent once under it.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// The topic the workflow receives on. Default: none (the default topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The message, any JSON value.
+    #[schemars(schema_with = "crate::schema::any_json")]
+    pub message: serde_json::Value,
 }
 
 /// The run a fork starts from: a WorkflowRun of the namespace, or any workflow by ID.
@@ -188,6 +209,9 @@ pub struct WorkflowRunStatus {
     /// The `spec.resume` value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<i64>,
+    /// Names of the `spec.messages` sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages_sent: Vec<String>,
     /// The workflow ID this run was forked from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<String>,

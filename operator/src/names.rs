@@ -110,6 +110,7 @@ pub mod event {
     pub const LATEST_VERSION: &str = "LatestVersion";
     pub const ENQUEUED: &str = "Enqueued";
     pub const RESUMED: &str = "Resumed";
+    pub const MESSAGE_SENT: &str = "MessageSent";
     pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
     pub const RUNS_FAILING: &str = "RunsFailing";
 }

@@ -645,9 +645,15 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
         Ok(runs.get("held").await?.status.and_then(|s| s.phase).filter(|p| *p == mainstay_crds::WorkflowRunPhase::Running).map(|_| ()))
     })
     .await?;
-    let held_id = runs.get("held").await?.status.and_then(|s| s.workflow_id).context("the held run's ID")?;
-    client.send(&held_id, "go", Some("release"), Some("release-held")).await?;
+    // The message that lets it finish comes from the manifest too (a human's approval).
+    let released = "  appRef: shop\n  workflowName: hold\n  input: 600000\n  resume: 1\n  \
+                    messages: [{name: release-1, topic: release, message: go}]\n";
+    apply(cluster, &run("held", released))?;
     cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/held", "-n", ns, "--timeout=120s"])?;
+    // Applying it again sends nothing more.
+    apply(cluster, &run("held", released))?;
+    let st = runs.get("held").await?.status.context("a status")?;
+    ensure!(st.messages_sent == vec!["release-1".to_string()], "status: {st:?}");
 
     // Fork from a step: a new run that replays order-7's first two steps from their records.
     apply(cluster, &run("order-7-again", "  appRef: shop\n  workflowName: process_order\n  forkOf: {run: order-7, step: 3}\n"))?;

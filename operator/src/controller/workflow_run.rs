@@ -181,6 +181,21 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
         write_status(&api, &run, current.as_ref(), &status).await?;
         return Ok(Action::requeue(std::time::Duration::from_millis(200)));
     }
+    // Messages: each item of spec.messages once, its name the idempotency key.
+    if !finished(phase) {
+        for m in &run.spec.messages {
+            if status.messages_sent.contains(&m.name) {
+                continue;
+            }
+            let idempotency = format!("{id}:{}", m.name);
+            db.send(&id, &m.message, m.topic.as_deref(), Some(&idempotency))
+                .await
+                .map_err(|e| Error::Database { object: key.clone(), source: e })?;
+            status.messages_sent.push(m.name.clone());
+            let note = format!("sent message {} to workflow {id}{}", m.name, m.topic.as_deref().map(|t| format!(" on topic {t}")).unwrap_or_default());
+            ctx.event(run.as_ref(), false, event::MESSAGE_SENT, "Send", note).await;
+        }
+    }
     let steps = db.list_steps(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?.len() as i64;
     run_status::mirror(&mut status, &record, steps, generation, now);
     write_status(&api, &run, current.as_ref(), &status).await?;
