@@ -141,6 +141,19 @@ pub struct PodTemplateExtras {
     pub container_security_context: Option<SecurityContext>,
 }
 
+/// The workflows one application version registers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
+pub struct VersionWorkflows {
+    /// The application version.
+    #[serde(default)]
+    pub version: String,
+    /// Its registered workflow names, sorted.
+    #[serde(default)]
+    pub workflows: Vec<String>,
+}
+
 /// A key of a Secret in the DurableApp's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -358,6 +371,10 @@ pub struct DurableAppStatus {
     /// Versions with a Deployment (the current one and any draining).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<String>,
+    /// The workflows each version in service registers (recorded by its workers when they
+    /// launch; a version none of whose workers has launched yet is absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workflows: Vec<VersionWorkflows>,
 }
 
 /// Depth of one queue.

@@ -30,7 +30,7 @@ use crate::Condition;
     printcolumn(name = "Workflow", type_ = "string", json_path = ".spec.workflowName"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Steps", type_ = "integer", json_path = ".status.stepsCompleted"),
-    printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -209,6 +209,13 @@ pub struct WorkflowRunStatus {
     /// The `spec.resume` value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<i64>,
+    /// How long it ran, from start to finish (e.g. `1m12s`), once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// The workflow's current events (`set_event` keys) as JSON text, so its progress shows:
+    /// at most 20 keys, each value at most 256 characters.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub events: std::collections::BTreeMap<String, String>,
     /// Names of the `spec.messages` sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages_sent: Vec<String>,

@@ -100,6 +100,10 @@ pub fn mirror(status: &mut WorkflowRunStatus, w: &WorkflowStatus, steps: i64, ge
     status.start_time = time(w.started_at_ms);
     status.completion_time = if finished(phase) { time(w.completed_at_ms.or(Some(w.updated_at_ms))) } else { None };
     status.steps_completed = Some(steps);
+    status.duration = match (finished(phase), w.started_at_ms, w.completed_at_ms.or(Some(w.updated_at_ms))) {
+        (true, Some(start), Some(end)) => Some(duration_text(end - start)),
+        _ => None,
+    };
     status.output = (phase == WorkflowRunPhase::Succeeded).then(|| bounded(w.output.as_deref().unwrap_or("null")));
     status.error = if phase == WorkflowRunPhase::Failed { error_of(w.error.as_deref()) } else { None };
     let running = matches!(phase, WorkflowRunPhase::Running);
@@ -120,6 +124,39 @@ pub fn mirror(status: &mut WorkflowRunStatus, w: &WorkflowStatus, steps: i64, ge
         _ => (false, reason::NOT_FINISHED, String::new()),
     };
     set(&mut status.conditions, condition::FAILED, failed, why, msg, generation, now);
+}
+
+/// A duration as kubectl prints one: `850ms`, `42s`, `3m5s`, `2h4m`.
+pub fn duration_text(ms: i64) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// Most event keys shown in a run's status, and characters per value.
+pub const MAX_EVENTS: usize = 20;
+const MAX_EVENT_VALUE: usize = 256;
+
+/// The workflow's events as the status shows them: JSON text, bounded.
+pub fn events(events: Vec<(String, Value)>) -> std::collections::BTreeMap<String, String> {
+    events
+        .into_iter()
+        .take(MAX_EVENTS)
+        .map(|(k, v)| {
+            let text = v.to_string();
+            let text = if text.chars().count() > MAX_EVENT_VALUE {
+                format!("{}…", text.chars().take(MAX_EVENT_VALUE).collect::<String>())
+            } else {
+                text
+            };
+            (k, text)
+        })
+        .collect()
 }
 
 /// How long until a finished run's object is deleted (`Some(0)`: now), or `None` when it is
@@ -221,6 +258,18 @@ spec: {appRef: shop, workflowName: process_order, input: 7}
         assert_eq!(ttl_left(Some(30), None, now), None);
         assert_eq!(ttl_left(Some(30), Some("2026-01-01T00:00:00Z"), now), Some(std::time::Duration::ZERO));
         assert_eq!(ttl_left(Some(90), Some("2026-01-01T00:00:00Z"), now), Some(std::time::Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn durations_and_events_read_like_kubectl() {
+        assert_eq!(duration_text(850), "850ms");
+        assert_eq!(duration_text(42_000), "42s");
+        assert_eq!(duration_text(185_000), "3m5s");
+        assert_eq!(duration_text(7_440_000), "2h4m");
+        let many: Vec<(String, Value)> = (0..30).map(|i| (format!("k{i:02}"), serde_json::json!("x".repeat(1000)))).collect();
+        let shown = events(many);
+        assert_eq!(shown.len(), MAX_EVENTS);
+        assert!(shown.values().all(|v| v.chars().count() <= MAX_EVENT_VALUE + 1));
     }
 
     #[test]

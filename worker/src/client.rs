@@ -108,6 +108,22 @@ impl Client {
         Ok(())
     }
 
+    /// The current value of every event of a workflow (`set_event` keys), by key, at most
+    /// `limit`. Values of another serialization read as a note naming it.
+    pub async fn list_events(&self, workflow_id: &str, limit: usize) -> Result<Vec<(String, Value)>> {
+        let events = self.db.list_events(workflow_id, limit.min(i64::MAX as usize) as i64).await?;
+        Ok(events
+            .into_iter()
+            .map(|(key, v)| {
+                let value = match v.serialization.as_deref() {
+                    None | Some(crate::PORTABLE_JSON) => serde_json::from_str(&v.value).unwrap_or(Value::String(v.value)),
+                    Some(other) => Value::String(format!("<{other} value>")),
+                };
+                (key, value)
+            })
+            .collect())
+    }
+
     /// The workflows that workers of `version` of this client's application registered when
     /// they launched (empty if none has launched, or they were not Mainstay workers).
     pub async fn registered_workflows(&self, version: &str) -> Result<Vec<String>> {

@@ -33,12 +33,17 @@ async fn ship(order: i64) -> mainstay::Result<String> {
     Ok(format!("order {order} shipped"))
 }
 
-/// Enqueue it by name (`process_order`) on the `orders` queue with one argument, the order ID.
+/// Enqueue it by name (`process_order`) on the `orders` queue with one argument, the order ID;
+/// its event `stage` says how far it got.
 #[mainstay::workflow]
 async fn process_order(order: i64) -> mainstay::Result<String> {
     reserve_stock(order).await?;
     charge_card(order).await?;
-    ship(order).await
+    // Progress anyone can read (`get_event`, and a WorkflowRun's status.events).
+    mainstay::set_event("stage", &"charged").await?;
+    let shipped = ship(order).await?;
+    mainstay::set_event("stage", &"shipped").await?;
+    Ok(shipped)
 }
 
 #[mainstay::step]

@@ -416,6 +416,15 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .set(i64::from(desired));
     status.queues = queues.into_values().collect();
     status.versions = plan.keep.clone();
+    let mut workflows = Vec::new();
+    for v in &plan.keep {
+        match db.registered_workflows(v).await {
+            Ok(names) if !names.is_empty() => workflows.push(mainstay_crds::VersionWorkflows { version: v.clone(), workflows: names }),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(app = %key, version = %v, error = %e, "cannot read the version's workflows"),
+        }
+    }
+    status.workflows = workflows;
     // What needs fixing, most pressing first; the first is the Degraded condition (and an Event
     // when its message is new).
     let mut problems: Vec<(&str, String)> = Vec::new();

@@ -198,6 +198,10 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     }
     let steps = db.list_steps(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?.len() as i64;
     run_status::mirror(&mut status, &record, steps, generation, now);
+    match db.list_events(&id, run_status::MAX_EVENTS).await {
+        Ok(events) => status.events = run_status::events(events),
+        Err(e) => tracing::warn!(run = %key, error = %e, "cannot read the workflow's events"),
+    }
     write_status(&api, &run, current.as_ref(), &status).await?;
     ctx.succeeded(&key);
     if !finished(phase) {

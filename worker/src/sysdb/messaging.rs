@@ -63,6 +63,7 @@ pub(super) struct Statements {
     receive: Arc<str>,
     set_event: Arc<str>,
     get_event: Arc<str>,
+    list_events: Arc<str>,
     write_stream: Arc<str>,
     read_stream: Arc<str>,
 }
@@ -147,6 +148,10 @@ SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM note) AS writt
             get_event: f(
                 "SELECT value, serialization FROM {s}.workflow_events \
                  WHERE workflow_uuid = $1 AND key = $2",
+            ),
+            list_events: f(
+                "SELECT key, value, serialization FROM {s}.workflow_events \
+                 WHERE workflow_uuid = $1 ORDER BY key LIMIT $2",
             ),
             // $1 workflow, $2 owner, $3 function ID, $4 key, $5 value, $6 operation name
             write_stream: recorded("$6", r#"
@@ -294,6 +299,17 @@ impl SystemDatabase {
             .await
             .map_err(|e| Error::db(format!("read event {key} of workflow {workflow_id}"), e))?;
         Ok(row.map(|r| StoredValue { value: r.get(0), serialization: r.get(1) }))
+    }
+
+    /// The current events of a workflow (at most `limit`, by key).
+    pub(crate) async fn list_events(&self, workflow_id: &str, limit: i64) -> Result<Vec<(String, StoredValue)>> {
+        let rows = q(&self.sql.messaging.list_events)
+            .bind(workflow_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("list the events of workflow {workflow_id}"), e))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), StoredValue { value: r.get(1), serialization: r.get(2) })).collect())
     }
 
     /// Appends a value to stream `key` of a workflow (step `function_id`, named `operation`).
