@@ -74,6 +74,21 @@ pub struct ScheduleSpec {
     /// Stops firing while true. Default: false.
     #[serde(default)]
     pub suspend: bool,
+    /// Runs every tick in `[start, end)` that has not run, once (the ticks' own workflow IDs, so
+    /// none runs twice, even one that already fired). Done once per (start, end); change it to
+    /// backfill again. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillSpec>,
+}
+
+/// A range of ticks to run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillSpec {
+    /// The first time of the range, RFC 3339 (e.g. `2026-01-31T00:00:00Z`), included.
+    pub start: String,
+    /// The end of the range, RFC 3339, excluded.
+    pub end: String,
 }
 
 /// Overlap handling, as the CronJob controller does it.
@@ -116,6 +131,13 @@ pub struct ScheduleStatus {
     /// Scheduled time of the next tick (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<String>,
+    /// The `mainstay.dev/trigger` annotation value last acted on (each new value runs the
+    /// workflow once, now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trigger: Option<String>,
+    /// The backfill range last run (`start/end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backfill: Option<String>,
     /// Workflow IDs of runs in flight (at most 10, newest first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active: Vec<String>,

@@ -24,6 +24,9 @@ pub const COMPONENT_WORKER: &str = "worker";
 pub const ANNOTATION_VERSION: &str = "mainstay.dev/version";
 /// Annotation a human sets to `"true"` on a DurableApp or Schedule to pause its reconciliation.
 pub const ANNOTATION_PAUSED: &str = "mainstay.dev/paused";
+/// Annotation of a Schedule: each new value runs its workflow once, now (as `kubectl create job
+/// --from=cronjob/x` does for a CronJob).
+pub const ANNOTATION_TRIGGER: &str = "mainstay.dev/trigger";
 
 /// Name of the worker container.
 pub const WORKER_CONTAINER: &str = "worker";
@@ -111,6 +114,8 @@ pub mod event {
     pub const ENQUEUED: &str = "Enqueued";
     pub const RESUMED: &str = "Resumed";
     pub const MESSAGE_SENT: &str = "MessageSent";
+    pub const TRIGGERED: &str = "Triggered";
+    pub const BACKFILLED: &str = "Backfilled";
     pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
     pub const RUNS_FAILING: &str = "RunsFailing";
 }

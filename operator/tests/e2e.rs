@@ -773,6 +773,34 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
     let st = s.status.context("schedule status")?;
     ensure!(st.last_workflow_id.is_some() && st.last_schedule_time.is_some(), "status: {st:?}");
+    // On demand, while suspended: a trigger runs the workflow once per annotation value, and a
+    // backfill runs each missing tick of its range once (ticks that fired are not run again).
+    let before = runs().await?.len();
+    for _ in 0..2 {
+        cluster.kubectl(&["annotate", "--overwrite", "schedule", "every-second", "-n", ns, "mainstay.dev/trigger=now-1"])?;
+    }
+    wait_for("the triggered run to succeed", MINUTE, || async {
+        let ok = client.status("sched-every-second-trigger-now-1").await?.is_some_and(|w| w.status == Status::Success);
+        Ok(ok.then_some(()))
+    })
+    .await?;
+    ensure!(runs().await?.len() == before + 1, "the trigger ran more than once");
+    let range = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        format!("{}  backfill: {{start: \"{}\", end: \"{}\"}}\n", schedule(true), from.to_rfc3339(), to.to_rfc3339())
+    };
+    // Five ticks before the first one fired, and three that already fired.
+    apply(cluster, &range(first - chrono::Duration::seconds(5), first + chrono::Duration::seconds(3)))?;
+    wait_for("the backfill to run five ticks", MINUTE, || async {
+        let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
+        let done = s.status.and_then(|st| st.last_backfill).is_some();
+        Ok((done && runs().await?.len() == before + 1 + 5).then_some(()))
+    })
+    .await?;
+    let backfilled = ticks(&runs().await?.into_iter().filter(|id| !id.contains("-trigger-")).collect::<Vec<_>>(), "every-second")?;
+    let unique: BTreeSet<_> = backfilled.iter().collect();
+    ensure!(unique.len() == backfilled.len(), "a tick ran twice after the backfill");
+    ensure!(backfilled.first() == Some(&(first - chrono::Duration::seconds(5))), "the backfill did not start at its range");
+
     let failures = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=every-second,type=Warning", "-o", "jsonpath={.items[*].reason}"])?;
     ensure!(!failures.contains("EnqueueFailed"), "the Schedule failed to enqueue while its app migrated: {failures}");
 

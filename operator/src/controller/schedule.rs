@@ -21,7 +21,7 @@ use mainstay_crds::{DurableApp, Schedule, ScheduleStatus};
 use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::set;
 use crate::metrics::ObjectLabels;
-use crate::names::{condition, event, reason, ANNOTATION_PAUSED};
+use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_TRIGGER};
 use crate::policy::{self, TickAction};
 use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id, Plan};
 use crate::validate;
@@ -58,6 +58,14 @@ async fn cleanup(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.schedule_fires.remove(&labels);
     ctx.metrics.schedule_missed.remove(&labels);
     Ok(Action::await_change())
+}
+
+/// Most ticks one backfill runs.
+const MAX_BACKFILL: usize = 10_000;
+
+/// How a backfill range is recorded as done.
+fn backfill_key(b: &mainstay_crds::BackfillSpec) -> String {
+    format!("{}/{}", b.start, b.end)
 }
 
 fn not_ready(status: &mut ScheduleStatus, generation: Option<i64>, now: DateTime<Utc>, why: &str, msg: &str, degraded: bool) {
@@ -97,7 +105,11 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     };
-    if s.spec.suspend {
+    // Runs on demand: a new value of the trigger annotation, a new backfill range. They run
+    // even while the schedule is suspended (as a Job made from a suspended CronJob does).
+    let trigger = s.annotations().get(ANNOTATION_TRIGGER).cloned().filter(|t| status.last_trigger.as_ref() != Some(t));
+    let backfill = s.spec.backfill.clone().filter(|b| status.last_backfill.as_deref() != Some(backfill_key(b).as_str()));
+    if s.spec.suspend && trigger.is_none() && backfill.is_none() {
         not_ready(&mut status, generation, now, reason::SUSPENDED, "suspended: no ticks fire", false);
         status.next_schedule_time = None;
         write_status(&api, &s, current.as_ref(), &status).await?;
@@ -157,6 +169,53 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
+    let queue = s.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
+    let args_for = |tick: DateTime<Utc>| vec![serde_json::Value::String(rfc3339_offset(tick)), s.spec.input.clone().unwrap_or(serde_json::Value::Null)];
+    if let Some(token) = trigger {
+        // One run per annotation value: its workflow ID is the value's, whatever retries do.
+        let id = format!("sched-{name}-trigger-{token}");
+        let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
+        if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args_for(now), options).await {
+            return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to enqueue the triggered run {id}: {e}")).await;
+        }
+        ctx.event(s.as_ref(), false, event::TRIGGERED, "Trigger", format!("enqueued workflow {id} ({ANNOTATION_TRIGGER}={token})")).await;
+        status.last_trigger = Some(token);
+    }
+    if let Some(b) = backfill {
+        let range = match (parse_time(&b.start), parse_time(&b.end)) {
+            (Some(start), Some(end)) if start < end => Some((start, end)),
+            _ => None,
+        };
+        let Some((start, end)) = range else {
+            let msg = format!(
+                "spec.backfill {}..{} is not a range of RFC 3339 times with start before end (e.g. start: 2026-01-31T00:00:00Z)",
+                b.start, b.end
+            );
+            not_ready(&mut status, generation, now, reason::INVALID_SPEC, &msg, true);
+            write_status(&api, &s, current.as_ref(), &status).await?;
+            return Ok(Action::await_change());
+        };
+        // `[start, end)`: ticks after start - 1 ns, up to end - 1 ns; each under its tick's ID.
+        let step = chrono::Duration::nanoseconds(1);
+        let ticks = valid.cron.ticks_between(start - step, end - step, MAX_BACKFILL);
+        for tick in &ticks {
+            let id = tick_workflow_id(&name, *tick);
+            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
+            if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args_for(*tick), options).await {
+                return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to backfill tick {id}: {e}")).await;
+            }
+        }
+        let note = format!("backfilled {} tick(s) in [{}, {}) (each runs at most once)", ticks.len(), b.start, b.end);
+        ctx.event(s.as_ref(), false, event::BACKFILLED, "Backfill", note).await;
+        status.last_backfill = Some(backfill_key(&b));
+    }
+    if s.spec.suspend {
+        not_ready(&mut status, generation, now, reason::SUSPENDED, "suspended: no ticks fire", false);
+        status.next_schedule_time = None;
+        write_status(&api, &s, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+
     let cursor = status
         .last_schedule_time
         .as_deref()
@@ -184,7 +243,6 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         Ok(runs) => runs.into_iter().map(|r| r.workflow_id).collect(),
         Err(e) => return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to list the runs of schedule {key}: {e}")).await,
     };
-    let queue = s.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
     for tick in &plan.due {
         let id = tick_workflow_id(&name, *tick);
         let others: Vec<String> = active.iter().filter(|a| **a != id).cloned().collect();
@@ -208,7 +266,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
             }
         };
         if fire {
-            let args = vec![serde_json::Value::String(rfc3339_offset(*tick)), s.spec.input.clone().unwrap_or(serde_json::Value::Null)];
+            let args = args_for(*tick);
             let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
             if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args, options).await {
                 let msg = format!("failed to enqueue tick {} as workflow {id}: {e}", rfc3339_offset(*tick));
