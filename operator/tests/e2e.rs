@@ -737,10 +737,10 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     let client = Client::connect(&url).await?;
     let runs = || async {
-        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some("every-second".into()), ..Default::default() }).await?;
+        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns}.every-second")), ..Default::default() }).await?;
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
-    let first = wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, "every-second")?.first().copied()) }).await?;
+    let first = wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, &format!("{ns}.every-second"))?.first().copied()) }).await?;
     let table = cluster.kubectl(&["get", "schedules", "-n", ns])?;
     ensure!(table.contains("Scheduling") && !table.contains("<invalid>"), "kubectl get schedules:\n{table}");
     // Restart the operator in the middle: stopped for a few ticks, then a new process.
@@ -750,7 +750,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     wait_for("3 s without an operator", MINUTE, || async { Ok((Utc::now() >= stopped + chrono::Duration::seconds(3)).then_some(())) }).await?;
     let operator = Operator::start(cluster, sa, "e2e-operator-2").await?;
     wait_for("20 s of ticks", 2 * MINUTE, || async {
-        Ok(ticks(&runs().await?, "every-second")?.last().is_some_and(|t| *t >= first + chrono::Duration::seconds(20)).then_some(()))
+        Ok(ticks(&runs().await?, &format!("{ns}.every-second"))?.last().is_some_and(|t| *t >= first + chrono::Duration::seconds(20)).then_some(()))
     })
     .await?;
     apply(cluster, &schedule(true))?;
@@ -760,14 +760,14 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     let ids = runs().await?;
-    let fired = ticks(&ids, "every-second")?;
+    let fired = ticks(&ids, &format!("{ns}.every-second"))?;
     let unique: BTreeSet<_> = fired.iter().collect();
     ensure!(unique.len() == fired.len(), "a tick fired twice: {ids:?}");
     let (first, last) = (fired[0], *fired.last().unwrap());
     let expected = (last - first).num_seconds() as usize + 1;
     ensure!(fired.len() == expected, "ticks missing between {first} and {last}: {} fired, {expected} expected", fired.len());
     wait_for("every run to succeed", 2 * MINUTE, || async {
-        Ok((count(&client, WorkflowFilter { schedule_name: Some("every-second".into()), statuses: vec![Status::Success], ..Default::default() }).await? == fired.len()).then_some(()))
+        Ok((count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.every-second")), statuses: vec![Status::Success], ..Default::default() }).await? == fired.len()).then_some(()))
     })
     .await?;
     let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
@@ -780,7 +780,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
         cluster.kubectl(&["annotate", "--overwrite", "schedule", "every-second", "-n", ns, "mainstay.dev/trigger=now-1"])?;
     }
     wait_for("the triggered run to succeed", MINUTE, || async {
-        let ok = client.status("sched-every-second-trigger-now-1").await?.is_some_and(|w| w.status == Status::Success);
+        let ok = client.status(&format!("sched-{ns}.every-second-trigger-now-1")).await?.is_some_and(|w| w.status == Status::Success);
         Ok(ok.then_some(()))
     })
     .await?;
@@ -796,7 +796,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
         Ok((done && runs().await?.len() == before + 1 + 5).then_some(()))
     })
     .await?;
-    let backfilled = ticks(&runs().await?.into_iter().filter(|id| !id.contains("-trigger-")).collect::<Vec<_>>(), "every-second")?;
+    let backfilled = ticks(&runs().await?.into_iter().filter(|id| !id.contains("-trigger-")).collect::<Vec<_>>(), &format!("{ns}.every-second"))?;
     let unique: BTreeSet<_> = backfilled.iter().collect();
     ensure!(unique.len() == backfilled.len(), "a tick ran twice after the backfill");
     ensure!(backfilled.first() == Some(&(first - chrono::Duration::seconds(5))), "the backfill did not start at its range");
@@ -822,14 +822,14 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(msg.contains("nightly_reprot") && msg.contains("nightly_report"), "unclear message: {msg}");
-    ensure!(count(&client, WorkflowFilter { schedule_name: Some("typo".into()), ..Default::default() }).await? == 0, "a misnamed schedule fired");
+    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.typo")), ..Default::default() }).await? == 0, "a misnamed schedule fired");
     // process_order takes an order number, not (tick, input): every run fails.
     apply(cluster, &other("failing", "process_order"))?;
     let msg = wait_for("Schedule failing to report RunsFailing", MINUTE, || async {
         Ok(reason_of("failing").await?.filter(|c| c.0 == "False" && c.1 == "RunsFailing").map(|c| c.2))
     })
     .await?;
-    ensure!(msg.contains("sched-failing-"), "the message does not name the failed run: {msg}");
+    ensure!(msg.contains(&format!("sched-{ns}.failing-")), "the message does not name the failed run: {msg}");
     cluster.kubectl(&["delete", "schedule", "typo", "failing", "-n", ns])?;
 
     // A paused app says so instead of showing a stale picture.

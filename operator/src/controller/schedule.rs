@@ -1,7 +1,8 @@
 //! The Schedule controller: fires each cron tick by enqueuing the workflow under the tick's
 //! deterministic ID.
 //!
-//! Exactly once per tick: the workflow ID `sched-{name}-{tick}` is the idempotency key, and
+//! Exactly once per tick: the workflow ID `sched-{namespace}.{name}-{tick}` is the idempotency
+//! key (namespaced, so Schedules of one name in two namespaces on one database never collide), and
 //! `status.lastScheduleTime` is only a cursor. If the operator dies after enqueuing and before
 //! writing status, or two replicas race, the next reconcile enqueues the same IDs again and
 //! the database keeps the first. Missed ticks are caught up within the starting deadline (see
@@ -78,6 +79,9 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let now = Utc::now();
     let ns = s.namespace().unwrap_or_default();
     let name = s.name_any();
+    // In the database a Schedule is `{namespace}.{name}`: Schedules of one name in two
+    // namespaces sharing a database never share tick IDs.
+    let db_name = format!("{ns}.{name}");
     let generation = s.metadata.generation;
     let api = Api::<Schedule>::namespaced(ctx.kube.clone(), &ns);
     let current = s.status.clone();
@@ -173,8 +177,8 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let args_for = |tick: DateTime<Utc>| vec![serde_json::Value::String(rfc3339_offset(tick)), s.spec.input.clone().unwrap_or(serde_json::Value::Null)];
     if let Some(token) = trigger {
         // One run per annotation value: its workflow ID is the value's, whatever retries do.
-        let id = format!("sched-{name}-trigger-{token}");
-        let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
+        let id = format!("sched-{db_name}-trigger-{token}");
+        let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(db_name.clone()), ..Default::default() };
         if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args_for(now), options).await {
             return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to enqueue the triggered run {id}: {e}")).await;
         }
@@ -199,8 +203,8 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         let step = chrono::Duration::nanoseconds(1);
         let ticks = valid.cron.ticks_between(start - step, end - step, MAX_BACKFILL);
         for tick in &ticks {
-            let id = tick_workflow_id(&name, *tick);
-            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
+            let id = tick_workflow_id(&db_name, *tick);
+            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(db_name.clone()), ..Default::default() };
             if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args_for(*tick), options).await {
                 return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to backfill tick {id}: {e}")).await;
             }
@@ -238,13 +242,13 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         ctx.event(s.as_ref(), true, event::TOO_MANY_MISSED, "Schedule", note).await;
     }
 
-    let active_filter = WorkflowFilter { schedule_name: Some(name.clone()), oldest_first: true, ..WorkflowFilter::active() };
+    let active_filter = WorkflowFilter { schedule_name: Some(db_name.clone()), oldest_first: true, ..WorkflowFilter::active() };
     let mut active: Vec<String> = match db.list_workflows(&active_filter).await {
         Ok(runs) => runs.into_iter().map(|r| r.workflow_id).collect(),
         Err(e) => return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to list the runs of schedule {key}: {e}")).await,
     };
     for tick in &plan.due {
-        let id = tick_workflow_id(&name, *tick);
+        let id = tick_workflow_id(&db_name, *tick);
         let others: Vec<String> = active.iter().filter(|a| **a != id).cloned().collect();
         let fire = match policy::decide(s.spec.concurrency_policy, &others) {
             TickAction::Fire => true,
@@ -267,7 +271,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         };
         if fire {
             let args = args_for(*tick);
-            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(name.clone()), ..Default::default() };
+            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(db_name.clone()), ..Default::default() };
             if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args, options).await {
                 let msg = format!("failed to enqueue tick {} as workflow {id}: {e}", rfc3339_offset(*tick));
                 return enqueue_failed(&api, &s, ctx, current, status, now, &msg).await;
@@ -291,7 +295,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     }
 
     let success = WorkflowFilter {
-        schedule_name: Some(name.clone()),
+        schedule_name: Some(db_name.clone()),
         statuses: vec![Status::Success],
         limit: Some(1),
         ..Default::default()
@@ -311,7 +315,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     // The newest finished run says whether runs work: a failing one makes the Schedule not
     // Ready (it still fires), with the error.
     let finished = WorkflowFilter {
-        schedule_name: Some(name.clone()),
+        schedule_name: Some(db_name.clone()),
         statuses: vec![Status::Success, Status::Error, Status::MaxRecoveryAttemptsExceeded],
         limit: Some(1),
         ..Default::default()
