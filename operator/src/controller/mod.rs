@@ -61,6 +61,33 @@ pub(crate) fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) ->
     move |source| Error::Kube { action, source }
 }
 
+/// Shorthand for a failed call to an object's system database.
+pub(crate) fn db_err(object: &str) -> impl FnOnce(mainstay::Error) -> Error {
+    let object = object.to_string();
+    move |source| Error::Database { object, source }
+}
+
+/// Why `workflow` would never run on the current version of `app`: the message naming the
+/// workflows that version registers, or `None` when it registers it, or when nothing is known
+/// (no worker of that version has launched yet; other SDKs record nothing).
+pub(crate) async fn unregistered_workflow(
+    db: &mainstay::Client,
+    app: &mainstay_crds::DurableApp,
+    workflow: &str,
+) -> Result<Option<String>, mainstay::Error> {
+    let Some(version) = app.status.as_ref().and_then(|s| s.current_version.clone()) else { return Ok(None) };
+    let names = db.registered_workflows(&version).await?;
+    if names.is_empty() || names.iter().any(|n| n == workflow) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "workflow {workflow} is not registered by version {version} of DurableApp {}/{}; it registers {}. Fix spec.workflowName",
+        app.namespace().unwrap_or_default(),
+        app.name_any(),
+        names.join(", ")
+    )))
+}
+
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -19,8 +19,8 @@ use kube::{Api, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, Schedule, ScheduleStatus};
 
-use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
-use crate::conditions::set;
+use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, unregistered_workflow, write_status, Context, Error};
+use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
 use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_TRIGGER};
 use crate::policy::{self, TickAction};
@@ -128,9 +128,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     };
     // Until the app's database is migrated there is nowhere to enqueue to; wait for it quietly
     // (ticks meanwhile are caught up within the starting deadline) rather than report errors.
-    let migrated = app.status.as_ref().is_some_and(|st| {
-        st.conditions.iter().any(|c| c.type_ == condition::MIGRATED && c.status == "True")
-    });
+    let migrated = app.status.as_ref().is_some_and(|st| is_true(&st.conditions, condition::MIGRATED));
     if !migrated {
         let msg = format!("waiting for DurableApp {ns}/{} to migrate its system database", s.spec.app_ref);
         not_ready(&mut status, generation, now, reason::APP_NOT_MIGRATED, &msg, false);
@@ -150,27 +148,19 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     // A workflow the app's current version does not register would wait forever: say so, and
     // fire nothing until the name (or the app) is fixed. Unknown (no worker of that version
     // has launched yet) is not an error.
-    if let Some(version) = app.status.as_ref().and_then(|st| st.current_version.clone()) {
-        match db.registered_workflows(&version).await {
-            Ok(names) if !names.is_empty() && !names.contains(&s.spec.workflow_name) => {
-                let msg = format!(
-                    "workflow {} is not registered by version {version} of DurableApp {ns}/{}; it registers {}. Fix spec.workflowName",
-                    s.spec.workflow_name,
-                    s.spec.app_ref,
-                    names.join(", ")
-                );
-                let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
-                not_ready(&mut status, generation, now, reason::WORKFLOW_NOT_FOUND, &msg, true);
-                write_status(&api, &s, current.as_ref(), &status).await?;
-                if !known {
-                    ctx.event(s.as_ref(), true, event::WORKFLOW_NOT_FOUND, "Validate", msg).await;
-                }
-                // Looked at again when the app changes version, or after a while.
-                return Ok(Action::requeue(Duration::from_secs(30)));
+    match unregistered_workflow(&db, &app, &s.spec.workflow_name).await {
+        Ok(Some(msg)) => {
+            let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
+            not_ready(&mut status, generation, now, reason::WORKFLOW_NOT_FOUND, &msg, true);
+            write_status(&api, &s, current.as_ref(), &status).await?;
+            if !known {
+                ctx.event(s.as_ref(), true, event::WORKFLOW_NOT_FOUND, "Validate", msg).await;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(schedule = %key, error = %e, "cannot read the app's registered workflows; firing anyway"),
+            // Looked at again when the app changes version, or after a while.
+            return Ok(Action::requeue(Duration::from_secs(30)));
         }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(schedule = %key, error = %e, "cannot read the app's registered workflows; firing anyway"),
     }
 
     let queue = s.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
@@ -326,15 +316,8 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     };
     match failing {
         Some(w) => {
-            // The recorded error is DBOS's portable JSON ({"name", "message", …}).
-            let why = w
-                .error
-                .as_deref()
-                .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
-                .and_then(|v| {
-                    let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("Error").to_string();
-                    v.get("message").and_then(|m| m.as_str()).map(|m| format!("{name}: {m}"))
-                })
+            let why = crate::run_status::error_of(w.error.as_deref())
+                .map(|e| format!("{}: {}", e.name, e.message))
                 .unwrap_or_else(|| w.status.to_string());
             let msg = format!("the latest finished run, {}, ended {}: {why}; {msg}", w.workflow_id, w.status);
             let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);

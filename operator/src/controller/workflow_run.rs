@@ -17,7 +17,7 @@ use kube::{Api, ResourceExt};
 use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
-use super::{error_policy, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
+use super::{db_err, error_policy, is_paused, kube_err, log_outcome, object_key, unregistered_workflow, write_status, Context, Error};
 use crate::conditions::is_true;
 use crate::names::{condition, event, reason};
 use crate::run_status::{self, finished};
@@ -80,88 +80,22 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    let record = db.status(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
-    if record.is_none() {
-        // A workflow the app's current version does not register would wait forever.
-        if let Some(version) = app.status.as_ref().and_then(|s| s.current_version.clone()) {
-            let names = db.registered_workflows(&version).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
-            if !names.is_empty() && !names.contains(&run.spec.workflow_name) {
-                let msg = format!(
-                    "workflow {} is not registered by version {version} of DurableApp {ns}/{app_ref}; it registers {}. Fix spec.workflowName",
-                    run.spec.workflow_name,
-                    names.join(", ")
-                );
-                return refuse(ctx, &api, &run, current.as_ref(), status, reason::WORKFLOW_NOT_FOUND, msg).await;
+    // The run's record, once it is started (a repeated reconcile or apply starts nothing new).
+    let record = match db.status(&id).await.map_err(db_err(&key))? {
+        Some(record) => record,
+        None => {
+            if let Some(done) = start(ctx, &db, &api, &run, current.as_ref(), &mut status, &app, &id).await? {
+                return Ok(done);
+            }
+            match db.status(&id).await.map_err(db_err(&key))? {
+                Some(record) => record,
+                None => return Ok(Action::requeue(ctx.settings.poll_interval)),
             }
         }
-        let options = WorkflowOptions {
-            id: Some(id.clone()),
-            priority: run.spec.priority,
-            deduplication_id: run.spec.deduplication_id.clone(),
-            timeout: run.spec.timeout_seconds.map(|s| std::time::Duration::from_secs(s.max(1) as u64)),
-            app_version: run.spec.app_version.clone(),
-            ..Default::default()
-        };
-        let queue = run.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
-        if let Some(fork) = &run.spec.fork_of {
-            // The source: a workflow ID, or the workflow of a WorkflowRun of the namespace.
-            let source = match (&fork.workflow_id, &fork.run) {
-                (Some(id), _) => Some(id.clone()),
-                (None, Some(name)) => api
-                    .get_opt(name)
-                    .await
-                    .map_err(kube_err(format!("read WorkflowRun {ns}/{name}")))?
-                    .and_then(|r| r.status.and_then(|s| s.workflow_id)),
-                (None, None) => None,
-            };
-            let Some(source) = source else {
-                let msg = "spec.forkOf names no workflow that exists yet: give forkOf.run (a WorkflowRun of this \
-                           namespace that has started) or forkOf.workflowId"
-                    .to_string();
-                return refuse(ctx, &api, &run, current.as_ref(), status, reason::FORK_SOURCE_NOT_FOUND, msg).await;
-            };
-            let opts = ForkOptions { start_step: fork.step.max(1), new_id: Some(id.clone()), app_version: run.spec.app_version.clone() };
-            match db.fork(&source, &opts).await {
-                Ok(_) => {
-                    status.forked_from = Some(source.clone());
-                    let note = format!("forked workflow {source} from step {} as {id}", opts.start_step);
-                    ctx.event(run.as_ref(), false, event::ENQUEUED, "Fork", note).await;
-                }
-                Err(e @ mainstay::Error::NotFound { .. }) => {
-                    return refuse(ctx, &api, &run, current.as_ref(), status, reason::FORK_SOURCE_NOT_FOUND, e.to_string()).await
-                }
-                Err(e) => {
-                    tracing::warn!(run = %key, error = %e, "cannot fork; retrying");
-                    return Ok(Action::requeue(ctx.backoff(&key)));
-                }
-            }
-        } else {
-        let args = run_status::arguments(run.spec.input.as_ref());
-        match db.enqueue(&run.spec.workflow_name, &queue, args, options).await {
-            Ok(_) => {
-                tracing::info!(run = %key, workflow = %id, "enqueued");
-                ctx.event(run.as_ref(), false, event::ENQUEUED, "Start", format!("enqueued workflow {id} on queue {queue}")).await;
-            }
-            Err(e @ mainstay::Error::Duplicate { .. }) => {
-                return refuse(ctx, &api, &run, current.as_ref(), status, reason::DUPLICATE, e.to_string()).await
-            }
-            Err(e @ mainstay::Error::WorkflowConflict { .. }) => {
-                return refuse(ctx, &api, &run, current.as_ref(), status, reason::ENQUEUE_FAILED, e.to_string()).await
-            }
-            Err(e) => {
-                tracing::warn!(run = %key, error = %e, "cannot enqueue; retrying");
-                return Ok(Action::requeue(ctx.backoff(&key)));
-            }
-        }
-        }
-    }
-
-    let Some(record) = db.status(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })? else {
-        return Ok(Action::requeue(ctx.settings.poll_interval));
     };
     let phase = run_status::phase(record.status.clone());
     if run.spec.cancel && !finished(phase) {
-        db.cancel(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
+        db.cancel(&id).await.map_err(db_err(&key))?;
         ctx.event(run.as_ref(), false, reason::CANCELLED, "Cancel", format!("cancelled workflow {id} (spec.cancel)")).await;
         return Ok(Action::requeue(std::time::Duration::from_millis(200)));
     }
@@ -174,7 +108,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             WorkflowRunPhase::Failed | WorkflowRunPhase::Cancelled | WorkflowRunPhase::MaxRecoveryAttemptsExceeded
         );
         if stopped {
-            db.resume(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?;
+            db.resume(&id).await.map_err(db_err(&key))?;
             ctx.event(run.as_ref(), false, event::RESUMED, "Resume", format!("resumed workflow {id} from its last completed step")).await;
         }
         status.resumed = Some(asked);
@@ -190,13 +124,13 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             let idempotency = format!("{id}:{}", m.name);
             db.send(&id, &m.message, m.topic.as_deref(), Some(&idempotency))
                 .await
-                .map_err(|e| Error::Database { object: key.clone(), source: e })?;
+                .map_err(db_err(&key))?;
             status.messages_sent.push(m.name.clone());
             let note = format!("sent message {} to workflow {id}{}", m.name, m.topic.as_deref().map(|t| format!(" on topic {t}")).unwrap_or_default());
             ctx.event(run.as_ref(), false, event::MESSAGE_SENT, "Send", note).await;
         }
     }
-    let steps = db.list_steps(&id).await.map_err(|e| Error::Database { object: key.clone(), source: e })?.len() as i64;
+    let steps = db.list_steps(&id).await.map_err(db_err(&key))?.len() as i64;
     run_status::mirror(&mut status, &record, steps, generation, now);
     match db.list_events(&id, run_status::MAX_EVENTS).await {
         Ok(events) => status.events = run_status::events(events),
@@ -240,4 +174,85 @@ async fn refuse(
         ctx.event(run, true, why, "Start", msg).await;
     }
     Ok(Action::requeue(std::time::Duration::from_secs(30)))
+}
+
+/// Starts the run: refuses a workflow the app's current version does not register, then forks
+/// or enqueues it under `id`. `Some(action)` ends the reconcile there (refused, or retried).
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    ctx: &Context,
+    db: &mainstay::Client,
+    api: &Api<WorkflowRun>,
+    run: &WorkflowRun,
+    current: Option<&WorkflowRunStatus>,
+    status: &mut WorkflowRunStatus,
+    app: &DurableApp,
+    id: &str,
+) -> Result<Option<Action>, Error> {
+    let key = object_key(run);
+    let ns = run.namespace().unwrap_or_default();
+    if let Some(msg) = unregistered_workflow(db, app, &run.spec.workflow_name).await.map_err(db_err(&key))? {
+        return refuse(ctx, api, run, current, status.clone(), reason::WORKFLOW_NOT_FOUND, msg).await.map(Some);
+    }
+    let Some(fork) = &run.spec.fork_of else {
+        let options = WorkflowOptions {
+            id: Some(id.to_string()),
+            priority: run.spec.priority,
+            deduplication_id: run.spec.deduplication_id.clone(),
+            timeout: run.spec.timeout_seconds.map(|s| std::time::Duration::from_secs(s.max(1) as u64)),
+            app_version: run.spec.app_version.clone(),
+            ..Default::default()
+        };
+        let queue = run.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
+        let args = run_status::arguments(run.spec.input.as_ref());
+        return match db.enqueue(&run.spec.workflow_name, &queue, args, options).await {
+            Ok(_) => {
+                tracing::info!(run = %key, workflow = %id, "enqueued");
+                ctx.event(run, false, event::ENQUEUED, "Start", format!("enqueued workflow {id} on queue {queue}")).await;
+                Ok(None)
+            }
+            Err(e @ mainstay::Error::Duplicate { .. }) => {
+                refuse(ctx, api, run, current, status.clone(), reason::DUPLICATE, e.to_string()).await.map(Some)
+            }
+            Err(e @ mainstay::Error::WorkflowConflict { .. }) => {
+                refuse(ctx, api, run, current, status.clone(), reason::ENQUEUE_FAILED, e.to_string()).await.map(Some)
+            }
+            Err(e) => {
+                tracing::warn!(run = %key, error = %e, "cannot enqueue; retrying");
+                Ok(Some(Action::requeue(ctx.backoff(&key))))
+            }
+        };
+    };
+    // A fork: the source is a workflow ID, or the workflow of a WorkflowRun of the namespace.
+    let source = match (&fork.workflow_id, &fork.run) {
+        (Some(source), _) => Some(source.clone()),
+        (None, Some(name)) => api
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("read WorkflowRun {ns}/{name}")))?
+            .and_then(|r| r.status.and_then(|s| s.workflow_id)),
+        (None, None) => None,
+    };
+    let Some(source) = source else {
+        let msg = "spec.forkOf names no workflow that exists yet: give forkOf.run (a WorkflowRun of this \
+                   namespace that has started) or forkOf.workflowId"
+            .to_string();
+        return refuse(ctx, api, run, current, status.clone(), reason::FORK_SOURCE_NOT_FOUND, msg).await.map(Some);
+    };
+    let opts = ForkOptions { start_step: fork.step.max(1), new_id: Some(id.to_string()), app_version: run.spec.app_version.clone() };
+    match db.fork(&source, &opts).await {
+        Ok(_) => {
+            status.forked_from = Some(source.clone());
+            let note = format!("forked workflow {source} from step {} as {id}", opts.start_step);
+            ctx.event(run, false, event::ENQUEUED, "Fork", note).await;
+            Ok(None)
+        }
+        Err(e @ mainstay::Error::NotFound { .. }) => {
+            refuse(ctx, api, run, current, status.clone(), reason::FORK_SOURCE_NOT_FOUND, e.to_string()).await.map(Some)
+        }
+        Err(e) => {
+            tracing::warn!(run = %key, error = %e, "cannot fork; retrying");
+            Ok(Some(Action::requeue(ctx.backoff(&key))))
+        }
+    }
 }
