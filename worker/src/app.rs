@@ -223,8 +223,8 @@ impl MainstayBuilder {
                  if this launch is a rollback, set MAINSTAY_LATEST_VERSION=true"
             );
         }
-        let names: Vec<String> = registry.names().map(str::to_string).collect();
-        db.register_workflows(config.app_name.as_deref(), &app_version, &names).await?;
+        let workflow_names: Vec<String> = registry.names().map(str::to_string).collect();
+        db.register_workflows(config.app_name.as_deref(), &app_version, &workflow_names).await?;
         let committer = Committer::start(db.clone(), config.commit_concurrency);
         // The application's queues first: claim rounds visit them in this order.
         let mut queues: Vec<String> = Vec::new();
@@ -238,7 +238,7 @@ impl MainstayBuilder {
             config,
             db,
             committer,
-            workflow_names: registry.names().map(str::to_string).collect(),
+            workflow_names,
             registry,
             app_version,
             shutdown: CancellationToken::new(),

@@ -21,7 +21,7 @@ use crate::queue::Queue;
 use crate::schedule::{Schedule, ScheduleStatus};
 use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
-use crate::sysdb::{duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
+use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
 use crate::event::wait_for_event;
 use crate::message::{encode_message, send_outside, stored_topic};
 use crate::stream;
@@ -115,11 +115,8 @@ impl Client {
         Ok(events
             .into_iter()
             .map(|(key, v)| {
-                let value = match v.serialization.as_deref() {
-                    None | Some(crate::PORTABLE_JSON) => serde_json::from_str(&v.value).unwrap_or(Value::String(v.value)),
-                    Some(other) => Value::String(format!("<{other} value>")),
-                };
-                (key, value)
+                let serialization = v.serialization;
+                (key, as_json(Some(v.value), serialization.as_deref()).unwrap_or(Value::Null))
             })
             .collect())
     }

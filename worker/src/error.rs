@@ -84,13 +84,6 @@ pub enum Error {
     )]
     NonDeterministic { workflow_id: String, function_id: i32, recorded: String, called: String },
 
-    /// A workflow of this name is not registered in this process.
-    #[error(
-        "workflow `{name}` is not registered in this process; annotate it with \
-         #[mainstay::workflow] or register it with Mainstay::builder().register::<W>()"
-    )]
-    NotRegistered { name: String },
-
     /// The application version is registered by another application (DBOS requires version
     /// names to be unique in a system database).
     #[error(
@@ -306,7 +299,6 @@ impl Error {
             Error::WorkflowConflict { .. } => "WorkflowConflict",
             Error::Duplicate { .. } => "Duplicate",
             Error::NonDeterministic { .. } => "NonDeterministic",
-            Error::NotRegistered { .. } => "NotRegistered",
             Error::VersionConflict { .. } => "VersionConflict",
             Error::QueueConflict { .. } => "QueueConflict",
             Error::NotFound { .. } => "NotFound",

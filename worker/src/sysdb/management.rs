@@ -315,7 +315,7 @@ impl SystemDatabase {
 
 /// A stored payload as JSON for display: the value itself, or a note naming a format mainstay
 /// does not read.
-fn as_json(text: Option<String>, serialization: Option<&str>) -> Option<serde_json::Value> {
+pub(crate) fn as_json(text: Option<String>, serialization: Option<&str>) -> Option<serde_json::Value> {
     let text = text?;
     match serialization {
         None | Some(crate::PORTABLE_JSON) => Some(

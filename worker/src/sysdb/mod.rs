@@ -25,6 +25,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 
 
 pub(crate) use batch::Batch;
+pub(crate) use management::as_json;
 pub(crate) use committer::Committer;
 pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
 pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry, NULL_TOPIC, STREAM_CLOSED};
