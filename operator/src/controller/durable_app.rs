@@ -425,8 +425,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     status.workflows = workflows;
-    // What needs fixing, most pressing first; the first is the Degraded condition (and an Event
-    // when its message is new).
+    // What needs fixing, most pressing first; the first is the Degraded condition.
     let mut problems: Vec<(&str, String)> = Vec::new();
     if let Some(msg) = &conflict {
         problems.push((reason::VERSION_CONFLICT, msg.clone()));
@@ -461,13 +460,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         )));
     }
     match problems.into_iter().next() {
-        Some((why, msg)) => {
-            let repeated = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
-            set(&mut status.conditions, condition::DEGRADED, true, why, &msg, generation, now);
-            if !repeated {
-                ctx.event(app.as_ref(), true, why, "Reconcile", msg).await;
-            }
-        }
+        // Published as an Event below, when its message is new.
+        Some((why, msg)) => set(&mut status.conditions, condition::DEGRADED, true, why, &msg, generation, now),
         None => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
     }
     let draining: Vec<String> = plan.keep.iter().filter(|v| **v != valid.version).cloned().collect();
@@ -493,12 +487,14 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         set(&mut status.conditions, condition::READY, false, reason::WORKERS_NOT_READY, msg, generation, now);
     }
     write_status(&api, &app, current.as_ref(), &status).await?;
+    warn_if_new(ctx, &app, current.as_ref(), &status).await;
     ctx.succeeded(&key);
     Ok(Action::requeue(ctx.settings.poll_interval))
 }
 
-/// Publishes the Degraded condition as a Warning Event when its message is new, so a database
-/// problem shows in `kubectl get events` and `kubectl describe` once, not on every retry.
+/// Publishes the Degraded condition as a Warning Event when its message is new, so a problem
+/// (the database, a version or queue conflict, stranded work) shows in `kubectl get events` and
+/// `kubectl describe` once, not on every reconcile.
 async fn warn_if_new(ctx: &Context, app: &DurableApp, before: Option<&DurableAppStatus>, after: &DurableAppStatus) {
     let degraded = |s: &DurableAppStatus| {
         s.conditions.iter().find(|c| c.type_ == condition::DEGRADED && c.status == "True").map(|c| (c.reason.clone(), c.message.clone()))
