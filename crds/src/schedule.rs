@@ -17,13 +17,18 @@ use crate::Condition;
     doc = "Schedule enqueues a workflow of a DurableApp (same namespace) once per tick of a cron \
            schedule, as the workflow ID `sched-{namespace}.{name}-{tick}`, so each tick runs exactly once. \
            Missed ticks are caught up within a deadline; overlapping runs are allowed, skipped or \
-           replaced. Its Ready condition says whether it is firing, and why not.",
+           replaced. Each run appears as a WorkflowRun owned by the Schedule and labelled \
+           `mainstay.dev/schedule={name}` (the unfinished ones and the newest finished ones, \
+           within the history limits). Its Ready condition says whether it is firing, and why not.",
     group = "mainstay.dev",
     version = "v1alpha1",
     kind = "Schedule",
     namespaced,
     status = "ScheduleStatus",
     shortname = "msched",
+    // Run objects are named `{name}-{tick in Unix seconds}` (10 digits) and labelled with the
+    // name: 52 + 11 keeps both within a label value's 63 characters, as CronJob does.
+    validation = Rule::new("self.metadata.name.size() <= 52").message("a Schedule's name must be at most 52 characters (its runs are named {name}-{tick in Unix seconds})"),
     category = "mainstay",
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
@@ -52,9 +57,10 @@ pub struct ScheduleSpec {
     /// IANA time zone of the schedule, e.g. `Europe/Paris`. Default: UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// Input of each run, any JSON value. The workflow is called with two arguments: the tick's
-    /// scheduled time (RFC 3339 text, e.g. `2026-01-31T23:00:00+00:00`) and this value.
-    /// Default: `null`.
+    /// The schedule's context, any JSON value. Every scheduled workflow takes two arguments,
+    /// whatever fires it (this resource, a schedule stored with `mainstay schedule create`, or
+    /// `#[mainstay::scheduled]`): the tick's scheduled time (RFC 3339 text, e.g.
+    /// `2026-01-31T23:00:00+00:00`) and the schedule's context, this value. Default: `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::any_json")]
     pub input: Option<serde_json::Value>,
@@ -80,6 +86,23 @@ pub struct ScheduleSpec {
     /// backfill again. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<BackfillSpec>,
+    /// How many succeeded runs are kept as WorkflowRun objects (the newest); older ones are
+    /// deleted (their records stay in the database). Default: 3.
+    #[serde(default = "default_successful_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_runs_history_limit: i32,
+    /// How many failed or cancelled runs are kept as WorkflowRun objects (the newest). Default: 1.
+    #[serde(default = "default_failed_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failed_runs_history_limit: i32,
+}
+
+fn default_successful_history() -> i32 {
+    3
+}
+
+fn default_failed_history() -> i32 {
+    1
 }
 
 /// A range of ticks to run.

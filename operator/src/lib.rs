@@ -17,6 +17,7 @@ pub mod recovery;
 pub mod rollout;
 pub mod run_status;
 pub mod scaling;
+pub mod schedule_runs;
 pub mod ticks;
 pub mod validate;
 pub mod workload;

@@ -10,6 +10,8 @@ pub const FINALIZER: &str = "mainstay.dev/finalizer";
 pub const LABEL_APP: &str = "mainstay.dev/app";
 /// Label: the application version a worker runs.
 pub const LABEL_VERSION: &str = "mainstay.dev/version";
+/// Label: the Schedule a WorkflowRun is a run of.
+pub const LABEL_SCHEDULE: &str = "mainstay.dev/schedule";
 /// Label: what manages the object.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Label: the component.
@@ -27,6 +29,9 @@ pub const ANNOTATION_PAUSED: &str = "mainstay.dev/paused";
 /// Annotation of a Schedule: each new value runs its workflow once, now (as `kubectl create job
 /// --from=cronjob/x` does for a CronJob).
 pub const ANNOTATION_TRIGGER: &str = "mainstay.dev/trigger";
+
+/// Annotation of a Schedule's WorkflowRun: the tick it runs (RFC 3339), when it is a tick's.
+pub const ANNOTATION_SCHEDULED_TIME: &str = "mainstay.dev/scheduled-time";
 
 /// Name of the worker container.
 pub const WORKER_CONTAINER: &str = "worker";

@@ -18,9 +18,9 @@ use harness::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use mainstay::{Client, Status, WorkflowFilter, WorkflowOptions};
-use mainstay_crds::{DurableApp, Schedule};
+use mainstay_crds::{DurableApp, Schedule, WorkflowRun};
 use mainstay_operator::names::LABEL_APP;
 use pods::PodRunner;
 
@@ -146,6 +146,8 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     refused(app_yaml("  image: \"\"\n"), "image must not be empty")?;
     refused(sched("  schedule: \"* * *\"\n"), "schedule must have 5 fields")?;
     refused(sched("  schedule: \"CRON_TZ=UTC * * * * *\"\n"), "put the time zone in spec.timeZone")?;
+    let long = format!("apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: {}, namespace: {ns}}}\nspec:\n  appRef: shop\n  workflowName: w\n  schedule: \"@daily\"\n", "s".repeat(53));
+    refused(long, "at most 52 characters")?;
     // What the schema cannot express becomes a Degraded condition with reason InvalidSpec.
     apply(cluster, &app_yaml("  image: w:latest\n"))?;
     apply(cluster, &sched("  schedule: \"61 * * * *\"\n"))?;
@@ -702,6 +704,19 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The WorkflowRuns of a Schedule: (name, workflow ID, phase).
+async fn schedule_runs(cluster: &Cluster, ns: &str, schedule: &str) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+    let list = Api::<WorkflowRun>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("mainstay.dev/schedule={schedule}"))).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|r| {
+            let phase = r.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"));
+            (r.name_any(), r.spec.workflow_id.clone(), phase)
+        })
+        .collect())
+}
+
 /// Ticks (from workflow IDs `sched-{name}-{tick}`) of a schedule's runs.
 fn ticks(ids: &[String], name: &str) -> Result<Vec<DateTime<Utc>>> {
     let prefix = format!("sched-{name}-");
@@ -773,6 +788,22 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
     let st = s.status.context("schedule status")?;
     ensure!(st.last_workflow_id.is_some() && st.last_schedule_time.is_some(), "status: {st:?}");
+    // The runs appear as WorkflowRuns of the Schedule: the newest three that succeeded (the
+    // default history limit), each named after its tick and mirroring its workflow.
+    let newest: Vec<String> = fired.iter().rev().take(3).map(|t| format!("every-second-{}", t.timestamp())).collect();
+    wait_for("the schedule's WorkflowRuns to be its three newest runs, succeeded", MINUTE, || async {
+        let shown = schedule_runs(cluster, ns, "every-second").await?;
+        let names: BTreeSet<String> = shown.iter().map(|r| r.0.clone()).collect();
+        let all_done = shown.iter().all(|r| r.2.as_deref() == Some("Succeeded"));
+        Ok((names == newest.iter().cloned().collect() && all_done).then_some(()))
+    })
+    .await?;
+    for (name, id, _) in schedule_runs(cluster, ns, "every-second").await? {
+        let tick = fired.iter().find(|t| name == format!("every-second-{}", t.timestamp())).context("tick of the run")?;
+        ensure!(id.as_deref() == Some(mainstay::tick_workflow_id(&format!("{ns}.every-second"), *tick).as_str()), "{name} mirrors {id:?}");
+    }
+    let table = cluster.kubectl(&["get", "workflowruns", "-n", ns, "-l", "mainstay.dev/schedule=every-second"])?;
+    ensure!(table.matches("Succeeded").count() == 3 && table.contains("nightly_report"), "kubectl get workflowruns -l:\n{table}");
     // On demand, while suspended: a trigger runs the workflow once per annotation value, and a
     // backfill runs each missing tick of its range once (ticks that fired are not run again).
     let before = runs().await?.len();
@@ -785,6 +816,12 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(runs().await?.len() == before + 1, "the trigger ran more than once");
+    wait_for("the triggered run's WorkflowRun", MINUTE, || async {
+        let trigger_id = format!("sched-{ns}.every-second-trigger-now-1");
+        let shown = schedule_runs(cluster, ns, "every-second").await?;
+        Ok(shown.iter().any(|r| r.1.as_deref() == Some(trigger_id.as_str()) && r.2.as_deref() == Some("Succeeded")).then_some(()))
+    })
+    .await?;
     let range = |from: DateTime<Utc>, to: DateTime<Utc>| {
         format!("{}  backfill: {{start: \"{}\", end: \"{}\"}}\n", schedule(true), from.to_rfc3339(), to.to_rfc3339())
     };
@@ -800,6 +837,40 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     let unique: BTreeSet<_> = backfilled.iter().collect();
     ensure!(unique.len() == backfilled.len(), "a tick ran twice after the backfill");
     ensure!(backfilled.first() == Some(&(first - chrono::Duration::seconds(5))), "the backfill did not start at its range");
+    wait_for("the history limit to hold after the backfill", MINUTE, || async {
+        let shown = schedule_runs(cluster, ns, "every-second").await?;
+        Ok((shown.len() == 3 && shown.iter().all(|r| r.2.as_deref() == Some("Succeeded"))).then_some(()))
+    })
+    .await?;
+
+    // A Schedule of the same name in another namespace, on the same database: its ticks are its
+    // own (the namespace is in their IDs), and its objects show only its runs.
+    let ns2 = &namespace("e2e-sched-twin");
+    apply(cluster, &format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns2}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-db, namespace: {ns2}}}\nstringData: {{url: \"{url}\"}}\n---\n\
+         apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns2}}}\nspec:\n  \
+         image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 0\n  database: {{urlSecret: {{name: shop-db}}}}\n"
+    ))?;
+    let twin_range = range(first, first + chrono::Duration::seconds(3)).replace(&format!("namespace: {ns}}}"), &format!("namespace: {ns2}}}"));
+    apply(cluster, &twin_range)?;
+    let ours_before = runs().await?;
+    let twin_runs = || async {
+        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns2}.every-second")), ..Default::default() }).await?;
+        Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
+    };
+    wait_for("the twin Schedule's three backfilled ticks", MINUTE, || async { Ok((twin_runs().await?.len() == 3).then_some(())) }).await?;
+    let twin_ticks = ticks(&twin_runs().await?, &format!("{ns2}.every-second"))?;
+    ensure!(twin_ticks == fired[..3].to_vec(), "the twin ran other ticks: {twin_ticks:?}");
+    ensure!(runs().await? == ours_before, "the twin's ticks touched the first Schedule's runs");
+    wait_for("the twin's WorkflowRuns to show its runs only", MINUTE, || async {
+        let shown = schedule_runs(cluster, ns2, "every-second").await?;
+        let prefix = format!("sched-{ns2}.every-second-");
+        let own = shown.iter().all(|r| r.1.as_deref().is_some_and(|id| id.starts_with(&prefix)));
+        Ok((shown.len() == 3 && own).then_some(()))
+    })
+    .await?;
+    cluster.kubectl(&["delete", "namespace", ns2, "--wait=false"])?;
 
     let failures = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=every-second,type=Warning", "-o", "jsonpath={.items[*].reason}"])?;
     ensure!(!failures.contains("EnqueueFailed"), "the Schedule failed to enqueue while its app migrated: {failures}");
@@ -830,7 +901,18 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(msg.contains(&format!("sched-{ns}.failing-")), "the message does not name the failed run: {msg}");
+    // Failed runs are kept to their own limit (the default, 1), and shown with their error.
+    wait_for("three failed runs and one failed WorkflowRun", MINUTE, || async {
+        let failed = count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.failing")), statuses: vec![Status::Error], ..Default::default() }).await?;
+        let shown = schedule_runs(cluster, ns, "failing").await?;
+        let finished: Vec<_> = shown.iter().filter(|r| r.2.as_deref() != Some("Enqueued") && r.2.as_deref() != Some("Running")).collect();
+        Ok((failed >= 3 && finished.len() == 1 && finished[0].2.as_deref() == Some("Failed")).then_some(()))
+    })
+    .await?;
     cluster.kubectl(&["delete", "schedule", "typo", "failing", "-n", ns])?;
+    // Deleting a Schedule deletes its WorkflowRuns (garbage collection), not its workflows.
+    wait_for("the deleted Schedule's WorkflowRuns to go", MINUTE, || async { Ok(schedule_runs(cluster, ns, "failing").await?.is_empty().then_some(())) }).await?;
+    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.failing")), ..Default::default() }).await? >= 3, "deleting the Schedule deleted its workflows");
 
     // A paused app says so instead of showing a stale picture.
     cluster.kubectl(&["annotate", "durableapp", "shop", "-n", ns, "mainstay.dev/paused=true"])?;

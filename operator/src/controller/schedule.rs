@@ -7,6 +7,10 @@
 //! writing status, or two replicas race, the next reconcile enqueues the same IDs again and
 //! the database keeps the first. Missed ticks are caught up within the starting deadline (see
 //! [`crate::ticks`]); the concurrency policy applies per tick.
+//!
+//! After firing, the schedule's runs are shown as WorkflowRun objects it owns (see
+//! [`crate::schedule_runs`]): created after the enqueue, never instead of it, and pruned to the
+//! history limits. Deleting the Schedule deletes them (garbage collection), not the workflows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +19,16 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
-use mainstay_crds::{DurableApp, Schedule, ScheduleStatus};
+use mainstay_crds::{DurableApp, Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
 use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, unregistered_workflow, write_status, Context, Error};
 use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
-use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_TRIGGER};
+use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
+use crate::schedule_runs::{self, Outcome, Run, MAX_UNFINISHED_SHOWN};
 use crate::policy::{self, TickAction};
 use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id, Plan};
 use crate::validate;
@@ -113,12 +119,6 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     // even while the schedule is suspended (as a Job made from a suspended CronJob does).
     let trigger = s.annotations().get(ANNOTATION_TRIGGER).cloned().filter(|t| status.last_trigger.as_ref() != Some(t));
     let backfill = s.spec.backfill.clone().filter(|b| status.last_backfill.as_deref() != Some(backfill_key(b).as_str()));
-    if s.spec.suspend && trigger.is_none() && backfill.is_none() {
-        not_ready(&mut status, generation, now, reason::SUSPENDED, "suspended: no ticks fire", false);
-        status.next_schedule_time = None;
-        write_status(&api, &s, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
-    }
     let apps = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
     let Some(app) = apps.get_opt(&s.spec.app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{}", s.spec.app_ref)))? else {
         let msg = format!("DurableApp {ns}/{} does not exist; create it or fix spec.appRef", s.spec.app_ref);
@@ -204,10 +204,12 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         status.last_backfill = Some(backfill_key(&b));
     }
     if s.spec.suspend {
+        // Runs fired before (or on demand) still finish, and their objects follow them.
+        let unfinished = show_runs(ctx, &s, &db, &db_name, &mut status).await;
         not_ready(&mut status, generation, now, reason::SUSPENDED, "suspended: no ticks fire", false);
         status.next_schedule_time = None;
         write_status(&api, &s, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
+        return Ok(if unfinished { Action::requeue(MAX_WAIT) } else { Action::await_change() });
     }
 
     let cursor = status
@@ -284,18 +286,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         status.last_schedule_time = plan.missed_beyond_deadline.map(rfc3339_offset);
     }
 
-    let success = WorkflowFilter {
-        schedule_name: Some(db_name.clone()),
-        statuses: vec![Status::Success],
-        limit: Some(1),
-        ..Default::default()
-    };
-    if let Ok(last) = db.list_workflows(&success).await {
-        if let Some(w) = last.first() {
-            let at = w.completed_at_ms.unwrap_or(w.updated_at_ms);
-            status.last_successful_time = DateTime::<Utc>::from_timestamp_millis(at).map(rfc3339_offset);
-        }
-    }
+    show_runs(ctx, &s, &db, &db_name, &mut status).await;
     status.active = active.into_iter().rev().take(MAX_ACTIVE_SHOWN).collect();
     status.next_schedule_time = plan.next.map(rfc3339_offset);
     let msg = match plan.next {
@@ -355,4 +346,118 @@ async fn enqueue_failed(
     not_ready(&mut status, s.metadata.generation, now, reason::ENQUEUE_FAILED, msg, true);
     write_status(api, s, current.as_ref(), &status).await?;
     Ok(Action::requeue(ctx.backoff(&object_key(s))))
+}
+
+/// Shows the schedule's runs as WorkflowRun objects and notes the last success; whether any
+/// run is unfinished. The objects are a view: a failure here is logged and healed next time.
+async fn show_runs(ctx: &Context, s: &Schedule, db: &mainstay::Client, db_name: &str, status: &mut ScheduleStatus) -> bool {
+    let key = object_key(s);
+    match runs_of(db, db_name, s).await {
+        Ok(runs) => {
+            if let Some(w) = runs.succeeded.first() {
+                let at = w.completed_at_ms.unwrap_or(w.updated_at_ms);
+                status.last_successful_time = DateTime::<Utc>::from_timestamp_millis(at).map(rfc3339_offset);
+            }
+            if let Err(e) = sync_runs(ctx, s, db_name, &runs).await {
+                tracing::warn!(schedule = %key, error = %e, "cannot bring the schedule's WorkflowRuns up to date");
+            }
+            !runs.unfinished.is_empty()
+        }
+        Err(e) => {
+            tracing::warn!(schedule = %key, error = %e, "cannot list the schedule's runs");
+            true
+        }
+    }
+}
+
+/// The schedule's runs that may be shown: the newest unfinished ones, and the newest
+/// succeeded and failed ones within the history limits.
+struct Runs {
+    unfinished: Vec<mainstay::WorkflowStatus>,
+    /// Newest first (at least one, for `status.lastSuccessfulTime`).
+    succeeded: Vec<mainstay::WorkflowStatus>,
+    failed: Vec<mainstay::WorkflowStatus>,
+}
+
+async fn runs_of(db: &mainstay::Client, db_name: &str, s: &Schedule) -> Result<Runs, mainstay::Error> {
+    let list = |statuses: Vec<Status>, limit: usize| WorkflowFilter {
+        schedule_name: Some(db_name.to_string()),
+        statuses,
+        limit: Some(limit as u32),
+        ..Default::default()
+    };
+    let unfinished = db.list_workflows(&list(WorkflowFilter::active().statuses, MAX_UNFINISHED_SHOWN)).await?;
+    let succeeded = db.list_workflows(&list(vec![Status::Success], s.spec.successful_runs_history_limit.max(1) as usize)).await?;
+    let failed_statuses = vec![Status::Error, Status::Cancelled, Status::MaxRecoveryAttemptsExceeded];
+    let failed = match s.spec.failed_runs_history_limit {
+        0 => Vec::new(),
+        n => db.list_workflows(&list(failed_statuses, n as usize)).await?,
+    };
+    Ok(Runs { unfinished, succeeded, failed })
+}
+
+/// Creates the WorkflowRun objects of runs to show and deletes those of runs no longer shown
+/// (see [`crate::schedule_runs`]). Objects are created, never applied: a user's change to one
+/// (say `spec.cancel`) is not undone.
+async fn sync_runs(ctx: &Context, s: &Schedule, db_name: &str, runs: &Runs) -> Result<(), Error> {
+    let ns = s.namespace().unwrap_or_default();
+    let name = s.name_any();
+    let uid = s.uid().unwrap_or_default();
+    let api = Api::<WorkflowRun>::namespaced(ctx.kube.clone(), &ns);
+    let selector = format!("{LABEL_SCHEDULE}={name}");
+    let objects = api.list(&ListParams::default().labels(&selector)).await.map_err(kube_err(format!("list the WorkflowRuns of schedule {ns}/{name}")))?;
+    // Only objects this Schedule owns: a user's own object with the label is left alone.
+    let existing: Vec<String> = objects
+        .items
+        .iter()
+        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+        .map(|r| r.name_any())
+        .collect();
+    let as_run = |w: &mainstay::WorkflowStatus, outcome| Run { workflow_id: w.workflow_id.clone(), outcome, created_at_ms: w.created_at_ms };
+    let mut all: Vec<Run> = runs.unfinished.iter().map(|w| as_run(w, Outcome::Unfinished)).collect();
+    let successful = s.spec.successful_runs_history_limit.max(0) as usize;
+    all.extend(runs.succeeded.iter().take(successful).map(|w| as_run(w, Outcome::Succeeded)));
+    all.extend(runs.failed.iter().map(|w| as_run(w, Outcome::Failed)));
+    let sync = schedule_runs::plan(&name, db_name, &all, &existing, successful, s.spec.failed_runs_history_limit.max(0) as usize);
+    for new in &sync.create {
+        let mut run = WorkflowRun::new(
+            &new.name,
+            WorkflowRunSpec {
+                app_ref: s.spec.app_ref.clone(),
+                workflow_name: s.spec.workflow_name.clone(),
+                input: None,
+                queue: s.spec.queue.clone(),
+                priority: None,
+                deduplication_id: None,
+                timeout_seconds: None,
+                app_version: None,
+                workflow_id: Some(new.workflow_id.clone()),
+                cancel: false,
+                resume: 0,
+                fork_of: None,
+                messages: Vec::new(),
+                ttl_seconds_after_finished: None,
+            },
+        );
+        run.metadata.namespace = Some(ns.clone());
+        run.metadata.labels = Some([(LABEL_SCHEDULE.to_string(), name.clone()), (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into());
+        if let Some(tick) = new.tick {
+            run.metadata.annotations = Some([(ANNOTATION_SCHEDULED_TIME.to_string(), rfc3339_offset(tick))].into());
+        }
+        run.metadata.owner_references = s.controller_owner_ref(&()).map(|o| vec![o]);
+        match api.create(&PostParams::default(), &run).await {
+            Ok(_) => {}
+            // Made by an earlier reconcile whose list did not see it yet.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(kube_err(format!("create WorkflowRun {ns}/{} for workflow {}", new.name, new.workflow_id))(e)),
+        }
+    }
+    for gone in &sync.delete {
+        match api.delete(gone, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("delete WorkflowRun {ns}/{gone} beyond the history limits"))(e)),
+        }
+    }
+    Ok(())
 }
