@@ -616,10 +616,15 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     ensure!(count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.order-7.")), ..Default::default() }).await? == 1, "a second run started");
 
     // A failing workflow shows its error.
+    apply(cluster, &run("declined", "  appRef: shop\n  workflowName: process_order\n  input: -1\n"))?;
+    cluster.kubectl(&["wait", "--for=condition=Failed", "workflowrun/declined", "-n", ns, "--timeout=120s"])?;
+    let st = runs.get("declined").await?.status.context("a status")?;
+    ensure!(st.error.as_ref().is_some_and(|e| e.name == "PaymentDeclined" && e.message.contains("order -1")), "no error shown: {st:?}");
+    // So does an input the workflow's argument cannot take (found by the worker decoding it).
     apply(cluster, &run("bad-input", "  appRef: shop\n  workflowName: process_order\n  input: \"not a number\"\n"))?;
     cluster.kubectl(&["wait", "--for=condition=Failed", "workflowrun/bad-input", "-n", ns, "--timeout=120s"])?;
     let st = runs.get("bad-input").await?.status.context("a status")?;
-    ensure!(st.error.as_ref().is_some_and(|e| !e.message.is_empty()), "no error shown: {st:?}");
+    ensure!(st.error.as_ref().is_some_and(|e| e.message.contains("not a number")), "no error shown: {st:?}");
 
     // An unknown workflow and an unknown app are reported, and nothing is enqueued for them.
     apply(cluster, &run("typo", "  appRef: shop\n  workflowName: proces_order\n"))?;
@@ -894,13 +899,13 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     ensure!(msg.contains("nightly_reprot") && msg.contains("nightly_report"), "unclear message: {msg}");
     ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.typo")), ..Default::default() }).await? == 0, "a misnamed schedule fired");
-    // process_order takes an order number, not (tick, input): every run fails.
-    apply(cluster, &other("failing", "process_order"))?;
+    // Runs whose workflow fails: the context asks the report to fail.
+    apply(cluster, &format!("{}  input: {{fail: true}}\n", other("failing", "nightly_report")))?;
     let msg = wait_for("Schedule failing to report RunsFailing", MINUTE, || async {
         Ok(reason_of("failing").await?.filter(|c| c.0 == "False" && c.1 == "RunsFailing").map(|c| c.2))
     })
     .await?;
-    ensure!(msg.contains(&format!("sched-{ns}.failing-")), "the message does not name the failed run: {msg}");
+    ensure!(msg.contains(&format!("sched-{ns}.failing-")) && msg.contains("ReportFailed"), "the message does not name the failed run and its error: {msg}");
     // Failed runs are kept to their own limit (the default, 1), and shown with their error.
     wait_for("three failed runs and one failed WorkflowRun", MINUTE, || async {
         let failed = count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.failing")), statuses: vec![Status::Error], ..Default::default() }).await?;

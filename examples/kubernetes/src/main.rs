@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use mainstay::{Config, Mainstay, Queue};
+use mainstay::chrono::{DateTime, Utc};
+use mainstay::{Config, Failure, Mainstay, Queue};
 
 /// The queue the DurableApp declares.
 pub const ORDERS: &str = "orders";
@@ -22,9 +23,14 @@ async fn reserve_stock(order: i64) -> mainstay::Result<String> {
     Ok(format!("stock reserved for order {order}"))
 }
 
+/// A negative order number stands for a card that is declined: the workflow fails with
+/// `PaymentDeclined`, which a WorkflowRun's status shows.
 #[mainstay::step]
 async fn charge_card(order: i64) -> mainstay::Result<String> {
     tokio::time::sleep(work_time()).await;
+    if order < 0 {
+        return Err(Failure::new("PaymentDeclined", format!("the card for order {order} was declined")).into());
+    }
     Ok(format!("order {order} charged"))
 }
 
@@ -63,15 +69,19 @@ async fn hold(ms: u64) -> mainstay::Result<String> {
 }
 
 #[mainstay::step]
-async fn build_report(scheduled_at: String) -> mainstay::Result<String> {
+async fn build_report(scheduled_at: DateTime<Utc>, context: serde_json::Value) -> mainstay::Result<String> {
+    if context.get("fail") == Some(&serde_json::Value::Bool(true)) {
+        return Err(Failure::new("ReportFailed", format!("the report for {scheduled_at} failed (context {context})")).into());
+    }
     Ok(format!("report for {scheduled_at}"))
 }
 
-/// Fired by the example Schedule: called with the tick's time and the Schedule's input.
+/// Fired by the example Schedule. Like every scheduled workflow it takes the tick's time and the
+/// schedule's context (the Schedule's `spec.input`); `{fail: true}` makes it fail.
 #[mainstay::workflow]
-async fn nightly_report(scheduled_at: String, input: serde_json::Value) -> mainstay::Result<String> {
-    let report = build_report(scheduled_at).await?;
-    Ok(format!("{report} ({input})"))
+async fn nightly_report(scheduled_at: DateTime<Utc>, context: serde_json::Value) -> mainstay::Result<String> {
+    let report = build_report(scheduled_at, context.clone()).await?;
+    Ok(format!("{report} ({context})"))
 }
 
 #[tokio::main]
