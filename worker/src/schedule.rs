@@ -79,9 +79,11 @@ fn field_numbers(index: usize, text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
-        if c.is_ascii_digit() || matches!(c, '*' | ',' | '-' | '/') {
-            out.push(c);
-        } else if c == '?' && (index == DAY_OF_MONTH || index == DAY_OF_WEEK) || c == '#' && index == DAY_OF_WEEK {
+        // Digits and operators, `?` in either day field, `#` (nth weekday) in day-of-week.
+        let operator = matches!(c, '*' | ',' | '-' | '/')
+            || c == '?' && (index == DAY_OF_MONTH || index == DAY_OF_WEEK)
+            || c == '#' && index == DAY_OF_WEEK;
+        if c.is_ascii_digit() || operator {
             out.push(c);
         } else if c.is_ascii_alphabetic() {
             let mut end = start + 1;
@@ -159,7 +161,7 @@ impl CronSchedule {
         }
         // Each field alone, every other field `*`: the first that fails is the one to name.
         for index in 0..6 {
-            let mut probe = vec!["*"; 6];
+            let mut probe = ["*"; 6];
             probe[index] = &numeric[index];
             if parser().parse(&probe.join(" ")).is_err() {
                 return Err(wrong(index));
