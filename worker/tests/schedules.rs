@@ -1,7 +1,9 @@
 //! Scheduled workflows against a real Postgres: a schedule declared in code fired by two
 //! runtimes racing (one run per tick, none missed), schedules stored in the database (create,
 //! pause, resume, trigger, backfill, delete), no silent replay after downtime unless automatic
-//! backfill is on, and clear errors for bad cron expressions and time zones.
+//! backfill is on, and clear errors for bad cron expressions and time zones. One contract,
+//! `(scheduled_at, context)`, for every path (code, stored, triggered, backfilled, enqueued as a
+//! Kubernetes `Schedule` does); a stored context that is not JSON never fires.
 
 mod common;
 
@@ -9,16 +11,24 @@ use std::time::Duration;
 
 use common::*;
 use mainstay::chrono::{DateTime, Utc};
-use mainstay::{Client, Schedule, ScheduleStatus, Status, WorkflowFilter};
+use mainstay::{Client, Error, Schedule, ScheduleStatus, Status, WorkflowFilter, WorkflowOptions};
+use serde_json::{json, Value};
 
 #[mainstay::scheduled("* * * * * *")]
-async fn every_second(scheduled_at: DateTime<Utc>, actual_at: DateTime<Utc>) -> mainstay::Result<(String, String)> {
-    Ok((scheduled_at.to_rfc3339(), actual_at.to_rfc3339()))
+async fn every_second(scheduled_at: DateTime<Utc>, context: Value) -> mainstay::Result<(String, Value)> {
+    Ok((scheduled_at.to_rfc3339(), context))
 }
 
 #[mainstay::workflow]
-async fn on_schedule(scheduled_at: DateTime<Utc>, _actual_at: DateTime<Utc>) -> mainstay::Result<String> {
+async fn on_schedule(scheduled_at: DateTime<Utc>, _context: ()) -> mainstay::Result<String> {
     Ok(scheduled_at.to_rfc3339())
+}
+
+/// One workflow for every way a schedule runs: it returns the tick as written in tick IDs, and
+/// the context.
+#[mainstay::workflow]
+async fn report(scheduled_at: DateTime<Utc>, context: Value) -> mainstay::Result<(String, Value)> {
+    Ok((mainstay::format_tick(scheduled_at), context))
 }
 
 async fn runs(client: &Client, schedule: &str) -> Vec<mainstay::WorkflowStatus> {
@@ -65,10 +75,9 @@ async fn a_schedule_in_code_fires_each_tick_once_across_racing_runtimes() {
     }
     for s in &done {
         assert_eq!(s.status, Status::Success, "{}", s.workflow_id);
-        let (scheduled, actual): (String, String) = serde_json::from_str(s.output.as_deref().unwrap()).unwrap();
-        let (scheduled, actual) = (DateTime::parse_from_rfc3339(&scheduled).unwrap(), DateTime::parse_from_rfc3339(&actual).unwrap());
-        assert_eq!(scheduled, tick_of(&s.workflow_id, "every_second"));
-        assert!(actual >= scheduled, "actual {actual} before scheduled {scheduled}");
+        let (scheduled, context): (String, Value) = serde_json::from_str(s.output.as_deref().unwrap()).unwrap();
+        assert_eq!(DateTime::parse_from_rfc3339(&scheduled).unwrap(), tick_of(&s.workflow_id, "every_second"));
+        assert_eq!(context, Value::Null, "a code schedule has no context");
     }
     let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM outcome_writes").fetch_one(&mut c).await.unwrap();
     assert_eq!(writes as usize, done.len(), "an outcome was written twice");
@@ -165,4 +174,94 @@ async fn downtime_is_not_replayed_unless_automatic_backfill_is_on() {
     assert!(replayed.is_empty(), "ticks of the downtime were replayed: {replayed:?}");
     assert!(!catchup.is_empty());
     app.shutdown().await;
+}
+
+/// The tick text of a tick ID.
+fn tick_text<'a>(id: &'a str, schedule: &str) -> &'a str {
+    id.strip_prefix(&format!("sched-{schedule}-")).unwrap_or_else(|| panic!("tick ID {id}"))
+}
+
+/// The `(tick, context)` a run of `report` received.
+async fn received(client: &Client, id: &str) -> (String, Value) {
+    client.get_result(id).await.unwrap_or_else(|e| panic!("run {id}: {e}"))
+}
+
+#[tokio::test]
+async fn one_workflow_serves_stored_triggered_backfilled_and_enqueued_runs_with_their_context() {
+    let url = fresh_database("sched_context").await;
+    let app = launch(&url, "sched-context").await;
+    let client = Client::connect(&url).await.unwrap();
+    let context = json!({"region": "eu", "recipients": ["ops@example.com"], "limit": 3});
+    client.create_schedule(&Schedule::new("reports", "report", "* * * * * *").context(context.clone())).await.unwrap();
+    let stored = client.get_schedule("reports").await.unwrap().unwrap();
+    assert_eq!((&stored.context, &stored.unreadable_context), (&context, &None));
+    let mut c = connect(&url).await;
+    let column: String = sqlx::query_scalar("SELECT context FROM dbos.workflow_schedules WHERE schedule_name = 'reports'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(column, r#"{"limit":3,"recipients":["ops@example.com"],"region":"eu"}"#, "compact JSON");
+
+    for run in wait_for_runs(&client, "reports", 2).await.iter().filter(|s| s.status == Status::Success) {
+        let (tick, got) = received(&client, &run.workflow_id).await;
+        assert_eq!(tick, tick_text(&run.workflow_id, "reports"), "the tick as in the ID");
+        assert_eq!(got, context);
+    }
+    client.pause_schedule("reports").await.unwrap();
+
+    // Triggered and backfilled runs get the same arguments.
+    let yearly = json!("yearly context");
+    client.create_schedule(&Schedule::new("yearly-report", "report", "0 0 1 1 *").context(yearly.clone())).await.unwrap();
+    let triggered = client.trigger_schedule("yearly-report").await.unwrap();
+    let start = DateTime::parse_from_rfc3339("2023-06-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    let end = DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    let backfilled = client.backfill_schedule("yearly-report", start, end).await.unwrap();
+    assert_eq!(backfilled, ["sched-yearly-report-2024-01-01T00:00:00+00:00", "sched-yearly-report-2025-01-01T00:00:00+00:00"]);
+    for id in std::iter::once(&triggered).chain(&backfilled) {
+        let (tick, got) = received(&client, id).await;
+        assert_eq!(tick, tick_text(id, "yearly-report"), "{id}");
+        assert_eq!(got, yearly, "{id}");
+    }
+
+    // As a Kubernetes `Schedule` enqueues it: the tick as text, then its input.
+    let tick = "2026-01-31T23:00:00+00:00";
+    let id = client
+        .enqueue("report", mainstay::INTERNAL_QUEUE, vec![json!(tick), json!({"from": "kubernetes"})], WorkflowOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(received(&client, &id).await, (tick.to_string(), json!({"from": "kubernetes"})));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_context_that_is_not_json_is_reported_and_never_fired() {
+    init_tracing();
+    let url = fresh_database("sched_pickle").await;
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    // As DBOS Python stores a context without portable serialization: a base64 pickle (None).
+    let mut c = connect(&url).await;
+    sqlx::query(
+        "INSERT INTO dbos.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule, context)
+         VALUES ('py-1', 'pickled', 'report', '* * * * * *', 'gAVOLg==')",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    client.create_schedule(&Schedule::new("readable", "report", "* * * * * *").context(json!(1))).await.unwrap();
+    let pickled = client.get_schedule("pickled").await.unwrap().unwrap();
+    assert_eq!((pickled.context, pickled.unreadable_context.as_deref()), (Value::Null, Some("gAVOLg==")));
+    for e in [
+        client.trigger_schedule("pickled").await.unwrap_err(),
+        client.backfill_schedule("pickled", Utc::now() - mainstay::chrono::Duration::seconds(5), Utc::now()).await.unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::UnsupportedSerialization { .. }), "{e}");
+        assert!(e.to_string().contains("the context of schedule pickled"), "{e}");
+    }
+
+    // The scheduler fires both in the same rounds: the readable one's runs prove rounds ran.
+    let app = launch(&url, "sched-pickle").await;
+    wait_for_runs(&client, "readable", 3).await;
+    app.shutdown().await;
+    assert!(runs(&client, "pickled").await.is_empty(), "a schedule whose context is not JSON fired");
 }

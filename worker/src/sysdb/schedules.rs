@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::{q, SystemDatabase};
 use crate::error::{Error, Result};
 use crate::schedule::{Schedule, ScheduleStatus};
+use crate::serialization::encode;
 
 pub(super) struct Statements {
     create: Arc<str>,
@@ -19,7 +20,7 @@ pub(super) struct Statements {
 }
 
 const COLUMNS: &str = "schedule_name, workflow_name, schedule, cron_timezone, queue_name, status, \
-                       automatic_backfill, last_fired_at, context";
+                       automatic_backfill, last_fired_at, context, application_name";
 
 impl Statements {
     pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
@@ -27,7 +28,7 @@ impl Statements {
             create: f(r#"
 INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule,
     cron_timezone, queue_name, status, automatic_backfill, context, application_name)
-VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, 'null', $8)
+VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (schedule_name) DO NOTHING
 RETURNING 1"#),
             // A schedule declared in code: its definition follows the code, its status (paused
@@ -62,7 +63,14 @@ ON CONFLICT (schedule_name) DO UPDATE SET workflow_name = EXCLUDED.workflow_name
 }
 
 fn from_row(r: &sqlx::postgres::PgRow) -> Schedule {
-    let context: Option<String> = r.get(8);
+    // A context that is not JSON is kept as it is, never read as null: the schedule then does
+    // not fire (see `Schedule::validate`).
+    let stored: Option<String> = r.get(8);
+    let (context, unreadable_context) = match stored.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+        None => (serde_json::Value::Null, None),
+        Some(Ok(value)) => (value, None),
+        Some(Err(_)) => (serde_json::Value::Null, stored),
+    };
     Schedule {
         name: r.get(0),
         workflow_name: r.get(1),
@@ -72,13 +80,17 @@ fn from_row(r: &sqlx::postgres::PgRow) -> Schedule {
         status: ScheduleStatus::parse(&r.get::<String, _>(5)),
         automatic_backfill: r.get(6),
         last_fired_at: r.get(7),
-        context: context.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(serde_json::Value::Null),
+        context,
+        unreadable_context,
+        application_name: r.get(9),
     }
 }
 
 impl SystemDatabase {
-    /// Creates a schedule; `false` if one of that name exists.
+    /// Creates a schedule owned by `app_name`, with its context as compact JSON; `false` if
+    /// one of that name exists.
     pub(crate) async fn create_schedule(&self, s: &Schedule, app_name: Option<&str>) -> Result<bool> {
+        let context = encode(&s.context, &format!("the context of schedule {}", s.name))?;
         let rows = q(&self.sql.schedules.create)
             .bind(&s.name)
             .bind(&s.workflow_name)
@@ -87,6 +99,7 @@ impl SystemDatabase {
             .bind(&s.queue)
             .bind(s.status.as_str())
             .bind(s.automatic_backfill)
+            .bind(context)
             .bind(app_name)
             .fetch_all(&self.pool)
             .await
