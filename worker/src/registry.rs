@@ -36,6 +36,8 @@ impl Registration {
     /// `(scheduled_at, context)`, as every scheduled workflow does: the tick
     /// (`chrono::DateTime<Utc>`) and the schedule's context, any `DeserializeOwned` type
     /// (`null` for a schedule declared in code, so `serde_json::Value`, `Option<T>` or `()`).
+    /// Its schedule is named `{app}.{workflow}` for an application with a name
+    /// ([`crate::Config::app_name`]), else after the workflow.
     pub const fn scheduled<W: Workflow>(cron: &'static str, zone: Option<&'static str>) -> Registration {
         Registration { name: name_of::<W>, source: source_of::<W>, runner: run_claimed::<W>, schedule: Some((cron, zone)) }
     }

@@ -3,7 +3,9 @@
 //! pause, resume, trigger, backfill, delete), no silent replay after downtime unless automatic
 //! backfill is on, and clear errors for bad cron expressions and time zones. One contract,
 //! `(scheduled_at, context)`, for every path (code, stored, triggered, backfilled, enqueued as a
-//! Kubernetes `Schedule` does); a stored context that is not JSON never fires.
+//! Kubernetes `Schedule` does); a stored context that is not JSON never fires; code schedules
+//! of applications sharing a database are named `{app}.{workflow}`, renamed from their old
+//! name on upgrade, and never take over another application's schedule.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use mainstay::chrono::{DateTime, Utc};
-use mainstay::{Client, Error, Schedule, ScheduleStatus, Status, WorkflowFilter, WorkflowOptions};
+use mainstay::{Client, Config, Error, Mainstay, Schedule, ScheduleStatus, Status, WorkflowFilter, WorkflowOptions};
 use serde_json::{json, Value};
 
 #[mainstay::scheduled("* * * * * *")]
@@ -264,4 +266,132 @@ async fn a_context_that_is_not_json_is_reported_and_never_fired() {
     wait_for_runs(&client, "readable", 3).await;
     app.shutdown().await;
     assert!(runs(&client, "pickled").await.is_empty(), "a schedule whose context is not JSON fired");
+}
+
+fn app_config(url: &str, app: Option<&str>, executor: &str) -> Config {
+    let mut c = config(url, executor);
+    c.app_name = app.map(str::to_string);
+    // Version names are unique across applications.
+    c.app_version = Some(format!("{}-v1", app.unwrap_or("none")));
+    c
+}
+
+async fn launch_app(url: &str, app: Option<&str>, executor: &str) -> mainstay::Result<Mainstay> {
+    Mainstay::builder(app_config(url, app, executor)).global(false).launch().await
+}
+
+/// `(schedule_name, workflow_name, application_name, status, last_fired_at)` of every stored
+/// schedule, by name.
+async fn schedule_rows(url: &str) -> Vec<(String, String, Option<String>, String, Option<String>)> {
+    let mut c = connect(url).await;
+    sqlx::query_as(
+        "SELECT schedule_name, workflow_name, application_name, status, last_fired_at
+         FROM dbos.workflow_schedules ORDER BY schedule_name",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn code_schedules_of_two_applications_on_one_database_are_two_schedules() {
+    let url = fresh_database("sched_two_apps").await;
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    let b = launch_app(&url, Some("B"), "b-exec").await.unwrap();
+    let rows = schedule_rows(&url).await;
+    let names: Vec<_> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_deref())).collect();
+    assert_eq!(names, [("A.every_second", "every_second", Some("A")), ("B.every_second", "every_second", Some("B"))]);
+
+    let client = Client::connect(&url).await.unwrap();
+    let of_a = wait_for_runs(&client, "A.every_second", 3).await;
+    let of_b = wait_for_runs(&client, "B.every_second", 3).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    let mut c = connect(&url).await;
+    for (runs, app, executor) in [(&of_a, "A", "a-exec"), (&of_b, "B", "b-exec")] {
+        for run in runs.iter().filter(|s| s.status == Status::Success) {
+            assert!(run.workflow_id.starts_with(&format!("sched-{app}.every_second-")), "{}", run.workflow_id);
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT application_name FROM dbos.workflow_status WHERE workflow_uuid = $1")
+                    .bind(&run.workflow_id)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+            assert_eq!((owner.as_deref(), run.executor_id.as_deref()), (Some(app), Some(executor)), "{}", run.workflow_id);
+        }
+    }
+    let all = runs(&client, "A.every_second").await.len() + runs(&client, "B.every_second").await.len();
+    let ticks: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid LIKE 'sched-%'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ticks as usize, all, "every tick belongs to one of the two schedules");
+}
+
+#[tokio::test]
+async fn an_upgrade_renames_its_code_schedule_and_never_takes_over_another_applications() {
+    let url = fresh_database("sched_rename").await;
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    let mut c = connect(&url).await;
+    let insert = |name: &'static str, app: Option<&'static str>, status: &'static str, last: Option<&'static str>| {
+        sqlx::query(
+            "INSERT INTO dbos.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule, status,
+                 last_fired_at, context, application_name)
+             VALUES (gen_random_uuid()::text, $1, 'every_second', '* * * * * *', $3, $4, 'null', $2)",
+        )
+        .bind(name)
+        .bind(app)
+        .bind(status)
+        .bind(last)
+        .persistent(false)
+    };
+
+    // A release before `{app}.{workflow}` left app A's schedule paused, under the bare name.
+    insert("every_second", Some("A"), "PAUSED", Some("2026-01-31T23:00:00+00:00")).execute(&mut c).await.unwrap();
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    a.shutdown().await;
+    assert_eq!(
+        schedule_rows(&url).await,
+        [("A.every_second".into(), "every_second".into(), Some("A".into()), "PAUSED".into(), Some("2026-01-31T23:00:00+00:00".into()))],
+        "renamed, keeping its status and last fire"
+    );
+
+    // An old version declared the bare name again: the next launch leaves one schedule.
+    insert("every_second", Some("A"), "ACTIVE", None).execute(&mut c).await.unwrap();
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    a.shutdown().await;
+    let rows = schedule_rows(&url).await;
+    assert_eq!(rows.iter().map(|r| (r.0.as_str(), r.3.as_str())).collect::<Vec<_>>(), [("A.every_second", "PAUSED")]);
+
+    // Another application's row of the old name is not A's to rename.
+    insert("every_second", Some("B"), "ACTIVE", None).execute(&mut c).await.unwrap();
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    a.shutdown().await;
+    let names: Vec<_> = schedule_rows(&url).await.into_iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(names, [("A.every_second".into(), Some("A".into())), ("every_second".into(), Some("B".into()))]);
+
+    // A name held by another application's row refuses the launch, saying whose and what to do.
+    sqlx::query("UPDATE dbos.workflow_schedules SET application_name = 'C' WHERE schedule_name = 'A.every_second'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let conflict = |e: Error, owner: Option<&str>, schedule: &str| {
+        let msg = e.to_string();
+        match e {
+            Error::ScheduleConflict { owner: found, .. } => assert_eq!(found.as_deref(), owner, "{msg}"),
+            other => panic!("expected a schedule conflict, got {other}"),
+        }
+        assert!(msg.contains(&format!("schedule {schedule} of #[scheduled] workflow every_second")), "{msg}");
+        assert!(msg.contains("#[scheduled(name = ") && msg.contains("MAINSTAY_APP_NAME"), "{msg}");
+        msg
+    };
+    let Err(e) = launch_app(&url, Some("A"), "a-exec").await else { panic!("A launched over C's schedule") };
+    let msg = conflict(e, Some("C"), "A.every_second");
+    assert!(msg.contains("belongs to application C"), "{msg}");
+    // An application without a name declares the bare name, which B holds.
+    let Err(e) = launch_app(&url, None, "none-exec").await else { panic!("launched over B's schedule") };
+    conflict(e, Some("B"), "every_second");
+    let rows = schedule_rows(&url).await;
+    assert_eq!(rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>(), [Some("C"), Some("B")], "nothing taken over");
 }

@@ -129,7 +129,10 @@ fn expand_workflow(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStr
 /// `DeserializeOwned` type: `null` for this schedule, so `serde_json::Value`, `Option<T>` or
 /// `()`. Stored schedules (`Client::create_schedule`) and Kubernetes `Schedule`s call their
 /// workflow the same way, so one workflow can serve them all.
-/// The schedule is named after the workflow; `mainstay schedule pause NAME` pauses it.
+///
+/// The schedule is named `{app}.{workflow}` when the application has a name
+/// (`Config::app_name`, `MAINSTAY_APP_NAME`), else after the workflow (`name = "..."` renames
+/// the workflow, and so its schedule). `mainstay schedule pause {app}.{workflow}` pauses it.
 #[proc_macro_attribute]
 pub fn scheduled(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_scheduled(attr, item).unwrap_or_else(|e| e.to_compile_error()).into()

@@ -11,7 +11,10 @@ use crate::serialization::encode;
 
 pub(super) struct Statements {
     create: Arc<str>,
+    drop_legacy: Arc<str>,
+    rename_legacy: Arc<str>,
     declare: Arc<str>,
+    owner: Arc<str>,
     list: Arc<str>,
     list_for_app: Arc<str>,
     set_status: Arc<str>,
@@ -31,15 +34,33 @@ INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, s
 VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (schedule_name) DO NOTHING
 RETURNING 1"#),
+            // A code schedule's row from before it was named `{app}.{workflow}` ($1: that old
+            // name, the workflow's; $2: the new name; $3: the application; $4: the workflow):
+            // dropped when a row of the new name exists already (an old version declared it
+            // again), otherwise renamed, keeping its status and last fire.
+            drop_legacy: f(r#"
+DELETE FROM {s}.workflow_schedules
+WHERE schedule_name = $1 AND application_name = $3 AND workflow_name = $4
+  AND EXISTS (SELECT 1 FROM {s}.workflow_schedules WHERE schedule_name = $2)
+RETURNING 1"#),
+            rename_legacy: f(r#"
+UPDATE {s}.workflow_schedules SET schedule_name = $2
+WHERE schedule_name = $1 AND application_name = $3 AND workflow_name = $4
+RETURNING 1"#),
             // A schedule declared in code: its definition follows the code, its status (paused
-            // or not) and last fire stay as operators left them.
+            // or not) and last fire stay as operators left them. Only a row of the same
+            // application (or of none, for an application without a name) is updated; no
+            // row back means the name is another application's.
             declare: f(r#"
 INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule,
     cron_timezone, queue_name, status, automatic_backfill, context, application_name)
 VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, 'ACTIVE', $6, 'null', $7)
 ON CONFLICT (schedule_name) DO UPDATE SET workflow_name = EXCLUDED.workflow_name,
     schedule = EXCLUDED.schedule, cron_timezone = EXCLUDED.cron_timezone,
-    queue_name = EXCLUDED.queue_name, automatic_backfill = EXCLUDED.automatic_backfill"#),
+    queue_name = EXCLUDED.queue_name, automatic_backfill = EXCLUDED.automatic_backfill
+WHERE {s}.workflow_schedules.application_name IS NOT DISTINCT FROM EXCLUDED.application_name
+RETURNING 1"#),
+            owner: f("SELECT application_name FROM {s}.workflow_schedules WHERE schedule_name = $1"),
             list: f(&format!(
                 "SELECT {COLUMNS} FROM {{s}}.workflow_schedules \
                  WHERE $1::text IS NULL OR schedule_name = $1 ORDER BY schedule_name"
@@ -108,8 +129,36 @@ impl SystemDatabase {
     }
 
     /// Creates or updates a schedule declared in code, keeping its status and last fire.
-    pub(crate) async fn declare_schedule(&self, s: &Schedule, app_name: Option<&str>) -> Result<()> {
-        q(&self.sql.schedules.declare)
+    /// `legacy`: the name this schedule had before (the bare workflow name, for an application
+    /// with a name), whose row of the same application and workflow is renamed, or dropped if
+    /// the new name exists already. A name held by another application's row is refused.
+    pub(crate) async fn declare_schedule(&self, s: &Schedule, app_name: Option<&str>, legacy: Option<&str>) -> Result<()> {
+        let ctx = || format!("declare schedule {}", s.name);
+        let stmts = &self.sql.schedules;
+        let mut tx = self.pool.begin().await.map_err(|e| Error::db(ctx(), e))?;
+        if let (Some(old), Some(app)) = (legacy.filter(|old| *old != s.name), app_name) {
+            let outcomes = [
+                (&stmts.drop_legacy, "deleted, as a row of the new name exists"),
+                (&stmts.rename_legacy, "renamed, keeping its status and last fire"),
+            ];
+            for (statement, done) in outcomes {
+                let hit = q(statement)
+                    .bind(old)
+                    .bind(&s.name)
+                    .bind(app)
+                    .bind(&s.workflow_name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| Error::db(ctx(), e))?;
+                if hit.is_some() {
+                    tracing::info!(schedule = %s.name, old, application = app,
+                        "the code schedule of workflow {} is now named {}: its row under the old name was {done}",
+                        s.workflow_name, s.name);
+                    break;
+                }
+            }
+        }
+        let written = q(&stmts.declare)
             .bind(&s.name)
             .bind(&s.workflow_name)
             .bind(&s.cron)
@@ -117,9 +166,24 @@ impl SystemDatabase {
             .bind(&s.queue)
             .bind(s.automatic_backfill)
             .bind(app_name)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| Error::db(format!("declare schedule {}", s.name), e))?;
+            .map_err(|e| Error::db(ctx(), e))?;
+        if written.is_none() {
+            let owner: Option<String> = q(&stmts.owner)
+                .bind(&s.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Error::db(ctx(), e))?
+                .and_then(|r| r.get(0));
+            return Err(Error::ScheduleConflict {
+                schedule: s.name.clone(),
+                workflow: s.workflow_name.clone(),
+                owner,
+                app: app_name.map(str::to_string),
+            });
+        }
+        tx.commit().await.map_err(|e| Error::db(ctx(), e))?;
         Ok(())
     }
 
