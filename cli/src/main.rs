@@ -219,6 +219,9 @@ enum ScheduleAction {
         /// Create it paused.
         #[arg(long)]
         paused: bool,
+        /// JSON passed to every run as the workflow's second argument (default null).
+        #[arg(long, value_name = "JSON")]
+        context: Option<String>,
     },
     /// Delete a schedule (its past runs stay).
     Delete { name: String },
@@ -669,7 +672,11 @@ async fn schedule(client: &Client, action: ScheduleAction, json: bool) -> anyhow
                         s.workflow_name.clone(),
                         s.cron.clone(),
                         s.time_zone.clone().unwrap_or_else(|| "UTC".into()),
-                        s.status.as_str().to_string(),
+                        match s.unreadable_context {
+                            // It does not fire: say so where its status is shown.
+                            Some(_) => format!("{} (context not JSON)", s.status.as_str()),
+                            None => s.status.as_str().to_string(),
+                        },
                         opt(&s.last_fired_at),
                         next,
                     ]
@@ -696,8 +703,13 @@ async fn schedule(client: &Client, action: ScheduleAction, json: bool) -> anyhow
             }
             Ok(())
         }
-        ScheduleAction::Create { name, workflow, cron, time_zone, queue, automatic_backfill, paused } => {
+        ScheduleAction::Create { name, workflow, cron, time_zone, queue, automatic_backfill, paused, context } => {
             let mut schedule = mainstay::Schedule::new(&name, workflow, cron);
+            if let Some(text) = context {
+                let value = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("--context {text:?} is not JSON ({e}); quote it, e.g. --context '{{\"region\": \"eu\"}}'"))?;
+                schedule = schedule.context(value);
+            }
             schedule.time_zone = time_zone;
             schedule.queue = queue;
             schedule.automatic_backfill = automatic_backfill;

@@ -98,10 +98,16 @@ async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_c
     ok(&mainstay(here, Some(&url), &["schedule", "resume", "nightly"]));
     let triggered = json(&mainstay(here, Some(&url), &["schedule", "trigger", "nightly", "--json"]));
     assert!(triggered["workflow_id"].as_str().unwrap().starts_with("sched-nightly-"));
-    ok(&mainstay(here, Some(&url), &["schedule", "create", "hourly", "demo", "0 * * * *", "--time-zone", "Asia/Tokyo", "--paused"]));
+    ok(&mainstay(
+        here,
+        Some(&url),
+        &["schedule", "create", "hourly", "demo", "0 * * * *", "--time-zone", "Asia/Tokyo", "--paused", "--context", r#"{"region": "eu"}"#],
+    ));
     let hourly = client.get_schedule("hourly").await.unwrap().expect("created by the CLI");
     assert_eq!((hourly.cron.as_str(), hourly.time_zone.as_deref()), ("0 * * * *", Some("Asia/Tokyo")));
     assert_eq!(hourly.status, mainstay::ScheduleStatus::Paused);
+    assert_eq!(hourly.context, serde_json::json!({"region": "eu"}));
+    assert!(fails(&mainstay(here, Some(&url), &["schedule", "create", "ctx", "demo", "0 * * * *", "--context", "{region"])).contains("--context"));
     let backfilled = json(&mainstay(
         here,
         Some(&url),

@@ -202,12 +202,14 @@ impl MainstayBuilder {
         }
         let registry = Registry::collect(&self.registrations);
         // Schedules declared in code are rows like any other, so they can be listed, paused and
-        // resumed; their definition follows the code.
+        // resumed; their definition follows the code. An application's are named
+        // `{app}.{workflow}`, so applications sharing a database never share one (nor a tick
+        // ID); the row an older release named after the bare workflow is renamed.
         for (workflow, cron, zone) in registry.schedules() {
-            let mut s = crate::Schedule::new(workflow, workflow, cron);
+            let mut s = crate::Schedule::new(code_schedule_name(config.app_name.as_deref(), workflow), workflow, cron);
             s.time_zone = zone.map(str::to_string);
             s.validate()?;
-            db.declare_schedule(&s, config.app_name.as_deref()).await?;
+            db.declare_schedule(&s, config.app_name.as_deref(), Some(workflow)).await?;
         }
         let app_version = config.app_version.clone().unwrap_or_else(|| default_version(&registry));
         db.register_version(&app_version, config.app_name.as_deref()).await?;
@@ -272,6 +274,15 @@ impl MainstayBuilder {
             *GLOBAL.write().unwrap_or_else(|p| p.into_inner()) = Some(rt.clone());
         }
         Ok(Mainstay { rt })
+    }
+}
+
+/// The name of the schedule a `#[scheduled]` workflow declares: `{app}.{workflow}`, or the
+/// workflow's name for an application without a name.
+fn code_schedule_name(app_name: Option<&str>, workflow: &str) -> String {
+    match app_name {
+        Some(app) => format!("{app}.{workflow}"),
+        None => workflow.to_string(),
     }
 }
 

@@ -372,10 +372,13 @@ impl Client {
         self.db.migrate().await
     }
 
-    /// Creates a schedule; an existing schedule of that name is an error.
+    /// Creates a schedule; an existing schedule of that name is an error. Its runs receive
+    /// `(scheduled_at, context)`: the tick and [`Schedule::context`]. It belongs to
+    /// `schedule.application_name`, or else to this client's application.
     pub async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
         schedule.validate()?;
-        if !self.db.create_schedule(schedule, self.app_name.as_deref()).await? {
+        let app = schedule.application_name.as_deref().or(self.app_name.as_deref());
+        if !self.db.create_schedule(schedule, app).await? {
             return Err(Error::Config(format!(
                 "a schedule named {} exists; delete it first or choose another name",
                 schedule.name
@@ -423,18 +426,20 @@ impl Client {
         self.get_schedule(name).await?.ok_or_else(|| Error::ScheduleNotFound { name: name.to_string() })
     }
 
-    /// Runs a schedule's workflow now, as if a tick fell now; returns its workflow ID.
+    /// Runs a schedule's workflow now, as if a tick fell now, with the schedule's context;
+    /// returns its workflow ID. The run belongs to the schedule's application (or, for a
+    /// schedule of none, to this client's).
     pub async fn trigger_schedule(&self, name: &str) -> Result<String> {
         let schedule = self.existing_schedule(name).await?;
-        let now = crate::schedule::now_utc();
-        let mut row = schedule.tick_row(now, now, None)?;
-        row.app_name = self.app_name.clone();
+        let mut row = schedule.tick_row(crate::schedule::now_utc(), None)?;
+        row.app_name = row.app_name.or_else(|| self.app_name.clone());
         self.insert_rows(std::slice::from_ref(&row), &format!("trigger schedule {name}")).await?;
         Ok(row.id)
     }
 
-    /// Runs every tick of a schedule in `[start, end)` that has not run (at most 10,000);
-    /// returns the workflow IDs of those ticks. Running it twice runs nothing twice.
+    /// Runs every tick of a schedule in `[start, end)` that has not run (at most 10,000), as
+    /// the scheduler would have (same IDs, arguments and application); returns the workflow
+    /// IDs of those ticks. Running it twice runs nothing twice.
     pub async fn backfill_schedule(
         &self,
         name: &str,
@@ -443,12 +448,15 @@ impl Client {
     ) -> Result<Vec<String>> {
         let schedule = self.existing_schedule(name).await?;
         let cron = schedule.validate()?;
-        let now = crate::schedule::now_utc();
         let step = chrono::Duration::nanoseconds(1);
         let ticks = cron.ticks_between(start - step, end - step, 10_000);
         let rows = ticks
             .into_iter()
-            .map(|t| schedule.tick_row(t, now, None).map(|row| NewWorkflow { app_name: self.app_name.clone(), ..row }))
+            .map(|t| {
+                let mut row = schedule.tick_row(t, None)?;
+                row.app_name = row.app_name.or_else(|| self.app_name.clone());
+                Ok(row)
+            })
             .collect::<Result<Vec<_>>>()?;
         let ids = rows.iter().map(|r| r.id.clone()).collect();
         for chunk in rows.chunks(500) {

@@ -103,6 +103,18 @@ pub enum Error {
     )]
     QueueConflict { queue: String, owner: String },
 
+    /// A schedule declared in code (`#[scheduled]`) is named like a schedule of another
+    /// application (or, for an application without a name, of some application): declaring it
+    /// would take that schedule over, so the launch is refused.
+    #[error(
+        "schedule {schedule} of #[scheduled] workflow {workflow} cannot be declared: a schedule of that \
+         name belongs to {}, and a schedule declared in code never takes over another application's; \
+         {}",
+        owner.as_deref().map_or("no application".to_string(), |o| format!("application {o}")),
+        schedule_conflict_fix(schedule, workflow, app.as_deref())
+    )]
+    ScheduleConflict { schedule: String, workflow: String, owner: Option<String>, app: Option<String> },
+
     /// No workflow with this ID exists.
     #[error("no workflow with ID {workflow_id}")]
     NotFound { workflow_id: String },
@@ -184,6 +196,22 @@ pub enum Error {
     /// mainstay was used before it was launched.
     #[error("{0}")]
     NotLaunched(&'static str),
+}
+
+/// How to resolve an [`Error::ScheduleConflict`].
+fn schedule_conflict_fix(schedule: &str, workflow: &str, app: Option<&str>) -> String {
+    let rename = "give the workflow another name with #[scheduled(name = \"...\")]";
+    let delete = format!("or, if that schedule is stale, delete it (`mainstay schedule delete {schedule}`)");
+    match app {
+        Some(app) => format!(
+            "{rename}, give this application another name than {app} (MAINSTAY_APP_NAME; its schedule is \
+             named {{app}}.{workflow}), {delete}"
+        ),
+        None => format!(
+            "set this application's name (MAINSTAY_APP_NAME), so its schedule is named {{app}}.{workflow}, \
+             {rename}, {delete}"
+        ),
+    }
 }
 
 /// What a failed statement says, as its author can act on it: the server's message (with its
@@ -301,6 +329,7 @@ impl Error {
             Error::NonDeterministic { .. } => "NonDeterministic",
             Error::VersionConflict { .. } => "VersionConflict",
             Error::QueueConflict { .. } => "QueueConflict",
+            Error::ScheduleConflict { .. } => "ScheduleConflict",
             Error::NotFound { .. } => "NotFound",
             Error::ScheduleNotFound { .. } => "ScheduleNotFound",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceeded",

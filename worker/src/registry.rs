@@ -33,7 +33,11 @@ impl Registration {
 
     /// The registration of workflow type `W`, run at every tick of `cron` (5 fields, or 6 with
     /// seconds first) in time zone `zone` (IANA; `None` for UTC). `W` takes
-    /// `(scheduled_at, actual_at)`, both `chrono::DateTime<Utc>`.
+    /// `(scheduled_at, context)`, as every scheduled workflow does: the tick
+    /// (`chrono::DateTime<Utc>`) and the schedule's context, any `DeserializeOwned` type
+    /// (`null` for a schedule declared in code, so `serde_json::Value`, `Option<T>` or `()`).
+    /// Its schedule is named `{app}.{workflow}` for an application with a name
+    /// ([`crate::Config::app_name`]), else after the workflow.
     pub const fn scheduled<W: Workflow>(cron: &'static str, zone: Option<&'static str>) -> Registration {
         Registration { name: name_of::<W>, source: source_of::<W>, runner: run_claimed::<W>, schedule: Some((cron, zone)) }
     }

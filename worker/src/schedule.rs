@@ -2,9 +2,14 @@
 //! DBOS's `workflow_schedules` table.
 //!
 //! Invariants: a tick's workflow ID is `sched-{schedule}-{tick}` (the tick in ISO 8601 with its
-//! UTC offset, as DBOS writes it), so however many processes fire a tick, one workflow runs;
-//! a scheduled workflow receives `(scheduled_at, actual_at)`, both fixed when the tick is
-//! enqueued, so a replay sees the same values.
+//! UTC offset, as DBOS writes it), so however many processes fire a tick, one workflow runs.
+//! Every path that runs a schedule's workflow (the in-process scheduler, trigger, backfill, a
+//! Kubernetes `Schedule`) calls it with the one contract `(scheduled_at, context)`, as DBOS's
+//! stored schedules do: the tick, written exactly as in its workflow ID, and the schedule's
+//! context (JSON, `null` when it has none). Both are fixed in the enqueued row, so a replay
+//! sees the same values. A context that is not JSON (a DBOS Python schedule stored with
+//! pickle) is never passed as something else: such a schedule does not fire, and triggering or
+//! backfilling it is an error.
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -79,9 +84,11 @@ fn field_numbers(index: usize, text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
-        if c.is_ascii_digit() || matches!(c, '*' | ',' | '-' | '/') {
-            out.push(c);
-        } else if c == '?' && (index == DAY_OF_MONTH || index == DAY_OF_WEEK) || c == '#' && index == DAY_OF_WEEK {
+        // Digits and operators, `?` in either day field, `#` (nth weekday) in day-of-week.
+        let operator = matches!(c, '*' | ',' | '-' | '/')
+            || c == '?' && (index == DAY_OF_MONTH || index == DAY_OF_WEEK)
+            || c == '#' && index == DAY_OF_WEEK;
+        if c.is_ascii_digit() || operator {
             out.push(c);
         } else if c.is_ascii_alphabetic() {
             let mut end = start + 1;
@@ -159,7 +166,7 @@ impl CronSchedule {
         }
         // Each field alone, every other field `*`: the first that fails is the one to name.
         for index in 0..6 {
-            let mut probe = vec!["*"; 6];
+            let mut probe = ["*"; 6];
             probe[index] = &numeric[index];
             if parser().parse(&probe.join(" ")).is_err() {
                 return Err(wrong(index));
@@ -296,8 +303,18 @@ pub struct Schedule {
     pub automatic_backfill: bool,
     /// The last tick fired (as in its workflow ID).
     pub last_fired_at: Option<String>,
-    /// DBOS's free-form context column (not passed to mainstay workflows).
+    /// Passed to every run as the workflow's second argument (`null` when the schedule has
+    /// none). Stored as compact JSON in DBOS's `context` column.
     pub context: serde_json::Value,
+    /// The stored context, as stored, when it is not JSON (a DBOS Python schedule created
+    /// without portable serialization stores a pickle). Such a schedule does not fire and
+    /// cannot be triggered or backfilled: recreate it with a JSON context. `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable_context: Option<String>,
+    /// The application whose workers run its ticks (`None`: any application that has the
+    /// workflow). [`Client::create_schedule`](crate::Client::create_schedule) uses the client's
+    /// application when this is `None`.
+    pub application_name: Option<String>,
 }
 
 impl Schedule {
@@ -313,7 +330,16 @@ impl Schedule {
             automatic_backfill: false,
             last_fired_at: None,
             context: serde_json::Value::Null,
+            unreadable_context: None,
+            application_name: None,
         }
+    }
+
+    /// The context every run receives as its second argument (any JSON value).
+    pub fn context(mut self, value: serde_json::Value) -> Schedule {
+        self.context = value;
+        self.unreadable_context = None;
+        self
     }
 
     pub fn time_zone(mut self, zone: impl Into<String>) -> Schedule {
@@ -326,7 +352,8 @@ impl Schedule {
         self
     }
 
-    /// Checks the schedule and parses its cron expression; errors name the field.
+    /// Checks the schedule and parses its cron expression; errors name the field. A schedule
+    /// whose stored context is not JSON is an [`Error::UnsupportedSerialization`].
     pub fn validate(&self) -> Result<CronSchedule> {
         if self.name.trim().is_empty() {
             return Err(Error::Config("a schedule needs a name".into()));
@@ -334,16 +361,29 @@ impl Schedule {
         if self.workflow_name.trim().is_empty() {
             return Err(Error::Config(format!("schedule {}: the workflow name is empty", self.name)));
         }
+        self.readable_context()?;
         CronSchedule::parse(&self.cron, self.time_zone.as_deref())
             .map_err(|e| Error::Config(format!("schedule {}: {e}", self.name)))
     }
 
-    /// The workflow row that runs tick `tick`, enqueued at `actual`.
-    pub(crate) fn tick_row(&self, tick: DateTime<Utc>, actual: DateTime<Utc>, app_version: Option<String>) -> Result<NewWorkflow> {
+    /// The context runs receive, or the error that the stored one cannot be read.
+    fn readable_context(&self) -> Result<&serde_json::Value> {
+        match &self.unreadable_context {
+            None => Ok(&self.context),
+            Some(stored) => Err(Error::UnsupportedSerialization {
+                what: format!("the context of schedule {}", self.name),
+                // Only to name it in the message: a base64 pickle (protocol 2 to 5) starts so.
+                format: if stored.starts_with("gA") { "py_pickle" } else { "unknown (not JSON)" }.into(),
+            }),
+        }
+    }
+
+    /// The workflow row that runs tick `tick`: its arguments are `(tick, context)`, the tick
+    /// written as in the row's ID.
+    pub(crate) fn tick_row(&self, tick: DateTime<Utc>, app_version: Option<String>) -> Result<NewWorkflow> {
         let id = tick_workflow_id(&self.name, tick);
-        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
         let inputs = encode(
-            &serde_json::json!({"positionalArgs": [stamp(tick), stamp(actual)], "namedArgs": {}}),
+            &serde_json::json!({"positionalArgs": [format_tick(tick), self.readable_context()?], "namedArgs": {}}),
             &format!("the inputs of workflow {id}"),
         )?;
         Ok(NewWorkflow {
@@ -354,7 +394,7 @@ impl Schedule {
             owner: None,
             executor_id: None,
             app_version,
-            app_name: None,
+            app_name: self.application_name.clone(),
             queue_name: Some(self.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string())),
             parent_id: None,
             timeout_ms: None,
@@ -559,8 +599,27 @@ mod tests {
         let t = utc(2026, 1, 31, 23, 0, 15);
         assert_eq!(tick_workflow_id("nightly", t), "sched-nightly-2026-01-31T23:00:15+00:00");
         assert_eq!(parse_tick("2026-01-31T23:00:15+00:00"), Some(t));
-        let row = Schedule::new("nightly", "report", "0 3 * * *").tick_row(t, t, None).unwrap();
-        assert_eq!(row.inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15.000Z","2026-01-31T23:00:15.000Z"]}"#);
+        let row = Schedule::new("nightly", "report", "0 3 * * *").tick_row(t, None).unwrap();
+        assert_eq!(row.inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15+00:00",null]}"#);
         assert_eq!(row.queue_name.as_deref(), Some(INTERNAL_QUEUE));
+        assert_eq!(row.app_name, None);
+        let mut s = Schedule::new("nightly", "report", "0 3 * * *").context(serde_json::json!({"region": "eu"}));
+        s.application_name = Some("billing".into());
+        let row = s.tick_row(t + chrono::Duration::milliseconds(250), None).unwrap();
+        assert_eq!(row.id, "sched-nightly-2026-01-31T23:00:15.250+00:00");
+        assert_eq!(row.inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15.250+00:00",{"region":"eu"}]}"#);
+        assert_eq!(row.app_name.as_deref(), Some("billing"));
+    }
+
+    #[test]
+    fn a_context_that_is_not_json_is_never_passed() {
+        let mut s = Schedule::new("py", "report", "0 3 * * *");
+        s.unreadable_context = Some("gAWVBAAAAAAAAABOLg==".into());
+        let t = utc(2026, 1, 31, 23, 0, 15);
+        for e in [s.validate().unwrap_err(), s.tick_row(t, None).unwrap_err()] {
+            assert!(matches!(e, Error::UnsupportedSerialization { .. }), "{e}");
+            assert!(e.to_string().contains("the context of schedule py is stored in the `py_pickle`"), "{e}");
+        }
+        assert!(s.context(serde_json::json!(1)).validate().is_ok(), "a new context replaces the unreadable one");
     }
 }

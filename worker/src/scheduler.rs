@@ -5,7 +5,9 @@
 //! first enqueue of a tick a no-op, so a tick runs once however many processes race. A process
 //! fires only ticks after it first saw the schedule active (or, for schedules with automatic backfill, after the
 //! recorded last fire, at most a day back): downtime never silently replays a backlog. A tick
-//! whose enqueue failed is tried again on the next round, not skipped.
+//! whose enqueue failed is tried again on the next round, not skipped. A schedule that cannot
+//! fire as stored (a bad cron expression or time zone, a context that is not JSON) is reported
+//! once per definition and skipped, never fired with something else.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ struct Active {
 
 async fn run(rt: Arc<Runtime>) {
     let mut active: HashMap<String, Active> = HashMap::new();
+    // Per schedule, the last problem reported, so each is logged once, until it changes.
     let mut invalid_reported: HashMap<String, String> = HashMap::new();
     loop {
         match rt.db.schedules_of(rt.config.app_name.as_deref()).await {
@@ -45,7 +48,7 @@ async fn run(rt: Arc<Runtime>) {
         let now = now_utc();
         for a in active.values_mut() {
             for tick in a.cron.ticks_between(a.cursor, now, MAX_TICKS_PER_ROUND) {
-                match fire(&rt, &a.schedule, tick, now).await {
+                match fire(&rt, &a.schedule, tick).await {
                     Ok(()) => a.cursor = tick,
                     Err(e) => {
                         tracing::warn!(schedule = %a.schedule.name, tick = %format_tick(tick), error = %e,
@@ -84,9 +87,10 @@ fn refresh(
         let cron = match s.validate() {
             Ok(cron) => cron,
             Err(e) => {
-                if invalid_reported.get(&s.name) != Some(&s.cron) {
-                    tracing::error!(schedule = %s.name, error = %e, "schedule cannot fire; fix or delete it");
-                    invalid_reported.insert(s.name.clone(), s.cron.clone());
+                let problem = e.to_string();
+                if invalid_reported.get(&s.name) != Some(&problem) {
+                    tracing::error!(schedule = %s.name, error = %problem, "schedule cannot fire; fix or delete it");
+                    invalid_reported.insert(s.name.clone(), problem);
                 }
                 continue;
             }
@@ -111,11 +115,12 @@ fn refresh(
 }
 
 /// Enqueues the run of `tick` (a no-op if any process already did) and records the fire.
-async fn fire(rt: &Runtime, schedule: &Schedule, tick: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+async fn fire(rt: &Runtime, schedule: &Schedule, tick: DateTime<Utc>) -> Result<()> {
     // No version: the tick runs on the application's latest version (an old version still
-    // draining fires ticks too, and must not pin them to its old code).
-    let mut row = schedule.tick_row(tick, now, None)?;
-    row.app_name = rt.config.app_name.clone();
+    // draining fires ticks too, and must not pin them to its old code). The schedule's
+    // application runs it; one of no application, the application that fires it (as in DBOS).
+    let mut row = schedule.tick_row(tick, None)?;
+    row.app_name = row.app_name.or_else(|| rt.config.app_name.clone());
     let queue = row.queue_name.clone().unwrap_or_default();
     if let StartOutcome::Inserted = rt.committer.start_workflow(row).await? {
         tracing::debug!(schedule = %schedule.name, tick = %format_tick(tick), "scheduled run enqueued");

@@ -1,7 +1,8 @@
 //! Interoperability with the real DBOS Transact 3.4.0 Python client (`DBOSClient`, from PyPI):
 //! it reads Mainstay's workflows, results, errors and steps, and drives Mainstay workflows
 //! (enqueue, cancel) through the shared system database, and exchanges messages, events and
-//! stream values with them.
+//! stream values with them. Schedules the DBOS client creates run on Mainstay with their
+//! context, as `(scheduled_at, context)`, when it is portable JSON, and never when it is a pickle.
 //!
 //! Needs `MAINSTAY_DBOS_PYTHON` (a Python with `dbos==3.4.0`); `.ci/run` provides it.
 
@@ -10,13 +11,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mainstay::{Failure, Status};
+use mainstay::chrono::{DateTime, Utc};
+use mainstay::{Client, Error, Failure, Schedule, Status, WorkflowFilter};
 use serde_json::{json, Value};
 
 const CLIENT: &str = r#"
 import json, sys
 from dbos import DBOSClient
-from dbos._serialization import WorkflowSerializationFormat
+from dbos._serialization import DBOSPortableJSON, WorkflowSerializationFormat
 url, command, arg = sys.argv[1], sys.argv[2], sys.argv[3]
 c = DBOSClient(system_database_url=url)
 out = {}
@@ -43,6 +45,15 @@ elif command == "messaging":
 elif command == "cancel":
     c.cancel_workflow(arg)
     out["cancelled"] = True
+elif command in ("create_schedule", "create_pickled_schedule"):
+    if command == "create_schedule":
+        c = DBOSClient(system_database_url=url, serializer=DBOSPortableJSON)
+    c.create_schedule(schedule_name=arg, workflow_name="interop_report", schedule="* * * * * *",
+                      context={"region": "eu", "n": [1, 2]})
+    out["created"] = True
+elif command == "read_schedule":
+    c = DBOSClient(system_database_url=url, serializer=DBOSPortableJSON)
+    out["context"] = c.get_schedule(arg)["context"]
 c.destroy() if hasattr(c, "destroy") else None
 print("RESULT " + json.dumps(out))
 "#;
@@ -110,6 +121,50 @@ async fn interop_talks() -> mainstay::Result<String> {
     mainstay::write_stream("numbers", &got).await?;
     mainstay::close_stream("numbers").await?;
     Ok(got)
+}
+
+/// The scheduled workflow of the schedules DBOS's client creates: the tick as in tick IDs, and
+/// the context.
+#[mainstay::workflow]
+async fn interop_report(scheduled_at: DateTime<Utc>, context: Value) -> mainstay::Result<(String, Value)> {
+    Ok((mainstay::format_tick(scheduled_at), context))
+}
+
+#[tokio::test]
+async fn schedules_of_the_dbos_python_client_run_with_their_context_unless_pickled() {
+    let Some(python) = python() else { return };
+    let url = fresh_database("dbos_interop_sched").await;
+    let app = launch(&url, "interop-sched").await;
+    let rs = Client::connect(&url).await.unwrap();
+    rs.create_schedule(&Schedule::new("rs-yearly", "interop_report", "0 0 1 1 *").context(json!({"from": "rust"}))).await.unwrap();
+    assert_eq!(client(&python, &url, "read_schedule", "rs-yearly").await["context"], json!({"from": "rust"}));
+    client(&python, &url, "create_pickled_schedule", "py-pickled").await;
+    client(&python, &url, "create_schedule", "py-portable").await;
+
+    let runs = |name: &'static str| {
+        let rs = &rs;
+        async move {
+            let filter = WorkflowFilter { schedule_name: Some(name.into()), ..Default::default() };
+            rs.list_workflows(&filter).await.unwrap()
+        }
+    };
+    let done = wait_for("two runs of the portable schedule", Duration::from_secs(30), || async {
+        let r: Vec<_> = runs("py-portable").await.into_iter().filter(|s| s.status == Status::Success).collect();
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    for run in done {
+        let (tick, context): (String, Value) = rs.get_result(&run.workflow_id).await.unwrap();
+        assert_eq!(format!("sched-py-portable-{tick}"), run.workflow_id);
+        assert_eq!(context, json!({"region": "eu", "n": [1, 2]}));
+    }
+    // Both schedules fire every second: the portable one's runs prove the pickled one was seen.
+    let pickled = rs.get_schedule("py-pickled").await.unwrap().unwrap();
+    assert!(pickled.unreadable_context.as_deref().is_some_and(|c| c.starts_with("gA")), "{pickled:?}");
+    assert!(runs("py-pickled").await.is_empty(), "a pickled context was fired");
+    let e = rs.trigger_schedule("py-pickled").await.unwrap_err();
+    assert!(matches!(e, Error::UnsupportedSerialization { ref format, .. } if format == "py_pickle"), "{e}");
+    app.shutdown().await;
 }
 
 #[tokio::test]

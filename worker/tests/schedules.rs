@@ -1,7 +1,11 @@
 //! Scheduled workflows against a real Postgres: a schedule declared in code fired by two
 //! runtimes racing (one run per tick, none missed), schedules stored in the database (create,
 //! pause, resume, trigger, backfill, delete), no silent replay after downtime unless automatic
-//! backfill is on, and clear errors for bad cron expressions and time zones.
+//! backfill is on, and clear errors for bad cron expressions and time zones. One contract,
+//! `(scheduled_at, context)`, for every path (code, stored, triggered, backfilled, enqueued as a
+//! Kubernetes `Schedule` does); a stored context that is not JSON never fires; code schedules
+//! of applications sharing a database are named `{app}.{workflow}`, renamed from their old
+//! name on upgrade, and never take over another application's schedule.
 
 mod common;
 
@@ -9,16 +13,24 @@ use std::time::Duration;
 
 use common::*;
 use mainstay::chrono::{DateTime, Utc};
-use mainstay::{Client, Schedule, ScheduleStatus, Status, WorkflowFilter};
+use mainstay::{Client, Config, Error, Mainstay, Schedule, ScheduleStatus, Status, WorkflowFilter, WorkflowOptions};
+use serde_json::{json, Value};
 
 #[mainstay::scheduled("* * * * * *")]
-async fn every_second(scheduled_at: DateTime<Utc>, actual_at: DateTime<Utc>) -> mainstay::Result<(String, String)> {
-    Ok((scheduled_at.to_rfc3339(), actual_at.to_rfc3339()))
+async fn every_second(scheduled_at: DateTime<Utc>, context: Value) -> mainstay::Result<(String, Value)> {
+    Ok((scheduled_at.to_rfc3339(), context))
 }
 
 #[mainstay::workflow]
-async fn on_schedule(scheduled_at: DateTime<Utc>, _actual_at: DateTime<Utc>) -> mainstay::Result<String> {
+async fn on_schedule(scheduled_at: DateTime<Utc>, _context: ()) -> mainstay::Result<String> {
     Ok(scheduled_at.to_rfc3339())
+}
+
+/// One workflow for every way a schedule runs: it returns the tick as written in tick IDs, and
+/// the context.
+#[mainstay::workflow]
+async fn report(scheduled_at: DateTime<Utc>, context: Value) -> mainstay::Result<(String, Value)> {
+    Ok((mainstay::format_tick(scheduled_at), context))
 }
 
 async fn runs(client: &Client, schedule: &str) -> Vec<mainstay::WorkflowStatus> {
@@ -65,10 +77,9 @@ async fn a_schedule_in_code_fires_each_tick_once_across_racing_runtimes() {
     }
     for s in &done {
         assert_eq!(s.status, Status::Success, "{}", s.workflow_id);
-        let (scheduled, actual): (String, String) = serde_json::from_str(s.output.as_deref().unwrap()).unwrap();
-        let (scheduled, actual) = (DateTime::parse_from_rfc3339(&scheduled).unwrap(), DateTime::parse_from_rfc3339(&actual).unwrap());
-        assert_eq!(scheduled, tick_of(&s.workflow_id, "every_second"));
-        assert!(actual >= scheduled, "actual {actual} before scheduled {scheduled}");
+        let (scheduled, context): (String, Value) = serde_json::from_str(s.output.as_deref().unwrap()).unwrap();
+        assert_eq!(DateTime::parse_from_rfc3339(&scheduled).unwrap(), tick_of(&s.workflow_id, "every_second"));
+        assert_eq!(context, Value::Null, "a code schedule has no context");
     }
     let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM outcome_writes").fetch_one(&mut c).await.unwrap();
     assert_eq!(writes as usize, done.len(), "an outcome was written twice");
@@ -165,4 +176,222 @@ async fn downtime_is_not_replayed_unless_automatic_backfill_is_on() {
     assert!(replayed.is_empty(), "ticks of the downtime were replayed: {replayed:?}");
     assert!(!catchup.is_empty());
     app.shutdown().await;
+}
+
+/// The tick text of a tick ID.
+fn tick_text<'a>(id: &'a str, schedule: &str) -> &'a str {
+    id.strip_prefix(&format!("sched-{schedule}-")).unwrap_or_else(|| panic!("tick ID {id}"))
+}
+
+/// The `(tick, context)` a run of `report` received.
+async fn received(client: &Client, id: &str) -> (String, Value) {
+    client.get_result(id).await.unwrap_or_else(|e| panic!("run {id}: {e}"))
+}
+
+#[tokio::test]
+async fn one_workflow_serves_stored_triggered_backfilled_and_enqueued_runs_with_their_context() {
+    let url = fresh_database("sched_context").await;
+    let app = launch(&url, "sched-context").await;
+    let client = Client::connect(&url).await.unwrap();
+    let context = json!({"region": "eu", "recipients": ["ops@example.com"], "limit": 3});
+    client.create_schedule(&Schedule::new("reports", "report", "* * * * * *").context(context.clone())).await.unwrap();
+    let stored = client.get_schedule("reports").await.unwrap().unwrap();
+    assert_eq!((&stored.context, &stored.unreadable_context), (&context, &None));
+    let mut c = connect(&url).await;
+    let column: String = sqlx::query_scalar("SELECT context FROM dbos.workflow_schedules WHERE schedule_name = 'reports'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(column, r#"{"limit":3,"recipients":["ops@example.com"],"region":"eu"}"#, "compact JSON");
+
+    for run in wait_for_runs(&client, "reports", 2).await.iter().filter(|s| s.status == Status::Success) {
+        let (tick, got) = received(&client, &run.workflow_id).await;
+        assert_eq!(tick, tick_text(&run.workflow_id, "reports"), "the tick as in the ID");
+        assert_eq!(got, context);
+    }
+    client.pause_schedule("reports").await.unwrap();
+
+    // Triggered and backfilled runs get the same arguments.
+    let yearly = json!("yearly context");
+    client.create_schedule(&Schedule::new("yearly-report", "report", "0 0 1 1 *").context(yearly.clone())).await.unwrap();
+    let triggered = client.trigger_schedule("yearly-report").await.unwrap();
+    let start = DateTime::parse_from_rfc3339("2023-06-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    let end = DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    let backfilled = client.backfill_schedule("yearly-report", start, end).await.unwrap();
+    assert_eq!(backfilled, ["sched-yearly-report-2024-01-01T00:00:00+00:00", "sched-yearly-report-2025-01-01T00:00:00+00:00"]);
+    for id in std::iter::once(&triggered).chain(&backfilled) {
+        let (tick, got) = received(&client, id).await;
+        assert_eq!(tick, tick_text(id, "yearly-report"), "{id}");
+        assert_eq!(got, yearly, "{id}");
+    }
+
+    // As a Kubernetes `Schedule` enqueues it: the tick as text, then its input.
+    let tick = "2026-01-31T23:00:00+00:00";
+    let id = client
+        .enqueue("report", mainstay::INTERNAL_QUEUE, vec![json!(tick), json!({"from": "kubernetes"})], WorkflowOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(received(&client, &id).await, (tick.to_string(), json!({"from": "kubernetes"})));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_context_that_is_not_json_is_reported_and_never_fired() {
+    init_tracing();
+    let url = fresh_database("sched_pickle").await;
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    // As DBOS Python stores a context without portable serialization: a base64 pickle (None).
+    let mut c = connect(&url).await;
+    sqlx::query(
+        "INSERT INTO dbos.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule, context)
+         VALUES ('py-1', 'pickled', 'report', '* * * * * *', 'gAVOLg==')",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    client.create_schedule(&Schedule::new("readable", "report", "* * * * * *").context(json!(1))).await.unwrap();
+    let pickled = client.get_schedule("pickled").await.unwrap().unwrap();
+    assert_eq!((pickled.context, pickled.unreadable_context.as_deref()), (Value::Null, Some("gAVOLg==")));
+    for e in [
+        client.trigger_schedule("pickled").await.unwrap_err(),
+        client.backfill_schedule("pickled", Utc::now() - mainstay::chrono::Duration::seconds(5), Utc::now()).await.unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::UnsupportedSerialization { .. }), "{e}");
+        assert!(e.to_string().contains("the context of schedule pickled"), "{e}");
+    }
+
+    // The scheduler fires both in the same rounds: the readable one's runs prove rounds ran.
+    let app = launch(&url, "sched-pickle").await;
+    wait_for_runs(&client, "readable", 3).await;
+    app.shutdown().await;
+    assert!(runs(&client, "pickled").await.is_empty(), "a schedule whose context is not JSON fired");
+}
+
+fn app_config(url: &str, app: Option<&str>, executor: &str) -> Config {
+    let mut c = config(url, executor);
+    c.app_name = app.map(str::to_string);
+    // Version names are unique across applications.
+    c.app_version = Some(format!("{}-v1", app.unwrap_or("none")));
+    c
+}
+
+async fn launch_app(url: &str, app: Option<&str>, executor: &str) -> mainstay::Result<Mainstay> {
+    Mainstay::builder(app_config(url, app, executor)).global(false).launch().await
+}
+
+/// `(schedule_name, workflow_name, application_name, status, last_fired_at)` of every stored
+/// schedule, by name.
+async fn schedule_rows(url: &str) -> Vec<(String, String, Option<String>, String, Option<String>)> {
+    let mut c = connect(url).await;
+    sqlx::query_as(
+        "SELECT schedule_name, workflow_name, application_name, status, last_fired_at
+         FROM dbos.workflow_schedules ORDER BY schedule_name",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn code_schedules_of_two_applications_on_one_database_are_two_schedules() {
+    let url = fresh_database("sched_two_apps").await;
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    let b = launch_app(&url, Some("B"), "b-exec").await.unwrap();
+    let rows = schedule_rows(&url).await;
+    let names: Vec<_> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_deref())).collect();
+    assert_eq!(names, [("A.every_second", "every_second", Some("A")), ("B.every_second", "every_second", Some("B"))]);
+
+    let client = Client::connect(&url).await.unwrap();
+    let of_a = wait_for_runs(&client, "A.every_second", 3).await;
+    let of_b = wait_for_runs(&client, "B.every_second", 3).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    let mut c = connect(&url).await;
+    for (runs, app, executor) in [(&of_a, "A", "a-exec"), (&of_b, "B", "b-exec")] {
+        for run in runs.iter().filter(|s| s.status == Status::Success) {
+            assert!(run.workflow_id.starts_with(&format!("sched-{app}.every_second-")), "{}", run.workflow_id);
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT application_name FROM dbos.workflow_status WHERE workflow_uuid = $1")
+                    .bind(&run.workflow_id)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+            assert_eq!((owner.as_deref(), run.executor_id.as_deref()), (Some(app), Some(executor)), "{}", run.workflow_id);
+        }
+    }
+    let all = runs(&client, "A.every_second").await.len() + runs(&client, "B.every_second").await.len();
+    let ticks: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid LIKE 'sched-%'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ticks as usize, all, "every tick belongs to one of the two schedules");
+}
+
+#[tokio::test]
+async fn an_upgrade_renames_its_code_schedule_and_never_takes_over_another_applications() {
+    let url = fresh_database("sched_rename").await;
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    let mut c = connect(&url).await;
+    let insert = |name: &'static str, app: Option<&'static str>, status: &'static str, last: Option<&'static str>| {
+        sqlx::query(
+            "INSERT INTO dbos.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule, status,
+                 last_fired_at, context, application_name)
+             VALUES (gen_random_uuid()::text, $1, 'every_second', '* * * * * *', $3, $4, 'null', $2)",
+        )
+        .bind(name)
+        .bind(app)
+        .bind(status)
+        .bind(last)
+        .persistent(false)
+    };
+
+    // A release before `{app}.{workflow}` left app A's schedule paused, under the bare name.
+    insert("every_second", Some("A"), "PAUSED", Some("2026-01-31T23:00:00+00:00")).execute(&mut c).await.unwrap();
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    a.shutdown().await;
+    assert_eq!(
+        schedule_rows(&url).await,
+        [("A.every_second".into(), "every_second".into(), Some("A".into()), "PAUSED".into(), Some("2026-01-31T23:00:00+00:00".into()))],
+        "renamed, keeping its status and last fire"
+    );
+
+    // An old version declared the bare name again: the next launch leaves one schedule.
+    insert("every_second", Some("A"), "ACTIVE", None).execute(&mut c).await.unwrap();
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    a.shutdown().await;
+    let rows = schedule_rows(&url).await;
+    assert_eq!(rows.iter().map(|r| (r.0.as_str(), r.3.as_str())).collect::<Vec<_>>(), [("A.every_second", "PAUSED")]);
+
+    // Another application's row of the old name is not A's to rename.
+    insert("every_second", Some("B"), "ACTIVE", None).execute(&mut c).await.unwrap();
+    let a = launch_app(&url, Some("A"), "a-exec").await.unwrap();
+    a.shutdown().await;
+    let names: Vec<_> = schedule_rows(&url).await.into_iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(names, [("A.every_second".into(), Some("A".into())), ("every_second".into(), Some("B".into()))]);
+
+    // A name held by another application's row refuses the launch, saying whose and what to do.
+    sqlx::query("UPDATE dbos.workflow_schedules SET application_name = 'C' WHERE schedule_name = 'A.every_second'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let conflict = |e: Error, owner: Option<&str>, schedule: &str| {
+        let msg = e.to_string();
+        match e {
+            Error::ScheduleConflict { owner: found, .. } => assert_eq!(found.as_deref(), owner, "{msg}"),
+            other => panic!("expected a schedule conflict, got {other}"),
+        }
+        assert!(msg.contains(&format!("schedule {schedule} of #[scheduled] workflow every_second")), "{msg}");
+        assert!(msg.contains("#[scheduled(name = ") && msg.contains("MAINSTAY_APP_NAME"), "{msg}");
+        msg
+    };
+    let Err(e) = launch_app(&url, Some("A"), "a-exec").await else { panic!("A launched over C's schedule") };
+    let msg = conflict(e, Some("C"), "A.every_second");
+    assert!(msg.contains("belongs to application C"), "{msg}");
+    // An application without a name declares the bare name, which B holds.
+    let Err(e) = launch_app(&url, None, "none-exec").await else { panic!("launched over B's schedule") };
+    conflict(e, Some("B"), "every_second");
+    let rows = schedule_rows(&url).await;
+    assert_eq!(rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>(), [Some("C"), Some("B")], "nothing taken over");
 }

@@ -25,7 +25,7 @@ async fn shared_task(n: u64) -> mainstay::Result<String> {
 }
 
 #[mainstay::workflow]
-async fn shared_tick(_scheduled_at: chrono::DateTime<chrono::Utc>, _actual_at: chrono::DateTime<chrono::Utc>) -> mainstay::Result<()> {
+async fn shared_tick(_scheduled_at: chrono::DateTime<chrono::Utc>, _context: serde_json::Value) -> mainstay::Result<()> {
     Ok(())
 }
 

@@ -78,8 +78,10 @@ pub async fn transaction_workflow() -> mainstay::Result<i64> {
 }
 
 /// Runs at the start of every minute, once per minute however many copies of the app run.
+/// Like every scheduled workflow it takes the tick and the schedule's context, which a schedule
+/// declared in code does not have (`null`, read here as `()`).
 #[mainstay::scheduled("* * * * *")]
-pub async fn run_every_minute(scheduled_at: DateTime<Utc>, actual_at: DateTime<Utc>) -> mainstay::Result<()> {
-    println!("I am a scheduled workflow. It was scheduled to run at {scheduled_at} and actually ran at {actual_at}");
+pub async fn run_every_minute(scheduled_at: DateTime<Utc>, _context: ()) -> mainstay::Result<()> {
+    println!("I am a scheduled workflow. It was scheduled to run at {scheduled_at} and actually ran at {}", Utc::now());
     Ok(())
 }

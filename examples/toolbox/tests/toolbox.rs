@@ -104,9 +104,10 @@ async fn the_walk_through_works_and_survives_a_crash() {
     assert_eq!(get_ok(port, "/workflow").await.trim(), "Workflow completed");
 
     let client = mainstay::Client::connect(&url).await.unwrap();
-    let schedule = client.get_schedule("run_every_minute").await.unwrap().expect("the schedule was declared at launch");
+    // Named `{app}.{workflow}`: the toolbox's application name is `toolbox`.
+    let schedule = client.get_schedule("toolbox.run_every_minute").await.unwrap().expect("the schedule was declared at launch");
     assert_eq!(schedule.cron, "* * * * *");
-    let tick = client.trigger_schedule("run_every_minute").await.unwrap();
+    let tick = client.trigger_schedule("toolbox.run_every_minute").await.unwrap();
     tokio::time::timeout(Duration::from_secs(60), client.get_result::<()>(&tick))
         .await
         .expect("the triggered tick ran within 60 s")

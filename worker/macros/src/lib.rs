@@ -122,10 +122,17 @@ fn expand_workflow(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStr
     workflow_tokens(opts, item, None)
 }
 
-/// Marks an `async fn (scheduled_at, actual_at)` (both `mainstay::chrono::DateTime<Utc>`) as a
-/// workflow run at every tick of a cron schedule: `#[scheduled("*/30 * * * * *")]` (5 fields,
-/// or 6 with seconds first), or `#[scheduled(cron = "0 9 * * *", time_zone = "Europe/Paris")]`.
-/// The schedule is named after the workflow; `mainstay schedule pause NAME` pauses it.
+/// Marks an `async fn (scheduled_at, context)` as a workflow run at every tick of a cron
+/// schedule: `#[scheduled("*/30 * * * * *")]` (5 fields, or 6 with seconds first), or
+/// `#[scheduled(cron = "0 9 * * *", time_zone = "Europe/Paris")]`. `scheduled_at` is the tick
+/// (`mainstay::chrono::DateTime<Utc>`) and `context` the schedule's context, any
+/// `DeserializeOwned` type: `null` for this schedule, so `serde_json::Value`, `Option<T>` or
+/// `()`. Stored schedules (`Client::create_schedule`) and Kubernetes `Schedule`s call their
+/// workflow the same way, so one workflow can serve them all.
+///
+/// The schedule is named `{app}.{workflow}` when the application has a name
+/// (`Config::app_name`, `MAINSTAY_APP_NAME`), else after the workflow (`name = "..."` renames
+/// the workflow, and so its schedule). `mainstay schedule pause {app}.{workflow}` pauses it.
 #[proc_macro_attribute]
 pub fn scheduled(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_scheduled(attr, item).unwrap_or_else(|e| e.to_compile_error()).into()
@@ -188,8 +195,9 @@ fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, O
             if args.len() != 2 {
                 return Err(syn::Error::new_spanned(
                     &f.sig.inputs,
-                    "a scheduled workflow takes (scheduled_at, actual_at): two \
-                     mainstay::chrono::DateTime<mainstay::chrono::Utc> arguments",
+                    "a scheduled workflow takes (scheduled_at, context): the tick, a \
+                     mainstay::chrono::DateTime<mainstay::chrono::Utc>, and the schedule's context, \
+                     any serde type (e.g. serde_json::Value, Option<T> or ())",
                 ));
             }
             let zone = match zone {

@@ -7,10 +7,14 @@ use sqlx::Row;
 use super::{q, SystemDatabase};
 use crate::error::{Error, Result};
 use crate::schedule::{Schedule, ScheduleStatus};
+use crate::serialization::encode;
 
 pub(super) struct Statements {
     create: Arc<str>,
+    drop_legacy: Arc<str>,
+    rename_legacy: Arc<str>,
     declare: Arc<str>,
+    owner: Arc<str>,
     list: Arc<str>,
     list_for_app: Arc<str>,
     set_status: Arc<str>,
@@ -19,7 +23,7 @@ pub(super) struct Statements {
 }
 
 const COLUMNS: &str = "schedule_name, workflow_name, schedule, cron_timezone, queue_name, status, \
-                       automatic_backfill, last_fired_at, context";
+                       automatic_backfill, last_fired_at, context, application_name";
 
 impl Statements {
     pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
@@ -27,18 +31,36 @@ impl Statements {
             create: f(r#"
 INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule,
     cron_timezone, queue_name, status, automatic_backfill, context, application_name)
-VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, 'null', $8)
+VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (schedule_name) DO NOTHING
 RETURNING 1"#),
+            // A code schedule's row from before it was named `{app}.{workflow}` ($1: that old
+            // name, the workflow's; $2: the new name; $3: the application; $4: the workflow):
+            // dropped when a row of the new name exists already (an old version declared it
+            // again), otherwise renamed, keeping its status and last fire.
+            drop_legacy: f(r#"
+DELETE FROM {s}.workflow_schedules
+WHERE schedule_name = $1 AND application_name = $3 AND workflow_name = $4
+  AND EXISTS (SELECT 1 FROM {s}.workflow_schedules WHERE schedule_name = $2)
+RETURNING 1"#),
+            rename_legacy: f(r#"
+UPDATE {s}.workflow_schedules SET schedule_name = $2
+WHERE schedule_name = $1 AND application_name = $3 AND workflow_name = $4
+RETURNING 1"#),
             // A schedule declared in code: its definition follows the code, its status (paused
-            // or not) and last fire stay as operators left them.
+            // or not) and last fire stay as operators left them. Only a row of the same
+            // application (or of none, for an application without a name) is updated; no
+            // row back means the name is another application's.
             declare: f(r#"
 INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule,
     cron_timezone, queue_name, status, automatic_backfill, context, application_name)
 VALUES (gen_random_uuid()::text, $1, $2, $3, $4, $5, 'ACTIVE', $6, 'null', $7)
 ON CONFLICT (schedule_name) DO UPDATE SET workflow_name = EXCLUDED.workflow_name,
     schedule = EXCLUDED.schedule, cron_timezone = EXCLUDED.cron_timezone,
-    queue_name = EXCLUDED.queue_name, automatic_backfill = EXCLUDED.automatic_backfill"#),
+    queue_name = EXCLUDED.queue_name, automatic_backfill = EXCLUDED.automatic_backfill
+WHERE {s}.workflow_schedules.application_name IS NOT DISTINCT FROM EXCLUDED.application_name
+RETURNING 1"#),
+            owner: f("SELECT application_name FROM {s}.workflow_schedules WHERE schedule_name = $1"),
             list: f(&format!(
                 "SELECT {COLUMNS} FROM {{s}}.workflow_schedules \
                  WHERE $1::text IS NULL OR schedule_name = $1 ORDER BY schedule_name"
@@ -62,7 +84,14 @@ ON CONFLICT (schedule_name) DO UPDATE SET workflow_name = EXCLUDED.workflow_name
 }
 
 fn from_row(r: &sqlx::postgres::PgRow) -> Schedule {
-    let context: Option<String> = r.get(8);
+    // A context that is not JSON is kept as it is, never read as null: the schedule then does
+    // not fire (see `Schedule::validate`).
+    let stored: Option<String> = r.get(8);
+    let (context, unreadable_context) = match stored.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+        None => (serde_json::Value::Null, None),
+        Some(Ok(value)) => (value, None),
+        Some(Err(_)) => (serde_json::Value::Null, stored),
+    };
     Schedule {
         name: r.get(0),
         workflow_name: r.get(1),
@@ -72,13 +101,17 @@ fn from_row(r: &sqlx::postgres::PgRow) -> Schedule {
         status: ScheduleStatus::parse(&r.get::<String, _>(5)),
         automatic_backfill: r.get(6),
         last_fired_at: r.get(7),
-        context: context.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(serde_json::Value::Null),
+        context,
+        unreadable_context,
+        application_name: r.get(9),
     }
 }
 
 impl SystemDatabase {
-    /// Creates a schedule; `false` if one of that name exists.
+    /// Creates a schedule owned by `app_name`, with its context as compact JSON; `false` if
+    /// one of that name exists.
     pub(crate) async fn create_schedule(&self, s: &Schedule, app_name: Option<&str>) -> Result<bool> {
+        let context = encode(&s.context, &format!("the context of schedule {}", s.name))?;
         let rows = q(&self.sql.schedules.create)
             .bind(&s.name)
             .bind(&s.workflow_name)
@@ -87,6 +120,7 @@ impl SystemDatabase {
             .bind(&s.queue)
             .bind(s.status.as_str())
             .bind(s.automatic_backfill)
+            .bind(context)
             .bind(app_name)
             .fetch_all(&self.pool)
             .await
@@ -95,8 +129,36 @@ impl SystemDatabase {
     }
 
     /// Creates or updates a schedule declared in code, keeping its status and last fire.
-    pub(crate) async fn declare_schedule(&self, s: &Schedule, app_name: Option<&str>) -> Result<()> {
-        q(&self.sql.schedules.declare)
+    /// `legacy`: the name this schedule had before (the bare workflow name, for an application
+    /// with a name), whose row of the same application and workflow is renamed, or dropped if
+    /// the new name exists already. A name held by another application's row is refused.
+    pub(crate) async fn declare_schedule(&self, s: &Schedule, app_name: Option<&str>, legacy: Option<&str>) -> Result<()> {
+        let ctx = || format!("declare schedule {}", s.name);
+        let stmts = &self.sql.schedules;
+        let mut tx = self.pool.begin().await.map_err(|e| Error::db(ctx(), e))?;
+        if let (Some(old), Some(app)) = (legacy.filter(|old| *old != s.name), app_name) {
+            let outcomes = [
+                (&stmts.drop_legacy, "deleted, as a row of the new name exists"),
+                (&stmts.rename_legacy, "renamed, keeping its status and last fire"),
+            ];
+            for (statement, done) in outcomes {
+                let hit = q(statement)
+                    .bind(old)
+                    .bind(&s.name)
+                    .bind(app)
+                    .bind(&s.workflow_name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| Error::db(ctx(), e))?;
+                if hit.is_some() {
+                    tracing::info!(schedule = %s.name, old, application = app,
+                        "the code schedule of workflow {} is now named {}: its row under the old name was {done}",
+                        s.workflow_name, s.name);
+                    break;
+                }
+            }
+        }
+        let written = q(&stmts.declare)
             .bind(&s.name)
             .bind(&s.workflow_name)
             .bind(&s.cron)
@@ -104,9 +166,24 @@ impl SystemDatabase {
             .bind(&s.queue)
             .bind(s.automatic_backfill)
             .bind(app_name)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| Error::db(format!("declare schedule {}", s.name), e))?;
+            .map_err(|e| Error::db(ctx(), e))?;
+        if written.is_none() {
+            let owner: Option<String> = q(&stmts.owner)
+                .bind(&s.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| Error::db(ctx(), e))?
+                .and_then(|r| r.get(0));
+            return Err(Error::ScheduleConflict {
+                schedule: s.name.clone(),
+                workflow: s.workflow_name.clone(),
+                owner,
+                app: app_name.map(str::to_string),
+            });
+        }
+        tx.commit().await.map_err(|e| Error::db(ctx(), e))?;
         Ok(())
     }
 
