@@ -1,7 +1,8 @@
 //! `Schedule`: a cron schedule that enqueues a workflow of a DurableApp once per tick.
 //!
-//! Each tick becomes the workflow ID `sched-{namespace}.{name}-{tick}` (DBOS's convention, with
-//! the namespace so Schedules of one name in two namespaces never collide), so a tick runs
+//! Each tick becomes the workflow ID `sched-{namespace}/{name}-{tick}` (DBOS's convention, with
+//! the namespace so Schedules of one name in two namespaces never collide, and a `/` no code
+//! schedule `{app}.{workflow}` has), so a tick runs
 //! exactly once however often the controller retries it. The cron expression is checked for
 //! shape in the schema (5 or 6 fields, or an `@` macro) and fully by the operator.
 
@@ -15,7 +16,7 @@ use crate::Condition;
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     doc = "Schedule enqueues a workflow of a DurableApp (same namespace) once per tick of a cron \
-           schedule, as the workflow ID `sched-{namespace}.{name}-{tick}`, so each tick runs exactly once. \
+           schedule, as the workflow ID `sched-{namespace}/{name}-{tick}`, so each tick runs exactly once. \
            Missed ticks are caught up within a deadline; overlapping runs are allowed, skipped or \
            replaced. Each run appears as a WorkflowRun owned by the Schedule and labelled \
            `mainstay.dev/schedule={name}` (the unfinished ones and the newest finished ones, \

@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use crate::ticks::{tick_workflow_id, utc};
 
-    const DB: &str = "prod.nightly";
+    const DB: &str = "prod/nightly";
 
     fn tick_run(minute: u32, outcome: Outcome) -> Run {
         let tick = utc(2026, 1, 1, 0, minute, 0);
@@ -138,8 +138,8 @@ mod tests {
         assert_eq!(object_name("nightly", DB, &id), format!("nightly-{}", tick.timestamp()));
         // A Schedule of another namespace, or another Schedule whose name starts the same, is
         // not mistaken for this one.
-        assert_eq!(tick_of("dev.nightly", &id), None);
-        assert_eq!(tick_of("prod.night", &id), None);
+        assert_eq!(tick_of("dev/nightly", &id), None);
+        assert_eq!(tick_of("prod/night", &id), None);
         let trigger = format!("sched-{DB}-trigger-1767225600");
         assert_eq!(tick_of(DB, &trigger), None);
         let name = object_name("nightly", DB, &trigger);

@@ -757,10 +757,10 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     let client = Client::connect(&url).await?;
     let runs = || async {
-        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns}.every-second")), ..Default::default() }).await?;
+        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), ..Default::default() }).await?;
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
-    let first = wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, &format!("{ns}.every-second"))?.first().copied()) }).await?;
+    let first = wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, &format!("{ns}/every-second"))?.first().copied()) }).await?;
     let table = cluster.kubectl(&["get", "schedules", "-n", ns])?;
     ensure!(table.contains("Scheduling") && !table.contains("<invalid>"), "kubectl get schedules:\n{table}");
     // Restart the operator in the middle: stopped for a few ticks, then a new process.
@@ -770,7 +770,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     wait_for("3 s without an operator", MINUTE, || async { Ok((Utc::now() >= stopped + chrono::Duration::seconds(3)).then_some(())) }).await?;
     let operator = Operator::start(cluster, sa, "e2e-operator-2").await?;
     wait_for("20 s of ticks", 2 * MINUTE, || async {
-        Ok(ticks(&runs().await?, &format!("{ns}.every-second"))?.last().is_some_and(|t| *t >= first + chrono::Duration::seconds(20)).then_some(()))
+        Ok(ticks(&runs().await?, &format!("{ns}/every-second"))?.last().is_some_and(|t| *t >= first + chrono::Duration::seconds(20)).then_some(()))
     })
     .await?;
     apply(cluster, &schedule(true))?;
@@ -780,14 +780,14 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     let ids = runs().await?;
-    let fired = ticks(&ids, &format!("{ns}.every-second"))?;
+    let fired = ticks(&ids, &format!("{ns}/every-second"))?;
     let unique: BTreeSet<_> = fired.iter().collect();
     ensure!(unique.len() == fired.len(), "a tick fired twice: {ids:?}");
     let (first, last) = (fired[0], *fired.last().unwrap());
     let expected = (last - first).num_seconds() as usize + 1;
     ensure!(fired.len() == expected, "ticks missing between {first} and {last}: {} fired, {expected} expected", fired.len());
     wait_for("every run to succeed", 2 * MINUTE, || async {
-        Ok((count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.every-second")), statuses: vec![Status::Success], ..Default::default() }).await? == fired.len()).then_some(()))
+        Ok((count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), statuses: vec![Status::Success], ..Default::default() }).await? == fired.len()).then_some(()))
     })
     .await?;
     let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
@@ -805,7 +805,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     for (name, id, _) in schedule_runs(cluster, ns, "every-second").await? {
         let tick = fired.iter().find(|t| name == format!("every-second-{}", t.timestamp())).context("tick of the run")?;
-        ensure!(id.as_deref() == Some(mainstay::tick_workflow_id(&format!("{ns}.every-second"), *tick).as_str()), "{name} mirrors {id:?}");
+        ensure!(id.as_deref() == Some(mainstay::tick_workflow_id(&format!("{ns}/every-second"), *tick).as_str()), "{name} mirrors {id:?}");
     }
     let table = cluster.kubectl(&["get", "workflowruns", "-n", ns, "-l", "mainstay.dev/schedule=every-second"])?;
     ensure!(table.matches("Succeeded").count() == 3 && table.contains("nightly_report"), "kubectl get workflowruns -l:\n{table}");
@@ -816,13 +816,13 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
         cluster.kubectl(&["annotate", "--overwrite", "schedule", "every-second", "-n", ns, "mainstay.dev/trigger=now-1"])?;
     }
     wait_for("the triggered run to succeed", MINUTE, || async {
-        let ok = client.status(&format!("sched-{ns}.every-second-trigger-now-1")).await?.is_some_and(|w| w.status == Status::Success);
+        let ok = client.status(&format!("sched-{ns}/every-second-trigger-now-1")).await?.is_some_and(|w| w.status == Status::Success);
         Ok(ok.then_some(()))
     })
     .await?;
     ensure!(runs().await?.len() == before + 1, "the trigger ran more than once");
     wait_for("the triggered run's WorkflowRun", MINUTE, || async {
-        let trigger_id = format!("sched-{ns}.every-second-trigger-now-1");
+        let trigger_id = format!("sched-{ns}/every-second-trigger-now-1");
         let shown = schedule_runs(cluster, ns, "every-second").await?;
         Ok(shown.iter().any(|r| r.1.as_deref() == Some(trigger_id.as_str()) && r.2.as_deref() == Some("Succeeded")).then_some(()))
     })
@@ -838,7 +838,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
         Ok((done && runs().await?.len() == before + 1 + 5).then_some(()))
     })
     .await?;
-    let backfilled = ticks(&runs().await?.into_iter().filter(|id| !id.contains("-trigger-")).collect::<Vec<_>>(), &format!("{ns}.every-second"))?;
+    let backfilled = ticks(&runs().await?.into_iter().filter(|id| !id.contains("-trigger-")).collect::<Vec<_>>(), &format!("{ns}/every-second"))?;
     let unique: BTreeSet<_> = backfilled.iter().collect();
     ensure!(unique.len() == backfilled.len(), "a tick ran twice after the backfill");
     ensure!(backfilled.first() == Some(&(first - chrono::Duration::seconds(5))), "the backfill did not start at its range");
@@ -861,16 +861,16 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     apply(cluster, &twin_range)?;
     let ours_before = runs().await?;
     let twin_runs = || async {
-        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns2}.every-second")), ..Default::default() }).await?;
+        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns2}/every-second")), ..Default::default() }).await?;
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
     wait_for("the twin Schedule's three backfilled ticks", MINUTE, || async { Ok((twin_runs().await?.len() == 3).then_some(())) }).await?;
-    let twin_ticks = ticks(&twin_runs().await?, &format!("{ns2}.every-second"))?;
+    let twin_ticks = ticks(&twin_runs().await?, &format!("{ns2}/every-second"))?;
     ensure!(twin_ticks == fired[..3].to_vec(), "the twin ran other ticks: {twin_ticks:?}");
     ensure!(runs().await? == ours_before, "the twin's ticks touched the first Schedule's runs");
     wait_for("the twin's WorkflowRuns to show its runs only", MINUTE, || async {
         let shown = schedule_runs(cluster, ns2, "every-second").await?;
-        let prefix = format!("sched-{ns2}.every-second-");
+        let prefix = format!("sched-{ns2}/every-second-");
         let own = shown.iter().all(|r| r.1.as_deref().is_some_and(|id| id.starts_with(&prefix)));
         Ok((shown.len() == 3 && own).then_some(()))
     })
@@ -898,17 +898,17 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(msg.contains("nightly_reprot") && msg.contains("nightly_report"), "unclear message: {msg}");
-    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.typo")), ..Default::default() }).await? == 0, "a misnamed schedule fired");
+    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/typo")), ..Default::default() }).await? == 0, "a misnamed schedule fired");
     // Runs whose workflow fails: the context asks the report to fail.
     apply(cluster, &format!("{}  input: {{fail: true}}\n", other("failing", "nightly_report")))?;
     let msg = wait_for("Schedule failing to report RunsFailing", MINUTE, || async {
         Ok(reason_of("failing").await?.filter(|c| c.0 == "False" && c.1 == "RunsFailing").map(|c| c.2))
     })
     .await?;
-    ensure!(msg.contains(&format!("sched-{ns}.failing-")) && msg.contains("ReportFailed"), "the message does not name the failed run and its error: {msg}");
+    ensure!(msg.contains(&format!("sched-{ns}/failing-")) && msg.contains("ReportFailed"), "the message does not name the failed run and its error: {msg}");
     // Failed runs are kept to their own limit (the default, 1), and shown with their error.
     wait_for("three failed runs and one failed WorkflowRun", MINUTE, || async {
-        let failed = count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.failing")), statuses: vec![Status::Error], ..Default::default() }).await?;
+        let failed = count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), statuses: vec![Status::Error], ..Default::default() }).await?;
         let shown = schedule_runs(cluster, ns, "failing").await?;
         let finished: Vec<_> = shown.iter().filter(|r| r.2.as_deref() != Some("Enqueued") && r.2.as_deref() != Some("Running")).collect();
         Ok((failed >= 3 && finished.len() == 1 && finished[0].2.as_deref() == Some("Failed")).then_some(()))
@@ -917,7 +917,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     cluster.kubectl(&["delete", "schedule", "typo", "failing", "-n", ns])?;
     // Deleting a Schedule deletes its WorkflowRuns (garbage collection), not its workflows.
     wait_for("the deleted Schedule's WorkflowRuns to go", MINUTE, || async { Ok(schedule_runs(cluster, ns, "failing").await?.is_empty().then_some(())) }).await?;
-    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}.failing")), ..Default::default() }).await? >= 3, "deleting the Schedule deleted its workflows");
+    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), ..Default::default() }).await? >= 3, "deleting the Schedule deleted its workflows");
 
     // A paused app says so instead of showing a stale picture.
     cluster.kubectl(&["annotate", "durableapp", "shop", "-n", ns, "mainstay.dev/paused=true"])?;

@@ -1,7 +1,7 @@
 //! The Schedule controller: fires each cron tick by enqueuing the workflow under the tick's
 //! deterministic ID.
 //!
-//! Exactly once per tick: the workflow ID `sched-{namespace}.{name}-{tick}` is the idempotency
+//! Exactly once per tick: the workflow ID `sched-{namespace}/{name}-{tick}` is the idempotency
 //! key (namespaced, so Schedules of one name in two namespaces on one database never collide), and
 //! `status.lastScheduleTime` is only a cursor. If the operator dies after enqueuing and before
 //! writing status, or two replicas race, the next reconcile enqueues the same IDs again and
@@ -85,9 +85,9 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let now = Utc::now();
     let ns = s.namespace().unwrap_or_default();
     let name = s.name_any();
-    // In the database a Schedule is `{namespace}.{name}`: Schedules of one name in two
+    // In the database a Schedule is `{namespace}/{name}`: Schedules of one name in two
     // namespaces sharing a database never share tick IDs.
-    let db_name = format!("{ns}.{name}");
+    let db_name = format!("{ns}/{name}");
     let generation = s.metadata.generation;
     let api = Api::<Schedule>::namespaced(ctx.kube.clone(), &ns);
     let current = s.status.clone();
