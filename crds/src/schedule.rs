@@ -140,6 +140,7 @@ pub struct ScheduleStatus {
     pub observed_generation: Option<i64>,
     /// Conditions of the schedule: `Ready` (firing: reason `Scheduling`; or why not, e.g.
     /// `Suspended`, `Paused`, `InvalidSpec`, `AppNotFound`, `AppNotMigrated`, `WorkflowNotFound`,
+    /// `InvalidInput` (the workflow does not take `(scheduled_at, context)`), `QueueNotFound`,
     /// `RunsFailing`, `EnqueueFailed`) and
     /// `Degraded` (something needs fixing; `AsExpected` when nothing does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -173,7 +173,9 @@ pub struct WorkflowRunStatus {
     pub observed_generation: Option<i64>,
     /// Conditions of the run: `Succeeded` (true once it succeeded), `Failed` (true once it
     /// failed, was cancelled or parked; reasons such as `WorkflowFailed`, `Cancelled`,
-    /// `AppNotFound`, `WorkflowNotFound`, `EnqueueFailed`) and `Running`.
+    /// `AppNotFound`, `WorkflowNotFound`, `InvalidInput` (not as many arguments as the workflow
+    /// takes), `QueueNotFound` (no worker listens to spec.queue), `Duplicate`, `EnqueueFailed`)
+    /// and `Running`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The phase, from the workflow's status: Pending, Enqueued, Delayed, Running, Succeeded,

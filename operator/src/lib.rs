@@ -16,6 +16,7 @@ pub mod policy;
 pub mod recovery;
 pub mod rollout;
 pub mod run_status;
+pub mod runnable;
 pub mod scaling;
 pub mod schedule_runs;
 pub mod ticks;

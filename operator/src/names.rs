@@ -100,6 +100,8 @@ pub mod reason {
     pub const MAX_RECOVERY_ATTEMPTS: &str = "MaxRecoveryAttemptsExceeded";
     pub const DUPLICATE: &str = "Duplicate";
     pub const FORK_SOURCE_NOT_FOUND: &str = "ForkSourceNotFound";
+    pub const INVALID_INPUT: &str = "InvalidInput";
+    pub const QUEUE_NOT_FOUND: &str = "QueueNotFound";
 }
 
 /// Event reasons.

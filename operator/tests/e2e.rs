@@ -629,7 +629,11 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     // An unknown workflow and an unknown app are reported, and nothing is enqueued for them.
     apply(cluster, &run("typo", "  appRef: shop\n  workflowName: proces_order\n"))?;
     apply(cluster, &run("no-app", "  appRef: nowhere\n  workflowName: process_order\n"))?;
-    for (name, why) in [("typo", "WorkflowNotFound"), ("no-app", "AppNotFound")] {
+    // So are an input of the wrong length and a queue no worker listens to, before anything
+    // is enqueued (the workers recorded what their workflows take and where they listen).
+    apply(cluster, &run("two-args", "  appRef: shop\n  workflowName: process_order\n  input: [1, 2]\n"))?;
+    apply(cluster, &run("no-queue", "  appRef: shop\n  workflowName: process_order\n  input: 3\n  queue: order\n"))?;
+    for (name, why) in [("typo", "WorkflowNotFound"), ("no-app", "AppNotFound"), ("two-args", "InvalidInput"), ("no-queue", "QueueNotFound")] {
         wait_for(&format!("{name} to report {why}"), MINUTE, || async {
             let st = runs.get(name).await?.status;
             Ok(st.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Failed" && c.status == "True" && c.reason == why)).map(|_| ()))
@@ -637,6 +641,13 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
         .await?;
     }
     ensure!(count(&client, WorkflowFilter { name: Some("proces_order".into()), ..Default::default() }).await? == 0, "a misnamed run was enqueued");
+    for name in ["two-args", "no-queue"] {
+        ensure!(count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.{name}.")), ..Default::default() }).await? == 0, "{name} was enqueued");
+    }
+    let msg = runs.get("two-args").await?.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Failed")).map(|c| c.message).unwrap_or_default();
+    ensure!(msg.contains("takes 1 argument (i64)") && msg.contains("gives 2 arguments"), "unclear message: {msg}");
+    let events = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=no-queue,type=Warning", "-o", "jsonpath={.items[*].message}"])?;
+    ensure!(events.contains("listens to queue order") && events.contains("orders"), "no Event names the queue: {events}");
 
     // Cancel from the manifest: a held run stops.
     apply(cluster, &run("held", "  appRef: shop\n  workflowName: hold\n  input: 600000\n"))?;
@@ -899,6 +910,14 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     ensure!(msg.contains("nightly_reprot") && msg.contains("nightly_report"), "unclear message: {msg}");
     ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/typo")), ..Default::default() }).await? == 0, "a misnamed schedule fired");
+    // A workflow that does not take (scheduled_at, context) is reported, and nothing fires.
+    apply(cluster, &other("one-arg", "process_order"))?;
+    let msg = wait_for("Schedule one-arg to report InvalidInput", MINUTE, || async {
+        Ok(reason_of("one-arg").await?.filter(|c| c.0 == "False" && c.1 == "InvalidInput").map(|c| c.2))
+    })
+    .await?;
+    ensure!(msg.contains("(scheduled_at, context)"), "unclear message: {msg}");
+    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/one-arg")), ..Default::default() }).await? == 0, "a schedule of the wrong workflow fired");
     // Runs whose workflow fails: the context asks the report to fail.
     apply(cluster, &format!("{}  input: {{fail: true}}\n", other("failing", "nightly_report")))?;
     let msg = wait_for("Schedule failing to report RunsFailing", MINUTE, || async {
@@ -914,7 +933,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
         Ok((failed >= 3 && finished.len() == 1 && finished[0].2.as_deref() == Some("Failed")).then_some(()))
     })
     .await?;
-    cluster.kubectl(&["delete", "schedule", "typo", "failing", "-n", ns])?;
+    cluster.kubectl(&["delete", "schedule", "typo", "one-arg", "failing", "-n", ns])?;
     // Deleting a Schedule deletes its WorkflowRuns (garbage collection), not its workflows.
     wait_for("the deleted Schedule's WorkflowRuns to go", MINUTE, || async { Ok(schedule_runs(cluster, ns, "failing").await?.is_empty().then_some(())) }).await?;
     ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), ..Default::default() }).await? >= 3, "deleting the Schedule deleted its workflows");

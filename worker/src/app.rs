@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::error::{Error, Failure, Result};
 use crate::registry::{Registration, Registry};
+use crate::serialization::encode;
 use crate::status::WorkflowStatus;
 use crate::sysdb::{connect_pool, AppDatabase, Committer, SystemDatabase, INTERNAL_QUEUE};
 use crate::wakeup::Wakeups;
@@ -225,8 +226,12 @@ impl MainstayBuilder {
                  if this launch is a rollback, set MAINSTAY_LATEST_VERSION=true"
             );
         }
-        let workflow_names: Vec<String> = registry.names().map(str::to_string).collect();
-        db.register_workflows(config.app_name.as_deref(), &app_version, &workflow_names).await?;
+        let workflows: Vec<(String, Option<String>)> = registry
+            .signatures()
+            .map(|(name, arguments)| Ok((name.to_string(), arguments.map(|a| encode(a, "the argument types of a workflow")).transpose()?)))
+            .collect::<Result<_>>()?;
+        db.register_workflows(config.app_name.as_deref(), &app_version, &workflows).await?;
+        let workflow_names: Vec<String> = workflows.into_iter().map(|(name, _)| name).collect();
         let committer = Committer::start(db.clone(), config.commit_concurrency);
         // The application's queues first: claim rounds visit them in this order.
         let mut queues: Vec<String> = Vec::new();
@@ -235,6 +240,9 @@ impl MainstayBuilder {
                 queues.push(q);
             }
         }
+        // The internal queue too, so a version recorded by this release always has a row
+        // (none at all means "unknown", as for versions launched before queues were recorded).
+        db.register_queues(config.app_name.as_deref(), &app_version, &queues).await?;
         let rt = Arc::new(Runtime {
             slots: Arc::new(Semaphore::new(config.worker_concurrency)),
             config,

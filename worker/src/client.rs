@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::context::now_ms;
 use crate::error::{Error, Result};
-use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
+use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter, RegisteredWorkflow};
 use crate::queue::Queue;
 use crate::schedule::{Schedule, ScheduleStatus};
 use crate::serialization::{decode, encode};
@@ -123,8 +123,23 @@ impl Client {
 
     /// The workflows that workers of `version` of this client's application registered when
     /// they launched (empty if none has launched, or they were not Mainstay workers).
-    pub async fn registered_workflows(&self, version: &str) -> Result<Vec<String>> {
-        self.db.registered_workflows(self.app_name.as_deref(), version).await
+    pub async fn registered_workflows(&self, version: &str) -> Result<Vec<RegisteredWorkflow>> {
+        let rows = self.db.registered_workflows(self.app_name.as_deref(), version).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, arguments)| {
+                // Written by the workers as JSON arrays of strings; anything else is unknown.
+                let arguments = arguments.and_then(|a| serde_json::from_str(&a).ok());
+                RegisteredWorkflow { name, arguments }
+            })
+            .collect())
+    }
+
+    /// The queues workers of `version` of this client's application listen to, the internal
+    /// queue included (empty if none has launched, they were not Mainstay workers, or they
+    /// predate this record).
+    pub async fn registered_queues(&self, version: &str) -> Result<Vec<String>> {
+        self.db.registered_queues(self.app_name.as_deref(), version).await
     }
 
     /// Queued work that `version` of this client's application will never run because it does

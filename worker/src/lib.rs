@@ -57,7 +57,7 @@ mod workflow;
 
 pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
 pub use client::{Client, QueueDepth, UnrunnableWork};
-pub use management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
+pub use management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
 pub use config::Config;
 pub use context::workflow_id;
 pub use error::{Error, Failure, Result};

@@ -39,6 +39,15 @@ impl WorkflowFilter {
     }
 }
 
+/// A workflow a version of an application registers, as its workers recorded it at launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegisteredWorkflow {
+    pub name: String,
+    /// The Rust types of its positional arguments as written (`["i64"]`); `None` when unknown
+    /// (implemented without the macros, or recorded by an older release).
+    pub arguments: Option<Vec<String>>,
+}
+
 /// `PENDING` workflows held by one executor under one application version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExecutorWork {

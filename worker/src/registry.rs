@@ -21,6 +21,7 @@ type Runner = fn(Arc<Runtime>, Claimed) -> BoxFuture<'static, ()>;
 pub struct Registration {
     pub(crate) name: fn() -> &'static str,
     pub(crate) source: fn() -> u64,
+    pub(crate) arguments: fn() -> Option<&'static [&'static str]>,
     pub(crate) runner: Runner,
     pub(crate) schedule: Option<(&'static str, Option<&'static str>)>,
 }
@@ -28,7 +29,7 @@ pub struct Registration {
 impl Registration {
     /// The registration of workflow type `W`.
     pub const fn of<W: Workflow>() -> Registration {
-        Registration { name: name_of::<W>, source: source_of::<W>, runner: run_claimed::<W>, schedule: None }
+        Registration { name: name_of::<W>, source: source_of::<W>, arguments: arguments_of::<W>, runner: run_claimed::<W>, schedule: None }
     }
 
     /// The registration of workflow type `W`, run at every tick of `cron` (5 fields, or 6 with
@@ -39,7 +40,13 @@ impl Registration {
     /// Its schedule is named `{app}.{workflow}` for an application with a name
     /// ([`crate::Config::app_name`]), else after the workflow.
     pub const fn scheduled<W: Workflow>(cron: &'static str, zone: Option<&'static str>) -> Registration {
-        Registration { name: name_of::<W>, source: source_of::<W>, runner: run_claimed::<W>, schedule: Some((cron, zone)) }
+        Registration {
+            name: name_of::<W>,
+            source: source_of::<W>,
+            arguments: arguments_of::<W>,
+            runner: run_claimed::<W>,
+            schedule: Some((cron, zone)),
+        }
     }
 }
 
@@ -49,6 +56,10 @@ fn name_of<W: Workflow>() -> &'static str {
 
 fn source_of<W: Workflow>() -> u64 {
     W::SOURCE_HASH
+}
+
+fn arguments_of<W: Workflow>() -> Option<&'static [&'static str]> {
+    W::ARGUMENTS
 }
 
 inventory::collect!(Registration);
@@ -82,6 +93,11 @@ impl Registry {
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.by_name.keys().copied()
+    }
+
+    /// Every registered workflow's name and argument types (when known), by name.
+    pub(crate) fn signatures(&self) -> impl Iterator<Item = (&'static str, Option<&'static [&'static str]>)> + '_ {
+        self.by_name.iter().map(|(name, r)| (*name, (r.arguments)()))
     }
 
     /// Every registered workflow's name and source hash, by name.

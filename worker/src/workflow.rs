@@ -36,6 +36,11 @@ pub trait Workflow: Send + Sync + 'static {
     /// workflow code is a new version). `#[mainstay::workflow]` sets it; by hand, change it
     /// whenever the body changes (or set the application version yourself).
     const SOURCE_HASH: u64 = 0;
+    /// The Rust types of the positional arguments as written (`["i64", "String"]`), recorded at
+    /// launch so tools can refuse an input of the wrong length before enqueueing it.
+    /// `#[mainstay::workflow]` sets it; `None` (the default) means unknown, and nothing is
+    /// checked.
+    const ARGUMENTS: Option<&'static [&'static str]> = None;
     /// The arguments as a tuple (`()` for none, `(T,)` for one); stored as positional args.
     type Args: Serialize + DeserializeOwned + Send + 'static;
     /// The output on success.

@@ -168,9 +168,16 @@ async fn applications_and_versions_share_one_database() {
 
     // Each version records the workflows it registers (what the operator checks a Schedule's
     // workflow name against); a version that never launched records none.
-    let names = ca.registered_workflows("a-v1").await.unwrap();
-    assert!(names.contains(&"shared_task".to_string()) && !names.contains(&"py_task".to_string()), "{names:?}");
+    // Each records what its workflows take (the argument types as written) and the queues its
+    // workers listen to, so a start can be refused before it is enqueued.
+    let workflows = ca.registered_workflows("a-v1").await.unwrap();
+    let names: Vec<&str> = workflows.iter().map(|w| w.name.as_str()).collect();
+    assert!(names.contains(&"shared_task") && !names.contains(&"py_task"), "{names:?}");
+    let task = workflows.iter().find(|w| w.name == "shared_task").unwrap();
+    assert_eq!(task.arguments, Some(vec!["u64".to_string()]));
+    assert_eq!(ca.registered_queues("a-v1").await.unwrap(), vec![mainstay::INTERNAL_QUEUE.to_string(), QUEUE.to_string()]);
     assert!(cb.registered_workflows("a-v1").await.unwrap().is_empty(), "app-b sees app-a's registrations");
+    assert!(cb.registered_queues("a-v1").await.unwrap().is_empty(), "app-b sees app-a's queues");
     assert!(ca.registered_workflows("a-v9").await.unwrap().is_empty());
 
     // Work nobody can run stays queued, never failed: a workflow app-a's workers do not have

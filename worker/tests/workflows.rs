@@ -594,3 +594,15 @@ async fn concurrent_migrations_are_safe() {
     let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM dbos.dbos_migrations").fetch_all(&mut c).await.unwrap();
     assert_eq!(versions, vec![mainstay::DBOS_SCHEMA_VERSION]);
 }
+
+#[mainstay::workflow]
+async fn typed_arguments(items: Vec<String>, limit: Option<u32>, pair: (i64, String), map: std::collections::BTreeMap<String, serde_json::Value>) -> mainstay::Result<usize> {
+    Ok(items.len() + limit.unwrap_or(0) as usize + pair.1.len() + map.len())
+}
+
+/// What workers record for tools to check an input against: the argument types as written.
+#[test]
+fn argument_types_are_recorded_as_written() {
+    let expected: &[&str] = &["Vec<String>", "Option<u32>", "(i64, String)", "std::collections::BTreeMap<String, serde_json::Value>"];
+    assert_eq!(<__mainstay_workflow_typed_arguments as mainstay::Workflow>::ARGUMENTS, Some(expected));
+}

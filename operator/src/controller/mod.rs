@@ -67,25 +67,26 @@ pub(crate) fn db_err(object: &str) -> impl FnOnce(mainstay::Error) -> Error {
     move |source| Error::Database { object, source }
 }
 
-/// Why `workflow` would never run on the current version of `app`: the message naming the
-/// workflows that version registers, or `None` when it registers it, or when nothing is known
-/// (no worker of that version has launched yet; other SDKs record nothing).
-pub(crate) async fn unregistered_workflow(
+/// Why the current version of `app` cannot run `start` (see [`crate::runnable`]), or `None`
+/// when it can, or when nothing is known (no current version yet, or none of its workers has
+/// recorded what it runs).
+pub(crate) async fn refusal(
     db: &mainstay::Client,
     app: &mainstay_crds::DurableApp,
-    workflow: &str,
-) -> Result<Option<String>, mainstay::Error> {
+    start: &crate::runnable::Start<'_>,
+) -> Result<Option<crate::runnable::Refusal>, mainstay::Error> {
     let Some(version) = app.status.as_ref().and_then(|s| s.current_version.clone()) else { return Ok(None) };
-    let names = db.registered_workflows(&version).await?;
-    if names.is_empty() || names.iter().any(|n| n == workflow) {
+    let workflows = db.registered_workflows(&version).await?;
+    if workflows.is_empty() {
         return Ok(None);
     }
-    Ok(Some(format!(
-        "workflow {workflow} is not registered by version {version} of DurableApp {}/{}; it registers {}. Fix spec.workflowName",
-        app.namespace().unwrap_or_default(),
-        app.name_any(),
-        names.join(", ")
-    )))
+    let queues = match start.queue {
+        Some(_) => db.registered_queues(&version).await?,
+        None => Vec::new(),
+    };
+    let app_key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
+    let recorded = crate::runnable::Recorded { app: &app_key, version: &version, workflows: &workflows, queues: &queues };
+    Ok(crate::runnable::check(&recorded, start))
 }
 
 /// Tunables of the controllers.

@@ -24,10 +24,11 @@ use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
-use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, unregistered_workflow, write_status, Context, Error};
+use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
 use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
+use crate::runnable::Start;
 use crate::schedule_runs::{self, Outcome, Run, MAX_UNFINISHED_SHOWN};
 use crate::policy::{self, TickAction};
 use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id, Plan};
@@ -145,22 +146,28 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    // A workflow the app's current version does not register would wait forever: say so, and
-    // fire nothing until the name (or the app) is fixed. Unknown (no worker of that version
-    // has launched yet) is not an error.
-    match unregistered_workflow(&db, &app, &s.spec.workflow_name).await {
-        Ok(Some(msg)) => {
-            let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
-            not_ready(&mut status, generation, now, reason::WORKFLOW_NOT_FOUND, &msg, true);
+    // A workflow the app's current version does not register, or does not take (scheduled_at,
+    // context), or a queue its workers do not listen to, would wait or fail forever: say so,
+    // and fire nothing until it is fixed. Unknown (no worker of that version has launched yet)
+    // is not an error.
+    let checked = Start {
+        workflow: &s.spec.workflow_name,
+        arguments: Some((2, "the schedule's call (scheduled_at, context)")),
+        queue: s.spec.queue.as_deref().map(|q| (q, "spec.queue")),
+    };
+    match refusal(&db, &app, &checked).await {
+        Ok(Some(r)) => {
+            let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == r.message);
+            not_ready(&mut status, generation, now, r.reason, &r.message, true);
             write_status(&api, &s, current.as_ref(), &status).await?;
             if !known {
-                ctx.event(s.as_ref(), true, event::WORKFLOW_NOT_FOUND, "Validate", msg).await;
+                ctx.event(s.as_ref(), true, r.reason, "Validate", r.message).await;
             }
             // Looked at again when the app changes version, or after a while.
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!(schedule = %key, error = %e, "cannot read the app's registered workflows; firing anyway"),
+        Err(e) => tracing::warn!(schedule = %key, error = %e, "cannot read what the app's workers run; firing anyway"),
     }
 
     let queue = s.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());

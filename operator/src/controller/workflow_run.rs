@@ -1,7 +1,8 @@
 //! The WorkflowRun controller: enqueue a run once, then mirror it from the system database.
 //!
 //! Pipeline per reconcile: find the app (its database migrated) → refuse what cannot run (a
-//! workflow the app's current version does not register) → enqueue under the run's workflow ID
+//! workflow the app's current version does not register, an input of the wrong length, a queue
+//! its workers do not listen to; see `runnable`) → enqueue under the run's workflow ID
 //! (idempotent: a repeated reconcile or apply starts nothing new) → cancel if asked → read the
 //! record and its steps → status (see `run_status`). Unfinished runs are looked at every poll
 //! interval; finished ones only when the object changes. Deleting a WorkflowRun leaves the
@@ -17,10 +18,11 @@ use kube::{Api, ResourceExt};
 use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
-use super::{db_err, error_policy, is_paused, kube_err, log_outcome, object_key, unregistered_workflow, write_status, Context, Error};
+use super::{db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::is_true;
 use crate::names::{condition, event, reason};
 use crate::run_status::{self, finished};
+use crate::runnable::Start;
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "workflowrun";
@@ -191,8 +193,15 @@ async fn start(
 ) -> Result<Option<Action>, Error> {
     let key = object_key(run);
     let ns = run.namespace().unwrap_or_default();
-    if let Some(msg) = unregistered_workflow(db, app, &run.spec.workflow_name).await.map_err(db_err(&key))? {
-        return refuse(ctx, api, run, current, status.clone(), reason::WORKFLOW_NOT_FOUND, msg).await.map(Some);
+    let args = run_status::arguments(run.spec.input.as_ref());
+    let checked = Start {
+        workflow: &run.spec.workflow_name,
+        // A fork replays its source's input.
+        arguments: run.spec.fork_of.is_none().then_some((args.len(), "spec.input")),
+        queue: run.spec.queue.as_deref().map(|q| (q, "spec.queue")),
+    };
+    if let Some(r) = refusal(db, app, &checked).await.map_err(db_err(&key))? {
+        return refuse(ctx, api, run, current, status.clone(), r.reason, r.message).await.map(Some);
     }
     let Some(fork) = &run.spec.fork_of else {
         let options = WorkflowOptions {
@@ -204,7 +213,6 @@ async fn start(
             ..Default::default()
         };
         let queue = run.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
-        let args = run_status::arguments(run.spec.input.as_ref());
         return match db.enqueue(&run.spec.workflow_name, &queue, args, options).await {
             Ok(_) => {
                 tracing::info!(run = %key, workflow = %id, "enqueued");

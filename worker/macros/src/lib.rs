@@ -165,6 +165,27 @@ fn expand_scheduled(attr: TokenStream, item: TokenStream) -> syn::Result<TokenSt
     workflow_tokens(Options { name, ..Options::default() }, item, Some((cron, zone)))
 }
 
+/// A type as its author wrote it (`Vec<String>`, not the token stream's `Vec < String >`).
+fn type_text(ty: &impl quote::ToTokens) -> String {
+    let spaced = quote!(#ty).to_string();
+    let mut out = String::with_capacity(spaced.len());
+    let chars: Vec<char> = spaced.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if *c == ' ' {
+            let before = i.checked_sub(1).map(|j| chars[j]);
+            let after = chars.get(i + 1).copied();
+            // Keep the space only between two words (`dyn Trait`, `impl Fn`) and after a comma.
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if (word(before) && word(after)) || before == Some(',') {
+                out.push(' ');
+            }
+            continue;
+        }
+        out.push(*c);
+    }
+    out
+}
+
 /// A hash (FNV-1a) of a workflow function's tokens, signature and body: it changes when the
 /// workflow's code does, and feeds the default application version.
 fn source_hash(f: &ItemFn) -> u64 {
@@ -189,6 +210,7 @@ fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, O
     let body = &f.block;
     let arg_names: Vec<_> = args.iter().map(|(n, _)| n).collect();
     let arg_types: Vec<_> = args.iter().map(|(_, t)| t).collect();
+    let arg_type_texts: Vec<String> = arg_types.iter().map(|t| type_text(t)).collect();
     let registration = match schedule {
         None => quote! { ::mainstay::Registration::of::<#ty>() },
         Some((cron, zone)) => {
@@ -215,6 +237,7 @@ fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, O
         impl ::mainstay::Workflow for #ty {
             const NAME: &'static str = #name;
             const SOURCE_HASH: u64 = #source_hash;
+            const ARGUMENTS: ::std::option::Option<&'static [&'static str]> = ::std::option::Option::Some(&[ #( #arg_type_texts ),* ]);
             type Args = ( #( #arg_types, )* );
             type Output = <#ret as ::mainstay::__private::WorkflowResult>::Ok;
             fn run(args: Self::Args) -> ::mainstay::__private::BoxFuture<'static, ::mainstay::Result<Self::Output>> {

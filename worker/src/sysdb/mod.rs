@@ -174,6 +174,8 @@ struct Sql {
     release_claim: Arc<str>,
     register_workflows: Arc<str>,
     registered_workflows: Arc<str>,
+    register_queues: Arc<str>,
+    registered_queues: Arc<str>,
     cancelled_among: Arc<str>,
 }
 
@@ -308,13 +310,24 @@ RETURNING 1"#),
 SELECT version_name FROM {s}.application_versions
 WHERE application_name IS NOT DISTINCT FROM $1 OR application_name IS NULL
 ORDER BY version_timestamp DESC, created_at DESC LIMIT 1"#),
+            // A version's code does not change, but a newer binary may know more of it (the
+            // argument types), so a relaunch fills what an older one left unknown.
             register_workflows: f(r#"
-INSERT INTO {s}.mainstay_registered_workflows (application_name, application_version, workflow_name)
+INSERT INTO {s}.mainstay_registered_workflows (application_name, application_version, workflow_name, arguments)
+SELECT COALESCE($1, ''), $2, w.name, w.arguments::jsonb FROM UNNEST($3::text[], $4::text[]) AS w(name, arguments)
+ON CONFLICT (application_name, application_version, workflow_name)
+DO UPDATE SET arguments = COALESCE(EXCLUDED.arguments, {s}.mainstay_registered_workflows.arguments)"#),
+            registered_workflows: f(
+                "SELECT workflow_name, arguments::text FROM {s}.mainstay_registered_workflows \
+                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name",
+            ),
+            register_queues: f(r#"
+INSERT INTO {s}.mainstay_registered_queues (application_name, application_version, queue_name)
 SELECT COALESCE($1, ''), $2, name FROM UNNEST($3::text[]) AS name
 ON CONFLICT DO NOTHING"#),
-            registered_workflows: f(
-                "SELECT workflow_name FROM {s}.mainstay_registered_workflows \
-                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name",
+            registered_queues: f(
+                "SELECT queue_name FROM {s}.mainstay_registered_queues \
+                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY queue_name",
             ),
             release_claim: f(r#"
 UPDATE {s}.workflow_status
@@ -637,26 +650,55 @@ impl SystemDatabase {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Records the workflows a version of an application registers.
-    pub(crate) async fn register_workflows(&self, app_name: Option<&str>, version: &str, names: &[String]) -> Result<()> {
+    /// Records the workflows a version of an application registers, with their argument types
+    /// (JSON arrays of type names; `None` when unknown).
+    pub(crate) async fn register_workflows(&self, app_name: Option<&str>, version: &str, workflows: &[(String, Option<String>)]) -> Result<()> {
+        let names: Vec<&str> = workflows.iter().map(|w| w.0.as_str()).collect();
+        let arguments: Vec<Option<&str>> = workflows.iter().map(|w| w.1.as_deref()).collect();
         q(&self.sql.register_workflows)
             .bind(app_name)
             .bind(version)
             .bind(names)
+            .bind(arguments)
             .execute(&self.pool)
             .await
             .map_err(|e| Error::db(format!("record the workflows of application version {version}"), e))?;
         Ok(())
     }
 
-    /// The workflows recorded for a version of an application (empty: none recorded).
-    pub(crate) async fn registered_workflows(&self, app_name: Option<&str>, version: &str) -> Result<Vec<String>> {
+    /// The workflows recorded for a version of an application, with their argument types as
+    /// recorded (JSON text), in name order (empty: none recorded).
+    pub(crate) async fn registered_workflows(&self, app_name: Option<&str>, version: &str) -> Result<Vec<(String, Option<String>)>> {
         let rows = q(&self.sql.registered_workflows)
             .bind(app_name)
             .bind(version)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db(format!("read the workflows of application version {version}"), e))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Records the queues the workers of a version of an application listen to.
+    pub(crate) async fn register_queues(&self, app_name: Option<&str>, version: &str, queues: &[String]) -> Result<()> {
+        q(&self.sql.register_queues)
+            .bind(app_name)
+            .bind(version)
+            .bind(queues)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("record the queues of application version {version}"), e))?;
+        Ok(())
+    }
+
+    /// The queues recorded for a version of an application, in name order (empty: none
+    /// recorded).
+    pub(crate) async fn registered_queues(&self, app_name: Option<&str>, version: &str) -> Result<Vec<String>> {
+        let rows = q(&self.sql.registered_queues)
+            .bind(app_name)
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("read the queues of application version {version}"), e))?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
