@@ -683,6 +683,26 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     let st = runs.get("order-7-again").await?.status.context("a status")?;
     ensure!(st.forked_from.as_deref() == Some(id.as_str()) && st.output.as_deref().is_some_and(|o| o.contains("shipped")), "fork status: {st:?}");
 
+    // Deleting an unfinished run's object leaves its workflow running (the documented policy);
+    // creating the object again under the same name starts a new run (a new uid).
+    apply(cluster, &run("orphan", "  appRef: shop\n  workflowName: hold\n  input: 600000\n"))?;
+    let orphan_id = wait_for("the orphan run to be running", MINUTE, || async {
+        let st = runs.get("orphan").await?.status;
+        Ok(st.filter(|s| s.phase == Some(mainstay_crds::WorkflowRunPhase::Running)).and_then(|s| s.workflow_id))
+    })
+    .await?;
+    cluster.kubectl(&["delete", "workflowrun", "orphan", "-n", ns, "--wait=true"])?;
+    ensure!(client.status(&orphan_id).await?.is_some_and(|w| w.status == Status::Pending), "deleting the object stopped its workflow");
+    client.send(&orphan_id, &"go", Some("release"), None).await?;
+    wait_for("the orphaned workflow to finish on its own", MINUTE, || async {
+        Ok(client.status(&orphan_id).await?.filter(|w| w.status == Status::Success).map(|_| ()))
+    })
+    .await?;
+    apply(cluster, &run("orphan", "  appRef: shop\n  workflowName: hold\n  input: 1\n"))?;
+    cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/orphan", "-n", ns, "--timeout=120s"])?;
+    let again = runs.get("orphan").await?.status.and_then(|s| s.workflow_id).context("a workflow ID")?;
+    ensure!(again != orphan_id && count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.orphan.")), ..Default::default() }).await? == 2, "re-creating the object did not start a new run");
+
     // A TTL after finish removes the object, not the workflow's records.
     apply(cluster, &run("brief", "  appRef: shop\n  workflowName: process_order\n  input: 9\n  ttlSecondsAfterFinished: 0\n"))?;
     let brief = wait_for("the brief run's object to go after it finished", 2 * MINUTE, || async {
