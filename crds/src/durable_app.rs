@@ -67,6 +67,11 @@ pub struct DurableAppSpec {
     /// Service account of the worker pods. Default: the namespace's `default` account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Mount the service account's API token into the worker pods. Workers never call the
+    /// Kubernetes API themselves, so a token is only a credential to steal; set true if your
+    /// code needs one. Default: false.
+    #[serde(default)]
+    pub automount_service_account_token: bool,
     /// Labels, annotations, scheduling and security contexts merged into the worker pod
     /// template. Default: {} (nothing extra; the security defaults apply).
     #[serde(default)]
@@ -132,10 +137,13 @@ pub struct PodTemplateExtras {
     /// Taints the worker pods tolerate. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Pod-level security context. Default: non-root with the `RuntimeDefault` seccomp profile.
+    /// Pod-level security context, merged field by field over the defaults (a field set here
+    /// wins; a field left out keeps its default). Default: non-root with the `RuntimeDefault`
+    /// seccomp profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
-    /// Container-level security context of the worker. Default: non-root, read-only root
+    /// Container-level security context of the worker, merged field by field over the defaults
+    /// (e.g. `{runAsUser: 1000}` keeps the rest). Default: non-root, read-only root
     /// filesystem, no privilege escalation, all capabilities dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,

@@ -25,6 +25,10 @@ use crate::Condition;
     namespaced,
     status = "WorkflowRunStatus",
     shortname = "wfr",
+    // What to run is fixed once the object exists (as a Job's template is): a changed app or ID
+    // would otherwise start a second workflow, other changes be ignored. (`input` is free-form
+    // JSON, which validation rules cannot compare: it is read once, at start.)
+    validation = Rule::new("self.spec.appRef == oldSelf.spec.appRef && self.spec.workflowName == oldSelf.spec.workflowName && has(self.spec.queue) == has(oldSelf.spec.queue) && (!has(self.spec.queue) || self.spec.queue == oldSelf.spec.queue) && has(self.spec.priority) == has(oldSelf.spec.priority) && (!has(self.spec.priority) || self.spec.priority == oldSelf.spec.priority) && has(self.spec.deduplicationId) == has(oldSelf.spec.deduplicationId) && (!has(self.spec.deduplicationId) || self.spec.deduplicationId == oldSelf.spec.deduplicationId) && has(self.spec.timeoutSeconds) == has(oldSelf.spec.timeoutSeconds) && (!has(self.spec.timeoutSeconds) || self.spec.timeoutSeconds == oldSelf.spec.timeoutSeconds) && has(self.spec.appVersion) == has(oldSelf.spec.appVersion) && (!has(self.spec.appVersion) || self.spec.appVersion == oldSelf.spec.appVersion) && has(self.spec.workflowId) == has(oldSelf.spec.workflowId) && (!has(self.spec.workflowId) || self.spec.workflowId == oldSelf.spec.workflowId) && has(self.spec.forkOf) == has(oldSelf.spec.forkOf) && (!has(self.spec.forkOf) || self.spec.forkOf == oldSelf.spec.forkOf)").message("appRef, workflowName, queue, priority, deduplicationId, timeoutSeconds, appVersion, workflowId and forkOf cannot change once a WorkflowRun exists; create a new WorkflowRun (cancel, resume, messages and ttlSecondsAfterFinished may change)"),
     category = "mainstay",
     printcolumn(name = "App", type_ = "string", json_path = ".spec.appRef"),
     printcolumn(name = "Workflow", type_ = "string", json_path = ".spec.workflowName"),
@@ -42,7 +46,8 @@ pub struct WorkflowRunSpec {
     #[x_kube(validation = Rule::new("self != ''").message("workflowName must not be empty"))]
     pub workflow_name: String,
     /// The workflow's arguments as JSON: an array holds the positional arguments, any other
-    /// value is the only argument. Default: no arguments.
+    /// value is the only argument. Read once, when the run starts (changing it later has no
+    /// effect; the other fields that say what to run cannot change). Default: no arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::any_json")]
     pub input: Option<serde_json::Value>,
@@ -172,10 +177,11 @@ pub struct WorkflowRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Conditions of the run: `Succeeded` (true once it succeeded), `Failed` (true once it
-    /// failed, was cancelled or parked; reasons such as `WorkflowFailed`, `Cancelled`,
-    /// `AppNotFound`, `WorkflowNotFound`, `InvalidInput` (not as many arguments as the workflow
-    /// takes), `QueueNotFound` (no worker listens to spec.queue), `Duplicate`, `EnqueueFailed`)
-    /// and `Running`.
+    /// failed, was cancelled or parked; reasons `WorkflowFailed`, `Cancelled`,
+    /// `MaxRecoveryAttemptsExceeded`, or why it could not start: `AppNotFound`,
+    /// `WorkflowNotFound`, `QueueNotFound` (no worker listens to spec.queue) and
+    /// `ForkSourceNotFound`, looked at again every 30 s, and the final `InvalidInput` (not as
+    /// many arguments as the workflow takes), `Duplicate` and `EnqueueFailed`) and `Running`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The phase, from the workflow's status: Pending, Enqueued, Delayed, Running, Succeeded,

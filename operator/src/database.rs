@@ -94,8 +94,21 @@ fn secret_name(app: &DurableApp, r: &SecretKeyRef) -> String {
     format!("{}/{}[{}]", app.metadata.namespace.as_deref().unwrap_or_default(), r.name, r.key)
 }
 
+/// One key of a Secret, with the Secret's `resourceVersion` (which changes when the Secret
+/// does, so it marks a rotation without carrying anything derived from the secret itself).
+#[derive(Debug, Clone)]
+pub struct SecretKeyValue {
+    pub value: String,
+    pub version: Option<String>,
+}
+
 /// Reads one key of a Secret in `namespace`.
 pub async fn secret_value(kube: &kube::Client, namespace: &str, r: &SecretKeyRef) -> Result<String, DatabaseError> {
+    Ok(secret_key(kube, namespace, r).await?.value)
+}
+
+/// Reads one key of a Secret in `namespace`, with the Secret's version.
+pub async fn secret_key(kube: &kube::Client, namespace: &str, r: &SecretKeyRef) -> Result<SecretKeyValue, DatabaseError> {
     let (ns, name, key) = (namespace.to_string(), r.name.clone(), r.key.clone());
     let secret = Api::<Secret>::namespaced(kube.clone(), namespace)
         .get_opt(&r.name)
@@ -109,16 +122,20 @@ pub async fn secret_value(kube: &kube::Client, namespace: &str, r: &SecretKeyRef
         .map(|b| b.0.clone())
         .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&r.key)).map(|s| s.clone().into_bytes()))
         .ok_or_else(|| DatabaseError::KeyMissing { namespace: ns.clone(), name: name.clone(), key: key.clone() })?;
-    String::from_utf8(bytes)
-        .map(|s| s.trim().to_string())
-        .map_err(|_| DatabaseError::NotText { namespace: ns, name, key })
+    let value = String::from_utf8(bytes).map(|s| s.trim().to_string()).map_err(|_| DatabaseError::NotText { namespace: ns, name, key })?;
+    Ok(SecretKeyValue { value, version: secret.metadata.resource_version.clone() })
 }
 
 impl Databases {
     /// The URL the app's workers use (`spec.database.urlSecret`), read from its Secret.
     pub async fn worker_url(kube: &kube::Client, app: &DurableApp) -> Result<String, DatabaseError> {
+        Ok(Databases::worker_secret(kube, app).await?.value)
+    }
+
+    /// The URL the app's workers use, with the version of the Secret holding it.
+    pub async fn worker_secret(kube: &kube::Client, app: &DurableApp) -> Result<SecretKeyValue, DatabaseError> {
         let ns = app.metadata.namespace.clone().unwrap_or_default();
-        secret_value(kube, &ns, &app.spec.database.url_secret).await
+        secret_key(kube, &ns, &app.spec.database.url_secret).await
     }
 
     /// The client for an app's workers' database.

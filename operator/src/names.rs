@@ -24,6 +24,9 @@ pub const COMPONENT_WORKER: &str = "worker";
 /// Annotation on worker Deployments and pods: the exact application version (labels hold a
 /// DNS-safe form of it).
 pub const ANNOTATION_VERSION: &str = "mainstay.dev/version";
+/// Annotation of worker pods: the `resourceVersion` of the Secret holding the database URL
+/// (a new one, after a rotation, rolls the workers).
+pub const ANNOTATION_DATABASE_SECRET_VERSION: &str = "mainstay.dev/database-secret-version";
 /// Annotation a human sets to `"true"` on a DurableApp or Schedule to pause its reconciliation.
 pub const ANNOTATION_PAUSED: &str = "mainstay.dev/paused";
 /// Annotation of a Schedule: each new value runs its workflow once, now (as `kubectl create job

@@ -168,6 +168,12 @@ pub fn ttl_left(ttl_seconds: Option<i64>, completed: Option<&str>, now: DateTime
     Some((due - now).to_std().unwrap_or_default())
 }
 
+/// Whether the run was seen started (enqueued or further) in the database: from then on its
+/// status only follows the database, and it is never started again.
+pub fn started(status: &WorkflowRunStatus) -> bool {
+    status.phase.is_some_and(|p| p != WorkflowRunPhase::Pending)
+}
+
 /// The status of a run that cannot start (unknown app, unknown workflow, refused enqueue):
 /// `Failed` with the reason, so `kubectl wait --for=condition=Failed` sees it too.
 pub fn refused(status: &mut WorkflowRunStatus, why: &str, msg: &str, generation: Option<i64>, now: DateTime<Utc>) {
@@ -179,6 +185,18 @@ pub fn refused(status: &mut WorkflowRunStatus, why: &str, msg: &str, generation:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_counts_as_started_once_the_database_showed_it() {
+        let mut st = WorkflowRunStatus::default();
+        assert!(!started(&st));
+        refused(&mut st, "AppNotFound", "no app", Some(1), Utc::now());
+        assert!(!started(&st), "a refused run never started");
+        st.phase = Some(WorkflowRunPhase::Enqueued);
+        assert!(started(&st));
+        st.phase = Some(WorkflowRunPhase::Succeeded);
+        assert!(started(&st));
+    }
 
     fn run(yaml: &str) -> WorkflowRun {
         serde_yaml::from_str(yaml).unwrap()

@@ -154,6 +154,27 @@ fn default_container_security() -> SecurityContext {
     }
 }
 
+/// `given` over `defaults`, field by field: what the spec sets wins, what it leaves out keeps
+/// the safe default (objects such as `capabilities` merge too). A security review should not
+/// have to choose between one custom field and every default.
+fn over_defaults<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(defaults: T, given: Option<&T>) -> T {
+    let Some(given) = given else { return defaults };
+    fn merge(base: &mut serde_json::Value, top: serde_json::Value) {
+        match (base, top) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(t)) => {
+                for (k, v) in t {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (_, serde_json::Value::Null) => {}
+            (b, t) => *b = t,
+        }
+    }
+    let (Ok(mut base), Ok(top)) = (serde_json::to_value(&defaults), serde_json::to_value(given)) else { return given.clone() };
+    merge(&mut base, top);
+    serde_json::from_value(base).unwrap_or_else(|_| given.clone())
+}
+
 fn default_pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
@@ -172,8 +193,10 @@ pub fn deployed_image(d: &Deployment) -> Option<&str> {
     d.spec.as_ref()?.template.spec.as_ref()?.containers.iter().find(|c| c.name == WORKER_CONTAINER)?.image.as_deref()
 }
 
-/// The worker Deployment of `version` with `replicas` pods.
-pub fn worker_deployment(app: &DurableApp, version: &str, replicas: i32) -> Deployment {
+/// The worker Deployment of `version` with `replicas` pods. `secret_version` is the
+/// `resourceVersion` of the Secret holding the database URL: it is recorded in the pod
+/// template, so rotating the Secret rolls the workers onto the new URL.
+pub fn worker_deployment(app: &DurableApp, version: &str, replicas: i32, secret_version: Option<&str>) -> Deployment {
     let name = app.metadata.name.clone().unwrap_or_default();
     let spec = &app.spec;
     let extras = &spec.pod_template;
@@ -181,6 +204,9 @@ pub fn worker_deployment(app: &DurableApp, version: &str, replicas: i32) -> Depl
     pod_labels.extend(managed_labels(&name, version));
     let mut pod_annotations = extras.annotations.clone();
     pod_annotations.insert(ANNOTATION_VERSION.to_string(), version.to_string());
+    if let Some(v) = secret_version {
+        pod_annotations.insert(ANNOTATION_DATABASE_SECRET_VERSION.to_string(), v.to_string());
+    }
     let mut ports = vec![ContainerPort {
         name: Some(HEALTH_PORT_NAME.into()),
         container_port: HEALTH_PORT,
@@ -206,7 +232,7 @@ pub fn worker_deployment(app: &DurableApp, version: &str, replicas: i32) -> Depl
         resources: spec.resources.clone(),
         liveness_probe: Some(probe(LIVENESS_PATH, 10, 3)),
         readiness_probe: Some(probe(READINESS_PATH, 5, 2)),
-        security_context: Some(extras.container_security_context.clone().unwrap_or_else(default_container_security)),
+        security_context: Some(over_defaults(default_container_security(), extras.container_security_context.as_ref())),
         ..Default::default()
     };
     let mut meta = owned_meta(app, deployment_name(&name, version), managed_labels(&name, version));
@@ -228,7 +254,8 @@ pub fn worker_deployment(app: &DurableApp, version: &str, replicas: i32) -> Depl
                     service_account_name: spec.service_account_name.clone(),
                     node_selector: (!extras.node_selector.is_empty()).then(|| extras.node_selector.clone()),
                     tolerations: (!extras.tolerations.is_empty()).then(|| extras.tolerations.clone()),
-                    security_context: Some(extras.security_context.clone().unwrap_or_else(default_pod_security)),
+                    security_context: Some(over_defaults(default_pod_security(), extras.security_context.as_ref())),
+                    automount_service_account_token: Some(spec.automount_service_account_token),
                     enable_service_links: Some(false),
                     ..Default::default()
                 }),
@@ -296,7 +323,7 @@ spec:
     #[test]
     fn the_worker_deployment_wires_database_identity_version_and_probes() {
         let a = app(APP);
-        let d = worker_deployment(&a, "1.4.2", 3);
+        let d = worker_deployment(&a, "1.4.2", 3, None);
         assert!(d.metadata.name.as_deref().unwrap().starts_with("shop-1-4-2-"), "{:?}", d.metadata.name);
         assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].controller, Some(true));
         let spec = d.spec.as_ref().unwrap();
@@ -336,8 +363,8 @@ spec:
     #[test]
     fn each_version_gets_its_own_deployment_and_selector() {
         let a = app(APP);
-        let v1 = worker_deployment(&a, "1.4.2", 1);
-        let v2 = worker_deployment(&a, "1.5.0", 1);
+        let v1 = worker_deployment(&a, "1.4.2", 1, None);
+        let v2 = worker_deployment(&a, "1.5.0", 1, None);
         assert_ne!(v1.metadata.name, v2.metadata.name);
         let sel = |d: &Deployment| d.spec.as_ref().unwrap().selector.match_labels.clone().unwrap();
         assert_ne!(sel(&v1), sel(&v2), "a version's selector never matches another's pods");
@@ -369,14 +396,45 @@ spec:
     }
 
     #[test]
-    fn security_overrides_replace_the_defaults() {
+    fn security_settings_merge_over_the_defaults() {
         let a = app(&APP.replace(
             "    nodeSelector: {pool: workers}",
-            "    containerSecurityContext: {readOnlyRootFilesystem: false}\n    securityContext: {runAsUser: 1000}",
+            "    containerSecurityContext: {readOnlyRootFilesystem: false, capabilities: {add: [NET_BIND_SERVICE]}}\n    \
+             securityContext: {runAsUser: 1000}",
         ));
-        let d = worker_deployment(&a, "1", 1);
+        let d = worker_deployment(&a, "1", 1, None);
         let pod = d.spec.unwrap().template.spec.unwrap();
-        assert_eq!(pod.containers[0].security_context.as_ref().unwrap().read_only_root_filesystem, Some(false));
-        assert_eq!(pod.security_context.unwrap().run_as_user, Some(1000));
+        let c = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(c.read_only_root_filesystem, Some(false), "what the spec sets wins");
+        assert_eq!((c.run_as_non_root, c.allow_privilege_escalation), (Some(true), Some(false)), "the rest keeps its defaults");
+        let caps = c.capabilities.unwrap();
+        assert_eq!((caps.add, caps.drop), (Some(vec!["NET_BIND_SERVICE".to_string()]), Some(vec!["ALL".to_string()])));
+        let p = pod.security_context.unwrap();
+        assert_eq!(p.run_as_user, Some(1000));
+        assert_eq!(p.run_as_non_root, Some(true));
+        assert_eq!(p.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        // A default can still be turned off explicitly.
+        let b = app(&APP.replace("    nodeSelector: {pool: workers}", "    securityContext: {runAsNonRoot: false}"));
+        let pod = worker_deployment(&b, "1", 1, None).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(false));
+    }
+
+    #[test]
+    fn a_rotated_secret_changes_the_pod_template() {
+        let a = app(APP);
+        let template = |v: Option<&str>| worker_deployment(&a, "1", 1, v).spec.unwrap().template;
+        assert_ne!(template(Some("41")), template(Some("42")), "a new Secret version rolls the workers");
+        assert_eq!(template(Some("42")), template(Some("42")));
+        let annotations = template(Some("42")).metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[ANNOTATION_DATABASE_SECRET_VERSION], "42");
+    }
+
+    #[test]
+    fn workers_get_no_api_token_unless_asked() {
+        let pod = worker_deployment(&app(APP), "1", 1, None).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let asked = app(&APP.replace("  serviceAccountName: shop", "  serviceAccountName: shop\n  automountServiceAccountToken: true"));
+        let pod = worker_deployment(&asked, "1", 1, None).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(true));
     }
 }

@@ -229,6 +229,10 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     ensure!(by_name("MAINSTAY_APP_VERSION").and_then(|e| e.value) == Some("1.0.0".into()), "version not the image tag");
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone());
     ensure!(probe_path(&c.liveness_probe).as_deref() == Some("/healthz") && probe_path(&c.readiness_probe).as_deref() == Some("/readyz"), "probes");
+    // Hardening: no API token in the workers, and the security defaults in place.
+    ensure!(pod.automount_service_account_token == Some(false), "the workers mount an API token");
+    let sc = c.security_context.clone().unwrap_or_default();
+    ensure!(sc.read_only_root_filesystem == Some(true) && sc.run_as_non_root == Some(true), "security defaults: {sc:?}");
 
     // 500 orders: the operator scales up from zero, the workers drain the queue, and it scales
     // back to zero.
@@ -615,6 +619,9 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     ensure!(String::from_utf8_lossy(&again.stdout).contains("unchanged"), "re-apply: {}", String::from_utf8_lossy(&again.stdout));
     ensure!(count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.order-7.")), ..Default::default() }).await? == 1, "a second run started");
 
+    // What to run cannot change once the object exists (a second workflow would start).
+    let moved = cluster.kubectl_stdin(&["apply", "-f", "-"], &order.replace("appRef: shop", "appRef: other"))?;
+    ensure!(!moved.status.success() && String::from_utf8_lossy(&moved.stderr).contains("cannot change once a WorkflowRun exists"), "appRef changed: {}", String::from_utf8_lossy(&moved.stderr));
     // A failing workflow shows its error.
     apply(cluster, &run("declined", "  appRef: shop\n  workflowName: process_order\n  input: -1\n"))?;
     cluster.kubectl(&["wait", "--for=condition=Failed", "workflowrun/declined", "-n", ns, "--timeout=120s"])?;
@@ -683,6 +690,20 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     let st = runs.get("order-7-again").await?.status.context("a status")?;
     ensure!(st.forked_from.as_deref() == Some(id.as_str()) && st.output.as_deref().is_some_and(|o| o.contains("shipped")), "fork status: {st:?}");
 
+    // A finished run whose record the app's retention deleted is not run again: its status
+    // stays as last seen, even when the object changes.
+    let order7_id = id.clone();
+    client.delete_workflow(&order7_id, false).await?;
+    cluster.kubectl(&["patch", "workflowrun", "order-7", "-n", ns, "--type=merge", "-p", "{\"spec\":{\"ttlSecondsAfterFinished\":3600}}"])?;
+    let generation = runs.get("order-7").await?.metadata.generation;
+    wait_for("the operator to look at order-7 again", MINUTE, || async {
+        let r = runs.get("order-7").await?;
+        Ok((r.status.as_ref().and_then(|s| s.observed_generation) == generation).then_some(()))
+    })
+    .await?;
+    ensure!(client.status(&order7_id).await?.is_none(), "the finished run was started again after its record was deleted");
+    ensure!(runs.get("order-7").await?.status.and_then(|s| s.phase) == Some(mainstay_crds::WorkflowRunPhase::Succeeded), "order-7 no longer reads Succeeded");
+
     // Deleting an unfinished run's object leaves its workflow running (the documented policy);
     // creating the object again under the same name starts a new run (a new uid).
     apply(cluster, &run("orphan", "  appRef: shop\n  workflowName: hold\n  input: 600000\n"))?;
@@ -736,6 +757,34 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
 
     let table = cluster.kubectl(&["get", "workflowruns", "-n", ns])?;
     ensure!(table.contains("order-7") && table.contains("Succeeded") && table.contains("process_order"), "kubectl get workflowruns:\n{table}");
+
+    // A rotated database Secret rolls the workers onto it: the pod template records the
+    // Secret's version, and work runs on the new pods.
+    let template_secret = || async {
+        let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
+        let annotations = list.items.first().and_then(|d| d.spec.as_ref()?.template.metadata.as_ref()?.annotations.clone()).unwrap_or_default();
+        Ok::<_, anyhow::Error>(annotations.get("mainstay.dev/database-secret-version").cloned())
+    };
+    let before = template_secret().await?.context("the pod template records the Secret's version")?;
+    let rotated = format!("{url}?application_name=rotated");
+    apply(cluster, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-db, namespace: {ns}}}\nstringData: {{url: \"{rotated}\"}}\n"))?;
+    wait_for("the rotated Secret to reach the pod template", MINUTE, || async {
+        Ok(template_secret().await?.filter(|v| *v != before))
+    })
+    .await?;
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
+    wait_for("a worker started after the rotation", 2 * MINUTE, || async {
+        let list = pods.list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
+        let fresh = list.items.iter().any(|p| {
+            let annotations = p.metadata.annotations.clone().unwrap_or_default();
+            let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            annotations.get("mainstay.dev/database-secret-version") != Some(&before) && ready
+        });
+        Ok(fresh.then_some(()))
+    })
+    .await?;
+    apply(cluster, &run("after-rotation", "  appRef: shop\n  workflowName: process_order\n  input: 11\n"))?;
+    cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/after-rotation", "-n", ns, "--timeout=120s"])?;
     client.close().await;
     Ok(())
 }

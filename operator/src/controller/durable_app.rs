@@ -149,7 +149,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     status.current_version = Some(valid.version.clone());
 
     // 2. The database: migrate (once), connect, write queue settings.
-    let (db, queue_conflicts) = match reach_database(&app, ctx, &valid.queues, &mut status, now).await {
+    let (db, queue_conflicts, secret_version) = match reach_database(&app, ctx, &valid.queues, &mut status, now).await {
         Ok(reached) => reached,
         Err(()) => {
             write_status(&api, &app, current.as_ref(), &status).await?;
@@ -309,7 +309,9 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             if blocked {
                 continue;
             }
-            let d = worker_deployment(&app, v, desired);
+            // The Secret's version is in the pod template, so a rotated URL rolls the workers
+            // onto it (a draining version keeps its pods: they read it when they restart).
+            let d = worker_deployment(&app, v, desired, secret_version.as_deref());
             let dname = d.metadata.name.clone().unwrap_or_default();
             deployments
                 .patch(&dname, &ssa, &Patch::Apply(&d))
@@ -525,32 +527,33 @@ fn database_down(status: &mut DurableAppStatus, generation: Option<i64>, now: ch
 
 /// Migrates, connects and writes queue settings; on failure sets the conditions and returns
 /// `Err(())` for the caller to write status and back off. Also returns the queues whose
-/// settings another application owns (not a failure: reported as a condition).
+/// settings another application owns (not a failure: reported as a condition) and the version
+/// of the workers' Secret.
 async fn reach_database(
     app: &DurableApp,
     ctx: &Context,
     queues: &[mainstay::Queue],
     status: &mut DurableAppStatus,
     now: chrono::DateTime<Utc>,
-) -> Result<(mainstay::Client, Vec<String>), ()> {
+) -> Result<(mainstay::Client, Vec<String>, Option<String>), ()> {
     let generation = app.metadata.generation;
     let key = object_key(app);
     // The workers' Secret is read once: it is also the admin URL unless another is named.
     let migrated = async {
-        let url = Databases::worker_url(&ctx.kube, app).await?;
-        let ran = ctx.databases.migrate(&ctx.kube, app, &url).await?;
-        Ok::<_, DatabaseError>((url, ran))
+        let secret = Databases::worker_secret(&ctx.kube, app).await?;
+        let ran = ctx.databases.migrate(&ctx.kube, app, &secret.value).await?;
+        Ok::<_, DatabaseError>((secret, ran))
     }
     .await;
-    let url = match migrated {
-        Ok((url, ran)) => {
+    let (url, secret_version) = match migrated {
+        Ok((secret, ran)) => {
             let msg = format!("system database schema at DBOS version {}", mainstay::DBOS_SCHEMA_VERSION);
             set(&mut status.conditions, condition::MIGRATED, true, reason::MIGRATED, &msg, generation, now);
             if ran {
                 tracing::info!(app = %key, "system database migrated");
                 ctx.event(app, false, event::MIGRATED, "Migrate", msg).await;
             }
-            url
+            (secret.value, secret.version)
         }
         Err(e) => {
             let why = database_reason(&e);
@@ -587,7 +590,7 @@ async fn reach_database(
             ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).insert(key, queues.to_vec());
         }
     }
-    Ok((db, conflicts))
+    Ok((db, conflicts, secret_version))
 }
 
 /// Deletes finished workflows past the retention limits, at most once per retention interval.

@@ -67,15 +67,17 @@ pub(crate) fn db_err(object: &str) -> impl FnOnce(mainstay::Error) -> Error {
     move |source| Error::Database { object, source }
 }
 
-/// Why the current version of `app` cannot run `start` (see [`crate::runnable`]), or `None`
-/// when it can, or when nothing is known (no current version yet, or none of its workers has
-/// recorded what it runs).
+/// Why `version` of `app` (default: its current version) cannot run `start` (see
+/// [`crate::runnable`]), or `None` when it can, or when nothing is known (no current version
+/// yet, or none of its workers has recorded what it runs).
 pub(crate) async fn refusal(
     db: &mainstay::Client,
     app: &mainstay_crds::DurableApp,
+    version: Option<&str>,
     start: &crate::runnable::Start<'_>,
 ) -> Result<Option<crate::runnable::Refusal>, mainstay::Error> {
-    let Some(version) = app.status.as_ref().and_then(|s| s.current_version.clone()) else { return Ok(None) };
+    let current = app.status.as_ref().and_then(|s| s.current_version.clone());
+    let Some(version) = version.map(str::to_string).or(current) else { return Ok(None) };
     let workflows = db.registered_workflows(&version).await?;
     if workflows.is_empty() {
         return Ok(None);

@@ -155,7 +155,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         arguments: Some((2, "the schedule's call (scheduled_at, context)")),
         queue: s.spec.queue.as_deref().map(|q| (q, "spec.queue")),
     };
-    match refusal(&db, &app, &checked).await {
+    match refusal(&db, &app, None, &checked).await {
         Ok(Some(r)) => {
             let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == r.message);
             not_ready(&mut status, generation, now, r.reason, &r.message, true);
@@ -197,8 +197,18 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         };
         // `[start, end)`: ticks after start - 1 ns, up to end - 1 ns; each under its tick's ID.
+        // Never past now: a future tick runs when it comes, under the same ID.
         let step = chrono::Duration::nanoseconds(1);
-        let ticks = valid.cron.ticks_between(start - step, end - step, MAX_BACKFILL);
+        let ticks = valid.cron.ticks_between(start - step, end.min(now) - step, MAX_BACKFILL + 1);
+        if ticks.len() > MAX_BACKFILL {
+            let msg = format!(
+                "spec.backfill {}..{} holds more than {MAX_BACKFILL} ticks; split it into smaller ranges (nothing of it ran)",
+                b.start, b.end
+            );
+            not_ready(&mut status, generation, now, reason::INVALID_SPEC, &msg, true);
+            write_status(&api, &s, current.as_ref(), &status).await?;
+            return Ok(Action::await_change());
+        }
         for tick in &ticks {
             let id = tick_workflow_id(&db_name, *tick);
             let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(db_name.clone()), ..Default::default() };

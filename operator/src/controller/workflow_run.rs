@@ -59,16 +59,26 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     let mut status: WorkflowRunStatus = current.clone().unwrap_or_default();
     status.observed_generation = generation;
     let id = run_status::workflow_id(&run);
+    // Once started, the status keeps the last state the database showed: an app or database
+    // that goes away for a while (or a record deleted by retention) never turns a run back
+    // into Pending or Failed, and never starts it again.
+    let started = run_status::started(&status);
     status.workflow_id = Some(id.clone());
 
     let apps = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
     let app_ref = &run.spec.app_ref;
     let Some(app) = apps.get_opt(app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{app_ref}")))? else {
+        if started {
+            return Ok(Action::requeue(ctx.backoff(&key)));
+        }
         let msg = format!("DurableApp {ns}/{app_ref} does not exist; create it or fix spec.appRef");
         return refuse(ctx, &api, &run, current.as_ref(), status, reason::APP_NOT_FOUND, msg).await;
     };
     let migrated = app.status.as_ref().is_some_and(|s| is_true(&s.conditions, condition::MIGRATED));
     if !migrated {
+        if started {
+            return Ok(Action::requeue(ctx.backoff(&key)));
+        }
         // Not a failure: the app is on its way.
         status.phase = Some(mainstay_crds::WorkflowRunPhase::Pending);
         write_status(&api, &run, current.as_ref(), &status).await?;
@@ -85,6 +95,13 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     // The run's record, once it is started (a repeated reconcile or apply starts nothing new).
     let record = match db.status(&id).await.map_err(db_err(&key))? {
         Some(record) => record,
+        None if started => {
+            // Started before, and its record is gone (the app's retention deleted it, or the
+            // database was replaced): starting it again would run finished work twice.
+            tracing::info!(run = %key, workflow = %id, "the run's record is gone from the database; its status stays as last seen");
+            write_status(&api, &run, current.as_ref(), &status).await?;
+            return Ok(Action::await_change());
+        }
         None => {
             if let Some(done) = start(ctx, &db, &api, &run, current.as_ref(), &mut status, &app, &id).await? {
                 return Ok(done);
@@ -158,8 +175,10 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-/// A run that cannot start: reported (with an Event when the reason is new) and looked at again
-/// after a while, since the app or its workers may come.
+/// A run that cannot start: reported (with an Event when the reason is new). What the cluster
+/// may still fix (the app, a version that registers the workflow or listens to the queue, the
+/// fork's source) is looked at again after a while, and the run starts then; what only a new
+/// WorkflowRun can fix (an input the workflow cannot take, a duplicate) is final.
 async fn refuse(
     ctx: &Context,
     api: &Api<WorkflowRun>,
@@ -174,6 +193,9 @@ async fn refuse(
     write_status(api, run, current, &status).await?;
     if !known {
         ctx.event(run, true, why, "Start", msg).await;
+    }
+    if why == reason::INVALID_INPUT || why == reason::DUPLICATE || why == reason::ENQUEUE_FAILED {
+        return Ok(Action::await_change());
     }
     Ok(Action::requeue(std::time::Duration::from_secs(30)))
 }
@@ -200,7 +222,7 @@ async fn start(
         arguments: run.spec.fork_of.is_none().then_some((args.len(), "spec.input")),
         queue: run.spec.queue.as_deref().map(|q| (q, "spec.queue")),
     };
-    if let Some(r) = refusal(db, app, &checked).await.map_err(db_err(&key))? {
+    if let Some(r) = refusal(db, app, run.spec.app_version.as_deref(), &checked).await.map_err(db_err(&key))? {
         return refuse(ctx, api, run, current, status.clone(), r.reason, r.message).await.map(Some);
     }
     let Some(fork) = &run.spec.fork_of else {
