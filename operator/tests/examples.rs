@@ -50,3 +50,18 @@ fn applying_the_examples_directory_touches_only_our_resources_and_they_are_valid
     }
     assert!(seen >= 3, "the examples directory lost its manifests");
 }
+
+/// The runs kept apart in `examples/kubernetes/runs/` (applied one by one, not with the
+/// directory) are WorkflowRuns the CRD accepts.
+#[test]
+fn the_example_runs_are_workflow_runs() {
+    let dir = examples_dir().join("runs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("read examples/kubernetes/runs") {
+        let path = entry.expect("a directory entry").path();
+        let text = std::fs::read_to_string(&path).expect("read an example");
+        let _: mainstay_crds::WorkflowRun = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert!(seen >= 2, "the example runs are gone");
+}
