@@ -160,6 +160,9 @@ pub struct VersionWorkflows {
     /// Its registered workflow names, sorted.
     #[serde(default)]
     pub workflows: Vec<String>,
+    /// Its `#[scheduled]` workflows, as `name: cron [time zone]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<String>,
 }
 
 /// A key of a Secret in the DurableApp's namespace.

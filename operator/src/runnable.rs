@@ -113,8 +113,8 @@ mod tests {
 
     fn workflows() -> Vec<RegisteredWorkflow> {
         vec![
-            RegisteredWorkflow { name: "process_order".into(), arguments: Some(vec!["i64".into()]) },
-            RegisteredWorkflow { name: "by_hand".into(), arguments: None },
+            RegisteredWorkflow { name: "process_order".into(), arguments: Some(vec!["i64".into()]), schedule: None },
+            RegisteredWorkflow { name: "by_hand".into(), arguments: None, schedule: None },
         ]
     }
 

@@ -612,6 +612,7 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     // The app lists what its version can run.
     let listed = app(cluster, ns, "shop").await?.status.map(|s| s.workflows).unwrap_or_default();
     ensure!(listed.iter().any(|v| v.version == "1.0.0" && v.workflows.contains(&"process_order".to_string())), "workflows: {listed:?}");
+    ensure!(listed.iter().any(|v| v.schedules.contains(&"yearly_report: 0 0 1 1 *".to_string())), "schedules: {listed:?}");
     let id = st.workflow_id.clone().context("a workflow ID")?;
     ensure!(id.starts_with(&format!("{ns}.order-7.")), "the workflow ID is not the object's: {id}");
     // Applying the same file again starts nothing new.

@@ -20,7 +20,7 @@ use crate::error::{Error, Failure, Result};
 use crate::registry::{Registration, Registry};
 use crate::serialization::encode;
 use crate::status::WorkflowStatus;
-use crate::sysdb::{connect_pool, AppDatabase, Committer, SystemDatabase, INTERNAL_QUEUE};
+use crate::sysdb::{connect_pool, AppDatabase, Committer, RegisteredRow, SystemDatabase, INTERNAL_QUEUE};
 use crate::wakeup::Wakeups;
 use crate::workflow::WorkflowHandle;
 use crate::{cancellation, dispatch, health, recovery, scheduler};
@@ -226,12 +226,21 @@ impl MainstayBuilder {
                  if this launch is a rollback, set MAINSTAY_LATEST_VERSION=true"
             );
         }
-        let workflows: Vec<(String, Option<String>)> = registry
+        let workflows: Vec<RegisteredRow> = registry
             .signatures()
-            .map(|(name, arguments)| Ok((name.to_string(), arguments.map(|a| encode(a, "the argument types of a workflow")).transpose()?)))
+            .map(|(name, arguments, schedule)| {
+                Ok(RegisteredRow {
+                    name: name.to_string(),
+                    arguments: arguments.map(|a| encode(a, "the argument types of a workflow")).transpose()?,
+                    schedule: schedule.map(|(cron, zone)| match zone {
+                        Some(z) => format!("{cron} {z}"),
+                        None => cron.to_string(),
+                    }),
+                })
+            })
             .collect::<Result<_>>()?;
         db.register_workflows(config.app_name.as_deref(), &app_version, &workflows).await?;
-        let workflow_names: Vec<String> = workflows.into_iter().map(|(name, _)| name).collect();
+        let workflow_names: Vec<String> = workflows.into_iter().map(|w| w.name).collect();
         let committer = Committer::start(db.clone(), config.commit_concurrency);
         // The application's queues first: claim rounds visit them in this order.
         let mut queues: Vec<String> = Vec::new();

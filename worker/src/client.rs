@@ -127,10 +127,10 @@ impl Client {
         let rows = self.db.registered_workflows(self.app_name.as_deref(), version).await?;
         Ok(rows
             .into_iter()
-            .map(|(name, arguments)| {
+            .map(|row| {
                 // Written by the workers as JSON arrays of strings; anything else is unknown.
-                let arguments = arguments.and_then(|a| serde_json::from_str(&a).ok());
-                RegisteredWorkflow { name, arguments }
+                let arguments = row.arguments.and_then(|a| serde_json::from_str(&a).ok());
+                RegisteredWorkflow { name: row.name, arguments, schedule: row.schedule }
             })
             .collect())
     }

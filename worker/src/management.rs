@@ -46,6 +46,9 @@ pub struct RegisteredWorkflow {
     /// The Rust types of its positional arguments as written (`["i64"]`); `None` when unknown
     /// (implemented without the macros, or recorded by an older release).
     pub arguments: Option<Vec<String>>,
+    /// The cron expression it runs on (and its time zone after a space), if it is a
+    /// `#[scheduled]` workflow.
+    pub schedule: Option<String>,
 }
 
 /// `PENDING` workflows held by one executor under one application version.

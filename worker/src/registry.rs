@@ -95,9 +95,13 @@ impl Registry {
         self.by_name.keys().copied()
     }
 
-    /// Every registered workflow's name and argument types (when known), by name.
-    pub(crate) fn signatures(&self) -> impl Iterator<Item = (&'static str, Option<&'static [&'static str]>)> + '_ {
-        self.by_name.iter().map(|(name, r)| (*name, (r.arguments)()))
+    /// Every registered workflow's name, argument types (when known) and schedule (cron and
+    /// time zone), by name.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn signatures(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, Option<&'static [&'static str]>, Option<(&'static str, Option<&'static str>)>)> + '_ {
+        self.by_name.iter().map(|(name, r)| (*name, (r.arguments)(), r.schedule))
     }
 
     /// Every registered workflow's name and source hash, by name.

@@ -301,6 +301,16 @@ async fn code_schedules_of_two_applications_on_one_database_are_two_schedules() 
     let rows = schedule_rows(&url).await;
     let names: Vec<_> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_deref())).collect();
     assert_eq!(names, [("A.every_second", "every_second", Some("A")), ("B.every_second", "every_second", Some("B"))]);
+    // Each version records which of its workflows run on a schedule (what the operator lists).
+    let mut config_a = Config::new(&url);
+    config_a.app_name = Some("A".into());
+    let as_a = Client::connect_with(&config_a).await.unwrap();
+    let recorded = as_a.registered_workflows(a.app_version()).await.unwrap();
+    let every = recorded.iter().find(|w| w.name == "every_second").expect("every_second recorded");
+    assert_eq!(every.schedule.as_deref(), Some("* * * * * *"));
+    assert_eq!(every.arguments, Some(vec!["DateTime<Utc>".to_string(), "Value".to_string()]));
+    assert!(recorded.iter().find(|w| w.name == "on_schedule").is_some_and(|w| w.schedule.is_none()));
+    as_a.close().await;
 
     let client = Client::connect(&url).await.unwrap();
     let of_a = wait_for_runs(&client, "A.every_second", 3).await;

@@ -84,6 +84,14 @@ async fn nightly_report(scheduled_at: DateTime<Utc>, context: serde_json::Value)
     Ok(format!("{report} ({context})"))
 }
 
+/// A schedule in code (a `Schedule` resource is the other way): every scheduled workflow takes
+/// the tick's time and the schedule's context (none here). The DurableApp's
+/// `status.workflows[].schedules` lists it.
+#[mainstay::scheduled("0 0 1 1 *")]
+async fn yearly_report(scheduled_at: DateTime<Utc>, _context: ()) -> mainstay::Result<String> {
+    build_report(scheduled_at, serde_json::json!({"period": "year"})).await
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()

@@ -421,9 +421,10 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     let mut workflows = Vec::new();
     for v in &plan.keep {
         match db.registered_workflows(v).await {
-            Ok(names) if !names.is_empty() => {
-                let workflows_of_v = names.into_iter().map(|w| w.name).collect();
-                workflows.push(mainstay_crds::VersionWorkflows { version: v.clone(), workflows: workflows_of_v })
+            Ok(registered) if !registered.is_empty() => {
+                let schedules = registered.iter().filter_map(|w| Some(format!("{}: {}", w.name, w.schedule.as_deref()?))).collect();
+                let names = registered.into_iter().map(|w| w.name).collect();
+                workflows.push(mainstay_crds::VersionWorkflows { version: v.clone(), workflows: names, schedules })
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(app = %key, version = %v, error = %e, "cannot read the version's workflows"),

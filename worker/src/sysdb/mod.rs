@@ -28,6 +28,15 @@ pub(crate) use batch::Batch;
 pub(crate) use management::as_json;
 pub(crate) use committer::Committer;
 pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
+
+/// A row of `mainstay_registered_workflows`: a workflow a version registers, its argument types
+/// (JSON text) and its schedule (cron, and time zone after a space), when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RegisteredRow {
+    pub(crate) name: String,
+    pub(crate) arguments: Option<String>,
+    pub(crate) schedule: Option<String>,
+}
 pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry, NULL_TOPIC, STREAM_CLOSED};
 pub(crate) use queues::Claimer;
 pub(crate) use transactions::{AppDatabase, TransactionRecord};
@@ -313,12 +322,14 @@ ORDER BY version_timestamp DESC, created_at DESC LIMIT 1"#),
             // A version's code does not change, but a newer binary may know more of it (the
             // argument types), so a relaunch fills what an older one left unknown.
             register_workflows: f(r#"
-INSERT INTO {s}.mainstay_registered_workflows (application_name, application_version, workflow_name, arguments)
-SELECT COALESCE($1, ''), $2, w.name, w.arguments::jsonb FROM UNNEST($3::text[], $4::text[]) AS w(name, arguments)
+INSERT INTO {s}.mainstay_registered_workflows (application_name, application_version, workflow_name, arguments, schedule)
+SELECT COALESCE($1, ''), $2, w.name, w.arguments::jsonb, w.schedule
+FROM UNNEST($3::text[], $4::text[], $5::text[]) AS w(name, arguments, schedule)
 ON CONFLICT (application_name, application_version, workflow_name)
-DO UPDATE SET arguments = COALESCE(EXCLUDED.arguments, {s}.mainstay_registered_workflows.arguments)"#),
+DO UPDATE SET arguments = COALESCE(EXCLUDED.arguments, {s}.mainstay_registered_workflows.arguments),
+              schedule = COALESCE(EXCLUDED.schedule, {s}.mainstay_registered_workflows.schedule)"#),
             registered_workflows: f(
-                "SELECT workflow_name, arguments::text FROM {s}.mainstay_registered_workflows \
+                "SELECT workflow_name, arguments::text, schedule FROM {s}.mainstay_registered_workflows \
                  WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name",
             ),
             register_queues: f(r#"
@@ -651,15 +662,17 @@ impl SystemDatabase {
     }
 
     /// Records the workflows a version of an application registers, with their argument types
-    /// (JSON arrays of type names; `None` when unknown).
-    pub(crate) async fn register_workflows(&self, app_name: Option<&str>, version: &str, workflows: &[(String, Option<String>)]) -> Result<()> {
-        let names: Vec<&str> = workflows.iter().map(|w| w.0.as_str()).collect();
-        let arguments: Vec<Option<&str>> = workflows.iter().map(|w| w.1.as_deref()).collect();
+    /// (JSON arrays of type names; `None` when unknown) and schedules.
+    pub(crate) async fn register_workflows(&self, app_name: Option<&str>, version: &str, workflows: &[RegisteredRow]) -> Result<()> {
+        let names: Vec<&str> = workflows.iter().map(|w| w.name.as_str()).collect();
+        let arguments: Vec<Option<&str>> = workflows.iter().map(|w| w.arguments.as_deref()).collect();
+        let schedules: Vec<Option<&str>> = workflows.iter().map(|w| w.schedule.as_deref()).collect();
         q(&self.sql.register_workflows)
             .bind(app_name)
             .bind(version)
             .bind(names)
             .bind(arguments)
+            .bind(schedules)
             .execute(&self.pool)
             .await
             .map_err(|e| Error::db(format!("record the workflows of application version {version}"), e))?;
@@ -667,15 +680,15 @@ impl SystemDatabase {
     }
 
     /// The workflows recorded for a version of an application, with their argument types as
-    /// recorded (JSON text), in name order (empty: none recorded).
-    pub(crate) async fn registered_workflows(&self, app_name: Option<&str>, version: &str) -> Result<Vec<(String, Option<String>)>> {
+    /// recorded (JSON text) and schedules, in name order (empty: none recorded).
+    pub(crate) async fn registered_workflows(&self, app_name: Option<&str>, version: &str) -> Result<Vec<RegisteredRow>> {
         let rows = q(&self.sql.registered_workflows)
             .bind(app_name)
             .bind(version)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db(format!("read the workflows of application version {version}"), e))?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows.into_iter().map(|r| RegisteredRow { name: r.get(0), arguments: r.get(1), schedule: r.get(2) }).collect())
     }
 
     /// Records the queues the workers of a version of an application listen to.
