@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use mainstay::local_postgres::LocalPostgres;
+use mainstay_dev::LocalPostgres;
 use mainstay::{Client, ForkOptions, Status, WorkflowFilter};
 use project::Project;
 use render::{opt, short, time};
