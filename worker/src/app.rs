@@ -228,7 +228,7 @@ impl MainstayBuilder {
         }
         let workflows: Vec<(String, Option<String>)> = registry
             .signatures()
-            .map(|(name, arguments)| Ok((name.to_string(), arguments.map(|a| encode(a, "the argument types of a workflow")).transpose()?)))
+            .map(|(name, arguments)| Ok((name.to_string(), arguments.map(|a| encode(a, "the argument types of a workflow", db.payload_limit())).transpose()?)))
             .collect::<Result<_>>()?;
         db.register_workflows(config.app_name.as_deref(), &app_version, &workflows).await?;
         let workflow_names: Vec<String> = workflows.into_iter().map(|(name, _)| name).collect();
@@ -431,7 +431,8 @@ impl Mainstay {
         topic: Option<&str>,
     ) -> Result<()> {
         use crate::message::{encode_message, send_outside, stored_topic};
-        send_outside(&self.rt.db, destination_id, &encode_message(destination_id, message)?, &stored_topic(topic), None).await
+        let message = encode_message(destination_id, message, self.rt.db.payload_limit())?;
+        send_outside(&self.rt.db, destination_id, &message, &stored_topic(topic), None).await
     }
 
     /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.

@@ -32,12 +32,20 @@ pub mod env {
     pub const APP_DATABASE_URL: &str = "MAINSTAY_APP_DATABASE_URL";
     /// Port of the health endpoint (`/healthz`, `/readyz`); unset serves none.
     pub const HEALTH_PORT: &str = "MAINSTAY_HEALTH_PORT";
+    /// The largest payload (input, output, message, event or stream value) written, in bytes.
+    pub const MAX_PAYLOAD_BYTES: &str = "MAINSTAY_MAX_PAYLOAD_BYTES";
 }
 
 /// The schema DBOS and mainstay use by default.
 pub const DEFAULT_SCHEMA: &str = "dbos";
 /// Executor ID of a process that was not given one.
 pub const DEFAULT_EXECUTOR_ID: &str = "local";
+/// The largest payload written when none is configured: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
+/// The smallest payload limit accepted: mainstay's own small records must fit.
+pub const MIN_MAX_PAYLOAD_BYTES: usize = 1 << 10;
+/// The largest payload limit accepted: Postgres stores at most 1 GB in one value.
+pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 
 /// Runtime configuration. Build it with [`Config::new`] or [`Config::from_env`] and adjust the
 /// public fields. Its `Debug` output shows the database URLs without their passwords.
@@ -80,6 +88,11 @@ pub struct Config {
     /// Where to serve the health endpoint (`/healthz`: the runtime is alive; `/readyz`: it can
     /// reach its database and is not shutting down). `None` serves nothing.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// The largest payload written, in bytes of its JSON: a workflow's inputs and output, a
+    /// step's output, a message, an event or stream value, a schedule's context. A larger one
+    /// is refused with [`Error::PayloadTooLarge`] (a workflow or step whose output is too large
+    /// fails with it), so one huge value cannot exhaust memory or bloat the database.
+    pub max_payload_bytes: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -103,6 +116,7 @@ impl std::fmt::Debug for Config {
             polling_interval,
             worker_concurrency,
             health_addr,
+            max_payload_bytes,
         } = self;
         f.debug_struct("Config")
             .field("database_url", &Redacted(database_url))
@@ -120,6 +134,7 @@ impl std::fmt::Debug for Config {
             .field("polling_interval", polling_interval)
             .field("worker_concurrency", worker_concurrency)
             .field("health_addr", health_addr)
+            .field("max_payload_bytes", max_payload_bytes)
             .finish()
     }
 }
@@ -143,6 +158,7 @@ impl Config {
             polling_interval: Duration::from_secs(1),
             worker_concurrency: 256,
             health_addr: None,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 
@@ -204,6 +220,15 @@ impl Config {
             })?;
             self.health_addr = Some(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
         }
+        if let Some(v) = var(env::MAX_PAYLOAD_BYTES) {
+            self.max_payload_bytes = v.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "{} is {v:?}, not a number of bytes; set it to e.g. {DEFAULT_MAX_PAYLOAD_BYTES} \
+                     (16 MiB, the default), or unset it",
+                    env::MAX_PAYLOAD_BYTES
+                ))
+            })?;
+        }
         Ok(())
     }
 
@@ -245,6 +270,15 @@ impl Config {
             return Err(Error::Config(
                 "commit_concurrency and worker_concurrency must be at least 1".into(),
             ));
+        }
+        if !(MIN_MAX_PAYLOAD_BYTES..=MAX_MAX_PAYLOAD_BYTES).contains(&self.max_payload_bytes) {
+            return Err(Error::Config(format!(
+                "max_payload_bytes is {}, but it must be between {MIN_MAX_PAYLOAD_BYTES} (1 KiB) and \
+                 {MAX_MAX_PAYLOAD_BYTES} (1 GiB, the most Postgres stores in one value); set {} \
+                 within that range, or unset it for the default of 16 MiB",
+                self.max_payload_bytes,
+                env::MAX_PAYLOAD_BYTES
+            )));
         }
         Ok(())
     }
@@ -449,6 +483,27 @@ mod tests {
         c.app_database_url = Some("postgres://app:S3CRET@db:x/app".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains(env::APP_DATABASE_URL) && !err.contains("S3CRET"), "{err}");
+    }
+
+    #[test]
+    fn the_payload_limit_is_bounded() {
+        let mut c = Config::new("postgres://localhost/db");
+        assert_eq!(c.max_payload_bytes, 16 * 1024 * 1024);
+        c.max_payload_bytes = 512;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_payload_bytes is 512") && err.contains(env::MAX_PAYLOAD_BYTES), "{err}");
+        c.max_payload_bytes = (1 << 30) + 1;
+        assert!(c.validate().is_err());
+        c.max_payload_bytes = 1 << 30;
+        assert!(c.validate().is_ok());
+        // The only test that sets this variable, and no other reads the environment.
+        std::env::set_var(env::MAX_PAYLOAD_BYTES, "65536");
+        c.apply_env().unwrap();
+        assert_eq!(c.max_payload_bytes, 65536);
+        std::env::set_var(env::MAX_PAYLOAD_BYTES, "16MiB");
+        let err = c.apply_env().unwrap_err().to_string();
+        std::env::remove_var(env::MAX_PAYLOAD_BYTES);
+        assert!(err.contains(env::MAX_PAYLOAD_BYTES) && err.contains("\"16MiB\""), "{err}");
     }
 
     #[test]

@@ -344,6 +344,8 @@ pub(crate) struct SystemDatabase {
     pool: PgPool,
     schema: Arc<str>,
     sql: Arc<Sql>,
+    /// The largest payload written to it (`Config::max_payload_bytes`).
+    payload_limit: usize,
 }
 
 fn q(sql: &Arc<str>) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -440,11 +442,17 @@ impl SystemDatabase {
             pool,
             schema: Arc::from(config.system_schema.as_str()),
             sql: Arc::new(Sql::new(&config.system_schema)),
+            payload_limit: config.max_payload_bytes,
         })
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The largest payload, in bytes, that may be written: every encode is bounded by it.
+    pub(crate) fn payload_limit(&self) -> usize {
+        self.payload_limit
     }
 
     /// Runs the system-database migrations (idempotent, under an advisory lock).
