@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use mainstay::local_postgres::LocalPostgres;
+use mainstay_dev::LocalPostgres;
 use mainstay::{Config, Mainstay};
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};

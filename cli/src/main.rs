@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use mainstay::local_postgres::LocalPostgres;
+use mainstay_dev::LocalPostgres;
 use mainstay::{Client, ForkOptions, Status, WorkflowFilter};
 use project::Project;
 use render::{opt, short, time};
@@ -391,12 +391,14 @@ async fn client(g: &Global, project: Option<&Project>) -> anyhow::Result<Client>
 /// Runs `commands` in the project's directory, one after the other, with the project's
 /// databases (`config`) in the environment; stops at the first that fails and returns its exit
 /// code.
-fn run_commands(project: &Project, commands: &[String], config: Option<&mainstay::Config>) -> anyhow::Result<i32> {
+fn run_commands(project: &Project, commands: &[project::ProjectCommand], config: Option<&mainstay::Config>) -> anyhow::Result<i32> {
     use mainstay::config::env;
     for command in commands {
-        eprintln!("$ {command}");
+        // As written: the substituted line may hold a password.
+        let shown = &command.written;
+        eprintln!("$ {shown}");
         let mut cmd = std::process::Command::new("sh");
-        cmd.arg("-c").arg(command).current_dir(&project.dir).env(env::APP_NAME, &project.name);
+        cmd.arg("-c").arg(&command.line).current_dir(&project.dir).env(env::APP_NAME, &project.name);
         if let Some(c) = config {
             cmd.env(env::DATABASE_URL, &c.database_url).env(env::SYSTEM_SCHEMA, &c.system_schema);
             // Migration tools (sqlx-cli among them) read DATABASE_URL: the application database.
@@ -405,9 +407,9 @@ fn run_commands(project: &Project, commands: &[String], config: Option<&mainstay
                 cmd.env(env::APP_DATABASE_URL, app);
             }
         }
-        let status = cmd.status().with_context(|| format!("running `{command}`"))?;
+        let status = cmd.status().with_context(|| format!("running `{shown}`"))?;
         if !status.success() {
-            eprintln!("`{command}` failed ({status})");
+            eprintln!("`{shown}` failed ({status})");
             return Ok(status.code().unwrap_or(1));
         }
     }

@@ -2,7 +2,9 @@
 //! `${VAR:-default}` taken from the environment), and the commands that start it and migrate
 //! its application database.
 //!
-//! Invariant: a loaded project is valid; every error names the key and says how to fix it.
+//! Invariants: a loaded project is valid; every error names the key and says how to fix it.
+//! Substituted values (often passwords) are never shown: commands are printed as written, and
+//! `Debug` shows the database URLs redacted.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,7 @@ use serde::Deserialize;
 pub const FILE_NAME: &str = "mainstay.yaml";
 
 /// `mainstay.yaml` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     name: String,
@@ -29,18 +31,43 @@ struct Raw {
     migrate: Vec<String>,
 }
 
-/// A validated project.
+/// A command of the project: run with the environment substituted, shown as written.
 #[derive(Debug, Clone, PartialEq)]
+pub struct ProjectCommand {
+    /// As written in the file, with its `${VAR}` references: what is printed.
+    pub written: String,
+    /// With the variables substituted: what runs.
+    pub line: String,
+}
+
+/// A validated project.
+#[derive(Clone, PartialEq)]
 pub struct Project {
     pub name: String,
     /// The system database URL, if the file sets one.
     pub database_url: Option<String>,
     pub app_database_url: Option<String>,
     pub system_schema: Option<String>,
-    pub start: Vec<String>,
-    pub migrate: Vec<String>,
+    pub start: Vec<ProjectCommand>,
+    pub migrate: Vec<ProjectCommand>,
     /// The directory commands run in (the file's).
     pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Project {
+    /// By hand: the URLs may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use mainstay::config::Redacted;
+        f.debug_struct("Project")
+            .field("name", &self.name)
+            .field("database_url", &self.database_url.as_deref().map(Redacted))
+            .field("app_database_url", &self.app_database_url.as_deref().map(Redacted))
+            .field("system_schema", &self.system_schema)
+            .field("start", &self.start.iter().map(|c| &c.written).collect::<Vec<_>>())
+            .field("migrate", &self.migrate.iter().map(|c| &c.written).collect::<Vec<_>>())
+            .field("dir", &self.dir)
+            .finish()
+    }
 }
 
 impl Project {
@@ -77,15 +104,15 @@ impl Project {
             mainstay::config::validate_database_url(&value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
             Ok(Some(value))
         };
-        let commands = |key: &str, list: Vec<String>| -> anyhow::Result<Vec<String>> {
+        let commands = |key: &str, list: Vec<String>| -> anyhow::Result<Vec<ProjectCommand>> {
             list.into_iter()
                 .enumerate()
-                .map(|(i, c)| {
-                    let c = substitute(&c, env).map_err(|e| anyhow::anyhow!("{key}[{i}]: {e}"))?;
-                    if c.trim().is_empty() {
+                .map(|(i, written)| {
+                    let line = substitute(&written, env).map_err(|e| anyhow::anyhow!("{key}[{i}]: {e}"))?;
+                    if line.trim().is_empty() {
                         bail!("{key}[{i}]: the command is empty; remove it or write the command to run");
                     }
-                    Ok(c)
+                    Ok(ProjectCommand { written, line })
                 })
                 .collect()
         };
@@ -109,7 +136,11 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> anyhow::R
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            bail!("unterminated `${{` in {text:?}; write ${{VARIABLE}}");
+            // Not the text itself: what follows may be a password written in the file.
+            bail!(
+                "unterminated `${{` at character {}; write ${{VARIABLE}}",
+                text[..text.len() - after.len() - 2].chars().count() + 1
+            );
         };
         let inner = &after[..end];
         let (var, default) = match inner.split_once(":-") {
@@ -156,8 +187,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.database_url.as_deref(), Some("postgres://app:s3cret@localhost:5432/shop"));
-        assert_eq!(p.start, ["cargo run"]);
+        assert_eq!(p.start, [ProjectCommand { written: "cargo run".into(), line: "cargo run".into() }]);
         assert_eq!(p.dir, Path::new("/app"));
+    }
+
+    #[test]
+    fn substituted_secrets_are_never_shown() {
+        let p = parse(
+            "name: shop\ndatabase_url: postgres://app:${PGPASS}@localhost/shop\n\
+             migrate: [\"psql postgres://app:${PGPASS}@localhost/shop -f m.sql\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p.migrate[0].written, "psql postgres://app:${PGPASS}@localhost/shop -f m.sql");
+        assert_eq!(p.migrate[0].line, "psql postgres://app:s3cret@localhost/shop -f m.sql");
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("app:***@localhost"), "{shown}");
+        let err = format!("{:#}", parse("name: shop\ndatabase_url: postgres://app:s3cret@h/${DB\n").unwrap_err());
+        assert!(err.contains("unterminated `${` at character 25") && !err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl MainstayBuilder {
             .map(|(name, arguments, schedule)| {
                 Ok(RegisteredRow {
                     name: name.to_string(),
-                    arguments: arguments.map(|a| encode(a, "the argument types of a workflow")).transpose()?,
+                    arguments: arguments.map(|a| encode(a, "the argument types of a workflow", db.payload_limit())).transpose()?,
                     schedule: schedule.map(|(cron, zone)| match zone {
                         Some(z) => format!("{cron} {z}"),
                         None => cron.to_string(),
@@ -440,7 +440,8 @@ impl Mainstay {
         topic: Option<&str>,
     ) -> Result<()> {
         use crate::message::{encode_message, send_outside, stored_topic};
-        send_outside(&self.rt.db, destination_id, &encode_message(destination_id, message)?, &stored_topic(topic), None).await
+        let message = encode_message(destination_id, message, self.rt.db.payload_limit())?;
+        send_outside(&self.rt.db, destination_id, &message, &stored_topic(topic), None).await
     }
 
     /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.

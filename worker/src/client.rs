@@ -197,7 +197,7 @@ impl Client {
         topic: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<()> {
-        let message = encode_message(destination_id, message)?;
+        let message = encode_message(destination_id, message, self.db.payload_limit())?;
         send_outside(&self.db, destination_id, &message, &stored_topic(topic), idempotency_key).await
     }
 
@@ -237,6 +237,7 @@ impl Client {
         let inputs = encode(
             &serde_json::json!({"positionalArgs": args, "namedArgs": {}}),
             &format!("the inputs of workflow {id}"),
+            self.db.payload_limit(),
         )?;
         let now = now_ms();
         let row = NewWorkflow {
@@ -446,7 +447,7 @@ impl Client {
     /// schedule of none, to this client's).
     pub async fn trigger_schedule(&self, name: &str) -> Result<String> {
         let schedule = self.existing_schedule(name).await?;
-        let mut row = schedule.tick_row(crate::schedule::now_utc(), None)?;
+        let mut row = schedule.tick_row(crate::schedule::now_utc(), None, self.db.payload_limit())?;
         row.app_name = row.app_name.or_else(|| self.app_name.clone());
         self.insert_rows(std::slice::from_ref(&row), &format!("trigger schedule {name}")).await?;
         Ok(row.id)
@@ -468,7 +469,7 @@ impl Client {
         let rows = ticks
             .into_iter()
             .map(|t| {
-                let mut row = schedule.tick_row(t, None)?;
+                let mut row = schedule.tick_row(t, None, self.db.payload_limit())?;
                 row.app_name = row.app_name.or_else(|| self.app_name.clone());
                 Ok(row)
             })

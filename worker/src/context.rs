@@ -177,6 +177,18 @@ pub(crate) fn current() -> Option<Arc<WorkflowContext>> {
     CONTEXT.try_with(|c| c.clone()).ok()
 }
 
+/// The payload limit for an operation called here: the current workflow's runtime's (inside a
+/// step body too), else the launched runtime's, else the default (such a call then fails for
+/// want of a runtime anyway).
+pub(crate) fn payload_limit() -> usize {
+    match current() {
+        Some(ctx) => ctx.rt.db.payload_limit(),
+        None => crate::app::global()
+            .map(|rt| rt.db.payload_limit())
+            .unwrap_or(crate::config::DEFAULT_MAX_PAYLOAD_BYTES),
+    }
+}
+
 /// Whether the calling task is inside the body of a step or transaction.
 pub(crate) fn in_step() -> bool {
     IN_STEP.try_with(|_| ()).is_ok()

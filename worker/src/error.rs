@@ -147,6 +147,19 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A payload (a workflow's inputs or output, a step's output, a message, an event or stream
+    /// value, a schedule's context) encodes to more than
+    /// [`Config::max_payload_bytes`](crate::Config::max_payload_bytes), so it is not written.
+    /// An enqueue or start is refused before anything is written; a workflow or step whose
+    /// output is too large fails with it, recorded as a failure named `PayloadTooLarge` (its
+    /// data: `what`, `size` and `limit`).
+    #[error(
+        "{what} is {size} bytes, more than the payload limit of {limit} bytes; store large data \
+         elsewhere (an object store, a table of your own) and pass a reference to it (a key, a URL), \
+         or raise the limit (MAINSTAY_MAX_PAYLOAD_BYTES, Config::max_payload_bytes)"
+    )]
+    PayloadTooLarge { what: String, size: usize, limit: usize },
+
     /// A recorded value uses a format mainstay cannot read (e.g. Python pickle).
     #[error(
         "{what} is stored in the `{format}` serialization format, which mainstay cannot read; \
@@ -316,6 +329,10 @@ impl Error {
             | Error::Database { .. }
             | Error::Connect { .. }
             | Error::NotLaunched(_) => None,
+            Error::PayloadTooLarge { what, size, limit } => Some(
+                Failure::new(self.kind_name(), self.to_string())
+                    .with_data(serde_json::json!({"what": what, "size": size, "limit": limit})),
+            ),
             other => Some(Failure::new(other.kind_name(), other.to_string())),
         }
     }
@@ -336,6 +353,7 @@ impl Error {
             Error::NotOwner { .. } => "NotOwner",
             Error::Shutdown { .. } => "Shutdown",
             Error::Serialization { .. } => "Serialization",
+            Error::PayloadTooLarge { .. } => "PayloadTooLarge",
             Error::UnsupportedSerialization { .. } => "UnsupportedSerialization",
             Error::Config(_) => "Config",
             Error::Database { .. } => "Database",

@@ -29,7 +29,7 @@ pub const GET_EVENT_OPERATION: &str = "DBOS.getEvent";
 pub fn set_event<T: Serialize + ?Sized>(key: &str, value: &T) -> impl Future<Output = Result<()>> + Send {
     let position = context::position();
     let key = key.to_string();
-    let encoded = encode(value, &format!("the value of event {key}"));
+    let encoded = encode(value, &format!("the value of event {key}"), context::payload_limit());
     async move {
         let value = encoded?;
         let Some((ctx, function_id)) = position else {

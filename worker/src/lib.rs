@@ -36,7 +36,6 @@ mod context;
 mod error;
 mod event;
 pub mod health;
-pub mod local_postgres;
 mod dispatch;
 mod management;
 mod message;

@@ -32,9 +32,9 @@ pub(crate) fn stored_topic(topic: Option<&str>) -> String {
     topic.unwrap_or(NULL_TOPIC).to_string()
 }
 
-/// Encodes a message for `destination`.
-pub(crate) fn encode_message<T: Serialize + ?Sized>(destination: &str, message: &T) -> Result<String> {
-    encode(message, &format!("a message to workflow {destination}"))
+/// Encodes a message for `destination`, of at most `limit` bytes.
+pub(crate) fn encode_message<T: Serialize + ?Sized>(destination: &str, message: &T, limit: usize) -> Result<String> {
+    encode(message, &format!("a message to workflow {destination}"), limit)
 }
 
 /// Sends an encoded message from outside a workflow, under its stored topic; with an
@@ -63,7 +63,7 @@ pub fn send<T: Serialize + ?Sized>(
     let position = context::position();
     let destination = destination_id.into();
     let topic = stored_topic(topic);
-    let encoded = encode_message(&destination, message);
+    let encoded = encode_message(&destination, message, context::payload_limit());
     async move {
         let message = encoded?;
         let Some((ctx, function_id)) = position else {

@@ -379,12 +379,13 @@ impl Schedule {
     }
 
     /// The workflow row that runs tick `tick`: its arguments are `(tick, context)`, the tick
-    /// written as in the row's ID.
-    pub(crate) fn tick_row(&self, tick: DateTime<Utc>, app_version: Option<String>) -> Result<NewWorkflow> {
+    /// written as in the row's ID; its inputs are at most `limit` bytes.
+    pub(crate) fn tick_row(&self, tick: DateTime<Utc>, app_version: Option<String>, limit: usize) -> Result<NewWorkflow> {
         let id = tick_workflow_id(&self.name, tick);
         let inputs = encode(
             &serde_json::json!({"positionalArgs": [format_tick(tick), self.readable_context()?], "namedArgs": {}}),
             &format!("the inputs of workflow {id}"),
+            limit,
         )?;
         Ok(NewWorkflow {
             id,
@@ -423,6 +424,8 @@ pub(crate) fn now_utc() -> DateTime<Utc> {
 mod tests {
     use super::*;
     use chrono::{Datelike, Timelike, Weekday};
+
+    const LIMIT: usize = crate::config::DEFAULT_MAX_PAYLOAD_BYTES;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().unwrap()
@@ -599,13 +602,13 @@ mod tests {
         let t = utc(2026, 1, 31, 23, 0, 15);
         assert_eq!(tick_workflow_id("nightly", t), "sched-nightly-2026-01-31T23:00:15+00:00");
         assert_eq!(parse_tick("2026-01-31T23:00:15+00:00"), Some(t));
-        let row = Schedule::new("nightly", "report", "0 3 * * *").tick_row(t, None).unwrap();
+        let row = Schedule::new("nightly", "report", "0 3 * * *").tick_row(t, None, LIMIT).unwrap();
         assert_eq!(row.inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15+00:00",null]}"#);
         assert_eq!(row.queue_name.as_deref(), Some(INTERNAL_QUEUE));
         assert_eq!(row.app_name, None);
         let mut s = Schedule::new("nightly", "report", "0 3 * * *").context(serde_json::json!({"region": "eu"}));
         s.application_name = Some("billing".into());
-        let row = s.tick_row(t + chrono::Duration::milliseconds(250), None).unwrap();
+        let row = s.tick_row(t + chrono::Duration::milliseconds(250), None, LIMIT).unwrap();
         assert_eq!(row.id, "sched-nightly-2026-01-31T23:00:15.250+00:00");
         assert_eq!(row.inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15.250+00:00",{"region":"eu"}]}"#);
         assert_eq!(row.app_name.as_deref(), Some("billing"));
@@ -616,7 +619,7 @@ mod tests {
         let mut s = Schedule::new("py", "report", "0 3 * * *");
         s.unreadable_context = Some("gAWVBAAAAAAAAABOLg==".into());
         let t = utc(2026, 1, 31, 23, 0, 15);
-        for e in [s.validate().unwrap_err(), s.tick_row(t, None).unwrap_err()] {
+        for e in [s.validate().unwrap_err(), s.tick_row(t, None, LIMIT).unwrap_err()] {
             assert!(matches!(e, Error::UnsupportedSerialization { .. }), "{e}");
             assert!(e.to_string().contains("the context of schedule py is stored in the `py_pickle`"), "{e}");
         }

@@ -22,7 +22,7 @@ use futures::FutureExt;
 use crate::context::{self, now_ms, WorkflowContext};
 use crate::workflow::{Workflow, WorkflowCall};
 use crate::error::{Error, Result};
-use crate::serialization::{decode, decode_failure, encode, encode_failure};
+use crate::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
 use crate::sysdb::{CheckpointOutcome, RecordedOp};
 
 /// Retry policy of a step.
@@ -117,19 +117,25 @@ where
         }
         ctx.check_interrupted()?;
         let started_ms = now_ms();
-        let result = attempt(&options, &mut f, Some(&ctx)).await;
-        let (output, error, failure) = match &result {
-            Ok(value) => (Some(encode(value, &format!("the output of step {name}"))?), None, None),
+        // An output too large to record is the step's failure, recorded like any other, so a
+        // replay sees the same outcome; it is not retried (it would be as large again).
+        let limit = ctx.rt.db.payload_limit();
+        let result = attempt(&options, &mut f, Some(&ctx))
+            .await
+            .and_then(|value| Ok((encode(&value, &format!("the output of step {name}"), limit)?, value)));
+        let (result, output, error) = match result {
+            Ok((json, value)) => (Ok(value), Some(json), None),
             Err(e) => match e.to_failure() {
-                Some(f) => (None, Some(encode_failure(&f)), Some(f)),
-                None => return result,
+                Some(f) => {
+                    let f = fit_failure(f, &format!("the error of step {name}"), limit);
+                    let error = encode_failure(&f);
+                    (Err(Error::Failed(f)), None, Some(error))
+                }
+                None => return Err(e),
             },
         };
         match ctx.checkpoint(function_id, name, output, error, started_ms).await? {
-            CheckpointOutcome::Recorded => match failure {
-                Some(f) => Err(Error::Failed(f)),
-                None => result,
-            },
+            CheckpointOutcome::Recorded => result,
             CheckpointOutcome::Existing(op) => recorded_result(&op, &ctx.workflow_id),
             CheckpointOutcome::NotOwner => Err(ctx.lost_ownership().await),
         }

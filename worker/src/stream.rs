@@ -29,14 +29,14 @@ pub const CLOSE_STREAM_OPERATION: &str = "DBOS.closeStream";
 
 /// Appends `value` to stream `key` of the calling workflow. Only inside a workflow.
 pub fn write_stream<T: Serialize + ?Sized>(key: &str, value: &T) -> impl Future<Output = Result<()>> + Send {
-    let encoded = encode(value, &format!("a value of stream {key}"));
+    let encoded = encode(value, &format!("a value of stream {key}"), context::payload_limit());
     append(key.to_string(), encoded, WRITE_STREAM_OPERATION)
 }
 
 /// Closes stream `key` of the calling workflow: readers end after the values written so far.
 /// A workflow's streams also end for readers when it finishes.
 pub fn close_stream(key: &str) -> impl Future<Output = Result<()>> + Send {
-    append(key.to_string(), encode(STREAM_CLOSED, "the stream-closed marker"), CLOSE_STREAM_OPERATION)
+    append(key.to_string(), encode(STREAM_CLOSED, "the stream-closed marker", context::payload_limit()), CLOSE_STREAM_OPERATION)
 }
 
 fn append(key: String, encoded: Result<String>, operation: &'static str) -> impl Future<Output = Result<()>> + Send {
@@ -90,7 +90,7 @@ pub(crate) fn values<T: DeserializeOwned + Send + 'static>(
 ) -> BoxStream<'static, Result<T>> {
     let start = waiter.and_then(|waiter| {
         let woken = waiter.wakeups.subscribe(STREAMS_CHANNEL, wakeup::payload(&workflow_id, &key));
-        let closed = encode(STREAM_CLOSED, "the stream-closed marker")?;
+        let closed = encode(STREAM_CLOSED, "the stream-closed marker", waiter.db.payload_limit())?;
         Ok(Reader { waiter, workflow_id, key, next_offset: 0, buffer: VecDeque::new(), woken, closed })
     });
     futures::stream::try_unfold(Some(start), |state| async move {

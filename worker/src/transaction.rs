@@ -21,7 +21,7 @@ use sqlx::PgConnection;
 
 use crate::context::{self, now_ms};
 use crate::error::{Error, Failure, Result};
-use crate::serialization::{decode, decode_failure, encode, encode_failure};
+use crate::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
 use crate::step::recorded_result;
 use crate::sysdb::{is_conflict, is_transient, AppDatabase, CheckpointOutcome, TransactionRecord};
 
@@ -101,7 +101,7 @@ where
         let Some((ctx, function_id)) = position else {
             let rt = crate::app::global()?;
             let app = rt.app_db().await?;
-            return match run(&app, None, &name, &options, &mut f).await? {
+            return match run(&app, None, &name, &options, rt.db.payload_limit(), &mut f).await? {
                 Done::Committed(value, _) => Ok(value),
                 Done::Recorded(_) => unreachable_record(&name),
             };
@@ -113,7 +113,8 @@ where
         let started = now_ms();
         let app = ctx.rt.app_db().await?;
         let key = Some((&*ctx.workflow_id, function_id));
-        let done = ctx.interruptible(run(&app, key, &name, &options, &mut f)).await?;
+        let limit = ctx.rt.db.payload_limit();
+        let done = ctx.interruptible(run(&app, key, &name, &options, limit, &mut f)).await?;
         // What this step returns, and what its checkpoint records.
         let (result, output, error): (Result<T>, Option<String>, Option<String>) = match done {
             Ok(Done::Committed(value, json)) => (Ok(value), Some(json), None),
@@ -130,6 +131,7 @@ where
             }
             Err(e) => match e.to_failure() {
                 Some(failure) => {
+                    let failure = fit_failure(failure, &format!("the error of transaction {name}"), limit);
                     let error = encode_failure(&failure);
                     (Err(Error::Failed(failure)), None, Some(error))
                 }
@@ -157,12 +159,13 @@ enum Done<T> {
 }
 
 /// Runs the transaction until it commits, fails for good, or finds an earlier commit.
-/// `key` is (workflow, step) inside a workflow.
+/// `key` is (workflow, step) inside a workflow; `limit` bounds the output recorded.
 async fn run<T, F>(
     app: &AppDatabase,
     key: Option<(&str, i32)>,
     name: &str,
     options: &TransactionOptions,
+    limit: usize,
     f: &mut F,
 ) -> Result<Done<T>>
 where
@@ -192,7 +195,8 @@ where
                     return Err(Retry::from_body(e));
                 }
             };
-            let json = encode(&value, &format!("the output of transaction {name}")).map_err(Retry::Fail)?;
+            // Too large to record: the transaction rolls back and fails (recorded as a failure).
+            let json = encode(&value, &format!("the output of transaction {name}"), limit).map_err(Retry::Fail)?;
             if let Some((wf, step)) = key {
                 app.record(&mut tx, wf, step, &json).await.map_err(|e| Retry::classify(e, &context("record")))?;
             }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::app::{LocalOutcome, Mainstay, Runtime};
 use crate::context::{self, WorkflowContext};
 use crate::error::{Error, Failure, Result};
-use crate::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure};
+use crate::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure, fit_failure};
 use crate::status::{Status, WorkflowStatus};
 use crate::queue::Queue;
 use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
@@ -151,7 +151,7 @@ impl<W: Workflow> WorkflowCall<W> {
             }
             None => {
                 let id = self.options.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                let inputs = encode_args(&self.args, &format!("the inputs of workflow {id}"))?;
+                let inputs = encode_args(&self.args, &format!("the inputs of workflow {id}"), rt.db.payload_limit())?;
                 let row = new_row::<W>(&rt, id.clone(), inputs, &self.options, Some(&queue.name));
                 match rt.committer.start_workflow(row).await? {
                     StartOutcome::Inserted => {}
@@ -373,7 +373,7 @@ async fn start_top<W: Workflow>(
         return Err(Error::NotLaunched("mainstay is shutting down; no new workflows start"));
     }
     let id = options.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let inputs = encode_args(&args, &format!("the inputs of workflow {id}"))?;
+    let inputs = encode_args(&args, &format!("the inputs of workflow {id}"), rt.db.payload_limit())?;
     let row = new_row::<W>(&rt, id.clone(), inputs, &options, None);
     let (owner, deadline) = (row.owner.clone().unwrap_or_default(), row.deadline_ms);
     match rt.committer.start_workflow(row).await? {
@@ -419,7 +419,7 @@ async fn start_child<W: Workflow>(
     }
     parent.check_interrupted()?;
     let id = options.id.clone().unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
-    let inputs = encode_args(&args, &format!("the inputs of workflow {id}"))?;
+    let inputs = encode_args(&args, &format!("the inputs of workflow {id}"), rt.db.payload_limit())?;
     let mut row = new_row::<W>(&rt, id.clone(), inputs, &options, queue);
     row.parent_id = Some(parent.workflow_id.to_string());
     // A child cannot outlive its parent's deadline.
@@ -501,14 +501,20 @@ async fn execute<W: Workflow>(
             }
         }
     };
+    // An output too large to record fails the workflow (recorded as a PayloadTooLarge failure):
+    // running it again would produce it again.
+    let limit = rt.db.payload_limit();
     let encoded = result.and_then(|value| {
-        let json = encode(&value, &format!("the output of workflow {id}"))?;
+        let json = encode(&value, &format!("the output of workflow {id}"), limit)?;
         Ok((value, json))
     });
     let (status, output, error, outcome) = match &encoded {
         Ok((_, json)) => (Status::SUCCESS, Some(json.clone()), None, LocalOutcome::Success(json.clone())),
         Err(e) => match e.to_failure() {
-            Some(f) => (Status::ERROR, None, Some(encode_failure(&f)), LocalOutcome::Failed(f)),
+            Some(f) => {
+                let f = fit_failure(f, &format!("the error of workflow {id}"), limit);
+                (Status::ERROR, None, Some(encode_failure(&f)), LocalOutcome::Failed(f))
+            }
             None => {
                 return (encoded.map(|(v, _)| v), LocalOutcome::Interrupted);
             }
@@ -573,6 +579,7 @@ pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> Bo
 /// Records that a claimed workflow cannot run here because nothing registered its name.
 async fn record_failure(rt: &Arc<Runtime>, claimed: &Claimed, e: Error) {
     let f = e.to_failure().unwrap_or_else(|| Failure::new("Error", e.to_string()));
+    let f = fit_failure(f, &format!("the error of workflow {}", claimed.id), rt.db.payload_limit());
     let write = Outcome {
         workflow_id: Arc::from(claimed.id.as_str()),
         owner: Arc::from(claimed.owner.as_str()),

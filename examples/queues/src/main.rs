@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
-    let config = mainstay::local_postgres::development_config("queues").await?;
+    let config = mainstay_dev::development_config("queues").await?;
     let app = Mainstay::builder(config).queue(example_queue()).launch().await?;
 
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);

@@ -44,6 +44,6 @@ pub async fn launch() -> anyhow::Result<Mainstay> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
-    let config = mainstay::local_postgres::development_config("quickstart").await?;
+    let config = mainstay_dev::development_config("quickstart").await?;
     Ok(Mainstay::launch(config).await?)
 }

@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
-    let config = mainstay::local_postgres::development_config("toolbox").await?;
+    let config = mainstay_dev::development_config("toolbox").await?;
     match std::env::args().nth(1).as_deref() {
         Some("migrate") => return migrate(&config).await,
         None => {}

@@ -41,7 +41,7 @@ pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry, NULL_TOP
 pub(crate) use queues::Claimer;
 pub(crate) use transactions::{AppDatabase, TransactionRecord};
 
-use crate::config::{redact, Config};
+use crate::config::{redact, without_unsupported_secrets, Config};
 use crate::error::{Error, Result};
 use crate::status::{Status, WorkflowStatus};
 
@@ -355,6 +355,8 @@ pub(crate) struct SystemDatabase {
     pool: PgPool,
     schema: Arc<str>,
     sql: Arc<Sql>,
+    /// The largest payload written to it (`Config::max_payload_bytes`).
+    payload_limit: usize,
 }
 
 fn q(sql: &Arc<str>) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -397,7 +399,17 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
 /// A pool for `url`, retrying an unreachable server with backoff until `connect_timeout`;
 /// `which` names the database in errors ("system", "application").
 pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Duration, which: &str) -> Result<PgPool> {
-    let options: PgConnectOptions = url.parse().map_err(|e| {
+    // The driver logs unknown parameters with their values: a secret one it cannot use anyway
+    // is dropped here, named without its value.
+    let (usable, dropped) = without_unsupported_secrets(url);
+    for name in dropped {
+        tracing::warn!(
+            parameter = %name,
+            "ignoring connection parameter {name} of the {which} database URL: the Postgres driver \
+             does not support it (remove it from the URL; a client key must not be encrypted)"
+        );
+    }
+    let options: PgConnectOptions = usable.parse().map_err(|e| {
         Error::Config(format!("{which} database URL {} is invalid: {e}", redact(url)))
     })?;
     let options = options.application_name("mainstay");
@@ -441,11 +453,17 @@ impl SystemDatabase {
             pool,
             schema: Arc::from(config.system_schema.as_str()),
             sql: Arc::new(Sql::new(&config.system_schema)),
+            payload_limit: config.max_payload_bytes,
         })
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The largest payload, in bytes, that may be written: every encode is bounded by it.
+    pub(crate) fn payload_limit(&self) -> usize {
+        self.payload_limit
     }
 
     /// Runs the system-database migrations (idempotent, under an advisory lock).

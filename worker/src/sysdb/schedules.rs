@@ -111,7 +111,7 @@ impl SystemDatabase {
     /// Creates a schedule owned by `app_name`, with its context as compact JSON; `false` if
     /// one of that name exists.
     pub(crate) async fn create_schedule(&self, s: &Schedule, app_name: Option<&str>) -> Result<bool> {
-        let context = encode(&s.context, &format!("the context of schedule {}", s.name))?;
+        let context = encode(&s.context, &format!("the context of schedule {}", s.name), self.payload_limit)?;
         let rows = q(&self.sql.schedules.create)
             .bind(&s.name)
             .bind(&s.workflow_name)

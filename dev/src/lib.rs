@@ -1,15 +1,71 @@
-//! A private Postgres for development, started from the system's PostgreSQL binaries.
+//! # mainstay-dev
 //!
-//! Used by `mainstay postgres start|stop` and by the examples when no database URL is
-//! configured. It listens on 127.0.0.1 only and trusts local connections, so it is for a
-//! developer's machine, never for production. Postgres refuses to run as root; as root the
-//! server runs as the `postgres` system user, in a directory that user owns.
+//! Development tools for mainstay: a private Postgres started from the system's PostgreSQL
+//! binaries, used by `mainstay postgres start|stop`, the examples and the benchmarks when no
+//! database URL is configured.
+//!
+//! It is a crate of its own so that production workers, which depend on `mainstay` only, never
+//! contain code that runs `initdb` and, as root, `chown`s directories. The server listens on
+//! 127.0.0.1 only and trusts local connections, so it is for a developer's machine, never for
+//! production. Postgres refuses to run as root; as root the server runs as the `postgres`
+//! system user, in a directory that user owns.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 
+use mainstay::config::env;
 use tokio::process::Command;
 
-use crate::error::{Error, Result};
+/// Result of the development tools.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong starting or stopping the local Postgres.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// [`PORT_ENV`] is set to something that is not a port.
+    #[error("{PORT_ENV}={value:?} is not a port number (1-65535); set it to a free port such as 5433")]
+    InvalidPort { value: String },
+
+    /// No `initdb` and `pg_ctl` on `PATH` nor in `/usr/lib/postgresql/*/bin`.
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or in \
+         /usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: `apt-get install postgresql`; \
+         macOS: `brew install postgresql@16`), or set {} to an existing server",
+        env::DATABASE_URL
+    )]
+    BinariesNotFound,
+
+    /// The data directory cannot be created.
+    #[error("cannot create the local Postgres directory {}: {source}; set {DATA_DIR_ENV} to a writable directory", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A PostgreSQL tool (or `chown`, `runuser`) could not be started.
+    #[error("failed to {what}: cannot run {program}: {source}{}", hint_suffix(hint))]
+    Spawn {
+        what: String,
+        program: String,
+        hint: Option<String>,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A PostgreSQL tool (or `chown`) ran and failed.
+    #[error("failed to {what} ({status}): {stderr}{}", hint_suffix(hint))]
+    CommandFailed { what: String, status: ExitStatus, stderr: String, hint: Option<String> },
+
+    /// The `MAINSTAY_*` configuration applied by [`development_config`] is invalid.
+    #[error(transparent)]
+    Mainstay(#[from] mainstay::Error),
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default()
+}
 
 /// Environment variable overriding the data directory.
 pub const DATA_DIR_ENV: &str = "MAINSTAY_POSTGRES_DIR";
@@ -29,9 +85,7 @@ impl LocalPostgres {
     /// The server configured by the environment, or the default location and port.
     pub fn from_env() -> Result<LocalPostgres> {
         let port = match std::env::var(PORT_ENV) {
-            Ok(p) => p.parse().map_err(|_| {
-                Error::Config(format!("{PORT_ENV}={p:?} is not a port number (1-65535)"))
-            })?,
+            Ok(p) => parse_port(&p)?,
             Err(_) => DEFAULT_PORT,
         };
         let data_dir = match std::env::var_os(DATA_DIR_ENV) {
@@ -62,16 +116,19 @@ impl LocalPostgres {
     pub async fn start(&self) -> Result<String> {
         let bin = find_binaries()?;
         let pgdata = self.pgdata();
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
-            Error::Config(format!("cannot create {}: {e}", self.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|source| Error::DataDir { path: self.data_dir.clone(), source })?;
         if is_root() {
-            run(Command::new("chown").arg("-R").arg("postgres:").arg(&self.data_dir), "chown the data directory to postgres")
-                .await
-                .map_err(|e| Error::Config(format!(
-                    "running as root, the local Postgres must run as the `postgres` user, but {e}; \
-                     create that user (apt-get install postgresql does) or run as a normal user"
-                )))?;
+            run(
+                Command::new("chown").arg("-R").arg("postgres:").arg(&self.data_dir),
+                "chown the data directory to postgres",
+                Some(
+                    "running as root, the local Postgres must run as the `postgres` user: create that \
+                     user (apt-get install postgresql does) or run as a normal user"
+                        .to_string(),
+                ),
+            )
+            .await?;
         }
         if !pgdata.join("PG_VERSION").exists() {
             run(
@@ -80,6 +137,7 @@ impl LocalPostgres {
                     .arg(&pgdata)
                     .args(["-A", "trust", "-U", "postgres", "-E", "UTF8"]),
                 "initialize the local Postgres data directory",
+                None,
             )
             .await?;
         }
@@ -101,15 +159,13 @@ impl LocalPostgres {
                 .arg(self.data_dir.join("postgres.log"))
                 .args(["-w", "-t", "60", "start"]),
             "start the local Postgres",
-        )
-        .await
-        .map_err(|e| {
-            Error::Config(format!(
-                "{e}; see {} (is port {} already taken? set {PORT_ENV} to another port)",
+            Some(format!(
+                "see {} (is port {} already taken? set {PORT_ENV} to another port)",
                 self.data_dir.join("postgres.log").display(),
                 self.port
-            ))
-        })?;
+            )),
+        )
+        .await?;
         Ok(self.url())
     }
 
@@ -122,6 +178,7 @@ impl LocalPostgres {
         run(
             self.as_owner(&bin.join("pg_ctl")).arg("-D").arg(self.pgdata()).args(["-m", "fast", "-w", "stop"]),
             "stop the local Postgres",
+            None,
         )
         .await
     }
@@ -151,19 +208,31 @@ impl LocalPostgres {
     }
 }
 
-async fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| Error::Config(format!("failed to {what}: cannot run {:?}: {e}", cmd.as_std().get_program())))?;
+fn parse_port(value: &str) -> Result<u16> {
+    match value.trim().parse() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(Error::InvalidPort { value: value.to_string() }),
+    }
+}
+
+/// Runs `cmd` to completion; `hint` says how to fix a failure.
+async fn run(cmd: &mut Command, what: &str, hint: Option<String>) -> Result<()> {
+    let out = match cmd.output().await {
+        Ok(out) => out,
+        Err(source) => {
+            let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+            return Err(Error::Spawn { what: what.to_string(), program, hint, source });
+        }
+    };
     if out.status.success() {
         return Ok(());
     }
-    Err(Error::Config(format!(
-        "failed to {what} ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    Err(Error::CommandFailed {
+        what: what.to_string(),
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        hint,
+    })
 }
 
 fn is_root() -> bool {
@@ -203,20 +272,12 @@ pub fn find_binaries() -> Result<PathBuf> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        Error::Config(
-            "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or in \
-             /usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: `apt-get install postgresql`; \
-             macOS: `brew install postgresql@16`), or set MAINSTAY_DATABASE_URL to an existing server"
-                .to_string(),
-        )
-    })
+    versions.pop().map(|(_, bin)| bin).ok_or(Error::BinariesNotFound)
 }
 
 /// The configured database URL (`MAINSTAY_DATABASE_URL`, then `DATABASE_URL`), or, when none is
 /// set, the URL of a private local Postgres started on demand. For examples and development.
 pub async fn configured_or_local_url() -> Result<String> {
-    use crate::config::env;
     for name in [env::DATABASE_URL, env::DATABASE_URL_FALLBACK] {
         if let Ok(url) = std::env::var(name) {
             if !url.trim().is_empty() {
@@ -238,9 +299,36 @@ pub async fn configured_or_local_url() -> Result<String> {
 /// A configuration for development and examples: the database from
 /// [`configured_or_local_url`], the application name `app_name`, then every `MAINSTAY_*`
 /// variable applied.
-pub async fn development_config(app_name: &str) -> Result<crate::Config> {
-    let mut config = crate::Config::new(configured_or_local_url().await?);
+pub async fn development_config(app_name: &str) -> Result<mainstay::Config> {
+    let mut config = mainstay::Config::new(configured_or_local_url().await?);
     config.app_name = Some(app_name.to_string());
     config.apply_env()?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_port_names_the_variable() {
+        assert_eq!(parse_port(" 5433 ").unwrap(), 5433);
+        for bad in ["0", "70000", "five"] {
+            let err = parse_port(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidPort { .. }), "{err:?}");
+            assert!(err.to_string().contains(PORT_ENV), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_says_what_it_was_doing_and_how_to_fix_it() {
+        let err = run(Command::new("sh").args(["-c", "echo nope >&2; exit 3"]), "start the local Postgres", Some("see the log".into()))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::CommandFailed { .. }), "{err:?}");
+        assert!(text.starts_with("failed to start the local Postgres (") && text.ends_with("nope; see the log"), "{text}");
+        let err = run(&mut Command::new("/nonexistent/pg_ctl"), "stop the local Postgres", None).await.unwrap_err();
+        assert!(matches!(err, Error::Spawn { .. }) && err.to_string().contains("/nonexistent/pg_ctl"), "{err}");
+    }
 }
