@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "DurableAppStatus",
     shortname = "dapp",
+    // Worker pod names are `{app}-{version}-{10}-{5}` and must fit in a 63-character hostname.
+    validation = Rule::new("self.metadata.name.size() <= 36").message("a DurableApp's name must be at most 36 characters, so its worker pod names fit in 63"),
     category = "mainstay",
     scale(
         spec_replicas_path = ".spec.replicas",

@@ -88,8 +88,9 @@ pub struct WorkflowRunSpec {
     pub fork_of: Option<ForkSpec>,
     /// Messages to send to the running workflow (what its `recv(topic)` receives), e.g. a
     /// human approval: add an item to send it. Each is sent once (its name is its idempotency
-    /// key), however often the object is applied. Default: none.
+    /// key), however often the object is applied; names are unique. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub messages: Vec<RunMessage>,
     /// Delete this object this many seconds after the run finished (the workflow's records stay
     /// in the database, subject to the app's retention). Default: kept.

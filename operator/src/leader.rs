@@ -123,8 +123,36 @@ async fn manager(kube: &kube::Client, namespace: &str, identity: &str, stop: &Ca
     }
 }
 
-/// Runs `work` whenever this replica leads, until `stop` is cancelled.
-pub async fn lead<F, Fut>(kube: kube::Client, namespace: &str, identity: &str, metrics: &Metrics, stop: CancellationToken, mut work: F)
+/// Makes Deployment `owner` (of `namespace`) an owner of the Lease, so the garbage collector
+/// deletes the Lease with the Deployment. Not fatal: a Lease left behind only costs an object.
+async fn own_lease(kube: &kube::Client, namespace: &str, owner: &str) -> Result<(), kube::Error> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let deployment = kube::Api::<Deployment>::namespaced(kube.clone(), namespace).get(owner).await?;
+    let uid = deployment.metadata.uid.unwrap_or_default();
+    let leases = kube::Api::<Lease>::namespaced(kube.clone(), namespace);
+    let lease = leases.get(LEASE_NAME).await?;
+    if lease.metadata.owner_references.iter().flatten().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    let reference = OwnerReference { api_version: "apps/v1".into(), kind: "Deployment".into(), name: owner.to_string(), uid, ..Default::default() };
+    let patch = serde_json::json!({"metadata": {"ownerReferences": [reference]}});
+    leases.patch(LEASE_NAME, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Runs `work` whenever this replica leads, until `stop` is cancelled. With `owner`, the
+/// leader makes that Deployment the Lease's owner (see [`own_lease`]).
+pub async fn lead<F, Fut>(
+    kube: kube::Client,
+    namespace: &str,
+    identity: &str,
+    owner: Option<&str>,
+    metrics: &Metrics,
+    stop: CancellationToken,
+    mut work: F,
+)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
@@ -147,6 +175,11 @@ where
                 _ = stop.cancelled() => break 'terms,
                 r = leading.wait_for(|l| !*l) => if r.is_err() { break 'terms } else { continue 'terms },
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        if let Some(owner) = owner {
+            if let Err(e) = own_lease(&kube, namespace, owner).await {
+                tracing::warn!(error = %e, deployment = owner, "cannot make the operator's Deployment the Lease's owner; the Lease may outlive an uninstall");
             }
         }
         tracing::info!(identity, "leading; starting controllers");

@@ -43,6 +43,10 @@ struct Args {
     /// Identity in the Lease and on Events (default: the pod name, or host and process ID).
     #[arg(long, env = env::POD_NAME)]
     identity: Option<String>,
+    /// The operator's Deployment (in the Lease's namespace): the leader makes it the owner of
+    /// the Lease, so deleting the Deployment (`helm uninstall`) deletes the Lease too.
+    #[arg(long)]
+    owner_deployment: Option<String>,
     /// Seconds between looks at each DurableApp's queues and workers.
     #[arg(long, default_value_t = 2.0)]
     poll_interval_seconds: f64,
@@ -128,7 +132,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "mainstay-operator started"
     );
     if args.leader_elect {
-        leader::lead(kube, &args.lease_namespace, &identity, &metrics, stop.clone(), controllers).await;
+        let owner = args.owner_deployment.as_deref();
+        leader::lead(kube, &args.lease_namespace, &identity, owner, &metrics, stop.clone(), controllers).await;
     } else {
         metrics.leader.set(1);
         tokio::select! {

@@ -150,6 +150,19 @@ fn to_queue(q: &QueueSpec) -> Queue {
     queue
 }
 
+/// Largest `spec.input` (as compact JSON) of a Schedule or WorkflowRun, and of a message: every
+/// run carries it into the database and the objects stay small. Larger data belongs elsewhere
+/// (object storage, a table), passed by reference.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+
+/// A problem with the size of a JSON value a user gave in `field`, if it is too large.
+pub fn oversized(field: &str, value: Option<&serde_json::Value>) -> Option<String> {
+    let size = serde_json::to_vec(value?).map(|v| v.len()).unwrap_or(0);
+    (size > MAX_INPUT_BYTES).then(|| {
+        format!("{field} is {size} bytes of JSON; at most {MAX_INPUT_BYTES} are allowed: store large data elsewhere and pass a reference (an ID, a URL)")
+    })
+}
+
 /// A Schedule that passed validation.
 #[derive(Debug, Clone)]
 pub struct ValidSchedule {
@@ -172,6 +185,7 @@ pub fn schedule(s: &Schedule) -> Result<ValidSchedule, InvalidSpec> {
     if spec.queue.as_deref().is_some_and(|q| q.trim().is_empty()) {
         problems.push("spec.queue is empty; remove it to use the internal queue, or name a queue".into());
     }
+    problems.extend(oversized("spec.input", spec.input.as_ref()));
     let deadline = match spec.starting_deadline_seconds {
         Some(d) if d <= 0 => {
             problems.push("spec.startingDeadlineSeconds must be positive".into());
@@ -249,6 +263,19 @@ spec:
         // An explicit version wins over the tag.
         let pinned = app(&GOOD.replace("  queues:", "  appVersion: \"2026.11\"\n  queues:"));
         assert_eq!(durable_app(&pinned).unwrap().version, "2026.11");
+    }
+
+    #[test]
+    fn a_huge_input_is_refused_with_the_fix() {
+        let big = "x".repeat(MAX_INPUT_BYTES);
+        let s: Schedule = serde_yaml::from_str(&format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: nightly}}\nspec:\n  appRef: shop\n  workflowName: report\n  schedule: \"@daily\"\n  input: {{blob: {big}}}\n"
+        ))
+        .unwrap();
+        let e = schedule(&s).unwrap_err().to_string();
+        assert!(e.contains("spec.input is 65547 bytes") && e.contains("pass a reference"), "{e}");
+        assert_eq!(oversized("spec.input", Some(&serde_json::json!({"n": 1}))), None);
+        assert_eq!(oversized("spec.input", None), None);
     }
 
     #[test]

@@ -77,6 +77,9 @@ async fn expect_metrics(operator: &Operator, names: &[&str]) -> Result<()> {
 /// `helm lint`, a server-side dry run of the rendered chart, then `helm install`.
 fn install_chart(cluster: &Cluster) -> Result<()> {
     cluster.helm(&["lint", "charts/mainstay"])?;
+    // Two replicas without leader election would fight over every object: refused.
+    let two = cluster.helm(&["template", RELEASE, "charts/mainstay", "--set", "replicaCount=2", "--set", "leaderElection.enabled=false"]);
+    ensure!(two.as_ref().err().is_some_and(|e| format!("{e:#}").contains("replicaCount")), "two replicas without leader election were accepted: {two:?}");
     let _ = cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"]);
     cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
     apply(cluster, &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {RELEASE_NAMESPACE}}}\n"))?;
@@ -148,6 +151,13 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     refused(sched("  schedule: \"CRON_TZ=UTC * * * * *\"\n"), "put the time zone in spec.timeZone")?;
     let long = format!("apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: {}, namespace: {ns}}}\nspec:\n  appRef: shop\n  workflowName: w\n  schedule: \"@daily\"\n", "s".repeat(53));
     refused(long, "at most 52 characters")?;
+    let long_app = format!("apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: {}, namespace: {ns}}}\nspec:\n  image: w:1\n  database: {{urlSecret: {{name: shop-db}}}}\n", "a".repeat(37));
+    refused(long_app, "at most 36 characters")?;
+    let twice = format!(
+        "apiVersion: mainstay.dev/v1alpha1\nkind: WorkflowRun\nmetadata: {{name: twice, namespace: {ns}}}\nspec:\n  appRef: shop\n  workflowName: w\n  \
+         messages: [{{name: a, message: 1}}, {{name: a, message: 2}}]\n"
+    );
+    refused(twice, "Duplicate value")?;
     // What the schema cannot express becomes a Degraded condition with reason InvalidSpec.
     apply(cluster, &app_yaml("  image: w:latest\n"))?;
     apply(cluster, &sched("  schedule: \"61 * * * *\"\n"))?;
@@ -1027,7 +1037,12 @@ async fn uninstall_keeps_the_database(cluster: &Cluster) -> Result<()> {
     let url = url_with_db(&cluster.database_url, &namespace("e2e-scale").replace('-', "_"));
     let client = Client::connect(&url).await?;
     let before = count(&client, WorkflowFilter::default()).await?;
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client.clone(), RELEASE_NAMESPACE);
+    let lease = leases.get("mainstay-operator").await.context("the leader Lease")?;
+    ensure!(lease.metadata.owner_references.unwrap_or_default().iter().any(|o| o.kind == "Deployment" && o.name == RELEASE), "the Lease is not owned by the operator's Deployment");
     cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"])?;
+    // The Lease goes with the Deployment (garbage collection), not left behind.
+    wait_for("the leader Lease to go with the uninstall", MINUTE, || async { Ok(leases.get_opt("mainstay-operator").await?.is_none().then_some(())) }).await?;
     ensure!(count(&client, WorkflowFilter::default()).await? == before, "workflows changed after helm uninstall");
     ensure!(before >= 506, "the scale scenario's workflows are there ({before})");
     cluster.kubectl(&["get", "crd", "durableapps.mainstay.dev"]).context("helm keeps CRDs on uninstall")?;

@@ -140,6 +140,10 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             if status.messages_sent.contains(&m.name) {
                 continue;
             }
+            if let Some(msg) = crate::validate::oversized(&format!("spec.messages[{}].message", m.name), Some(&m.message)) {
+                ctx.event(run.as_ref(), true, reason::INVALID_INPUT, "Send", format!("not sent: {msg}")).await;
+                continue;
+            }
             let idempotency = format!("{id}:{}", m.name);
             db.send(&id, &m.message, m.topic.as_deref(), Some(&idempotency))
                 .await
@@ -215,6 +219,11 @@ async fn start(
 ) -> Result<Option<Action>, Error> {
     let key = object_key(run);
     let ns = run.namespace().unwrap_or_default();
+    let too_large = crate::validate::oversized("spec.input", run.spec.input.as_ref())
+        .or_else(|| run.spec.messages.iter().find_map(|m| crate::validate::oversized(&format!("spec.messages[{}].message", m.name), Some(&m.message))));
+    if let Some(msg) = too_large {
+        return refuse(ctx, api, run, current, status.clone(), reason::INVALID_INPUT, msg).await.map(Some);
+    }
     let args = run_status::arguments(run.spec.input.as_ref());
     let checked = Start {
         workflow: &run.spec.workflow_name,
