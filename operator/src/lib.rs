@@ -5,6 +5,7 @@
 //! unit-tested from YAML fixtures. The controllers apply those decisions to a cluster and reach
 //! each app's system database only through mainstay's client API; the operator writes no SQL.
 
+pub mod api_requests;
 pub mod conditions;
 pub mod controller;
 pub mod database;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub desired_workers: Family<ObjectLabels, Gauge>,
     pub leader: Gauge,
+    /// Requests to the Kubernetes API (see [`crate::api_requests`]).
+    pub api_requests: Family<crate::api_requests::RequestLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -62,6 +64,7 @@ impl Metrics {
             queue_depth: Family::default(),
             desired_workers: Family::default(),
             leader: Gauge::default(),
+            api_requests: Family::default(),
         };
         let registry = &mut m.registry;
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
@@ -77,6 +80,7 @@ impl Metrics {
         registry.register("queue_depth", "Workflows per queue and state (enqueued, pending)", m.queue_depth.clone());
         registry.register("desired_workers", "Workers the autoscaler wants per DurableApp", m.desired_workers.clone());
         registry.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
+        registry.register("api_requests", "Requests to the Kubernetes API by verb and resource", m.api_requests.clone());
         m
     }
 

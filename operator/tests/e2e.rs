@@ -46,7 +46,7 @@ async fn operator_end_to_end() -> Result<()> {
             async { scale_drain_and_recover(&cluster, &runner).await.context("scenario: scaling and recovery") },
             async { new_version_rolls_out(&cluster, &runner).await.context("scenario: roll-out") },
         )?;
-        expect_metrics(&operator, &["reconciles_total", "reconcile_duration_seconds", "recovered_workflows_total", "queue_depth", "leader 1"]).await?;
+        expect_metrics(&operator, &["reconciles_total", "reconcile_duration_seconds", "recovered_workflows_total", "queue_depth", "leader 1", "api_requests_total{verb=\"watch\",resource=\"durableapps\"}"]).await?;
         workflow_runs_from_manifests(&cluster).await.context("scenario: workflow runs")?;
         let shared = apps_share_a_database(&cluster).await.context("scenario: two apps on one database")?;
         // The schedule scenario restarts the operator in its middle.
