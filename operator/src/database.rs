@@ -190,6 +190,19 @@ impl Databases {
         Ok(true)
     }
 
+    /// Forgets the clients of apps not in `live` (`namespace/name` keys), closing their
+    /// connections.
+    pub async fn forget_except(&self, live: &HashSet<String>) {
+        let gone: Vec<Entry> = {
+            let mut clients = self.clients.lock().await;
+            let keys: Vec<String> = clients.keys().filter(|k| !live.contains(*k)).cloned().collect();
+            keys.into_iter().filter_map(|k| clients.remove(&k)).collect()
+        };
+        for e in gone {
+            e.client.close().await;
+        }
+    }
+
     /// Forgets an app's client (its DurableApp is gone), closing its connections.
     pub async fn forget(&self, app: &DurableApp) {
         if let Some(e) = self.clients.lock().await.remove(&key(app)) {

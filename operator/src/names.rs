@@ -3,8 +3,10 @@
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mainstay-operator";
-/// Finalizer on DurableApps and Schedules.
-pub const FINALIZER: &str = "mainstay.dev/finalizer";
+/// Finalizer earlier releases put on DurableApps and Schedules. None is added any more (it only
+/// guarded in-memory state, and blocked deletion once the operator was gone); the operator
+/// removes it where it finds it.
+pub const LEGACY_FINALIZER: &str = "mainstay.dev/finalizer";
 
 /// Label: the DurableApp a worker belongs to.
 pub const LABEL_APP: &str = "mainstay.dev/app";

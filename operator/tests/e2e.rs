@@ -173,6 +173,16 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     })
     .await?;
     ensure!(msg.contains("the minute field \"61\" is not valid"), "unclear message: {msg}");
+    // The finalizer earlier releases added is removed, so deletion never waits for an operator.
+    for kind in ["durableapp", "schedule"] {
+        cluster.kubectl(&["patch", kind, "bad", "-n", ns, "--type=merge", "-p", "{\"metadata\":{\"finalizers\":[\"mainstay.dev/finalizer\"]}}"])?;
+    }
+    wait_for("the legacy finalizers to be removed", MINUTE, || async {
+        let a = app(cluster, ns, "bad").await?.metadata.finalizers.unwrap_or_default();
+        let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("bad").await?.metadata.finalizers.unwrap_or_default();
+        Ok((a.is_empty() && s.is_empty()).then_some(()))
+    })
+    .await?;
     // A missing Secret is reported with the command that creates it, and fixing it recovers.
     apply(cluster, &app_yaml("  image: w:1\n").replace("name: shop-db", "name: later-db").replace("name: bad,", "name: later,"))?;
     let msg = wait_for("DurableApp later to report SecretNotFound", MINUTE, || async {
@@ -1045,6 +1055,10 @@ async fn uninstall_keeps_the_database(cluster: &Cluster) -> Result<()> {
     wait_for("the leader Lease to go with the uninstall", MINUTE, || async { Ok(leases.get_opt("mainstay-operator").await?.is_none().then_some(())) }).await?;
     ensure!(count(&client, WorkflowFilter::default()).await? == before, "workflows changed after helm uninstall");
     ensure!(before >= 506, "the scale scenario's workflows are there ({before})");
+    // With the operator gone, deleting its resources does not hang (no finalizer to wait on).
+    for ns in [namespace("e2e-sched"), namespace("e2e-runs")] {
+        cluster.kubectl(&["delete", "durableapps,schedules", "--all", "-n", &ns, "--wait=true", "--timeout=60s"])?;
+    }
     cluster.kubectl(&["get", "crd", "durableapps.mainstay.dev"]).context("helm keeps CRDs on uninstall")?;
     client.close().await;
     Ok(())

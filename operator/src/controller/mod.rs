@@ -12,7 +12,7 @@ pub mod durable_app;
 pub mod schedule;
 pub mod workflow_run;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,6 @@ use std::time::Duration;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -29,7 +28,7 @@ use serde::Serialize;
 
 use crate::database::Databases;
 use crate::metrics::Metrics;
-use crate::names::{FIELD_MANAGER, FINALIZER};
+use crate::names::{FIELD_MANAGER, LEGACY_FINALIZER};
 use crate::scaling::History;
 
 /// A reconcile that failed and is retried with backoff.
@@ -40,12 +39,6 @@ pub enum Error {
         action: String,
         #[source]
         source: kube::Error,
-    },
-    #[error("failed to handle the finalizer of {object}: {source}")]
-    Finalizer {
-        object: String,
-        #[source]
-        source: Box<kube::runtime::finalizer::Error<Error>>,
     },
     #[error("failed to reach the system database for {object}: {source}")]
     Database {
@@ -91,6 +84,9 @@ pub(crate) async fn refusal(
     Ok(crate::runnable::check(&recorded, start))
 }
 
+/// How often what is kept in memory about deleted objects is forgotten.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -128,6 +124,8 @@ pub struct Context {
     pub(crate) retention_ran: Mutex<HashMap<String, std::time::Instant>>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Schedules (`namespace/name`) with metric series, to remove them once the Schedule goes.
+    pub(crate) schedules_seen: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -144,6 +142,7 @@ impl Context {
             queues_written: Mutex::default(),
             retention_ran: Mutex::default(),
             failures: Mutex::default(),
+            schedules_seen: Mutex::default(),
         }
     }
 
@@ -175,6 +174,41 @@ impl Context {
         if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "failed to publish an event");
         }
+    }
+
+    /// Forgets what is kept in memory about DurableApps not in `live` (`namespace/name`
+    /// keys): their database clients, scaling history, written queue settings, retention
+    /// times and metric series. Run periodically, since no finalizer announces a deletion.
+    pub(crate) async fn sweep_apps(&self, live: &HashSet<String>) {
+        self.databases.forget_except(live).await;
+        let gone: Vec<String> = {
+            let mut scaling = self.scaling.lock().unwrap_or_else(|p| p.into_inner());
+            let mut gone: Vec<String> = scaling.keys().filter(|k| !live.contains(*k)).cloned().collect();
+            scaling.retain(|k, _| live.contains(k));
+            let mut written = self.queues_written.lock().unwrap_or_else(|p| p.into_inner());
+            gone.extend(written.keys().filter(|k| !live.contains(*k)).cloned());
+            written.retain(|k, _| live.contains(k));
+            self.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
+            gone
+        };
+        for key in gone {
+            if let Some((namespace, name)) = key.split_once('/') {
+                self.metrics.desired_workers.remove(&crate::metrics::ObjectLabels { namespace: namespace.into(), name: name.into() });
+            }
+        }
+    }
+
+    /// Forgets the metric series of Schedules not in `live` (`namespace/name` keys).
+    pub(crate) fn sweep_schedules(&self, live: &HashSet<String>) {
+        let mut fired = self.schedules_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for key in fired.iter().filter(|k| !live.contains(*k)) {
+            if let Some((namespace, name)) = key.split_once('/') {
+                let labels = crate::metrics::ObjectLabels { namespace: namespace.into(), name: name.into() };
+                self.metrics.schedule_fires.remove(&labels);
+                self.metrics.schedule_missed.remove(&labels);
+            }
+        }
+        fired.retain(|k| live.contains(k));
     }
 
     /// Forgets what a previous leadership term remembered about scaling: its recommendations
@@ -233,9 +267,12 @@ pub(crate) fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<
     Action::requeue(delay)
 }
 
-/// One reconcile under the finalizer: `apply` while the object lives, `cleanup` once when it
-/// is being deleted; timed and counted in the metrics of `controller`.
-pub(crate) async fn finalized<K, Fa, Ra, Fc, Rc>(
+/// Reconciles `obj` with `apply`, or with `cleanup` once it is being deleted. No finalizer:
+/// what the operator keeps about an object is only in memory (clients, scaling history,
+/// metrics) and is swept once the object is gone (see `Context::sweep_apps`), so deleting an
+/// object (or its namespace) never waits for an operator that may be uninstalled. The
+/// finalizer earlier releases added is removed when seen.
+pub(crate) async fn reconciled<K, Fa, Ra, Fc, Rc>(
     controller: &str,
     obj: Arc<K>,
     ctx: &Context,
@@ -250,16 +287,28 @@ where
     Rc: Future<Output = Result<Action, Error>>,
 {
     let started = std::time::Instant::now();
-    let key = object_key(obj.as_ref());
-    let api = Api::<K>::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, obj, |ev| async {
-        match ev {
-            FinalizerEvent::Apply(o) => apply(o).await,
-            FinalizerEvent::Cleanup(o) => cleanup(o).await,
+    let result = async {
+        let finalizers = obj.meta().finalizers.clone().unwrap_or_default();
+        if finalizers.iter().any(|f| f == LEGACY_FINALIZER) {
+            let api = Api::<K>::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
+            let kept: Vec<&String> = finalizers.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
+            // Tested against the list read, so another controller's finalizer added meanwhile
+            // is never dropped (the patch fails and the next reconcile tries again).
+            let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+            ]))
+            .expect("a well-formed JSON patch");
+            api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await
+                .map_err(kube_err(format!("remove the legacy finalizer of {}", object_key(obj.as_ref()))))?;
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer { object: key.clone(), source: Box::new(e) });
+        if obj.meta().deletion_timestamp.is_some() {
+            return cleanup(obj).await;
+        }
+        apply(obj).await
+    }
+    .await;
     ctx.metrics.observe_reconcile(controller, started.elapsed().as_secs_f64(), result.is_err());
     result
 }

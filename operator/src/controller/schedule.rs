@@ -24,7 +24,7 @@ use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
-use super::{error_policy, finalized, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{SWEEP_INTERVAL, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
 use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
@@ -50,14 +50,26 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         Some(ns) => Api::<Schedule>::namespaced(ctx.kube.clone(), ns),
         None => Api::all(ctx.kube.clone()),
     };
-    Controller::new(schedules, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| log_outcome(CONTROLLER, r))
-        .await;
+    let controller = Controller::new(schedules, watcher::Config::default());
+    let sweeper = tokio::spawn(forget_deleted(ctx.clone(), controller.store()));
+    controller.run(reconcile, error_policy, ctx).for_each(|r| log_outcome(CONTROLLER, r)).await;
+    sweeper.abort();
+}
+
+/// Forgets, every [`SWEEP_INTERVAL`], the metric series of Schedules that are gone.
+async fn forget_deleted(ctx: Arc<Context>, store: kube::runtime::reflector::Store<Schedule>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        let live: std::collections::HashSet<String> = store.state().iter().map(|s| object_key(s.as_ref())).collect();
+        ctx.sweep_schedules(&live);
+    }
 }
 
 async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Error> {
-    finalized(CONTROLLER, s, &ctx, |s| apply(s, &ctx), |s| cleanup(s, &ctx)).await
+    reconciled(CONTROLLER, s, &ctx, |s| apply(s, &ctx), |s| cleanup(s, &ctx)).await
 }
 
 /// Nothing fires for a Schedule being deleted; its past runs stay in the database.
@@ -239,6 +251,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
     if let Some(late) = plan.missed_beyond_deadline {
         ctx.metrics.schedule_missed.get_or_create(&labels).inc_by(plan.skipped.max(1) as u64);
+        ctx.schedules_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
         let note = format!(
             "missed {} tick(s), the latest at {}: more than startingDeadlineSeconds late, not run",
             plan.skipped.max(1),
@@ -286,6 +299,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
                 return enqueue_failed(&api, &s, ctx, current, status, now, &msg).await;
             }
             ctx.metrics.schedule_fires.get_or_create(&labels).inc();
+            ctx.schedules_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
             if !active.contains(&id) {
                 active.push(id.clone());
             }
