@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use mainstay::{Client, Config};
 use mainstay_crds::{DurableApp, SecretKeyRef};
+
+use crate::stores::Stores;
 use tokio::sync::Mutex;
 
 /// Why a database could not be reached.
@@ -60,10 +62,16 @@ struct Entry {
     client: Client,
 }
 
+/// Secret keys read, by `(namespace, name, key)`, with the Secret's version when read.
+type SecretCache = HashMap<(String, String, String), SecretKeyValue>;
+
 /// Clients per DurableApp, and which databases are migrated.
 #[derive(Default)]
 pub struct Databases {
     clients: Mutex<HashMap<String, Entry>>,
+    /// Values of Secret keys, read again only when the Secret's version (from the metadata
+    /// watch) changes: an idle app costs no Secret read.
+    secrets: Mutex<SecretCache>,
     /// `(admin URL, schema)` pairs migrated by this process.
     migrated: Mutex<HashSet<(String, String)>>,
 }
@@ -127,20 +135,31 @@ pub async fn secret_key(kube: &kube::Client, namespace: &str, r: &SecretKeyRef) 
 }
 
 impl Databases {
-    /// The URL the app's workers use (`spec.database.urlSecret`), read from its Secret.
-    pub async fn worker_url(kube: &kube::Client, app: &DurableApp) -> Result<String, DatabaseError> {
-        Ok(Databases::worker_secret(kube, app).await?.value)
+    /// One key of a Secret of `namespace`: from the cache while the Secret's version (as the
+    /// metadata watch shows it) is the one read, else read from the API server.
+    pub async fn read_key(&self, kube: &kube::Client, stores: &Stores, namespace: &str, r: &SecretKeyRef) -> Result<SecretKeyValue, DatabaseError> {
+        let Some(version) = stores.secret_version(namespace, &r.name) else {
+            return Err(DatabaseError::SecretMissing { namespace: namespace.to_string(), name: r.name.clone(), key: r.key.clone() });
+        };
+        let k = (namespace.to_string(), r.name.clone(), r.key.clone());
+        if let Some(cached) = self.secrets.lock().await.get(&k).filter(|c| c.version.as_deref() == Some(version.as_str())) {
+            return Ok(cached.clone());
+        }
+        let read = secret_key(kube, namespace, r).await?;
+        self.secrets.lock().await.insert(k, read.clone());
+        Ok(read)
     }
 
-    /// The URL the app's workers use, with the version of the Secret holding it.
-    pub async fn worker_secret(kube: &kube::Client, app: &DurableApp) -> Result<SecretKeyValue, DatabaseError> {
+    /// The URL the app's workers use (`spec.database.urlSecret`), with the version of the
+    /// Secret holding it.
+    pub async fn worker_secret(&self, kube: &kube::Client, stores: &Stores, app: &DurableApp) -> Result<SecretKeyValue, DatabaseError> {
         let ns = app.metadata.namespace.clone().unwrap_or_default();
-        secret_key(kube, &ns, &app.spec.database.url_secret).await
+        self.read_key(kube, stores, &ns, &app.spec.database.url_secret).await
     }
 
     /// The client for an app's workers' database.
-    pub async fn client(&self, kube: &kube::Client, app: &DurableApp) -> Result<Client, DatabaseError> {
-        let url = Databases::worker_url(kube, app).await?;
+    pub async fn client(&self, kube: &kube::Client, stores: &Stores, app: &DurableApp) -> Result<Client, DatabaseError> {
+        let url = self.worker_secret(kube, stores, app).await?.value;
         self.client_at(app, url).await
     }
 
@@ -166,12 +185,12 @@ impl Databases {
     /// Runs the migrations with the admin URL (`spec.database.adminUrlSecret`, read only when it
     /// names another Secret key than the workers'; otherwise `worker_url`), once per database
     /// and schema per operator process. Returns whether they ran now.
-    pub async fn migrate(&self, kube: &kube::Client, app: &DurableApp, worker_url: &str) -> Result<bool, DatabaseError> {
+    pub async fn migrate(&self, kube: &kube::Client, stores: &Stores, app: &DurableApp, worker_url: &str) -> Result<bool, DatabaseError> {
         let db = &app.spec.database;
         let (url, secret) = match &db.admin_url_secret {
             Some(admin) if *admin != db.url_secret => {
                 let ns = app.metadata.namespace.clone().unwrap_or_default();
-                (secret_value(kube, &ns, admin).await?, secret_name(app, admin))
+                (self.read_key(kube, stores, &ns, admin).await?.value, secret_name(app, admin))
             }
             _ => (worker_url.to_string(), secret_name(app, &db.url_secret)),
         };

@@ -20,6 +20,7 @@ pub mod run_status;
 pub mod runnable;
 pub mod scaling;
 pub mod schedule_runs;
+pub mod stores;
 pub mod ticks;
 pub mod validate;
 pub mod workload;

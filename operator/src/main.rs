@@ -118,12 +118,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         poll_interval: Duration::from_secs_f64(args.poll_interval_seconds),
         retention_interval: Duration::from_secs(args.retention_interval_seconds.max(1)),
     };
-    let ctx = Arc::new(Context::new(kube.clone(), metrics.clone(), settings, Some(identity.clone())));
+    // The watches run for the whole process, so a standby replica's view is warm when it leads.
+    let stores = mainstay_operator::stores::Stores::start(&kube, args.namespace.as_deref(), &stop);
+    let ctx = Arc::new(Context::new(kube.clone(), stores, metrics.clone(), settings, Some(identity.clone())));
     let ns = args.namespace.clone();
     let controllers = || {
         let (ctx, ns) = (ctx.clone(), ns.clone());
         ctx.begin_term();
         async move {
+            // An empty store would read as "nothing exists": act only once every watch listed.
+            if ctx.stores.ready().await.is_err() {
+                return;
+            }
             tokio::join!(
                 durable_app::run(ctx.clone(), ns.clone()),
                 schedule::run(ctx.clone(), ns.clone()),

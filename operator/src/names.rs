@@ -26,6 +26,9 @@ pub const COMPONENT_WORKER: &str = "worker";
 /// Annotation on worker Deployments and pods: the exact application version (labels hold a
 /// DNS-safe form of it).
 pub const ANNOTATION_VERSION: &str = "mainstay.dev/version";
+/// Annotation of the objects the operator applies: a hash of what it set, so an unchanged
+/// object is not applied again.
+pub const ANNOTATION_SPEC_HASH: &str = "mainstay.dev/spec-hash";
 /// Annotation of worker pods: the `resourceVersion` of the Secret holding the database URL
 /// (a new one, after a rotation, rolls the workers).
 pub const ANNOTATION_DATABASE_SECRET_VERSION: &str = "mainstay.dev/database-secret-version";

@@ -266,6 +266,27 @@ pub fn worker_deployment(app: &DurableApp, version: &str, replicas: i32, secret_
     }
 }
 
+/// `obj` with an annotation holding a hash of everything else the operator sets on it: a
+/// reconcile that finds the same hash on the live object has nothing to apply, and writes
+/// nothing (an idle operator makes no writes). The hash is of the desired object, so a change
+/// made to the live object by someone else is not undone until the desired one changes.
+pub fn with_spec_hash<K: Resource + serde::Serialize>(mut obj: K) -> K {
+    let text = serde_json::to_vec(&obj).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    obj.meta_mut().annotations.get_or_insert_with(Default::default).insert(ANNOTATION_SPEC_HASH.to_string(), format!("{hash:016x}"));
+    obj
+}
+
+/// Whether `live` carries the spec hash of `desired` (see [`with_spec_hash`]).
+pub fn unchanged<K: Resource>(live: Option<&K>, desired: &K) -> bool {
+    let hash = |o: &K| o.meta().annotations.as_ref().and_then(|a| a.get(ANNOTATION_SPEC_HASH)).cloned();
+    live.is_some_and(|l| hash(l).is_some() && hash(l) == hash(desired))
+}
+
 /// The Service in front of the workers' HTTP port, if the spec asks for one. It selects
 /// workers of every version: all serve the same application.
 pub fn http_service(app: &DurableApp) -> Option<Service> {
@@ -427,6 +448,17 @@ spec:
         assert_eq!(template(Some("42")), template(Some("42")));
         let annotations = template(Some("42")).metadata.unwrap().annotations.unwrap();
         assert_eq!(annotations[ANNOTATION_DATABASE_SECRET_VERSION], "42");
+    }
+
+    #[test]
+    fn the_spec_hash_changes_with_what_is_applied_and_only_then() {
+        let a = app(APP);
+        let one = with_spec_hash(worker_deployment(&a, "1", 1, Some("7")));
+        assert!(unchanged(Some(&one), &with_spec_hash(worker_deployment(&a, "1", 1, Some("7")))));
+        assert!(!unchanged(Some(&one), &with_spec_hash(worker_deployment(&a, "1", 2, Some("7")))), "replicas");
+        assert!(!unchanged(Some(&one), &with_spec_hash(worker_deployment(&a, "1", 1, Some("8")))), "a rotated Secret");
+        assert!(!unchanged(None, &one), "nothing live");
+        assert!(!unchanged(Some(&worker_deployment(&a, "1", 1, Some("7"))), &one), "a live object without a hash");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::core::PartialObjectMeta;
@@ -24,11 +24,11 @@ use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
 
 use super::{SWEEP_INTERVAL, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::{set, set_unknown};
-use crate::database::{DatabaseError, Databases};
+use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
-use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::recovery::{dead_executors, is_gone};
-use crate::workload::{app_selector_string, deployed_image, http_service, worker_deployment};
+use crate::workload::{app_selector_string, deployed_image, http_service, unchanged, with_spec_hash, worker_deployment};
 use crate::{rollout, scaling, validate};
 
 /// Name of this controller in metrics and logs.
@@ -209,13 +209,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
     };
-    let selector = ListParams::default().labels(&app_selector_string(&name));
-    let pods = Api::<Pod>::namespaced(ctx.kube.clone(), &ns)
-        .list(&selector)
-        .await
-        .map_err(kube_err(format!("list the worker pods of {key}")))?;
+    let pods = ctx.stores.app_pods(&ns, &name);
     let live: BTreeSet<String> = pods
-        .items
         .iter()
         .filter(|p| {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -254,14 +249,10 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
 
     // 6. Decide: scaling of the current version, roll-out of old ones.
     let deployments = Api::<Deployment>::namespaced(ctx.kube.clone(), &ns);
-    let existing = deployments
-        .list(&ListParams::default().labels(&format!("{},{LABEL_MANAGED_BY}={MANAGED_BY}", app_selector_string(&name))))
-        .await
-        .map_err(kube_err(format!("list the worker Deployments of {key}")))?;
     let mut by_version_deployment: BTreeMap<String, Deployment> = BTreeMap::new();
-    for d in existing.items {
+    for d in ctx.stores.app_deployments(&ns, &name) {
         if let Some(v) = d.annotations().get(ANNOTATION_VERSION).cloned() {
-            by_version_deployment.insert(v, d);
+            by_version_deployment.insert(v, d.as_ref().clone());
         }
     }
     let deployed: Vec<String> = by_version_deployment.keys().cloned().collect();
@@ -326,7 +317,10 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             }
             // The Secret's version is in the pod template, so a rotated URL rolls the workers
             // onto it (a draining version keeps its pods: they read it when they restart).
-            let d = worker_deployment(&app, v, desired, secret_version.as_deref());
+            let d = with_spec_hash(worker_deployment(&app, v, desired, secret_version.as_deref()));
+            if unchanged(by_version_deployment.get(v), &d) {
+                continue;
+            }
             let dname = d.metadata.name.clone().unwrap_or_default();
             deployments
                 .patch(&dname, &ssa, &Patch::Apply(&d))
@@ -366,21 +360,29 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
+    // The Service: applied when what it should be changed since this process last applied it
+    // (or looked), so an idle app costs no request for it.
     let services = Api::<Service>::namespaced(ctx.kube.clone(), &ns);
-    match http_service(&app) {
-        Some(svc) => {
-            services
-                .patch(&name, &ssa, &Patch::Apply(&svc))
-                .await
-                .map_err(kube_err(format!("apply Service {ns}/{name}")))?;
-        }
-        None => {
-            if let Some(svc) = services.get_opt(&name).await.map_err(kube_err(format!("read Service {ns}/{name}")))? {
-                if svc.labels().get(LABEL_MANAGED_BY).is_some_and(|m| m == MANAGED_BY) {
-                    let _ = services.delete(&name, &DeleteParams::default()).await;
+    let wanted = http_service(&app).map(with_spec_hash);
+    let wanted_hash = wanted.as_ref().and_then(|s| s.annotations().get(ANNOTATION_SPEC_HASH).cloned());
+    let known = ctx.services_applied.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    if known != Some(wanted_hash.clone()) {
+        match &wanted {
+            Some(svc) => {
+                services
+                    .patch(&name, &ssa, &Patch::Apply(svc))
+                    .await
+                    .map_err(kube_err(format!("apply Service {ns}/{name}")))?;
+            }
+            None => {
+                if let Some(svc) = services.get_opt(&name).await.map_err(kube_err(format!("read Service {ns}/{name}")))? {
+                    if svc.labels().get(LABEL_MANAGED_BY).is_some_and(|m| m == MANAGED_BY) {
+                        let _ = services.delete(&name, &DeleteParams::default()).await;
+                    }
                 }
             }
         }
+        ctx.services_applied.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), wanted_hash);
     }
 
     // 8. Status.
@@ -556,8 +558,8 @@ async fn reach_database(
     let key = object_key(app);
     // The workers' Secret is read once: it is also the admin URL unless another is named.
     let migrated = async {
-        let secret = Databases::worker_secret(&ctx.kube, app).await?;
-        let ran = ctx.databases.migrate(&ctx.kube, app, &secret.value).await?;
+        let secret = ctx.databases.worker_secret(&ctx.kube, &ctx.stores, app).await?;
+        let ran = ctx.databases.migrate(&ctx.kube, &ctx.stores, app, &secret.value).await?;
         Ok::<_, DatabaseError>((secret, ran))
     }
     .await;

@@ -110,6 +110,8 @@ const RECORDER_TTL: Duration = Duration::from_secs(7 * 60);
 /// What the controllers share.
 pub struct Context {
     pub kube: kube::Client,
+    /// What the watches show (reads come from here, not from the API server).
+    pub stores: crate::stores::Stores,
     pub databases: Databases,
     pub metrics: Arc<Metrics>,
     /// Event recorders by (object, type, reason, note): see [`Context::event`].
@@ -124,17 +126,20 @@ pub struct Context {
     pub(crate) retention_ran: Mutex<HashMap<String, std::time::Instant>>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The spec hash of the Service last applied per DurableApp (`None`: known to have none).
+    pub(crate) services_applied: Mutex<HashMap<String, Option<String>>>,
     /// Schedules (`namespace/name`) with metric series, to remove them once the Schedule goes.
     pub(crate) schedules_seen: Mutex<HashSet<String>>,
 }
 
 impl Context {
-    pub fn new(kube: kube::Client, metrics: Arc<Metrics>, settings: Settings, instance: Option<String>) -> Context {
+    pub fn new(kube: kube::Client, stores: crate::stores::Stores, metrics: Arc<Metrics>, settings: Settings, instance: Option<String>) -> Context {
         let reporter = Reporter { controller: crate::names::REPORTER.to_string(), instance };
         Context {
             recorders: Mutex::default(),
             reporter,
             kube,
+            stores,
             databases: Databases::default(),
             metrics,
             settings,
@@ -143,6 +148,7 @@ impl Context {
             retention_ran: Mutex::default(),
             failures: Mutex::default(),
             schedules_seen: Mutex::default(),
+            services_applied: Mutex::default(),
         }
     }
 
@@ -189,6 +195,7 @@ impl Context {
             gone.extend(written.keys().filter(|k| !live.contains(*k)).cloned());
             written.retain(|k, _| live.contains(k));
             self.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
+            self.services_applied.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
             gone
         };
         for key in gone {

@@ -19,10 +19,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
-use mainstay_crds::{DurableApp, Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
+use mainstay_crds::{Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
 use super::{SWEEP_INTERVAL, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::{is_true, set};
@@ -132,8 +132,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     // even while the schedule is suspended (as a Job made from a suspended CronJob does).
     let trigger = s.annotations().get(ANNOTATION_TRIGGER).cloned().filter(|t| status.last_trigger.as_ref() != Some(t));
     let backfill = s.spec.backfill.clone().filter(|b| status.last_backfill.as_deref() != Some(backfill_key(b).as_str()));
-    let apps = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
-    let Some(app) = apps.get_opt(&s.spec.app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{}", s.spec.app_ref)))? else {
+    let Some(app) = ctx.stores.app(&ns, &s.spec.app_ref) else {
         let msg = format!("DurableApp {ns}/{} does not exist; create it or fix spec.appRef", s.spec.app_ref);
         not_ready(&mut status, generation, now, reason::APP_NOT_FOUND, &msg, true);
         write_status(&api, &s, current.as_ref(), &status).await?;
@@ -148,7 +147,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         write_status(&api, &s, current.as_ref(), &status).await?;
         return Ok(Action::requeue(ctx.settings.poll_interval));
     }
-    let db = match ctx.databases.client(&ctx.kube, &app).await {
+    let db = match ctx.databases.client(&ctx.kube, &ctx.stores, &app).await {
         Ok(db) => db,
         Err(e) => {
             let why = if e.is_secret_problem() { reason::SECRET_NOT_FOUND } else { reason::DATABASE_UNREACHABLE };
@@ -435,11 +434,10 @@ async fn sync_runs(ctx: &Context, s: &Schedule, db_name: &str, runs: &Runs) -> R
     let name = s.name_any();
     let uid = s.uid().unwrap_or_default();
     let api = Api::<WorkflowRun>::namespaced(ctx.kube.clone(), &ns);
-    let selector = format!("{LABEL_SCHEDULE}={name}");
-    let objects = api.list(&ListParams::default().labels(&selector)).await.map_err(kube_err(format!("list the WorkflowRuns of schedule {ns}/{name}")))?;
     // Only objects this Schedule owns: a user's own object with the label is left alone.
-    let existing: Vec<String> = objects
-        .items
+    let existing: Vec<String> = ctx
+        .stores
+        .runs_of_schedule(&ns, &name)
         .iter()
         .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
         .map(|r| r.name_any())

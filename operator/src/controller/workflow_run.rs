@@ -65,9 +65,8 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     let started = run_status::started(&status);
     status.workflow_id = Some(id.clone());
 
-    let apps = Api::<DurableApp>::namespaced(ctx.kube.clone(), &ns);
     let app_ref = &run.spec.app_ref;
-    let Some(app) = apps.get_opt(app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{app_ref}")))? else {
+    let Some(app) = ctx.stores.app(&ns, app_ref) else {
         if started {
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
@@ -84,7 +83,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
         write_status(&api, &run, current.as_ref(), &status).await?;
         return Ok(Action::requeue(ctx.settings.poll_interval));
     }
-    let db = match ctx.databases.client(&ctx.kube, &app).await {
+    let db = match ctx.databases.client(&ctx.kube, &ctx.stores, &app).await {
         Ok(db) => db,
         Err(e) => {
             tracing::warn!(run = %key, error = %e, "cannot reach the app's database");
