@@ -59,6 +59,8 @@ impl DatabaseError {
 
 struct Entry {
     url: String,
+    /// The shared pool's key.
+    pool: (String, String),
     client: Client,
 }
 
@@ -68,7 +70,11 @@ type SecretCache = HashMap<(String, String, String), SecretKeyValue>;
 /// Clients per DurableApp, and which databases are migrated.
 #[derive(Default)]
 pub struct Databases {
+    /// Per app, its client: the pool of its database speaking for its application.
     clients: Mutex<HashMap<String, Entry>>,
+    /// One pool per database (URL and schema), shared by the apps on it, so apps sharing a
+    /// database cost its connections once.
+    pools: Mutex<HashMap<(String, String), Client>>,
     /// Values of Secret keys, read again only when the Secret's version (from the metadata
     /// watch) changes: an idle app costs no Secret read.
     secrets: Mutex<SecretCache>,
@@ -92,10 +98,13 @@ fn config_for(app: &DurableApp, url: &str) -> Config {
     // The client speaks for the app in a shared database: its figures, retention and
     // enqueues are the app's own.
     config.app_name = Some(crate::workload::application_name(app));
-    config.pool_size = 2;
+    config.pool_size = POOL_SIZE;
     config.connect_timeout = CONNECT_TIMEOUT;
     config
 }
+
+/// Connections the operator keeps to each database, whatever the number of apps on it.
+const POOL_SIZE: u32 = 4;
 
 /// `namespace/name[key]` of a Secret key an app refers to, for messages.
 fn secret_name(app: &DurableApp, r: &SecretKeyRef) -> String {
@@ -173,13 +182,36 @@ impl Databases {
             }
         }
         let secret = secret_name(app, &app.spec.database.url_secret);
-        let client = Client::connect_with(&config_for(app, &url))
-            .await
-            .map_err(|source| DatabaseError::Unreachable { secret, source })?;
-        if let Some(old) = self.clients.lock().await.insert(k, Entry { url, client: client.clone() }) {
-            old.client.close().await;
-        }
+        let config = config_for(app, &url);
+        let pool_key = (url.clone(), config.system_schema.clone());
+        let base = self.pools.lock().await.get(&pool_key).cloned();
+        let base = match base {
+            Some(base) => base,
+            None => {
+                let mut shared = config.clone();
+                shared.app_name = None;
+                let base = Client::connect_with(&shared).await.map_err(|source| DatabaseError::Unreachable { secret, source })?;
+                self.pools.lock().await.insert(pool_key.clone(), base.clone());
+                base
+            }
+        };
+        let client = base.for_application(config.app_name.as_deref());
+        self.clients.lock().await.insert(k, Entry { url, pool: pool_key, client: client.clone() });
+        self.close_unused().await;
         Ok(client)
+    }
+
+    /// Closes the pools no app's client uses any more.
+    async fn close_unused(&self) {
+        let used: HashSet<(String, String)> = self.clients.lock().await.values().map(|e| e.pool.clone()).collect();
+        let unused: Vec<Client> = {
+            let mut pools = self.pools.lock().await;
+            let keys: Vec<(String, String)> = pools.keys().filter(|k| !used.contains(*k)).cloned().collect();
+            keys.into_iter().filter_map(|k| pools.remove(&k)).collect()
+        };
+        for pool in unused {
+            pool.close().await;
+        }
     }
 
     /// Runs the migrations with the admin URL (`spec.database.adminUrlSecret`, read only when it
@@ -212,21 +244,15 @@ impl Databases {
     /// Forgets the clients of apps not in `live` (`namespace/name` keys), closing their
     /// connections.
     pub async fn forget_except(&self, live: &HashSet<String>) {
-        let gone: Vec<Entry> = {
-            let mut clients = self.clients.lock().await;
-            let keys: Vec<String> = clients.keys().filter(|k| !live.contains(*k)).cloned().collect();
-            keys.into_iter().filter_map(|k| clients.remove(&k)).collect()
-        };
-        for e in gone {
-            e.client.close().await;
-        }
+        self.clients.lock().await.retain(|k, _| live.contains(k));
+        self.close_unused().await;
     }
 
-    /// Forgets an app's client (its DurableApp is gone), closing its connections.
+    /// Forgets an app's client (its DurableApp is gone), closing its database's pool if no
+    /// other app uses it.
     pub async fn forget(&self, app: &DurableApp) {
-        if let Some(e) = self.clients.lock().await.remove(&key(app)) {
-            e.client.close().await;
-        }
+        self.clients.lock().await.remove(&key(app));
+        self.close_unused().await;
     }
 
     /// Forgets that a database is migrated, so the next reconcile migrates it again (after a

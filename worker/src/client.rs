@@ -88,6 +88,14 @@ impl Client {
         Ok(Client { db: SystemDatabase::connect(config).await?, app_name: config.app_name.clone(), listening: Arc::default() })
     }
 
+    /// The same database, through the same connection pool, speaking for application
+    /// `app_name` (or for none): one pool serves the clients of every application of a database
+    /// (a tool watching many applications keeps one pool per database, not per application).
+    /// Closing any of them closes the shared pool.
+    pub fn for_application(&self, app_name: Option<&str>) -> Client {
+        Client { db: self.db.clone(), app_name: app_name.map(str::to_string), listening: Arc::default() }
+    }
+
     /// The application this client speaks for, if any.
     pub fn app_name(&self) -> Option<&str> {
         self.app_name.as_deref()

@@ -177,6 +177,11 @@ async fn applications_and_versions_share_one_database() {
     assert_eq!(task.arguments, Some(vec!["u64".to_string()]));
     assert_eq!(ca.registered_queues("a-v1").await.unwrap(), vec![mainstay::INTERNAL_QUEUE.to_string(), QUEUE.to_string()]);
     assert!(cb.registered_workflows("a-v1").await.unwrap().is_empty(), "app-b sees app-a's registrations");
+    // One pool, several applications: a client made for app-b from app-a's speaks for app-b.
+    let b_through_a = ca.for_application(Some("app-b"));
+    assert!(b_through_a.registered_workflows("a-v1").await.unwrap().is_empty(), "for_application still speaks for app-a");
+    assert_eq!(b_through_a.app_name(), Some("app-b"));
+    assert!(!ca.for_application(Some("app-a")).registered_workflows("a-v1").await.unwrap().is_empty());
     assert!(cb.registered_queues("a-v1").await.unwrap().is_empty(), "app-b sees app-a's queues");
     assert!(ca.registered_workflows("a-v9").await.unwrap().is_empty());
 
