@@ -22,7 +22,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
 
-use super::{SWEEP_INTERVAL, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
+use super::{forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::{set, set_unknown};
 use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
@@ -49,7 +49,13 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let controller = Controller::new(apps, watcher::Config::default());
     // A Secret an app names (created or fixed) is noticed at once, not after the backoff.
     let known = controller.store();
-    let sweeper = tokio::spawn(forget_deleted(ctx.clone(), controller.store()));
+    let sweeper = {
+        let ctx = ctx.clone();
+        tokio::spawn(forget_deleted(controller.store(), move |live| {
+            let ctx = ctx.clone();
+            async move { ctx.sweep_apps(&live).await }
+        }))
+    };
     controller
         .owns(deployments, watcher::Config::default().labels(&managed))
         .watches(pods, watcher::Config::default().labels(LABEL_APP), |pod: Pod| {
@@ -79,18 +85,6 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     sweeper.abort();
 }
 
-/// Forgets, every [`SWEEP_INTERVAL`], what is kept in memory about DurableApps that are gone.
-async fn forget_deleted(ctx: Arc<Context>, store: kube::runtime::reflector::Store<DurableApp>) {
-    // An empty store before the first listing would make every app look gone.
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
-    loop {
-        tokio::time::sleep(SWEEP_INTERVAL).await;
-        let live: std::collections::HashSet<String> = store.state().iter().map(|a| object_key(a.as_ref())).collect();
-        ctx.sweep_apps(&live).await;
-    }
-}
 
 /// Whether an app reads Secret `name` (its namespace's) for a database URL.
 fn references_secret(app: &DurableApp, name: &str) -> bool {

@@ -87,6 +87,25 @@ pub(crate) async fn refusal(
 /// How often what is kept in memory about deleted objects is forgotten.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Calls `forget` every [`SWEEP_INTERVAL`] with the keys (`namespace/name`) of the objects in
+/// `store`, so what is kept in memory about objects that are gone can go too (no finalizer
+/// announces a deletion).
+pub(crate) async fn forget_deleted<K, F, Fut>(store: kube::runtime::reflector::Store<K>, mut forget: F)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    F: FnMut(HashSet<String>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // An empty store before the first listing would make every object look gone.
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        forget(store.state().iter().map(|o| object_key(o.as_ref())).collect()).await;
+    }
+}
+
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct Settings {

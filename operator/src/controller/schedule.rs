@@ -24,7 +24,7 @@ use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
-use super::{SWEEP_INTERVAL, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
 use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
@@ -51,22 +51,17 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         None => Api::all(ctx.kube.clone()),
     };
     let controller = Controller::new(schedules, watcher::Config::default());
-    let sweeper = tokio::spawn(forget_deleted(ctx.clone(), controller.store()));
+    let sweeper = {
+        let ctx = ctx.clone();
+        tokio::spawn(forget_deleted(controller.store(), move |live| {
+            ctx.sweep_schedules(&live);
+            std::future::ready(())
+        }))
+    };
     controller.run(reconcile, error_policy, ctx).for_each(|r| log_outcome(CONTROLLER, r)).await;
     sweeper.abort();
 }
 
-/// Forgets, every [`SWEEP_INTERVAL`], the metric series of Schedules that are gone.
-async fn forget_deleted(ctx: Arc<Context>, store: kube::runtime::reflector::Store<Schedule>) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
-    loop {
-        tokio::time::sleep(SWEEP_INTERVAL).await;
-        let live: std::collections::HashSet<String> = store.state().iter().map(|s| object_key(s.as_ref())).collect();
-        ctx.sweep_schedules(&live);
-    }
-}
 
 async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Error> {
     reconciled(CONTROLLER, s, &ctx, |s| apply(s, &ctx), |s| cleanup(s, &ctx)).await
