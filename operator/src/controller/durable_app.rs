@@ -22,7 +22,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
 
-use super::{forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
+use super::{primary, forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
 use crate::conditions::{set, set_unknown};
 use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
@@ -46,7 +46,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
     };
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-    let controller = Controller::new(apps, watcher::Config::default());
+    let (reader, trigger) = primary(apps);
+    let controller = Controller::for_stream(trigger, reader);
     // A Secret an app names (created or fixed) is noticed at once, not after the backoff.
     let known = controller.store();
     let sweeper = {
@@ -171,8 +172,15 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     // counts). Version names are unique in a database: one another application owns cannot run
     // here (its workers would refuse to launch). Reported, and its Deployment left alone; the
     // rest (recovery, draining) goes on.
-    let conflict = match db.reserve_version(&valid.version).await {
-        Ok(()) => None,
+    // Reserved once per version and process (a reservation, once made, is the app's); a
+    // conflict is checked again every time, since it needs fixing.
+    let reserved = ctx.reserved.lock().unwrap_or_else(|p| p.into_inner()).get(&key) == Some(&valid.version);
+    let reservation = if reserved { Ok(()) } else { db.reserve_version(&valid.version).await };
+    let conflict = match reservation {
+        Ok(()) => {
+            ctx.reserved.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), valid.version.clone());
+            None
+        }
         Err(e @ mainstay::Error::VersionConflict { .. }) => Some(e.to_string()),
         Err(e) => {
             tracing::warn!(app = %key, error = %e, "cannot check the owner of the current version");
@@ -195,6 +203,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
                 // The database was replaced since it was migrated: migrate again next time.
                 ctx.databases.forget_migrations().await;
                 ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                ctx.reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 set(&mut status.conditions, condition::MIGRATED, false, reason::MIGRATION_FAILED, e.to_string(), generation, now);
             }
             database_down(&mut status, generation, now, reason::DATABASE_UNREACHABLE, &e.to_string());
@@ -431,7 +440,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     status.versions = plan.keep.clone();
     let mut workflows = Vec::new();
     for v in &plan.keep {
-        match db.registered_workflows(v).await {
+        match registered(ctx, &db, &key, v).await {
             Ok(registered) if !registered.is_empty() => {
                 let schedules = registered.iter().filter_map(|w| Some(format!("{}: {}", w.name, w.schedule.as_deref()?))).collect();
                 let names = registered.into_iter().map(|w| w.name).collect();
@@ -521,6 +530,24 @@ async fn warn_if_new(ctx: &Context, app: &DurableApp, before: Option<&DurableApp
             ctx.event(app, true, &why, "Reconcile", msg).await;
         }
     }
+}
+
+/// How long what a version's workers recorded is reused: it changes only when workers of the
+/// version launch (a new version is listed within this).
+const REGISTERED_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The workflows version `version` of app `key` registers, read at most every
+/// [`REGISTERED_TTL`].
+async fn registered(ctx: &Context, db: &mainstay::Client, key: &str, version: &str) -> Result<Vec<mainstay::RegisteredWorkflow>, mainstay::Error> {
+    let k = (key.to_string(), version.to_string());
+    if let Some((at, found)) = ctx.registered.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
+        if at.elapsed() < REGISTERED_TTL && !found.is_empty() {
+            return Ok(found.clone());
+        }
+    }
+    let found = db.registered_workflows(version).await?;
+    ctx.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(k, (std::time::Instant::now(), found.clone()));
+    Ok(found)
 }
 
 /// Makes `version` the app's latest unless it is; returns whether it changed.

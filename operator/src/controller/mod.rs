@@ -87,6 +87,37 @@ pub(crate) async fn refusal(
 /// How often what is kept in memory about deleted objects is forgotten.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
+/// What a reconcile acts on, as a hash: the spec (generation), annotations (pause, trigger),
+/// labels, finalizers and deletion. A change to the status alone (the operator's own writes)
+/// hashes the same, so it does not cause another reconcile (and another round of database
+/// queries): periodic work comes from requeues, not from echoes of status writes.
+pub(crate) fn acted_on<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// The store and trigger stream of a controller's own kind: a watch whose events are filtered
+/// by [`acted_on`].
+pub(crate) fn primary<K>(api: Api<K>) -> (kube::runtime::reflector::Store<K>, impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::reflector::reflector(writer, kube::runtime::watcher(api, kube::runtime::watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(acted_on::<K>, Default::default());
+    (reader, stream)
+}
+
 /// Calls `forget` every [`SWEEP_INTERVAL`] with the keys (`namespace/name`) of the objects in
 /// `store`, so what is kept in memory about objects that are gone can go too (no finalizer
 /// announces a deletion).
@@ -147,6 +178,11 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The spec hash of the Service last applied per DurableApp (`None`: known to have none).
     pub(crate) services_applied: Mutex<HashMap<String, Option<String>>>,
+    /// The version reserved per DurableApp by this process.
+    pub(crate) reserved: Mutex<HashMap<String, String>>,
+    /// What each version's workers recorded, per (DurableApp, version), with when it was read.
+    #[allow(clippy::type_complexity)]
+    pub(crate) registered: Mutex<HashMap<(String, String), (std::time::Instant, Vec<mainstay::RegisteredWorkflow>)>>,
     /// Schedules (`namespace/name`) with metric series, to remove them once the Schedule goes.
     pub(crate) schedules_seen: Mutex<HashSet<String>>,
 }
@@ -168,6 +204,8 @@ impl Context {
             failures: Mutex::default(),
             schedules_seen: Mutex::default(),
             services_applied: Mutex::default(),
+            reserved: Mutex::default(),
+            registered: Mutex::default(),
         }
     }
 
@@ -215,6 +253,8 @@ impl Context {
             written.retain(|k, _| live.contains(k));
             self.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
             self.services_applied.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
+            self.reserved.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
+            self.registered.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(&k.0));
             gone
         };
         for key in gone {

@@ -18,13 +18,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
-use super::{forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{primary, forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
 use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
@@ -50,7 +50,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         Some(ns) => Api::<Schedule>::namespaced(ctx.kube.clone(), ns),
         None => Api::all(ctx.kube.clone()),
     };
-    let controller = Controller::new(schedules, watcher::Config::default());
+    let (reader, trigger) = primary(schedules);
+    let controller = Controller::for_stream(trigger, reader);
     let sweeper = {
         let ctx = ctx.clone();
         tokio::spawn(forget_deleted(controller.store(), move |live| {

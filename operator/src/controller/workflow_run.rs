@@ -13,12 +13,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::StreamExt;
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
-use super::{db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{primary, db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::is_true;
 use crate::names::{condition, event, reason};
 use crate::run_status::{self, finished};
@@ -33,7 +33,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         Some(ns) => Api::<WorkflowRun>::namespaced(ctx.kube.clone(), ns),
         None => Api::all(ctx.kube.clone()),
     };
-    Controller::new(runs, watcher::Config::default())
+    let (reader, trigger) = primary(runs);
+    Controller::for_stream(trigger, reader)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| log_outcome(CONTROLLER, r))
         .await;
