@@ -373,6 +373,12 @@ impl Client {
         self.db.list_steps(workflow_id).await
     }
 
+    /// How many steps of a workflow are recorded, without reading their outputs (what a
+    /// progress display needs, at a fraction of [`Client::list_steps`]'s cost).
+    pub async fn count_steps(&self, workflow_id: &str) -> Result<i64> {
+        self.db.count_steps(workflow_id).await
+    }
+
     /// Forks a workflow: a new run (enqueued on the internal queue) that replays the original's
     /// steps before `options.start_step` and runs the rest anew. Returns the new ID.
     pub async fn fork(&self, workflow_id: &str, options: &ForkOptions) -> Result<String> {

@@ -247,6 +247,7 @@ async fn steps_are_listed_and_workflows_forked_from_a_step_and_deleted() {
     assert_eq!(names, [(1, "mg_record"), (2, "DBOS.setEvent"), (3, "mg_child"), (4, "mg_record")]);
     assert_eq!(steps[0].output, Some(serde_json::json!("a")));
     assert_eq!(steps[2].child_workflow_id.as_deref(), Some("orig-3"));
+    assert_eq!(client.count_steps("orig").await.unwrap(), 4, "the count agrees with the list");
 
     // Forked from step 4: steps 1-3 are replayed from the copy, step 4 runs again.
     let fork = app
@@ -275,6 +276,7 @@ async fn steps_are_listed_and_workflows_forked_from_a_step_and_deleted() {
     let status = client.status(&id).await.unwrap().unwrap();
     assert_eq!((status.status, status.app_version.as_deref()), (Status::Enqueued, Some("v-next")));
     assert!(client.list_steps(&id).await.unwrap().is_empty());
+    assert_eq!(client.count_steps(&id).await.unwrap(), 0);
     let taken = client.fork("orig", &mainstay::ForkOptions { new_id: Some("fork-1".into()), ..Default::default() }).await;
     assert!(taken.unwrap_err().to_string().contains("exists"));
     assert!(matches!(client.fork("ghost", &Default::default()).await, Err(mainstay::Error::NotFound { .. })));

@@ -153,7 +153,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             ctx.event(run.as_ref(), false, event::MESSAGE_SENT, "Send", note).await;
         }
     }
-    let steps = db.list_steps(&id).await.map_err(db_err(&key))?.len() as i64;
+    let steps = db.count_steps(&id).await.map_err(db_err(&key))?;
     run_status::mirror(&mut status, &record, steps, generation, now);
     match db.list_events(&id, run_status::MAX_EVENTS).await {
         Ok(events) => status.events = run_status::events(events),

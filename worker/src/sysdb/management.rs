@@ -56,6 +56,7 @@ pub(super) struct Statements {
     nth_newest: Arc<str>,
     delete_finished: Arc<str>,
     list_steps: Arc<str>,
+    count_steps: Arc<str>,
     fork: Arc<str>,
     delete: Arc<str>,
 }
@@ -137,6 +138,7 @@ SELECT count(*) FROM gone"#),
                         started_at_epoch_ms, completed_at_epoch_ms, serialization \
                  FROM {s}.operation_outputs WHERE workflow_uuid = $1 ORDER BY function_id",
             ),
+            count_steps: f("SELECT count(*) FROM {s}.operation_outputs WHERE workflow_uuid = $1"),
             // $1 original, $2 new ID, $3 version (NULL: the original's), $4 queue, $5 first
             // step to run again. Steps, event history and stream values from before it are
             // copied, so the fork replays them.
@@ -326,6 +328,16 @@ pub(crate) fn as_json(text: Option<String>, serialization: Option<&str>) -> Opti
 }
 
 impl SystemDatabase {
+    /// How many steps of a workflow are recorded (without reading their outputs).
+    pub(crate) async fn count_steps(&self, workflow_id: &str) -> Result<i64> {
+        q(&self.sql.management.count_steps)
+            .bind(workflow_id)
+            .fetch_one(&self.pool)
+            .await
+            .map(|r| r.get::<i64, _>(0))
+            .map_err(|e| Error::db(format!("count the steps of workflow {workflow_id}"), e))
+    }
+
     /// The recorded steps of a workflow, in order.
     pub(crate) async fn list_steps(&self, workflow_id: &str) -> Result<Vec<StepInfo>> {
         let rows = q(&self.sql.management.list_steps)
