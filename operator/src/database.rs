@@ -147,12 +147,13 @@ impl Databases {
     /// One key of a Secret of `namespace`: from the cache while the Secret's version (as the
     /// metadata watch shows it) is the one read, else read from the API server.
     pub async fn read_key(&self, kube: &kube::Client, stores: &Stores, namespace: &str, r: &SecretKeyRef) -> Result<SecretKeyValue, DatabaseError> {
-        let Some(version) = stores.secret_version(namespace, &r.name) else {
-            return Err(DatabaseError::SecretMissing { namespace: namespace.to_string(), name: r.name.clone(), key: r.key.clone() });
-        };
         let k = (namespace.to_string(), r.name.clone(), r.key.clone());
-        if let Some(cached) = self.secrets.lock().await.get(&k).filter(|c| c.version.as_deref() == Some(version.as_str())) {
-            return Ok(cached.clone());
+        // Not in the store: read it (a Secret created a moment ago may not have reached the
+        // store, and "missing" is reported to users, so it must be true).
+        if let Some(version) = stores.secret_version(namespace, &r.name) {
+            if let Some(cached) = self.secrets.lock().await.get(&k).filter(|c| c.version.as_deref() == Some(version.as_str())) {
+                return Ok(cached.clone());
+            }
         }
         let read = secret_key(kube, namespace, r).await?;
         self.secrets.lock().await.insert(k, read.clone());

@@ -105,6 +105,17 @@ impl Stores {
         self.apps.get(&ObjectRef::new(name).within(namespace))
     }
 
+    /// The DurableApp `name` of `namespace`, asking the API server when the store does not have
+    /// it: an app created together with what names it (`kubectl apply -f dir/`) may not have
+    /// reached the store yet, and "not found" is reported to users, so it must be true. Costs a
+    /// request only when the app is missing.
+    pub async fn app_or_fetch(&self, kube: &kube::Client, namespace: &str, name: &str) -> Result<Option<std::sync::Arc<DurableApp>>, kube::Error> {
+        if let Some(app) = self.app(namespace, name) {
+            return Ok(Some(app));
+        }
+        Ok(Api::<DurableApp>::namespaced(kube.clone(), namespace).get_opt(name).await?.map(std::sync::Arc::new))
+    }
+
     /// The managed Deployments of app `app` in `namespace`.
     pub fn app_deployments(&self, namespace: &str, app: &str) -> Vec<std::sync::Arc<Deployment>> {
         self.deployments.state().into_iter().filter(|d| d.namespace().as_deref() == Some(namespace) && d.labels().get(LABEL_APP).map(String::as_str) == Some(app)).collect()

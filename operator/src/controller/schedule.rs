@@ -128,7 +128,8 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     // even while the schedule is suspended (as a Job made from a suspended CronJob does).
     let trigger = s.annotations().get(ANNOTATION_TRIGGER).cloned().filter(|t| status.last_trigger.as_ref() != Some(t));
     let backfill = s.spec.backfill.clone().filter(|b| status.last_backfill.as_deref() != Some(backfill_key(b).as_str()));
-    let Some(app) = ctx.stores.app(&ns, &s.spec.app_ref) else {
+    let found = ctx.stores.app_or_fetch(&ctx.kube, &ns, &s.spec.app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{}", s.spec.app_ref)))?;
+    let Some(app) = found else {
         let msg = format!("DurableApp {ns}/{} does not exist; create it or fix spec.appRef", s.spec.app_ref);
         not_ready(&mut status, generation, now, reason::APP_NOT_FOUND, &msg, true);
         write_status(&api, &s, current.as_ref(), &status).await?;

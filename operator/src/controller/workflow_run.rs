@@ -67,7 +67,8 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     status.workflow_id = Some(id.clone());
 
     let app_ref = &run.spec.app_ref;
-    let Some(app) = ctx.stores.app(&ns, app_ref) else {
+    let found = ctx.stores.app_or_fetch(&ctx.kube, &ns, app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{app_ref}")))?;
+    let Some(app) = found else {
         if started {
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
