@@ -119,11 +119,6 @@ pub struct SecretKeyValue {
     pub version: Option<String>,
 }
 
-/// Reads one key of a Secret in `namespace`.
-pub async fn secret_value(kube: &kube::Client, namespace: &str, r: &SecretKeyRef) -> Result<String, DatabaseError> {
-    Ok(secret_key(kube, namespace, r).await?.value)
-}
-
 /// Reads one key of a Secret in `namespace`, with the Secret's version.
 pub async fn secret_key(kube: &kube::Client, namespace: &str, r: &SecretKeyRef) -> Result<SecretKeyValue, DatabaseError> {
     let (ns, name, key) = (namespace.to_string(), r.name.clone(), r.key.clone());

@@ -34,9 +34,11 @@ pub struct Stores {
     pub schedule_runs: Store<WorkflowRun>,
 }
 
-fn api<K>(kube: &kube::Client, namespace: Option<&str>) -> Api<K>
+/// The API of kind `K` in `namespace`, or in all namespaces: what the operator watches.
+pub fn scoped_api<K>(kube: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
 {
     match namespace {
         Some(ns) => Api::namespaced(kube.clone(), ns),
@@ -62,30 +64,26 @@ impl Stores {
     /// Starts the watches (of `namespace`, or all) until `stop`.
     pub fn start(kube: &kube::Client, namespace: Option<&str>, stop: &CancellationToken) -> Stores {
         let (apps, w) = reflector::store();
-        reflect(w, watcher(api::<DurableApp>(kube, namespace), watcher::Config::default()).modify(|a| a.managed_fields_mut().clear()), stop.clone());
+        reflect(w, watcher(scoped_api::<DurableApp>(kube, namespace), watcher::Config::default()).modify(|a| a.managed_fields_mut().clear()), stop.clone());
         let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
         let (deployments, w) = reflector::store();
         reflect(
             w,
-            watcher(api::<Deployment>(kube, namespace), watcher::Config::default().labels(&managed)).modify(|d| d.managed_fields_mut().clear()),
+            watcher(scoped_api::<Deployment>(kube, namespace), watcher::Config::default().labels(&managed)).modify(|d| d.managed_fields_mut().clear()),
             stop.clone(),
         );
         let (pods, w) = reflector::store();
         reflect(
             w,
-            watcher(api::<Pod>(kube, namespace), watcher::Config::default().labels(LABEL_APP)).modify(|p| p.managed_fields_mut().clear()),
+            watcher(scoped_api::<Pod>(kube, namespace), watcher::Config::default().labels(LABEL_APP)).modify(|p| p.managed_fields_mut().clear()),
             stop.clone(),
         );
         let (secrets, w) = reflector::store();
-        let secrets_api: Api<PartialObjectMeta<Secret>> = match namespace {
-            Some(ns) => Api::namespaced(kube.clone(), ns),
-            None => Api::all(kube.clone()),
-        };
-        reflect(w, watcher(secrets_api, watcher::Config::default()).modify(|s| s.managed_fields_mut().clear()), stop.clone());
+        reflect(w, watcher(scoped_api::<PartialObjectMeta<Secret>>(kube, namespace), watcher::Config::default()).modify(|s| s.managed_fields_mut().clear()), stop.clone());
         let (schedule_runs, w) = reflector::store();
         reflect(
             w,
-            watcher(api::<WorkflowRun>(kube, namespace), watcher::Config::default().labels(LABEL_SCHEDULE)).modify(|r| r.managed_fields_mut().clear()),
+            watcher(scoped_api::<WorkflowRun>(kube, namespace), watcher::Config::default().labels(LABEL_SCHEDULE)).modify(|r| r.managed_fields_mut().clear()),
             stop.clone(),
         );
         Stores { apps, deployments, pods, secrets, schedule_runs }
@@ -118,12 +116,12 @@ impl Stores {
 
     /// The managed Deployments of app `app` in `namespace`.
     pub fn app_deployments(&self, namespace: &str, app: &str) -> Vec<std::sync::Arc<Deployment>> {
-        self.deployments.state().into_iter().filter(|d| d.namespace().as_deref() == Some(namespace) && d.labels().get(LABEL_APP).map(String::as_str) == Some(app)).collect()
+        labelled(&self.deployments, namespace, LABEL_APP, app)
     }
 
     /// The worker pods of app `app` in `namespace`.
     pub fn app_pods(&self, namespace: &str, app: &str) -> Vec<std::sync::Arc<Pod>> {
-        self.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(namespace) && p.labels().get(LABEL_APP).map(String::as_str) == Some(app)).collect()
+        labelled(&self.pods, namespace, LABEL_APP, app)
     }
 
     /// The `resourceVersion` of Secret `name` of `namespace`, `None` if it does not exist.
@@ -133,10 +131,18 @@ impl Stores {
 
     /// The WorkflowRuns labelled with Schedule `schedule` of `namespace`.
     pub fn runs_of_schedule(&self, namespace: &str, schedule: &str) -> Vec<std::sync::Arc<WorkflowRun>> {
-        self.schedule_runs
-            .state()
-            .into_iter()
-            .filter(|r| r.namespace().as_deref() == Some(namespace) && r.labels().get(LABEL_SCHEDULE).map(String::as_str) == Some(schedule))
-            .collect()
+        labelled(&self.schedule_runs, namespace, LABEL_SCHEDULE, schedule)
     }
+}
+
+/// The objects of `store` in `namespace` whose label `label` is `value`.
+fn labelled<K>(store: &Store<K>, namespace: &str, label: &str, value: &str) -> Vec<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace) && o.labels().get(label).map(String::as_str) == Some(value))
+        .collect()
 }

@@ -28,6 +28,7 @@ use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
 use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::recovery::{dead_executors, is_gone};
+use crate::stores::scoped_api;
 use crate::workload::{app_selector_string, deployed_image, http_service, unchanged, with_spec_hash, worker_deployment};
 use crate::{rollout, scaling, validate};
 
@@ -36,15 +37,13 @@ pub const CONTROLLER: &str = "durableapp";
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
-    let (apps, deployments, pods, secrets) = match &namespace {
-        Some(ns) => (
-            Api::<DurableApp>::namespaced(ctx.kube.clone(), ns),
-            Api::<Deployment>::namespaced(ctx.kube.clone(), ns),
-            Api::<Pod>::namespaced(ctx.kube.clone(), ns),
-            Api::<PartialObjectMeta<Secret>>::namespaced(ctx.kube.clone(), ns),
-        ),
-        None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
-    };
+    let ns = namespace.as_deref();
+    let (apps, deployments, pods, secrets) = (
+        scoped_api::<DurableApp>(&ctx.kube, ns),
+        scoped_api::<Deployment>(&ctx.kube, ns),
+        scoped_api::<Pod>(&ctx.kube, ns),
+        scoped_api::<PartialObjectMeta<Secret>>(&ctx.kube, ns),
+    );
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
     let (reader, trigger) = primary(apps);
     let controller = Controller::for_stream(trigger, reader);
@@ -440,7 +439,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     status.versions = plan.keep.clone();
     let mut workflows = Vec::new();
     for v in &plan.keep {
-        match registered(ctx, &db, &key, v).await {
+        match ctx.registered_workflows(&db, &key, v).await {
             Ok(registered) if !registered.is_empty() => {
                 let schedules = registered.iter().filter_map(|w| Some(format!("{}: {}", w.name, w.schedule.as_deref()?))).collect();
                 let names = registered.into_iter().map(|w| w.name).collect();
@@ -530,24 +529,6 @@ async fn warn_if_new(ctx: &Context, app: &DurableApp, before: Option<&DurableApp
             ctx.event(app, true, &why, "Reconcile", msg).await;
         }
     }
-}
-
-/// How long what a version's workers recorded is reused: it changes only when workers of the
-/// version launch (a new version is listed within this).
-const REGISTERED_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The workflows version `version` of app `key` registers, read at most every
-/// [`REGISTERED_TTL`].
-async fn registered(ctx: &Context, db: &mainstay::Client, key: &str, version: &str) -> Result<Vec<mainstay::RegisteredWorkflow>, mainstay::Error> {
-    let k = (key.to_string(), version.to_string());
-    if let Some((at, found)) = ctx.registered.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
-        if at.elapsed() < REGISTERED_TTL && !found.is_empty() {
-            return Ok(found.clone());
-        }
-    }
-    let found = db.registered_workflows(version).await?;
-    ctx.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(k, (std::time::Instant::now(), found.clone()));
-    Ok(found)
 }
 
 /// Makes `version` the app's latest unless it is; returns whether it changed.

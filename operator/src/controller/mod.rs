@@ -64,6 +64,7 @@ pub(crate) fn db_err(object: &str) -> impl FnOnce(mainstay::Error) -> Error {
 /// [`crate::runnable`]), or `None` when it can, or when nothing is known (no current version
 /// yet, or none of its workers has recorded what it runs).
 pub(crate) async fn refusal(
+    ctx: &Context,
     db: &mainstay::Client,
     app: &mainstay_crds::DurableApp,
     version: Option<&str>,
@@ -71,7 +72,8 @@ pub(crate) async fn refusal(
 ) -> Result<Option<crate::runnable::Refusal>, mainstay::Error> {
     let current = app.status.as_ref().and_then(|s| s.current_version.clone());
     let Some(version) = version.map(str::to_string).or(current) else { return Ok(None) };
-    let workflows = db.registered_workflows(&version).await?;
+    let app_key = object_key(app);
+    let workflows = ctx.registered_workflows(db, &app_key, &version).await?;
     if workflows.is_empty() {
         return Ok(None);
     }
@@ -79,10 +81,12 @@ pub(crate) async fn refusal(
         Some(_) => db.registered_queues(&version).await?,
         None => Vec::new(),
     };
-    let app_key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
     let recorded = crate::runnable::Recorded { app: &app_key, version: &version, workflows: &workflows, queues: &queues };
     Ok(crate::runnable::check(&recorded, start))
 }
+
+/// How long what a version's workers recorded is reused.
+const REGISTERED_TTL: Duration = Duration::from_secs(30);
 
 /// How often what is kept in memory about deleted objects is forgotten.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -275,6 +279,26 @@ impl Context {
             }
         }
         fired.retain(|k| live.contains(k));
+    }
+
+    /// The workflows version `version` of app `key` (`namespace/name`) registers, read from its
+    /// database at most every [`REGISTERED_TTL`] (they change only when workers of the version
+    /// launch; nothing recorded yet is asked again each time).
+    pub(crate) async fn registered_workflows(
+        &self,
+        db: &mainstay::Client,
+        key: &str,
+        version: &str,
+    ) -> Result<Vec<mainstay::RegisteredWorkflow>, mainstay::Error> {
+        let k = (key.to_string(), version.to_string());
+        if let Some((at, found)) = self.registered.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
+            if at.elapsed() < REGISTERED_TTL && !found.is_empty() {
+                return Ok(found.clone());
+            }
+        }
+        let found = db.registered_workflows(version).await?;
+        self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(k, (std::time::Instant::now(), found.clone()));
+        Ok(found)
     }
 
     /// Forgets what a previous leadership term remembered about scaling: its recommendations

@@ -29,6 +29,7 @@ use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
 use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
 use crate::runnable::Start;
+use crate::stores::scoped_api;
 use crate::schedule_runs::{self, Outcome, Run, MAX_UNFINISHED_SHOWN};
 use crate::policy::{self, TickAction};
 use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id, Plan};
@@ -46,10 +47,7 @@ const MAX_ACTIVE_SHOWN: usize = 10;
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
-    let schedules = match &namespace {
-        Some(ns) => Api::<Schedule>::namespaced(ctx.kube.clone(), ns),
-        None => Api::all(ctx.kube.clone()),
-    };
+    let schedules = scoped_api::<Schedule>(&ctx.kube, namespace.as_deref());
     let (reader, trigger) = primary(schedules);
     let controller = Controller::for_stream(trigger, reader);
     let sweeper = {
@@ -163,7 +161,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         arguments: Some((2, "the schedule's call (scheduled_at, context)")),
         queue: s.spec.queue.as_deref().map(|q| (q, "spec.queue")),
     };
-    match refusal(&db, &app, None, &checked).await {
+    match refusal(ctx, &db, &app, None, &checked).await {
         Ok(Some(r)) => {
             let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == r.message);
             not_ready(&mut status, generation, now, r.reason, &r.message, true);

@@ -23,16 +23,14 @@ use crate::conditions::is_true;
 use crate::names::{condition, event, reason};
 use crate::run_status::{self, finished};
 use crate::runnable::Start;
+use crate::stores::scoped_api;
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "workflowrun";
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
-    let runs = match &namespace {
-        Some(ns) => Api::<WorkflowRun>::namespaced(ctx.kube.clone(), ns),
-        None => Api::all(ctx.kube.clone()),
-    };
+    let runs = scoped_api::<WorkflowRun>(&ctx.kube, namespace.as_deref());
     let (reader, trigger) = primary(runs);
     Controller::for_stream(trigger, reader)
         .run(reconcile, error_policy, ctx)
@@ -232,7 +230,7 @@ async fn start(
         arguments: run.spec.fork_of.is_none().then_some((args.len(), "spec.input")),
         queue: run.spec.queue.as_deref().map(|q| (q, "spec.queue")),
     };
-    if let Some(r) = refusal(db, app, run.spec.app_version.as_deref(), &checked).await.map_err(db_err(&key))? {
+    if let Some(r) = refusal(ctx, db, app, run.spec.app_version.as_deref(), &checked).await.map_err(db_err(&key))? {
         return refuse(ctx, api, run, current, status.clone(), r.reason, r.message).await.map(Some);
     }
     let Some(fork) = &run.spec.fork_of else {
