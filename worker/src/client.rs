@@ -23,6 +23,7 @@ use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
 use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
 use crate::event::wait_for_event;
+use crate::fleet::{Progress, UnfinishedWork};
 use crate::message::{encode_message, send_outside, stored_topic};
 use crate::stream;
 use crate::wakeup::{self, Waiter, Wakeups};
@@ -357,6 +358,20 @@ impl Client {
     /// Unfinished workflows per application version: a version with none left has drained.
     pub async fn outstanding_by_version(&self) -> Result<Vec<VersionWork>> {
         self.db.outstanding_by_version(self.app_name.as_deref()).await
+    }
+
+    /// Every unfinished workflow of the database (of every application, whatever this
+    /// client's), grouped, in one query: [`UnfinishedWork`] divides it per application the way
+    /// [`Client::outstanding_by_version`] and its siblings do. For watching many applications
+    /// on one database at the cost of one.
+    pub async fn unfinished_work(&self) -> Result<UnfinishedWork> {
+        self.db.unfinished_work().await
+    }
+
+    /// How far each of the workflows among `ids` that exist has got, in one query: compare
+    /// two readings to learn which changed, without reading their records.
+    pub async fn progress(&self, ids: &[String]) -> Result<Vec<Progress>> {
+        self.db.progress(ids).await
     }
 
     /// Deletes finished workflows (with their inputs, outputs and steps) created more than

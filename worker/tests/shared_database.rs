@@ -315,3 +315,78 @@ async fn count(url: &str, predicate: &str) -> i64 {
         .await
         .unwrap()
 }
+
+/// One query for every application ([`Client::unfinished_work`]) divides the work exactly as
+/// the per-application queries do, over every kind of row a shared database holds: each
+/// application's own, rows of no application with no version, with a version an application
+/// owns and with one nobody owns; every status; queues and executors or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reading_of_unfinished_work_agrees_with_the_per_application_queries() {
+    init_tracing();
+    let url = fresh_database("shared_unfinished").await;
+    let all = client_of(&url, None).await;
+    all.migrate().await.unwrap();
+    client_of(&url, Some("app-a")).await.reserve_version("a-v1").await.unwrap();
+    client_of(&url, Some("app-b")).await.reserve_version("b-v1").await.unwrap();
+    let mut c = connect(&url).await;
+    let (mut n, apps, versions) = (0, [Some("app-a"), Some("app-b"), None], [Some("a-v1"), Some("b-v1"), Some("orphan"), None]);
+    for app in apps {
+        for version in versions {
+            for status in ["PENDING", "ENQUEUED", "DELAYED", "SUCCESS"] {
+                for (queue, executor, name) in [(Some("q1"), Some("e1"), "f"), (Some("q2"), None, "typo"), (None, Some("e2"), "f")] {
+                    n += 1;
+                    sqlx::query(
+                        "INSERT INTO dbos.workflow_status (workflow_uuid, name, status, executor_id, application_version, application_name, queue_name)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(format!("w{n}"))
+                    .bind(name)
+                    .bind(status)
+                    .bind(executor)
+                    .bind(version)
+                    .bind(app)
+                    .bind(queue)
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+    }
+    sqlx::query("INSERT INTO dbos.mainstay_registered_workflows (application_name, application_version, workflow_name) VALUES ('app-a', 'a-v1', 'f')")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let work = all.unfinished_work().await.unwrap();
+    assert!(work.groups.iter().map(|g| g.count).sum::<i64>() == n / 4 * 3, "every unfinished row is counted once");
+    for app in [Some("app-a"), Some("app-b"), Some("app-c"), None] {
+        let client = client_of(&url, app).await;
+        let mut executors = client.pending_by_executor().await.unwrap();
+        executors.sort_by(|a, b| (&a.executor_id, &a.app_version).cmp(&(&b.executor_id, &b.app_version)));
+        assert_eq!(work.pending_by_executor(app), executors, "pending by executor of {app:?}");
+        let mut versions = client.outstanding_by_version().await.unwrap();
+        versions.sort_by(|a, b| a.app_version.cmp(&b.app_version));
+        assert_eq!(work.outstanding_by_version(app), versions, "outstanding by version of {app:?}");
+        let mut depths = client.queue_depths().await.unwrap();
+        depths.sort_by(|a, b| a.queue.cmp(&b.queue));
+        assert_eq!(work.queue_depths(app), depths, "queue depths of {app:?}");
+        for version in ["a-v1", "b-v1"] {
+            let registered = client.registered_workflows(version).await.unwrap();
+            assert_eq!(work.unrunnable(app, version, &registered), client.unrunnable(version).await.unwrap(), "unrunnable for {app:?} {version}");
+        }
+    }
+    assert!(!work.unrunnable(Some("app-a"), "a-v1", &client_of(&url, Some("app-a")).await.registered_workflows("a-v1").await.unwrap()).is_empty());
+
+    // Progress: one reading for many workflows; a new step changes it.
+    let ids: Vec<String> = vec!["w1".into(), "w2".into(), "missing".into()];
+    let before = all.progress(&ids).await.unwrap();
+    assert_eq!(before.iter().map(|p| p.workflow_id.as_str()).collect::<std::collections::BTreeSet<_>>(), ["w1", "w2"].into());
+    sqlx::query("INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name) VALUES ('w1', 0, 'step')")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let after = all.progress(&ids).await.unwrap();
+    let of = |v: &[mainstay::Progress], id: &str| v.iter().find(|p| p.workflow_id == id).cloned().unwrap();
+    assert_eq!(of(&after, "w1").steps, of(&before, "w1").steps + 1);
+    assert_eq!(of(&after, "w2"), of(&before, "w2"));
+}

@@ -11,6 +11,7 @@ use sqlx::Row;
 
 use super::{q, SystemDatabase};
 use crate::error::{Error, Result};
+use crate::fleet::{Progress, UnfinishedWork, WorkGroup};
 use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
 use crate::status::{Status, WorkflowStatus};
 
@@ -57,6 +58,8 @@ pub(super) struct Statements {
     delete_finished: Arc<str>,
     list_steps: Arc<str>,
     count_steps: Arc<str>,
+    unfinished_work: Arc<str>,
+    progress: Arc<str>,
     fork: Arc<str>,
     delete: Arc<str>,
 }
@@ -139,6 +142,22 @@ SELECT count(*) FROM gone"#),
                  FROM {s}.operation_outputs WHERE workflow_uuid = $1 ORDER BY function_id",
             ),
             count_steps: f("SELECT count(*) FROM {s}.operation_outputs WHERE workflow_uuid = $1"),
+            // Every unfinished workflow, grouped by what the per-application figures divide
+            // on, with the owners of each group's version (see `fleet`).
+            unfinished_work: f(r#"
+SELECT g.application_name, g.application_version, g.queue_name, g.executor_id, g.status, g.name, g.n,
+       ARRAY(SELECT av.application_name FROM {s}.application_versions av
+             WHERE av.version_name = g.application_version AND av.application_name IS NOT NULL
+             ORDER BY 1) AS owners
+FROM (SELECT application_name, application_version, queue_name, executor_id, status, name, count(*) AS n
+      FROM {s}.workflow_status
+      WHERE status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+      GROUP BY application_name, application_version, queue_name, executor_id, status, name) g"#),
+            // $1 workflow IDs.
+            progress: f(r#"
+SELECT ws.workflow_uuid, ws.status, ws.updated_at, COALESCE(ws.recovery_attempts, 0),
+       (SELECT count(*) FROM {s}.operation_outputs o WHERE o.workflow_uuid = ws.workflow_uuid)
+FROM {s}.workflow_status ws WHERE ws.workflow_uuid = ANY($1::text[])"#),
             // $1 original, $2 new ID, $3 version (NULL: the original's), $4 queue, $5 first
             // step to run again. Steps, event history and stream values from before it are
             // copied, so the fork replays them.
@@ -336,6 +355,47 @@ impl SystemDatabase {
             .await
             .map(|r| r.get::<i64, _>(0))
             .map_err(|e| Error::db(format!("count the steps of workflow {workflow_id}"), e))
+    }
+
+    /// Every unfinished workflow of the database, grouped (see [`UnfinishedWork`]).
+    pub(crate) async fn unfinished_work(&self) -> Result<UnfinishedWork> {
+        let rows = q(&self.sql.management.unfinished_work)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("count unfinished workflows per application", e))?;
+        let groups = rows
+            .into_iter()
+            .map(|r| WorkGroup {
+                application_name: r.get(0),
+                app_version: r.get(1),
+                queue_name: r.get(2),
+                executor_id: r.get(3),
+                status: Status::parse(r.get::<Option<String>, _>(4).as_deref().unwrap_or("")),
+                workflow_name: r.get(5),
+                count: r.get(6),
+                version_owners: r.get::<Vec<String>, _>(7),
+            })
+            .collect();
+        Ok(UnfinishedWork { groups })
+    }
+
+    /// The progress of the workflows among `ids` that exist.
+    pub(crate) async fn progress(&self, ids: &[String]) -> Result<Vec<Progress>> {
+        let rows = q(&self.sql.management.progress)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db(format!("read the progress of {} workflow(s)", ids.len()), e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Progress {
+                workflow_id: r.get(0),
+                status: Status::parse(r.get::<Option<String>, _>(1).as_deref().unwrap_or("")),
+                updated_at_ms: r.get(2),
+                recovery_attempts: r.get(3),
+                steps: r.get(4),
+            })
+            .collect())
     }
 
     /// The recorded steps of a workflow, in order.
