@@ -57,10 +57,13 @@ impl DatabaseError {
     }
 }
 
+/// A database as the operator pools connections to it: its URL and system schema.
+pub type PoolKey = (String, String);
+
 struct Entry {
     url: String,
     /// The shared pool's key.
-    pool: (String, String),
+    pool: PoolKey,
     client: Client,
 }
 
@@ -195,6 +198,11 @@ impl Databases {
         self.clients.lock().await.insert(k, Entry { url, pool: pool_key, client: client.clone() });
         self.close_unused().await;
         Ok(client)
+    }
+
+    /// The database (pool) app `app`'s client reaches, once it has one.
+    pub async fn pool_of(&self, app: &DurableApp) -> Option<PoolKey> {
+        self.clients.lock().await.get(&key(app)).map(|e| e.pool.clone())
     }
 
     /// Closes the pools no app's client uses any more.

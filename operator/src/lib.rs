@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod observer;
 pub mod policy;
 pub mod recovery;
 pub mod rollout;

@@ -125,16 +125,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let controllers = || {
         let (ctx, ns) = (ctx.clone(), ns.clone());
         ctx.begin_term();
+        let (app_changes, run_changes) = ctx.observer.begin_term();
         async move {
             // An empty store would read as "nothing exists": act only once every watch listed.
             if ctx.stores.ready().await.is_err() {
                 return;
             }
-            tokio::join!(
-                durable_app::run(ctx.clone(), ns.clone()),
-                schedule::run(ctx.clone(), ns.clone()),
-                workflow_run::run(ctx, ns)
-            );
+            // The observer lives as long as the term's controllers (it never ends by itself).
+            let observer = ctx.observer.clone().run(ctx.settings.poll_interval);
+            let controllers = async {
+                tokio::join!(
+                    durable_app::run(ctx.clone(), ns.clone(), app_changes),
+                    schedule::run(ctx.clone(), ns.clone()),
+                    workflow_run::run(ctx.clone(), ns, run_changes)
+                )
+            };
+            tokio::select! {
+                _ = observer => {}
+                _ = controllers => {}
+            }
         }
     };
     tracing::info!(

@@ -629,9 +629,12 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     let st = runs.get("order-7").await?.status.context("a status")?;
     ensure!(st.output.as_deref().is_some_and(|o| o.contains("shipped")) && st.steps_completed.unwrap_or(0) >= 3, "status: {st:?}");
     ensure!(st.events.get("stage").map(String::as_str) == Some("\"shipped\"") && st.duration.is_some(), "events and duration: {st:?}");
-    // The app lists what its version can run.
-    let listed = app(cluster, ns, "shop").await?.status.map(|s| s.workflows).unwrap_or_default();
-    ensure!(listed.iter().any(|v| v.version == "1.0.0" && v.workflows.contains(&"process_order".to_string())), "workflows: {listed:?}");
+    // The app lists what its version can run (the observer notices the workers' registration).
+    let listed = wait_for("the app to list its version's workflows", MINUTE, || async {
+        let listed = app(cluster, ns, "shop").await?.status.map(|s| s.workflows).unwrap_or_default();
+        Ok(listed.iter().any(|v| v.version == "1.0.0" && v.workflows.contains(&"process_order".to_string())).then_some(listed))
+    })
+    .await?;
     ensure!(listed.iter().any(|v| v.schedules.contains(&"yearly_report: 0 0 1 1 *".to_string())), "schedules: {listed:?}");
     let id = st.workflow_id.clone().context("a workflow ID")?;
     ensure!(id.starts_with(&format!("{ns}.order-7.")), "the workflow ID is not the object's: {id}");

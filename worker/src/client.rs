@@ -23,7 +23,7 @@ use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
 use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
 use crate::event::wait_for_event;
-use crate::fleet::{Progress, UnfinishedWork};
+use crate::fleet::{Progress, RegistrationMark, UnfinishedWork};
 use crate::message::{encode_message, send_outside, stored_topic};
 use crate::stream;
 use crate::wakeup::{self, Waiter, Wakeups};
@@ -372,6 +372,13 @@ impl Client {
     /// two readings to learn which changed, without reading their records.
     pub async fn progress(&self, ids: &[String]) -> Result<Vec<Progress>> {
         self.db.progress(ids).await
+    }
+
+    /// A digest of what each version of each application on the database registered (see
+    /// [`Client::registered_workflows`]), in one query: compare two readings to learn whose
+    /// registrations changed.
+    pub async fn registration_marks(&self) -> Result<Vec<RegistrationMark>> {
+        self.db.registration_marks().await
     }
 
     /// Deletes finished workflows (with their inputs, outputs and steps) created more than

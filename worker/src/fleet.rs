@@ -152,6 +152,16 @@ pub struct Progress {
     pub steps: i64,
 }
 
+/// What one version of one application registered, as a digest: it changes when a launch of
+/// the version records other workflows, argument types or schedules.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RegistrationMark {
+    /// Empty for workers without an application name.
+    pub application_name: String,
+    pub app_version: String,
+    pub digest: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

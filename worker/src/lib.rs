@@ -59,7 +59,7 @@ pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
 pub use client::{Client, QueueDepth, UnrunnableWork};
 pub use management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
 pub use config::Config;
-pub use fleet::{Progress, UnfinishedWork, WorkGroup};
+pub use fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
 pub use context::workflow_id;
 pub use error::{Error, Failure, Result};
 pub use event::{get_event, set_event, GET_EVENT_OPERATION, SET_EVENT_OPERATION};

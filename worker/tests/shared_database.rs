@@ -377,6 +377,13 @@ async fn one_reading_of_unfinished_work_agrees_with_the_per_application_queries(
     }
     assert!(!work.unrunnable(Some("app-a"), "a-v1", &client_of(&url, Some("app-a")).await.registered_workflows("a-v1").await.unwrap()).is_empty());
 
+    // Registrations: a digest per application version that moves when what it registered does.
+    let marks = all.registration_marks().await.unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!((marks[0].application_name.as_str(), marks[0].app_version.as_str()), ("app-a", "a-v1"));
+    sqlx::query("UPDATE dbos.mainstay_registered_workflows SET arguments = '[\"i64\"]'").execute(&mut c).await.unwrap();
+    assert_ne!(all.registration_marks().await.unwrap()[0].digest, marks[0].digest);
+
     // Progress: one reading for many workflows; a new step changes it.
     let ids: Vec<String> = vec!["w1".into(), "w2".into(), "missing".into()];
     let before = all.progress(&ids).await.unwrap();

@@ -36,7 +36,7 @@ use crate::{rollout, scaling, validate};
 pub const CONTROLLER: &str = "durableapp";
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, changed: impl futures::Stream<Item = ObjectRef<DurableApp>> + Send + 'static) {
     let ns = namespace.as_deref();
     let (apps, deployments, pods, secrets) = (
         scoped_api::<DurableApp>(&ctx.kube, ns),
@@ -79,6 +79,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                 .map(|a| ObjectRef::from_obj(a.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // Apps whose share of their database's work changed (see `observer`).
+        .reconcile_on(changed)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| log_outcome(CONTROLLER, r))
         .await;
@@ -187,16 +189,23 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    // 3. Observe: database first, then pods (see `recovery` for why the order matters).
-    let observed = async {
-        let executors = db.pending_by_executor().await?;
-        let by_version = db.outstanding_by_version().await?;
-        let depths = db.queue_depths().await?;
-        Ok::<_, mainstay::Error>((executors, by_version, depths))
-    }
-    .await;
-    let (executors, by_version, depths) = match observed {
-        Ok(o) => o,
+    // 3. Observe: database first, then pods (see `recovery` for why the order matters). The
+    // database's unfinished work comes from the observer's reading (one query for every app
+    // on the database), read again here only when it is older than the poll interval.
+    let app_name = crate::workload::application_name(&app);
+    let pool = ctx.databases.pool_of(&app).await.unwrap_or_default();
+    let observed = ctx.observer.unfinished(&pool, &db, ctx.settings.poll_interval).await;
+    let (executors, by_version, depths, work) = match observed {
+        Ok(reading) => {
+            ctx.observer.watch_app(&pool, &db, &key, Some(app_name.clone()), ObjectRef::from_obj(app.as_ref()), &reading);
+            let work = &reading.work;
+            (
+                work.pending_by_executor(Some(&app_name)),
+                work.outstanding_by_version(Some(&app_name)),
+                work.queue_depths(Some(&app_name)),
+                reading.clone(),
+            )
+        }
         Err(e) => {
             if e.is_schema_missing() {
                 // The database was replaced since it was migrated: migrate again next time.
@@ -227,7 +236,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .collect();
 
     // 4. Recover the workflows of workers that are gone.
-    for dead in dead_executors(&name, &executors, &live) {
+    let dead = dead_executors(&name, &executors, &live);
+    for dead in &dead {
         match db.recover_executor(&dead.executor_id).await {
             Ok(ids) if !ids.is_empty() => {
                 let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
@@ -272,8 +282,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .sum();
     // Queued work the current version does not register is never claimed by it: it must not
     // keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
-    let unrunnable = match db.unrunnable(&valid.version).await {
-        Ok(u) => u,
+    let unrunnable = match ctx.registered_workflows(&db, &app, &valid.version).await {
+        Ok(registered) => work.work.unrunnable(Some(&app_name), &valid.version, &registered),
         Err(e) => {
             tracing::warn!(app = %key, error = %e, "cannot count unrunnable work");
             Vec::new()
@@ -439,7 +449,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     status.versions = plan.keep.clone();
     let mut workflows = Vec::new();
     for v in &plan.keep {
-        match ctx.registered_workflows(&db, &key, v).await {
+        match ctx.registered_workflows(&db, &app, v).await {
             Ok(registered) if !registered.is_empty() => {
                 let schedules = registered.iter().filter_map(|w| Some(format!("{}: {}", w.name, w.schedule.as_deref()?))).collect();
                 let names = registered.into_iter().map(|w| w.name).collect();
@@ -514,8 +524,21 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     write_status(&api, &app, current.as_ref(), &status).await?;
     warn_if_new(ctx, &app, current.as_ref(), &status).await;
     ctx.succeeded(&key);
-    Ok(Action::requeue(ctx.settings.poll_interval))
+    // While something is on its way (a scaling decision waiting out its stabilization window,
+    // workers starting, a version draining, a recovery), look again every poll interval. At
+    // rest, the observer asks for a reconcile when the app's work changes and the watches when
+    // its objects do; the resync only refreshes what neither sees (what workers recorded).
+    let settling = !dead.is_empty()
+        || plan.keep.len() > 1
+        || !plan.remove.is_empty()
+        || desired != current_replicas
+        || ready_current != desired
+        || (app.spec.replicas.is_none() && scaling::recommend(depth, &app.spec.scaling) != desired);
+    Ok(Action::requeue(if settling { ctx.settings.poll_interval } else { IDLE_RESYNC }))
 }
+
+/// How often an app at rest is reconciled when nothing asks for it.
+const IDLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Publishes the Degraded condition as a Warning Event when its message is new, so a problem
 /// (the database, a version or queue conflict, stranded work) shows in `kubectl get events` and

@@ -73,7 +73,7 @@ pub(crate) async fn refusal(
     let current = app.status.as_ref().and_then(|s| s.current_version.clone());
     let Some(version) = version.map(str::to_string).or(current) else { return Ok(None) };
     let app_key = object_key(app);
-    let workflows = ctx.registered_workflows(db, &app_key, &version).await?;
+    let workflows = ctx.registered_workflows(db, app, &version).await?;
     if workflows.is_empty() {
         return Ok(None);
     }
@@ -161,12 +161,22 @@ impl Default for Settings {
 /// aggregates within six minutes, so a younger one still has something to fold into.
 const RECORDER_TTL: Duration = Duration::from_secs(7 * 60);
 
+/// What a version's workers recorded, as read.
+pub(crate) struct Registered {
+    read: std::time::Instant,
+    /// The observer's digest of it when read.
+    mark: Option<String>,
+    workflows: Vec<mainstay::RegisteredWorkflow>,
+}
+
 /// What the controllers share.
 pub struct Context {
     pub kube: kube::Client,
     /// What the watches show (reads come from here, not from the API server).
     pub stores: crate::stores::Stores,
     pub databases: Databases,
+    /// The periodic reading of each database (see `observer`).
+    pub observer: Arc<crate::observer::Observer>,
     pub metrics: Arc<Metrics>,
     /// Event recorders by (object, type, reason, note): see [`Context::event`].
     recorders: Mutex<HashMap<(String, bool, String, String), (std::time::Instant, Recorder)>>,
@@ -184,9 +194,8 @@ pub struct Context {
     pub(crate) services_applied: Mutex<HashMap<String, Option<String>>>,
     /// The version reserved per DurableApp by this process.
     pub(crate) reserved: Mutex<HashMap<String, String>>,
-    /// What each version's workers recorded, per (DurableApp, version), with when it was read.
-    #[allow(clippy::type_complexity)]
-    pub(crate) registered: Mutex<HashMap<(String, String), (std::time::Instant, Vec<mainstay::RegisteredWorkflow>)>>,
+    /// What each version's workers recorded, per (DurableApp, version).
+    pub(crate) registered: Mutex<HashMap<(String, String), Registered>>,
     /// Schedules (`namespace/name`) with metric series, to remove them once the Schedule goes.
     pub(crate) schedules_seen: Mutex<HashSet<String>>,
 }
@@ -200,6 +209,7 @@ impl Context {
             kube,
             stores,
             databases: Databases::default(),
+            observer: Arc::default(),
             metrics,
             settings,
             scaling: Mutex::default(),
@@ -248,6 +258,7 @@ impl Context {
     /// times and metric series. Run periodically, since no finalizer announces a deletion.
     pub(crate) async fn sweep_apps(&self, live: &HashSet<String>) {
         self.databases.forget_except(live).await;
+        self.observer.forget_apps_except(live);
         let gone: Vec<String> = {
             let mut scaling = self.scaling.lock().unwrap_or_else(|p| p.into_inner());
             let mut gone: Vec<String> = scaling.keys().filter(|k| !live.contains(*k)).cloned().collect();
@@ -281,24 +292,35 @@ impl Context {
         fired.retain(|k| live.contains(k));
     }
 
-    /// The workflows version `version` of app `key` (`namespace/name`) registers, read from its
-    /// database at most every [`REGISTERED_TTL`] (they change only when workers of the version
-    /// launch; nothing recorded yet is asked again each time).
+    /// The workflows version `version` of `app` registers, read again from its database only
+    /// when the observer's digest of its registrations moved (or, before the observer has
+    /// read the database, every [`REGISTERED_TTL`]; nothing recorded yet is asked again each
+    /// time).
     pub(crate) async fn registered_workflows(
         &self,
         db: &mainstay::Client,
-        key: &str,
+        app: &mainstay_crds::DurableApp,
         version: &str,
     ) -> Result<Vec<mainstay::RegisteredWorkflow>, mainstay::Error> {
-        let k = (key.to_string(), version.to_string());
-        if let Some((at, found)) = self.registered.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
-            if at.elapsed() < REGISTERED_TTL && !found.is_empty() {
-                return Ok(found.clone());
+        let key = object_key(app);
+        let mark = match self.databases.pool_of(app).await {
+            Some(pool) => self.observer.registration_mark(&pool, &crate::workload::application_name(app), version),
+            None => None,
+        };
+        let k = (key, version.to_string());
+        if let Some(cached) = self.registered.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
+            let current = match (&mark, &cached.mark) {
+                (Some(now), Some(then)) => now == then,
+                _ => cached.read.elapsed() < REGISTERED_TTL,
+            };
+            if current && !cached.workflows.is_empty() {
+                return Ok(cached.workflows.clone());
             }
         }
-        let found = db.registered_workflows(version).await?;
-        self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(k, (std::time::Instant::now(), found.clone()));
-        Ok(found)
+        let workflows = db.registered_workflows(version).await?;
+        let entry = Registered { read: std::time::Instant::now(), mark, workflows: workflows.clone() };
+        self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(k, entry);
+        Ok(workflows)
     }
 
     /// Forgets what a previous leadership term remembered about scaling: its recommendations

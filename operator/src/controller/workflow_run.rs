@@ -13,12 +13,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::StreamExt;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
-use super::{primary, db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{primary, forget_deleted, db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::is_true;
 use crate::names::{condition, event, reason};
 use crate::run_status::{self, finished};
@@ -29,14 +30,29 @@ use crate::stores::scoped_api;
 pub const CONTROLLER: &str = "workflowrun";
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, changed: impl futures::Stream<Item = ObjectRef<WorkflowRun>> + Send + 'static) {
     let runs = scoped_api::<WorkflowRun>(&ctx.kube, namespace.as_deref());
     let (reader, trigger) = primary(runs);
-    Controller::for_stream(trigger, reader)
+    let controller = Controller::for_stream(trigger, reader);
+    let sweeper = {
+        let observer = ctx.observer.clone();
+        tokio::spawn(forget_deleted(controller.store(), move |live| {
+            observer.forget_runs_except(&live);
+            async {}
+        }))
+    };
+    controller
+        // Runs whose workflow moved on (see `observer`).
+        .reconcile_on(changed)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| log_outcome(CONTROLLER, r))
         .await;
+    sweeper.abort();
 }
+
+/// How often an unfinished run is looked at when the observer reports no change (a safety
+/// net: every change of its record or steps is reported within a poll interval).
+const RUN_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
@@ -98,6 +114,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             // Started before, and its record is gone (the app's retention deleted it, or the
             // database was replaced): starting it again would run finished work twice.
             tracing::info!(run = %key, workflow = %id, "the run's record is gone from the database; its status stays as last seen");
+            ctx.observer.forget_run(&key);
             write_status(&api, &run, current.as_ref(), &status).await?;
             return Ok(Action::await_change());
         }
@@ -161,8 +178,20 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     write_status(&api, &run, current.as_ref(), &status).await?;
     ctx.succeeded(&key);
     if !finished(phase) {
-        return Ok(Action::requeue(ctx.settings.poll_interval));
+        // What was mirrored, as the observer compares it: any later change of the record or
+        // its steps differs from this, and brings the run back here.
+        let progress = mainstay::Progress {
+            workflow_id: id.clone(),
+            status: record.status.clone(),
+            updated_at_ms: Some(record.updated_at_ms),
+            recovery_attempts: record.recovery_attempts,
+            steps,
+        };
+        let pool = ctx.databases.pool_of(&app).await.unwrap_or_default();
+        ctx.observer.watch_run(&pool, &db, &key, &id, progress, ObjectRef::from_obj(run.as_ref()));
+        return Ok(Action::requeue(RUN_RESYNC));
     }
+    ctx.observer.forget_run(&key);
     // A finished run's object goes after its TTL, as a Job's does; its records stay.
     match run_status::ttl_left(run.spec.ttl_seconds_after_finished, status.completion_time.as_deref(), now) {
         Some(left) if left.is_zero() => {

@@ -11,7 +11,7 @@ use sqlx::Row;
 
 use super::{q, SystemDatabase};
 use crate::error::{Error, Result};
-use crate::fleet::{Progress, UnfinishedWork, WorkGroup};
+use crate::fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
 use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
 use crate::status::{Status, WorkflowStatus};
 
@@ -60,6 +60,7 @@ pub(super) struct Statements {
     count_steps: Arc<str>,
     unfinished_work: Arc<str>,
     progress: Arc<str>,
+    registration_marks: Arc<str>,
     fork: Arc<str>,
     delete: Arc<str>,
 }
@@ -153,6 +154,11 @@ FROM (SELECT application_name, application_version, queue_name, executor_id, sta
       FROM {s}.workflow_status
       WHERE status IN ('PENDING', 'ENQUEUED', 'DELAYED')
       GROUP BY application_name, application_version, queue_name, executor_id, status, name) g"#),
+            registration_marks: f(r#"
+SELECT application_name, application_version,
+       md5(string_agg(workflow_name || '(' || COALESCE(arguments::text, '?') || ')' || COALESCE(schedule, ''), ',' ORDER BY workflow_name))
+FROM {s}.mainstay_registered_workflows
+GROUP BY application_name, application_version"#),
             // $1 workflow IDs.
             progress: f(r#"
 SELECT ws.workflow_uuid, ws.status, ws.updated_at, COALESCE(ws.recovery_attempts, 0),
@@ -395,6 +401,18 @@ impl SystemDatabase {
                 recovery_attempts: r.get(3),
                 steps: r.get(4),
             })
+            .collect())
+    }
+
+    /// A digest of what each version of each application registered.
+    pub(crate) async fn registration_marks(&self) -> Result<Vec<RegistrationMark>> {
+        let rows = q(&self.sql.management.registration_marks)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("read what application versions registered", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RegistrationMark { application_name: r.get(0), app_version: r.get(1), digest: r.get(2) })
             .collect())
     }
 
