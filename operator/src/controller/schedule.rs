@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kube::runtime::controller::Action;
-use kube::runtime::Controller;
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
@@ -40,8 +40,9 @@ pub const CONTROLLER: &str = "schedule";
 
 /// How long after a tick the reconcile runs (clocks and timers are not exact).
 const AFTER_TICK: Duration = Duration::from_millis(20);
-/// Longest wait between reconciles, to refresh active runs and the last success.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Longest wait between reconciles (a safety net: a run of the schedule that starts or ends
+/// brings its Schedule back at once, through the watch of its WorkflowRuns).
+const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Most active run IDs shown in status.
 const MAX_ACTIVE_SHOWN: usize = 10;
 
@@ -57,8 +58,27 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             std::future::ready(())
         }))
     };
-    controller.run(reconcile, error_policy, ctx).for_each(|r| log_outcome(CONTROLLER, r)).await;
+    // The schedule's runs, as WorkflowRuns it owns: a change of phase (a run started or ended)
+    // updates its window of runs and its status; their other status changes (steps) do not.
+    let runs = scoped_api::<WorkflowRun>(&ctx.kube, namespace.as_deref());
+    let phases = watcher(runs, watcher::Config::default().labels(LABEL_SCHEDULE))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(run_phase, Default::default());
+    controller
+        .owns_stream(phases)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| log_outcome(CONTROLLER, r))
+        .await;
     sweeper.abort();
+}
+
+/// What a Schedule acts on in one of its runs: its phase.
+fn run_phase(run: &WorkflowRun) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    run.status.as_ref().and_then(|s| s.phase.as_ref()).map(|p| format!("{p:?}")).hash(&mut h);
+    Some(h.finish())
 }
 
 
