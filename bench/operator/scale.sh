@@ -63,15 +63,17 @@ trap 'kill $op 2>/dev/null; wait $op 2>/dev/null || true' EXIT
 metric() { curl -s "127.0.0.1:$port/metrics" | awk -v m="^$1" -v x="${2:-^$}" '$0 ~ m && !($0 ~ x) {split($0, a, " "); s += a[2]} END {print s+0}'; }
 requests() { metric mainstay_operator_api_requests_total; }
 writes() { metric mainstay_operator_api_requests_total 'verb="(get|list|watch)"'; }
+# Reads other than the watches' own (re-)establishment, which kube renews every few minutes.
+reads() { metric mainstay_operator_api_requests_total 'verb="(watch|apply|create|patch|update|delete)"'; }
 reconciles() { metric mainstay_operator_reconciles_total; }
 xacts() { psql "$url" -Atc "SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database WHERE datname LIKE 'bench_scale_%'"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' /proc/$op/status; }
 until curl -s "127.0.0.1:$port/metrics" >/dev/null; do sleep 0.2; done
-sample() { echo "$(requests) $(writes) $(reconciles) $(xacts) $(date +%s.%N)"; }
+sample() { echo "$(requests) $(writes) $(reconciles) $(xacts) $(reads) $(date +%s.%N)"; }
 rates() { # two samples → per-second figures
-  read -r r0 w0 c0 x0 t0 <<<"$1"; read -r r1 w1 c1 x1 t1 <<<"$2"
-  awk -v r=$((r1 - r0)) -v w=$((w1 - w0)) -v c=$((c1 - c0)) -v x=$((x1 - x0)) -v t0="$t0" -v t1="$t1" \
-    'BEGIN {t = t1 - t0; printf "%.0fs: api_requests %d (%.1f/s), api_writes %d (%.1f/s), reconciles %.1f/s, db_transactions %.1f/s", t, r, r / t, w, w / t, c / t, x / t}'
+  read -r r0 w0 c0 x0 g0 t0 <<<"$1"; read -r r1 w1 c1 x1 g1 t1 <<<"$2"
+  awk -v r=$((r1 - r0)) -v w=$((w1 - w0)) -v c=$((c1 - c0)) -v x=$((x1 - x0)) -v g=$((g1 - g0)) -v t0="$t0" -v t1="$t1" \
+    'BEGIN {t = t1 - t0; printf "%.0fs: api_requests %d (%.1f/s; of them get/list %d, the rest watches and writes), api_writes %d (%.1f/s), reconciles %.1f/s, db_transactions %.1f/s", t, r, r / t, g, w, w / t, c / t, x / t}'
 }
 
 begin=$(sample)
@@ -102,6 +104,8 @@ replicas() { kubectl -n "$ns" get deployments -l "mainstay.dev/app=app-$1" -o js
 samples=()
 for p in $(seq 1 "$dbs"); do
   [[ "$(replicas "$p")" == 0 ]] || { echo "probe app-$p is not at zero workers: $(replicas "$p")"; exit 1; }
+  # At a random moment of the operator's poll interval, not just after its last look.
+  sleep "$(awk -v r=$RANDOM 'BEGIN {printf "%.2f", r / 32768 * 2}')"
   start_ns=$(date +%s%N)
   "$here/target/debug/mainstay" workflow start probe_work --app-version "1.0.$p" --database-url "${url%/*}/bench_scale_$p" >/dev/null
   took=""

@@ -195,11 +195,11 @@ impl Observer {
     }
 
     /// The digest of what version `version` of application `app` registered, as of the latest
-    /// reading of database `pool` (`None`: not read yet, or nothing registered).
-    pub fn registration_mark(&self, pool: &PoolKey, app: &str, version: &str) -> Option<String> {
+    /// reading of database `pool`: `None` before a reading, `Some(None)` when nothing was.
+    pub fn registration_mark(&self, pool: &PoolKey, app: &str, version: &str) -> Option<Option<String>> {
         let state = self.state();
         let marks = &state.databases.get(pool)?.reading.as_ref()?.1.marks;
-        marks.iter().find(|m| m.application_name == app && m.app_version == version).map(|m| m.digest.clone())
+        Some(marks.iter().find(|m| m.application_name == app && m.app_version == version).map(|m| m.digest.clone()))
     }
 
     fn fresh(&self, pool: &PoolKey, max_age: Duration) -> Option<Arc<Reading>> {

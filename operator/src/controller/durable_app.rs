@@ -282,7 +282,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .sum();
     // Queued work the current version does not register is never claimed by it: it must not
     // keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
-    let unrunnable = match ctx.registered_workflows(&db, &app, &valid.version).await {
+    let unrunnable = match ctx.registered_workflows(&db, &app, &valid.version, false).await {
         Ok(registered) => work.work.unrunnable(Some(&app_name), &valid.version, &registered),
         Err(e) => {
             tracing::warn!(app = %key, error = %e, "cannot count unrunnable work");
@@ -449,7 +449,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     status.versions = plan.keep.clone();
     let mut workflows = Vec::new();
     for v in &plan.keep {
-        match ctx.registered_workflows(&db, &app, v).await {
+        match ctx.registered_workflows(&db, &app, v, false).await {
             Ok(registered) if !registered.is_empty() => {
                 let schedules = registered.iter().filter_map(|w| Some(format!("{}: {}", w.name, w.schedule.as_deref()?))).collect();
                 let names = registered.into_iter().map(|w| w.name).collect();

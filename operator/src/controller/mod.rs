@@ -73,7 +73,7 @@ pub(crate) async fn refusal(
     let current = app.status.as_ref().and_then(|s| s.current_version.clone());
     let Some(version) = version.map(str::to_string).or(current) else { return Ok(None) };
     let app_key = object_key(app);
-    let workflows = ctx.registered_workflows(db, app, &version).await?;
+    let workflows = ctx.registered_workflows(db, app, &version, true).await?;
     if workflows.is_empty() {
         return Ok(None);
     }
@@ -115,7 +115,9 @@ where
 {
     use kube::runtime::WatchStreamExt;
     let (reader, writer) = kube::runtime::reflector::store();
-    let stream = kube::runtime::reflector::reflector(writer, kube::runtime::watcher(api, kube::runtime::watcher::Config::default()))
+    // Managed fields are never read, and are a large part of each object kept.
+    let objects = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).modify(|o| o.managed_fields_mut().clear());
+    let stream = kube::runtime::reflector::reflector(writer, objects)
         .default_backoff()
         .applied_objects()
         .predicate_filter(acted_on::<K>, Default::default());
@@ -160,6 +162,9 @@ impl Default for Settings {
 /// How long a recorder of one event message is kept after its last use: kube's recorder
 /// aggregates within six minutes, so a younger one still has something to fold into.
 const RECORDER_TTL: Duration = Duration::from_secs(7 * 60);
+
+/// Most event recorders kept (each holds the last Event it published).
+const MAX_RECORDERS: usize = 1_000;
 
 /// What a version's workers recorded, as read.
 pub(crate) struct Registered {
@@ -235,8 +240,17 @@ impl Context {
             let mut recorders = self.recorders.lock().unwrap_or_else(|p| p.into_inner());
             recorders.retain(|_, (used, _)| used.elapsed() < RECORDER_TTL);
             let uid = obj.meta().uid.clone().unwrap_or_default();
+            let k = (uid, warning, reason.to_string(), note.clone());
+            // Bounded: with thousands of objects starting at once (each run's "enqueued"
+            // message is its own), the least recently used go first; a repeat of one of
+            // those is a new Event instead of a count on the old one.
+            if recorders.len() >= MAX_RECORDERS && !recorders.contains_key(&k) {
+                if let Some(oldest) = recorders.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone()) {
+                    recorders.remove(&oldest);
+                }
+            }
             let entry = recorders
-                .entry((uid, warning, reason.to_string(), note.clone()))
+                .entry(k)
                 .or_insert_with(|| (std::time::Instant::now(), Recorder::new(self.kube.clone(), self.reporter.clone())));
             entry.0 = std::time::Instant::now();
             entry.1.clone()
@@ -292,22 +306,28 @@ impl Context {
         fired.retain(|k| live.contains(k));
     }
 
-    /// The workflows version `version` of `app` registers, read again from its database only
-    /// when the observer's digest of its registrations moved (or, before the observer has
-    /// read the database, every [`REGISTERED_TTL`]; nothing recorded yet is asked again each
-    /// time).
+    /// The workflows version `version` of `app` registers. The observer's latest reading of
+    /// the database says whether anything is registered and a digest of it, so the database is
+    /// read only when that digest moved; before a reading, at most every [`REGISTERED_TTL`]
+    /// (nothing recorded yet is asked again each time). With `exact`, "nothing registered" is
+    /// read from the database too rather than from the reading (which may be a poll interval
+    /// old): what decides whether work starts uses it.
     pub(crate) async fn registered_workflows(
         &self,
         db: &mainstay::Client,
         app: &mainstay_crds::DurableApp,
         version: &str,
+        exact: bool,
     ) -> Result<Vec<mainstay::RegisteredWorkflow>, mainstay::Error> {
-        let key = object_key(app);
         let mark = match self.databases.pool_of(app).await {
             Some(pool) => self.observer.registration_mark(&pool, &crate::workload::application_name(app), version),
             None => None,
         };
-        let k = (key, version.to_string());
+        if mark == Some(None) && !exact {
+            return Ok(Vec::new());
+        }
+        let mark = mark.flatten();
+        let k = (object_key(app), version.to_string());
         if let Some(cached) = self.registered.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
             let current = match (&mark, &cached.mark) {
                 (Some(now), Some(then)) => now == then,
