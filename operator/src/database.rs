@@ -252,6 +252,12 @@ impl Databases {
         self.close_unused().await;
     }
 
+    /// Forgets the values read from Secrets that no longer exist (as the metadata watch
+    /// shows them), so a deleted Secret's value does not stay in memory.
+    pub async fn forget_deleted_secrets(&self, stores: &Stores) {
+        self.secrets.lock().await.retain(|(ns, name, _), _| stores.secret_version(ns, name).is_some());
+    }
+
     /// Forgets an app's client (its DurableApp is gone), closing its database's pool if no
     /// other app uses it.
     pub async fn forget(&self, app: &DurableApp) {

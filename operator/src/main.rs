@@ -47,7 +47,8 @@ struct Args {
     /// the Lease, so deleting the Deployment (`helm uninstall`) deletes the Lease too.
     #[arg(long)]
     owner_deployment: Option<String>,
-    /// Seconds between looks at each DurableApp's queues and workers.
+    /// Seconds between looks at each system database (the work of every app on it and the
+    /// progress of its unfinished WorkflowRuns): autoscaling and recovery react within this.
     #[arg(long, default_value_t = 2.0)]
     poll_interval_seconds: f64,
     /// Seconds between retention sweeps per DurableApp.

@@ -15,6 +15,8 @@
 //!   and lost (at worst an app is reconciled once more than needed);
 //! - a reading older than the poll interval is never used for a decision: a reconcile reads
 //!   again instead (see [`Observer::unfinished`]);
+//! - a database that stops (or starts again) answering brings every app on it back once, so
+//!   their conditions say so without waiting for a resync;
 //! - what it holds about objects that are gone is dropped by the periodic sweeps, and the
 //!   triggers go to the controllers of the current leadership term only.
 
@@ -45,6 +47,8 @@ struct Database {
     client: Client,
     /// The latest reading, with when it was taken.
     reading: Option<(Instant, Arc<Reading>)>,
+    /// Whether the last reading failed.
+    failing: bool,
 }
 
 /// One reading of a database: its unfinished work and what its application versions
@@ -140,7 +144,7 @@ impl Observer {
     pub fn watch_app(&self, pool: &PoolKey, client: &Client, key: &str, name: Option<String>, obj: ObjectRef<DurableApp>, seen: &Reading) {
         let digest = Some(seen.digest(name.as_deref()));
         let mut state = self.state();
-        state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None });
+        state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None, failing: false });
         state.apps.insert(key.to_string(), WatchedApp { pool: pool.clone(), name, digest, obj });
     }
 
@@ -148,7 +152,7 @@ impl Observer {
     /// `pool`, as its reconcile last saw it.
     pub fn watch_run(&self, pool: &PoolKey, client: &Client, key: &str, workflow_id: &str, progress: Progress, obj: ObjectRef<WorkflowRun>) {
         let mut state = self.state();
-        state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None });
+        state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None, failing: false });
         state.runs.insert(
             key.to_string(),
             WatchedRun { pool: pool.clone(), workflow_id: workflow_id.to_string(), progress: Some(progress), obj },
@@ -189,7 +193,7 @@ impl Observer {
         }
         let reading = Arc::new(Reading { work: client.unfinished_work().await?, marks: client.registration_marks().await? });
         let mut state = self.state();
-        let db = state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None });
+        let db = state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None, failing: false });
         db.reading = Some((Instant::now(), reading.clone()));
         Ok(reading)
     }
@@ -227,9 +231,14 @@ impl Observer {
                 let read = tokio::time::timeout(READ_TIMEOUT, read(&client, has_apps, &ids)).await;
                 match read {
                     Ok(Ok((work, progress))) => self.take(&pool, work, progress),
-                    // The apps' own reconciles report the database as unreachable.
-                    Ok(Err(e)) => tracing::debug!(error = %e, "cannot read a system database's unfinished work"),
-                    Err(_) => tracing::debug!("reading a system database's unfinished work timed out"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "cannot read a system database's unfinished work");
+                        self.failed(&pool);
+                    }
+                    Err(_) => {
+                        tracing::debug!("reading a system database's unfinished work timed out");
+                        self.failed(&pool);
+                    }
                 }
             })
             .await;
@@ -238,7 +247,13 @@ impl Observer {
     /// Takes one database's reading: keeps it, and asks for the reconciles it calls for.
     fn take(&self, pool: &PoolKey, work: Option<Reading>, progress: Option<Vec<Progress>>) {
         let mut state = self.state();
-        let changed = changes(&mut state, pool, work, progress);
+        let mut changed = changes(&mut state, pool, work, progress);
+        if let Some(db) = state.databases.get_mut(pool) {
+            if std::mem::take(&mut db.failing) {
+                // Reachable again: every app on it says so.
+                changed.apps = state.apps.iter().filter(|(_, a)| a.pool == *pool).map(|(k, _)| k.clone()).collect();
+            }
+        }
         for key in changed.apps {
             if let (Some(app), Some(to)) = (state.apps.get(&key), &state.apps_to) {
                 let _ = to.unbounded_send(app.obj.clone());
@@ -247,6 +262,21 @@ impl Observer {
         for key in changed.runs {
             if let (Some(run), Some(to)) = (state.runs.get(&key), &state.runs_to) {
                 let _ = to.unbounded_send(run.obj.clone());
+            }
+        }
+    }
+
+    /// A reading of database `pool` failed: the first failure brings every app on it back, so
+    /// each reports the database as unreachable (their reconciles read it themselves).
+    fn failed(&self, pool: &PoolKey) {
+        let state = &mut *self.state();
+        let Some(db) = state.databases.get_mut(pool) else { return };
+        if std::mem::replace(&mut db.failing, true) {
+            return;
+        }
+        if let Some(to) = &state.apps_to {
+            for app in state.apps.values().filter(|a| a.pool == *pool) {
+                let _ = to.unbounded_send(app.obj.clone());
             }
         }
     }

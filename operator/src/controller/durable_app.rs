@@ -4,7 +4,9 @@
 //! Pipeline per reconcile: validate the spec → reach the database (migrate once, then read
 //! queue depths, outstanding work per version and pending work per executor) → recover dead
 //! executors → decide scaling and roll-out → apply Deployments and the Service → write status.
-//! It runs again every poll interval, and at once when a worker pod or Deployment changes.
+//! It runs again when the observer sees its share of the database's work change, at once when a
+//! worker pod or Deployment changes, every poll interval while something is settling, and
+//! otherwise at its next retention sweep or after 5 min.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -528,17 +530,28 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     // workers starting, a version draining, a recovery), look again every poll interval. At
     // rest, the observer asks for a reconcile when the app's work changes and the watches when
     // its objects do; the resync only refreshes what neither sees (what workers recorded).
+    // A terminating worker pod is settling too: it counts as gone once past its deadline (a
+    // lost node's pods never finish terminating), and no event says when that is.
+    let terminating = pods.iter().any(|p| p.metadata.deletion_timestamp.is_some());
     let settling = !dead.is_empty()
+        || terminating
         || plan.keep.len() > 1
         || !plan.remove.is_empty()
         || desired != current_replicas
         || ready_current != desired
         || (app.spec.replicas.is_none() && scaling::recommend(depth, &app.spec.scaling) != desired);
-    Ok(Action::requeue(if settling { ctx.settings.poll_interval } else { IDLE_RESYNC }))
+    let next = match (settling, &app.spec.retention) {
+        (true, _) => ctx.settings.poll_interval,
+        // The next retention sweep is due then.
+        (false, Some(_)) => ctx.settings.retention_interval.min(IDLE_RESYNC),
+        (false, None) => IDLE_RESYNC,
+    };
+    Ok(Action::requeue(next))
 }
 
-/// How often an app at rest is reconciled when nothing asks for it.
-const IDLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an app at rest is reconciled when nothing asks for it (a safety net: the observer
+/// and the watches bring it back on every change they see).
+const IDLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Publishes the Degraded condition as a Warning Event when its message is new, so a problem
 /// (the database, a version or queue conflict, stranded work) shows in `kubectl get events` and

@@ -146,8 +146,8 @@ where
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How often a DurableApp's queue depths and workers are looked at (autoscaling and
-    /// recovery react within this).
+    /// How often each system database is read (see `observer`): autoscaling, recovery and
+    /// WorkflowRun statuses react within this.
     pub poll_interval: Duration,
     /// How often retention sweeps run per DurableApp.
     pub retention_interval: Duration,
@@ -272,6 +272,7 @@ impl Context {
     /// times and metric series. Run periodically, since no finalizer announces a deletion.
     pub(crate) async fn sweep_apps(&self, live: &HashSet<String>) {
         self.databases.forget_except(live).await;
+        self.databases.forget_deleted_secrets(&self.stores).await;
         self.observer.forget_apps_except(live);
         let gone: Vec<String> = {
             let mut scaling = self.scaling.lock().unwrap_or_else(|p| p.into_inner());

@@ -4,8 +4,9 @@
 //! workflow the app's current version does not register, an input of the wrong length, a queue
 //! its workers do not listen to; see `runnable`) → enqueue under the run's workflow ID
 //! (idempotent: a repeated reconcile or apply starts nothing new) → cancel if asked → read the
-//! record and its steps → status (see `run_status`). Unfinished runs are looked at every poll
-//! interval; finished ones only when the object changes. Deleting a WorkflowRun leaves the
+//! record and its steps → status (see `run_status`). An unfinished run is looked at again when
+//! the observer sees its record or steps change (within a poll interval), and every 5 min
+//! regardless; a finished one only when the object changes. Deleting a WorkflowRun leaves the
 //! workflow and its records as they are (no finalizer): the database is the source of truth.
 
 use std::sync::Arc;
