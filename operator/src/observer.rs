@@ -78,8 +78,15 @@ struct WatchedApp {
 struct WatchedRun {
     pool: PoolKey,
     workflow_id: String,
-    /// As last seen (by its reconcile or by the observer); `None`: no record.
-    progress: Option<Progress>,
+    /// As its reconcile last mirrored it.
+    mirrored: Progress,
+    /// What of the object its reconcile acted on (see `controller::acted_on`).
+    acted: Option<u64>,
+    /// When a reading last found the workflow as mirrored (`None`: the latest one did not).
+    confirmed: Option<Instant>,
+    /// What the latest differing reading found (`None`: no record), so one change asks for
+    /// one reconcile, not one per reading.
+    reported: Option<Option<Progress>>,
     obj: ObjectRef<WorkflowRun>,
 }
 
@@ -144,19 +151,34 @@ impl Observer {
     pub fn watch_app(&self, pool: &PoolKey, client: &Client, key: &str, name: Option<String>, obj: ObjectRef<DurableApp>, seen: &Reading) {
         let digest = Some(seen.digest(name.as_deref()));
         let mut state = self.state();
-        state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None, failing: false });
+        database(&mut state, pool, client);
         state.apps.insert(key.to_string(), WatchedApp { pool: pool.clone(), name, digest, obj });
     }
 
     /// Watches unfinished run `key` (`namespace/name`), workflow `workflow_id` on database
     /// `pool`, as its reconcile last saw it.
-    pub fn watch_run(&self, pool: &PoolKey, client: &Client, key: &str, workflow_id: &str, progress: Progress, obj: ObjectRef<WorkflowRun>) {
+    pub fn watch_run(&self, pool: &PoolKey, client: &Client, key: &str, workflow_id: &str, progress: Progress, acted: Option<u64>, obj: ObjectRef<WorkflowRun>) {
         let mut state = self.state();
-        state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None, failing: false });
-        state.runs.insert(
-            key.to_string(),
-            WatchedRun { pool: pool.clone(), workflow_id: workflow_id.to_string(), progress: Some(progress), obj },
-        );
+        database(&mut state, pool, client);
+        let run = WatchedRun {
+            pool: pool.clone(),
+            workflow_id: workflow_id.to_string(),
+            mirrored: progress,
+            acted,
+            confirmed: None,
+            reported: None,
+            obj,
+        };
+        state.runs.insert(key.to_string(), run);
+    }
+
+    /// Whether run `key`'s status is known to be current without reading its database: its
+    /// object is as its reconcile acted on it (`acted`), and a reading younger than `max_age`
+    /// found its workflow as that reconcile mirrored it. A resync of an idle run then costs
+    /// no query.
+    pub fn run_is_current(&self, key: &str, acted: Option<u64>, max_age: Duration) -> bool {
+        let state = self.state();
+        state.runs.get(key).is_some_and(|r| r.acted == acted && r.confirmed.is_some_and(|at| at.elapsed() < max_age))
     }
 
     /// Stops watching run `key` (it finished).
@@ -193,8 +215,7 @@ impl Observer {
         }
         let reading = Arc::new(Reading { work: client.unfinished_work().await?, marks: client.registration_marks().await? });
         let mut state = self.state();
-        let db = state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None, failing: false });
-        db.reading = Some((Instant::now(), reading.clone()));
+        database(&mut state, pool, client).reading = Some((Instant::now(), reading.clone()));
         Ok(reading)
     }
 
@@ -230,7 +251,7 @@ impl Observer {
             .for_each_concurrent(CONCURRENT_READS, |(pool, client, has_apps, ids)| async move {
                 let read = tokio::time::timeout(READ_TIMEOUT, read(&client, has_apps, &ids)).await;
                 match read {
-                    Ok(Ok((work, progress))) => self.take(&pool, work, progress),
+                    Ok(Ok((work, progress))) => self.take(&pool, work, progress.map(|p| (ids, p))),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "cannot read a system database's unfinished work");
                         self.failed(&pool);
@@ -245,7 +266,7 @@ impl Observer {
     }
 
     /// Takes one database's reading: keeps it, and asks for the reconciles it calls for.
-    fn take(&self, pool: &PoolKey, work: Option<Reading>, progress: Option<Vec<Progress>>) {
+    fn take(&self, pool: &PoolKey, work: Option<Reading>, progress: Option<(Vec<String>, Vec<Progress>)>) {
         let mut state = self.state();
         let mut changed = changes(&mut state, pool, work, progress);
         if let Some(db) = state.databases.get_mut(pool) {
@@ -271,6 +292,8 @@ impl Observer {
     fn failed(&self, pool: &PoolKey) {
         let state = &mut *self.state();
         let Some(db) = state.databases.get_mut(pool) else { return };
+        // Never decide on a reading from before the failure: the apps read for themselves.
+        db.reading = None;
         if std::mem::replace(&mut db.failing, true) {
             return;
         }
@@ -317,7 +340,7 @@ fn changes(
     state: &mut State,
     pool: &PoolKey,
     reading: Option<Reading>,
-    progress: Option<Vec<Progress>>,
+    progress: Option<(Vec<String>, Vec<Progress>)>,
 ) -> Changed {
     let mut changed = Changed::default();
     if let Some(reading) = reading {
@@ -332,19 +355,37 @@ fn changes(
             db.reading = Some((Instant::now(), Arc::new(reading)));
         }
     }
-    if let Some(progress) = progress {
+    if let Some((asked, progress)) = progress {
         let by_id: HashMap<&str, &Progress> = progress.iter().map(|p| (p.workflow_id.as_str(), p)).collect();
-        for (key, run) in state.runs.iter_mut().filter(|(_, r)| r.pool == *pool) {
+        // Only the runs asked about: one watched since has no record in this reading, which
+        // says nothing about it.
+        let asked: HashSet<&str> = asked.iter().map(String::as_str).collect();
+        for (key, run) in state.runs.iter_mut().filter(|(_, r)| r.pool == *pool && asked.contains(r.workflow_id.as_str())) {
             let now = by_id.get(run.workflow_id.as_str()).map(|p| (*p).clone());
-            if now != run.progress {
+            if now.as_ref() == Some(&run.mirrored) {
+                run.confirmed = Some(Instant::now());
+                run.reported = None;
+                continue;
+            }
+            run.confirmed = None;
+            if run.reported.as_ref() != Some(&now) {
                 changed.runs.push(key.clone());
-                run.progress = now;
+                run.reported = Some(now);
             }
         }
     }
     changed.apps.sort();
     changed.runs.sort();
     changed
+}
+
+/// Database `pool`'s entry, reading through `client` from now on: the client a reconcile just
+/// used is open, while one kept from before may belong to a pool closed since (its apps went,
+/// then one came back).
+fn database<'a>(state: &'a mut State, pool: &PoolKey, client: &Client) -> &'a mut Database {
+    let db = state.databases.entry(pool.clone()).or_insert_with(|| Database { client: client.clone(), reading: None, failing: false });
+    db.client = client.clone();
+    db
 }
 
 fn drop_unwatched(state: &mut State) {
@@ -380,7 +421,7 @@ mod tests {
         Reading { work: work(app, enqueued), marks }
     }
 
-    fn state_with(apps: &[(&str, &str)], runs: &[(&str, &str, Option<Progress>)]) -> State {
+    fn state_with(apps: &[(&str, &str)], runs: &[(&str, &str, Progress)]) -> State {
         let mut state = State::default();
         for (key, app) in apps {
             let obj = ObjectRef::new(key.split('/').nth(1).unwrap()).within("ns");
@@ -388,9 +429,23 @@ mod tests {
         }
         for (key, id, progress) in runs {
             let obj = ObjectRef::new(key.split('/').nth(1).unwrap()).within("ns");
-            state.runs.insert(key.to_string(), WatchedRun { pool: pool("a"), workflow_id: id.to_string(), progress: progress.clone(), obj });
+            let run = WatchedRun {
+                pool: pool("a"),
+                workflow_id: id.to_string(),
+                mirrored: progress.clone(),
+                acted: Some(1),
+                confirmed: None,
+                reported: None,
+                obj,
+            };
+            state.runs.insert(key.to_string(), run);
         }
         state
+    }
+
+    /// A progress reading that asked about w1 and w2.
+    fn asked(found: Vec<Progress>) -> Option<(Vec<String>, Vec<Progress>)> {
+        Some((vec!["w1".into(), "w2".into()], found))
     }
 
     fn progress(id: &str, steps: i64) -> Progress {
@@ -415,11 +470,25 @@ mod tests {
 
     #[test]
     fn runs_whose_progress_changed_or_whose_record_went_are_reconciled_once() {
-        let mut state = state_with(&[], &[("ns/r1", "w1", Some(progress("w1", 1))), ("ns/r2", "w2", Some(progress("w2", 1)))]);
-        let c = changes(&mut state, &pool("a"), None, Some(vec![progress("w1", 2), progress("w2", 1)]));
+        let mut state = state_with(&[], &[("ns/r1", "w1", progress("w1", 1)), ("ns/r2", "w2", progress("w2", 1))]);
+        let c = changes(&mut state, &pool("a"), None, asked(vec![progress("w1", 2), progress("w2", 1)]));
         assert_eq!(c.runs, vec!["ns/r1".to_string()]);
-        let c = changes(&mut state, &pool("a"), None, Some(vec![progress("w1", 2)]));
+        let c = changes(&mut state, &pool("a"), None, asked(vec![progress("w1", 2)]));
         assert_eq!(c.runs, vec!["ns/r2".to_string()], "w2's record is gone");
-        assert_eq!(changes(&mut state, &pool("a"), None, Some(vec![progress("w1", 2)])), Changed::default());
+        assert_eq!(changes(&mut state, &pool("a"), None, asked(vec![progress("w1", 2)])), Changed::default());
+    }
+
+    #[test]
+    fn a_run_is_current_only_while_readings_find_it_as_mirrored() {
+        let observer = Observer::default();
+        *observer.state() = state_with(&[], &[("ns/r1", "w1", progress("w1", 1)), ("ns/r3", "w3", progress("w3", 1))]);
+        let minute = Duration::from_secs(60);
+        assert!(!observer.run_is_current("ns/r1", Some(1), minute), "no reading yet");
+        changes(&mut observer.state(), &pool("a"), None, asked(vec![progress("w1", 1)]));
+        assert!(observer.run_is_current("ns/r1", Some(1), minute));
+        assert!(!observer.run_is_current("ns/r1", Some(2), minute), "the object changed since");
+        assert!(!observer.run_is_current("ns/r3", Some(1), minute), "w3 was not asked about");
+        changes(&mut observer.state(), &pool("a"), None, asked(vec![progress("w1", 2)]));
+        assert!(!observer.run_is_current("ns/r1", Some(1), minute), "moved on since its mirror");
     }
 }

@@ -38,14 +38,21 @@ impl History {
         }
     }
 
-    /// Records a recommendation and forgets what no window needs any more.
+    /// Records a recommendation and forgets what no window needs any more. Samples are a
+    /// step function (each holds until the next), so the newest one older than `keep` stays:
+    /// it is still in effect at the start of any window.
     pub fn record(&mut self, at: DateTime<Utc>, recommendation: i32, keep: Duration) {
         self.samples.push((at, recommendation));
-        self.samples.retain(|(t, _)| at - *t <= keep);
+        let inside = self.samples.iter().position(|(t, _)| at - *t <= keep).unwrap_or(self.samples.len());
+        self.samples.drain(..inside.saturating_sub(1));
     }
 
+    /// The recommendations in effect at some point of `window` before `now`: those made in it,
+    /// and the one made before it that still held when it began (reconciles are sparse at
+    /// rest, so a window may hold no sample of its own).
     fn within(&self, now: DateTime<Utc>, window: Duration) -> impl Iterator<Item = i32> + '_ {
-        self.samples.iter().filter(move |(t, _)| now - *t <= window).map(|(_, n)| *n)
+        let held = self.samples.iter().rev().find(|(t, _)| now - *t > window).map(|(_, n)| *n);
+        self.samples.iter().filter(move |(t, _)| now - *t <= window).map(|(_, n)| *n).chain(held)
     }
 }
 
@@ -134,6 +141,26 @@ scaling: {minReplicas: 0, maxReplicas: 8, targetQueueDepth: 50,
         assert_eq!(desired(&s, 1, &h, t(10)), 1, "the spike has not held for 30 s");
         h.record(t(45), 8, keep);
         assert_eq!(desired(&s, 1, &h, t(45)), 8);
+    }
+
+    #[test]
+    fn sparse_samples_hold_until_the_next_one() {
+        let mut s = spec(AUTOSCALED);
+        s.scaling.scale_up_stabilization_seconds = 30;
+        let keep = Duration::seconds(120);
+        let mut h = History::default();
+        // Steady load recorded once, then nothing for minutes (nothing changed).
+        h.record(t(0), 8, keep);
+        h.record(t(200), 0, keep);
+        assert_eq!(h.samples.len(), 2, "the sample in effect before the window is kept");
+        assert_eq!(desired(&s, 8, &h, t(200)), 8, "the drain must wait out the down-window");
+        h.record(t(261), 0, keep);
+        assert_eq!(desired(&s, 8, &h, t(261)), 0);
+        // A spike on an app at rest still waits out the up-window.
+        h.record(t(900), 4, keep);
+        assert_eq!(desired(&s, 0, &h, t(900)), 0);
+        h.record(t(931), 4, keep);
+        assert_eq!(desired(&s, 0, &h, t(931)), 4);
     }
 
     #[test]

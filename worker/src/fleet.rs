@@ -105,6 +105,9 @@ impl UnfinishedWork {
         let mut by: BTreeMap<String, QueueDepth> = BTreeMap::new();
         for g in self.of(app) {
             let Some(queue) = &g.queue_name else { continue };
+            if !matches!(g.status, Status::Enqueued | Status::Pending) {
+                continue;
+            }
             let d = by.entry(queue.clone()).or_insert_with(|| QueueDepth { queue: queue.clone(), enqueued: 0, pending: 0 });
             match g.status {
                 Status::Enqueued => d.enqueued += g.count,

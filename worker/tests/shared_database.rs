@@ -353,12 +353,18 @@ async fn one_reading_of_unfinished_work_agrees_with_the_per_application_queries(
             }
         }
     }
+    // A queue holding only delayed work has no depth.
+    sqlx::query("INSERT INTO dbos.workflow_status (workflow_uuid, name, status, application_name, queue_name) VALUES ('later', 'f', 'DELAYED', 'app-a', 'q3')")
+        .execute(&mut c)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO dbos.mainstay_registered_workflows (application_name, application_version, workflow_name) VALUES ('app-a', 'a-v1', 'f')")
         .execute(&mut c)
         .await
         .unwrap();
     let work = all.unfinished_work().await.unwrap();
-    assert!(work.groups.iter().map(|g| g.count).sum::<i64>() == n / 4 * 3, "every unfinished row is counted once");
+    assert!(work.groups.iter().map(|g| g.count).sum::<i64>() == n / 4 * 3 + 1, "every unfinished row is counted once");
+    assert!(work.queue_depths(Some("app-a")).iter().all(|d| d.queue != "q3"), "{:?}", work.queue_depths(Some("app-a")));
     for app in [Some("app-a"), Some("app-b"), Some("app-c"), None] {
         let client = client_of(&url, app).await;
         let mut executors = client.pending_by_executor().await.unwrap();

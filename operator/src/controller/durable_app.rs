@@ -408,6 +408,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     // latest) once it has a ready worker: a new version whose pods never start does not take
     // that work from the old one, and a rollback's older version gets it back. (A version
     // registered for the first time becomes the latest by itself when its first worker starts.)
+    let mut latest_failed = false;
     if !blocked && ready_current > 0 {
         match make_latest(&db, &valid.version).await {
             Ok(false) => {}
@@ -415,7 +416,10 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
                 let note = format!("version {} now takes the work enqueued without a version", valid.version);
                 ctx.event(app.as_ref(), false, event::LATEST_VERSION, "RollOut", note).await;
             }
-            Err(e) => tracing::warn!(app = %key, error = %e, "cannot make the current version the latest; retrying"),
+            Err(e) => {
+                latest_failed = true;
+                tracing::warn!(app = %key, error = %e, "cannot make the current version the latest; retrying");
+            }
         }
     }
     status.ready_workers = plan.keep.iter().map(|v| ready_of(v)).sum();
@@ -533,8 +537,13 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     // A terminating worker pod is settling too: it counts as gone once past its deadline (a
     // lost node's pods never finish terminating), and no event says when that is.
     let terminating = pods.iter().any(|p| p.metadata.deletion_timestamp.is_some());
+    // So is what is retried until it goes through: a version or queue conflict (fixed
+    // elsewhere, then seen here), or a failed promotion to latest.
     let settling = !dead.is_empty()
         || terminating
+        || conflict.is_some()
+        || !queue_conflicts.is_empty()
+        || latest_failed
         || plan.keep.len() > 1
         || !plan.remove.is_empty()
         || desired != current_replicas

@@ -40,9 +40,10 @@ pub const CONTROLLER: &str = "schedule";
 
 /// How long after a tick the reconcile runs (clocks and timers are not exact).
 const AFTER_TICK: Duration = Duration::from_millis(20);
-/// Longest wait between reconciles (a safety net: a run of the schedule that starts or ends
-/// brings its Schedule back at once, through the watch of its WorkflowRuns).
-const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Longest wait between reconciles when the next tick is further away (a safety net against
+/// clock jumps: a run of the schedule that starts or ends brings its Schedule back at once,
+/// through the watch of its WorkflowRuns).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Most active run IDs shown in status.
 const MAX_ACTIVE_SHOWN: usize = 10;
 

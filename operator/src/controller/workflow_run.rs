@@ -5,7 +5,7 @@
 //! its workers do not listen to; see `runnable`) → enqueue under the run's workflow ID
 //! (idempotent: a repeated reconcile or apply starts nothing new) → cancel if asked → read the
 //! record and its steps → status (see `run_status`). An unfinished run is looked at again when
-//! the observer sees its record or steps change (within a poll interval), and every 5 min
+//! the observer sees its record or steps change (within a poll interval), and every 10 min
 //! regardless; a finished one only when the object changes. Deleting a WorkflowRun leaves the
 //! workflow and its records as they are (no finalizer): the database is the source of truth.
 
@@ -20,7 +20,7 @@ use kube::{Api, ResourceExt};
 use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
-use super::{primary, forget_deleted, db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{acted_on, primary, forget_deleted, db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
 use crate::conditions::is_true;
 use crate::names::{condition, event, reason};
 use crate::run_status::{self, finished};
@@ -52,8 +52,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, changed: impl fut
 }
 
 /// How often an unfinished run is looked at when the observer reports no change (a safety
-/// net: every change of its record or steps is reported within a poll interval).
-const RUN_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
+/// net: every change of its record or steps is reported within a poll interval; a resync the
+/// observer can vouch for reads nothing).
+const RUN_RESYNC: std::time::Duration = std::time::Duration::from_secs(600);
 
 async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
@@ -66,6 +67,10 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     let key = object_key(run.as_ref());
     if is_paused(run.as_ref()) {
         return Ok(Action::await_change());
+    }
+    // A resync of a run nothing changed in (its object, its record, its steps): no query.
+    if ctx.observer.run_is_current(&key, acted_on(run.as_ref()), ctx.settings.poll_interval * 2) {
+        return Ok(Action::requeue(RUN_RESYNC));
     }
     let now = Utc::now();
     let ns = run.namespace().unwrap_or_default();
@@ -189,7 +194,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             steps,
         };
         let pool = ctx.databases.pool_of(&app).await.unwrap_or_default();
-        ctx.observer.watch_run(&pool, &db, &key, &id, progress, ObjectRef::from_obj(run.as_ref()));
+        ctx.observer.watch_run(&pool, &db, &key, &id, progress, acted_on(run.as_ref()), ObjectRef::from_obj(run.as_ref()));
         return Ok(Action::requeue(RUN_RESYNC));
     }
     ctx.observer.forget_run(&key);

@@ -158,7 +158,8 @@ FROM (SELECT application_name, application_version, queue_name, executor_id, sta
 SELECT application_name, application_version,
        md5(string_agg(workflow_name || '(' || COALESCE(arguments::text, '?') || ')' || COALESCE(schedule, ''), ',' ORDER BY workflow_name))
 FROM {s}.mainstay_registered_workflows
-GROUP BY application_name, application_version"#),
+GROUP BY application_name, application_version
+ORDER BY application_name, application_version"#),
             // $1 workflow IDs.
             progress: f(r#"
 SELECT ws.workflow_uuid, ws.status, ws.updated_at, COALESCE(ws.recovery_attempts, 0),
