@@ -196,12 +196,12 @@ impl MainstayBuilder {
         for q in &self.declared {
             q.validate()?;
         }
+        let registry = Registry::collect(&self.registrations)?;
         let db = SystemDatabase::connect(&config).await?;
         db.migrate().await?;
         for q in &self.declared {
             db.declare_queue(q).await?;
         }
-        let registry = Registry::collect(&self.registrations);
         // Schedules declared in code are rows like any other, so they can be listed, paused and
         // resumed; their definition follows the code. An application's are named
         // `{app}.{workflow}`, so applications sharing a database never share one (nor a tick

@@ -115,6 +115,15 @@ pub enum Error {
     )]
     ScheduleConflict { schedule: String, workflow: String, owner: Option<String>, app: Option<String> },
 
+    /// Two workflows (or a workflow and a `#[step(enqueue)]`) are registered under one name:
+    /// recovery and queues start workflows by name, so one of them would run the other's work.
+    #[error(
+        "workflow name {name:?} is registered twice, by {first} and by {second}; recovered and queued \
+         workflows are started by name, so one would run the other's work. Give one of them another \
+         name (#[mainstay::workflow(name = \"...\")]) or rename the function"
+    )]
+    DuplicateWorkflow { name: String, first: String, second: String },
+
     /// No workflow with this ID exists.
     #[error("no workflow with ID {workflow_id}")]
     NotFound { workflow_id: String },
@@ -347,6 +356,7 @@ impl Error {
             Error::VersionConflict { .. } => "VersionConflict",
             Error::QueueConflict { .. } => "QueueConflict",
             Error::ScheduleConflict { .. } => "ScheduleConflict",
+            Error::DuplicateWorkflow { .. } => "DuplicateWorkflow",
             Error::NotFound { .. } => "NotFound",
             Error::ScheduleNotFound { .. } => "ScheduleNotFound",
             Error::MaxRecoveryAttemptsExceeded { .. } => "MaxRecoveryAttemptsExceeded",

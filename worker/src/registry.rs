@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::app::Runtime;
+use crate::error::{Error, Result};
 use crate::sysdb::Claimed;
 use crate::workflow::{run_claimed, Workflow};
 
@@ -20,6 +21,8 @@ type Runner = fn(Arc<Runtime>, Claimed) -> BoxFuture<'static, ()>;
 #[derive(Clone, Copy)]
 pub struct Registration {
     pub(crate) name: fn() -> &'static str,
+    /// The Rust type that registered it (where its code is, for messages).
+    pub(crate) rust_type: fn() -> &'static str,
     pub(crate) source: fn() -> u64,
     pub(crate) arguments: fn() -> Option<&'static [&'static str]>,
     pub(crate) runner: Runner,
@@ -29,7 +32,14 @@ pub struct Registration {
 impl Registration {
     /// The registration of workflow type `W`.
     pub const fn of<W: Workflow>() -> Registration {
-        Registration { name: name_of::<W>, source: source_of::<W>, arguments: arguments_of::<W>, runner: run_claimed::<W>, schedule: None }
+        Registration {
+            name: name_of::<W>,
+            rust_type: std::any::type_name::<W>,
+            source: source_of::<W>,
+            arguments: arguments_of::<W>,
+            runner: run_claimed::<W>,
+            schedule: None,
+        }
     }
 
     /// The registration of workflow type `W`, run at every tick of `cron` (5 fields, or 6 with
@@ -42,6 +52,7 @@ impl Registration {
     pub const fn scheduled<W: Workflow>(cron: &'static str, zone: Option<&'static str>) -> Registration {
         Registration {
             name: name_of::<W>,
+            rust_type: std::any::type_name::<W>,
             source: source_of::<W>,
             arguments: arguments_of::<W>,
             runner: run_claimed::<W>,
@@ -70,16 +81,29 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Everything registered by the macros, plus `extra`.
-    pub(crate) fn collect(extra: &[Registration]) -> Registry {
-        let mut by_name = BTreeMap::new();
-        for r in inventory::iter::<Registration> {
-            by_name.insert((r.name)(), *r);
+    /// Everything registered by the macros, plus `extra`. One type registered twice (by its
+    /// macro and by hand) counts once; two types under one name are refused.
+    pub(crate) fn collect(extra: &[Registration]) -> Result<Registry> {
+        let mut by_name: BTreeMap<&'static str, Registration> = BTreeMap::new();
+        let all: Vec<Registration> = inventory::iter::<Registration>.into_iter().copied().chain(extra.iter().copied()).collect();
+        for r in &all {
+            let name = (r.name)();
+            match by_name.get(name) {
+                Some(first) if (first.rust_type)() != (r.rust_type)() => {
+                    let (mut a, mut b) = ((first.rust_type)().to_string(), (r.rust_type)().to_string());
+                    // In a stable order, whatever the link order.
+                    if a > b {
+                        std::mem::swap(&mut a, &mut b);
+                    }
+                    return Err(Error::DuplicateWorkflow { name: name.to_string(), first: a, second: b });
+                }
+                Some(_) => {}
+                None => {
+                    by_name.insert(name, *r);
+                }
+            }
         }
-        for r in extra {
-            by_name.insert((r.name)(), *r);
-        }
-        Registry { by_name }
+        Ok(Registry { by_name })
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Registration> {
@@ -107,5 +131,45 @@ impl Registry {
     /// Every registered workflow's name and source hash, by name.
     pub(crate) fn sources(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.by_name.iter().map(|(name, r)| (*name, (r.source)()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! workflow_named {
+        ($ty:ident, $name:literal) => {
+            struct $ty;
+            impl Workflow for $ty {
+                const NAME: &'static str = $name;
+                type Args = ();
+                type Output = ();
+                fn run(_: ()) -> BoxFuture<'static, Result<()>> {
+                    Box::pin(async { Ok(()) })
+                }
+            }
+        };
+    }
+    workflow_named!(ChargeCard, "registry_test_charge");
+    workflow_named!(ChargeCardAgain, "registry_test_charge");
+
+    #[test]
+    fn two_workflows_under_one_name_are_refused_with_both_named() {
+        let err = Registry::collect(&[Registration::of::<ChargeCard>(), Registration::of::<ChargeCardAgain>()]).err().expect("refused");
+        match &err {
+            Error::DuplicateWorkflow { name, first, second } => {
+                assert_eq!(name, "registry_test_charge");
+                assert!(first.ends_with("ChargeCard") && second.ends_with("ChargeCardAgain"), "{first} / {second}");
+            }
+            other => panic!("unexpected error: {other}"),
+        }
+        assert!(err.to_string().contains("name = "), "the message says how to fix it: {err}");
+    }
+
+    #[test]
+    fn one_type_registered_twice_counts_once() {
+        let registry = Registry::collect(&[Registration::of::<ChargeCard>(), Registration::of::<ChargeCard>()]).expect("accepted");
+        assert_eq!(registry.names().filter(|n| *n == "registry_test_charge").count(), 1);
     }
 }
