@@ -179,8 +179,13 @@ where
         None => format!("{what} transaction {name}"),
     };
     loop {
+        let mut conn = None;
+        let mut rolled_back_by_commit = false;
         let attempt: std::result::Result<Done<T>, Retry> = async {
-            let mut tx = app.begin(options.isolation.begin()).await.map_err(|e| Retry::classify(e, &context("begin")))?;
+            let conn = conn.insert(app.acquire().await.map_err(|e| Retry::classify(e, &context("begin")))?);
+            let mut tx = sqlx::Connection::begin_with(&mut **conn, options.isolation.begin())
+                .await
+                .map_err(|e| Retry::classify(e, &context("begin")))?;
             if let Some((wf, step)) = key {
                 let found = app.recorded(&mut tx, wf, step).await.map_err(|e| Retry::classify(e, &context("check")))?;
                 if let Some(rec) = found {
@@ -204,11 +209,24 @@ where
                 // Without a record to look for, a commit that may have happened cannot be
                 // retried safely.
                 Retry::Connection(e) if key.is_none() => Retry::Fail(e),
+                Retry::Conflict(e) => {
+                    rolled_back_by_commit = true;
+                    Retry::Conflict(e)
+                }
                 other => other,
             })?;
             Ok(Done::Committed(value, json))
         }
         .await;
+        if rolled_back_by_commit {
+            // Postgres rolled the transaction back as it refused the commit, but sqlx counts it
+            // as open and queues a ROLLBACK, which the server answers with a warning ("there is
+            // no transaction in progress") that sqlx logs: a normal, retried conflict would read
+            // like a bug. The connection is closed instead of being returned with it.
+            if let Some(conn) = conn.take() {
+                let _ = conn.close().await;
+            }
+        }
         match attempt {
             Ok(done) => return Ok(done),
             Err(Retry::Fail(e)) => return Err(e),

@@ -4,47 +4,16 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mainstay::{Config, Error, Mainstay};
 
 const SECRET: &str = "Xyzzy-S3CRET-4417";
 
-/// Everything logged by this test binary, from any thread or task.
-fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Capture(sink.clone()))
-            .init();
-        log
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn log_text() -> String {
-    String::from_utf8_lossy(&captured().lock().unwrap()).into_owned()
+    common::logged()
 }
 
-/// The test server's `host:port`, for URLs with other users and parameters.
 fn server() -> String {
     let u = url::Url::parse(&common::admin_url()).expect("test URL parses");
     format!("{}:{}", u.host_str().unwrap_or("127.0.0.1"), u.port().unwrap_or(5432))
@@ -57,7 +26,7 @@ fn assert_hidden(what: &str, text: &str) {
 /// Launches with `url` and returns the error, after checking that neither the error nor the
 /// configuration's `Debug` shows the password.
 async fn failed_launch(url: String, connect_timeout: Duration) -> Error {
-    captured();
+    common::capture_logs();
     let mut config = Config::new(url);
     config.connect_timeout = connect_timeout;
     config.app_database_url = Some(format!("postgres://app:{SECRET}@{}/app?sslpassword={SECRET}", server()));

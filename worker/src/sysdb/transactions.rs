@@ -8,7 +8,7 @@
 //! lock, the first time a process runs a transaction.
 
 use sqlx::postgres::Postgres;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use crate::error::{Error, Result};
 
@@ -72,9 +72,9 @@ impl AppDatabase {
         })
     }
 
-    /// Begins a transaction with `begin` (e.g. `BEGIN ISOLATION LEVEL SERIALIZABLE`).
-    pub(crate) async fn begin(&self, begin: &'static str) -> std::result::Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool.begin_with(begin).await
+    /// A connection of the application's pool, to run one transaction on.
+    pub(crate) async fn acquire(&self) -> std::result::Result<sqlx::pool::PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
     /// The output an earlier execution of step `step_id` committed, if any.
