@@ -38,9 +38,30 @@ impl Failure {
         self
     }
 
-    pub fn with_data(mut self, data: impl Serialize) -> Self {
-        self.data = serde_json::to_value(data).ok();
-        self
+    /// Attaches structured detail. Data that cannot be serialized (a map with non-string
+    /// keys, a failing `Serialize` impl) is not dropped silently: the detail then says why, as
+    /// `{"unserializable": "<the error>"}`; use [`Failure::try_with_data`] to handle it instead.
+    pub fn with_data(self, data: impl Serialize) -> Self {
+        match self.try_with_data(&data) {
+            Ok(with) => with,
+            Err((mut without, e)) => {
+                without.data = Some(serde_json::json!({ "unserializable": e.to_string() }));
+                without
+            }
+        }
+    }
+
+    /// Attaches structured detail, or gives the failure back unchanged with the serialization
+    /// error.
+    #[allow(clippy::result_large_err)]
+    pub fn try_with_data(mut self, data: impl Serialize) -> std::result::Result<Self, (Self, serde_json::Error)> {
+        match serde_json::to_value(data) {
+            Ok(v) => {
+                self.data = Some(v);
+                Ok(self)
+            }
+            Err(e) => Err((self, e)),
+        }
     }
 }
 
@@ -393,5 +414,23 @@ impl From<sqlx::Error> for Error {
 impl From<Failure> for Error {
     fn from(f: Failure) -> Self {
         Error::Failed(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_that_cannot_be_serialized_says_so_instead_of_vanishing() {
+        // JSON object keys must be strings: a map keyed by tuples cannot be serialized.
+        let bad: std::collections::BTreeMap<(i32, i32), i32> = [((1, 2), 3)].into();
+        let f = Failure::new("Declined", "card declined").with_data(&bad);
+        let why = f.data.as_ref().and_then(|d| d.get("unserializable")).and_then(Value::as_str).unwrap_or_default();
+        assert!(why.contains("key must be a string"), "{:?}", f.data);
+        let (back, e) = Failure::new("Declined", "card declined").try_with_data(&bad).expect_err("refused");
+        assert_eq!(back, Failure::new("Declined", "card declined"));
+        assert!(e.to_string().contains("key must be a string"));
+        assert_eq!(Failure::new("A", "b").with_data(7).data, Some(serde_json::json!(7)));
     }
 }
