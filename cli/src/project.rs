@@ -85,7 +85,7 @@ impl Project {
 
     /// Parses and validates the file's text; `env` looks variables up.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> anyhow::Result<Project> {
-        let raw: Raw = serde_yaml::from_str(text).map_err(|e| {
+        let raw: Raw = yaml_serde::from_str(text).map_err(|e| {
             anyhow::anyhow!(
                 "{e}; the keys are name, database_url, app_database_url, system_schema, start \
                  (a list of commands) and migrate (a list of commands)"

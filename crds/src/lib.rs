@@ -35,7 +35,7 @@ pub fn crds() -> Vec<(&'static str, k8s_openapi::apiextensions_apiserver::pkg::a
 pub fn render(
     crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 ) -> String {
-    let yaml = serde_yaml::to_string(crd).expect("a CRD serializes to YAML");
+    let yaml = yaml_serde::to_string(crd).expect("a CRD serializes to YAML");
     format!(
         "# Generated from the Rust types in crds/ by `cargo run -p mainstay-crds --bin mainstay-crdgen`.\n\
          # Do not edit by hand.\n{yaml}"

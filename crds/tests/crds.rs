@@ -23,7 +23,7 @@ fn committed_crd_yaml_matches_the_types() {
 
 #[test]
 fn a_minimal_durable_app_gets_its_defaults() {
-    let app: DurableApp = serde_yaml::from_str(
+    let app: DurableApp = yaml_serde::from_str(
         r#"
 apiVersion: mainstay.dev/v1alpha1
 kind: DurableApp
@@ -47,7 +47,7 @@ spec:
 
 #[test]
 fn a_schedule_defaults_to_allowing_overlap() {
-    let s: Schedule = serde_yaml::from_str(
+    let s: Schedule = yaml_serde::from_str(
         r#"
 apiVersion: mainstay.dev/v1alpha1
 kind: Schedule
@@ -214,7 +214,7 @@ fn printer_columns_show_the_ready_condition_and_its_reason() {
 /// Fields whose schema default went away still read as their defaults.
 #[test]
 fn absent_list_item_fields_still_read_as_their_defaults() {
-    let app: DurableApp = serde_yaml::from_str(
+    let app: DurableApp = yaml_serde::from_str(
         r#"
 apiVersion: mainstay.dev/v1alpha1
 kind: DurableApp

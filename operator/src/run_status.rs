@@ -199,7 +199,7 @@ mod tests {
     }
 
     fn run(yaml: &str) -> WorkflowRun {
-        serde_yaml::from_str(yaml).unwrap()
+        yaml_serde::from_str(yaml).unwrap()
     }
 
     const RUN: &str = r#"

@@ -83,7 +83,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> DurableAppSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        yaml_serde::from_str(yaml).unwrap()
     }
 
     const AUTOSCALED: &str = r#"

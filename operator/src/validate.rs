@@ -205,7 +205,7 @@ mod tests {
     use super::*;
 
     fn app(yaml: &str) -> DurableApp {
-        serde_yaml::from_str(yaml).expect("fixture parses")
+        yaml_serde::from_str(yaml).expect("fixture parses")
     }
 
     const GOOD: &str = r#"
@@ -268,7 +268,7 @@ spec:
     #[test]
     fn a_huge_input_is_refused_with_the_fix() {
         let big = "x".repeat(MAX_INPUT_BYTES);
-        let s: Schedule = serde_yaml::from_str(&format!(
+        let s: Schedule = yaml_serde::from_str(&format!(
             "apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: nightly}}\nspec:\n  appRef: shop\n  workflowName: report\n  schedule: \"@daily\"\n  input: {{blob: {big}}}\n"
         ))
         .unwrap();
@@ -281,7 +281,7 @@ spec:
     #[test]
     fn schedules_are_checked_beyond_the_schema() {
         let s = |extra: &str| -> Schedule {
-            serde_yaml::from_str(&format!(
+            yaml_serde::from_str(&format!(
                 "apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: nightly}}\nspec:\n  appRef: shop\n  workflowName: report\n{extra}"
             ))
             .unwrap()

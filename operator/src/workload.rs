@@ -316,7 +316,7 @@ mod tests {
     use super::*;
 
     fn app(yaml: &str) -> DurableApp {
-        let mut app: DurableApp = serde_yaml::from_str(yaml).expect("fixture parses");
+        let mut app: DurableApp = yaml_serde::from_str(yaml).expect("fixture parses");
         app.metadata.uid = Some("uid-1".into());
         app
     }

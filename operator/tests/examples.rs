@@ -22,22 +22,22 @@ fn applying_the_examples_directory_touches_only_our_resources_and_they_are_valid
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read an example");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(doc).expect("parse an example");
+        for doc in yaml_serde::Deserializer::from_str(&text) {
+            let value = yaml_serde::Value::deserialize(doc).expect("parse an example");
             if value.is_null() {
                 continue;
             }
             let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
             match kind.as_str() {
                 "DurableApp" => {
-                    let app: DurableApp = serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let app: DurableApp = yaml_serde::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                     mainstay_operator::validate::durable_app(&app).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 }
                 "WorkflowRun" => {
-                    let _: mainstay_crds::WorkflowRun = serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let _: mainstay_crds::WorkflowRun = yaml_serde::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 }
                 "Schedule" => {
-                    let s: Schedule = serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let s: Schedule = yaml_serde::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                     mainstay_operator::validate::schedule(&s).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 }
                 other => panic!(
@@ -60,7 +60,7 @@ fn the_example_runs_are_workflow_runs() {
     for entry in std::fs::read_dir(&dir).expect("read examples/kubernetes/runs") {
         let path = entry.expect("a directory entry").path();
         let text = std::fs::read_to_string(&path).expect("read an example");
-        let _: mainstay_crds::WorkflowRun = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let _: mainstay_crds::WorkflowRun = yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         seen += 1;
     }
     assert!(seen >= 2, "the example runs are gone");

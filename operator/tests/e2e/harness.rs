@@ -111,12 +111,12 @@ impl Cluster {
     /// A kubeconfig that authenticates as a ServiceAccount with a fresh token.
     pub fn service_account_kubeconfig(&self, namespace: &str, sa: &str) -> Result<PathBuf> {
         let token = self.kubectl(&["create", "token", sa, "-n", namespace, "--duration=4h"])?;
-        let admin: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
+        let admin: yaml_serde::Value = yaml_serde::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
         let mut cluster = admin["clusters"][0]["cluster"].clone();
         // Relative CA paths in the admin kubeconfig are relative to its directory.
         if let Some(path) = cluster.get("certificate-authority").and_then(|v| v.as_str()).map(str::to_string) {
             let abs = self.kubeconfig.parent().unwrap().join(path);
-            cluster["certificate-authority"] = serde_yaml::Value::String(abs.display().to_string());
+            cluster["certificate-authority"] = yaml_serde::Value::String(abs.display().to_string());
         }
         let kc = serde_json::json!({
             "apiVersion": "v1",
@@ -127,7 +127,7 @@ impl Cluster {
             "current-context": "sa",
         });
         let path = self.work_dir.join(format!("kubeconfig-{namespace}-{sa}"));
-        std::fs::write(&path, serde_yaml::to_string(&kc)?)?;
+        std::fs::write(&path, yaml_serde::to_string(&kc)?)?;
         Ok(path)
     }
 }
