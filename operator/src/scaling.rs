@@ -47,12 +47,14 @@ impl History {
         self.samples.drain(..inside.saturating_sub(1));
     }
 
-    /// The recommendations in effect at some point of `window` before `now`: those made in it,
-    /// and the one made before it that still held when it began (reconciles are sparse at
-    /// rest, so a window may hold no sample of its own).
+    /// The recommendations in effect at some point of the `window` before `now`: the one in
+    /// effect when it began (the newest made at or before its start: reconciles are sparse at
+    /// rest, so a window may hold no sample of its own), and those made after. A window of
+    /// zero is the newest recommendation alone.
     fn within(&self, now: DateTime<Utc>, window: Duration) -> impl Iterator<Item = i32> + '_ {
-        let held = self.samples.iter().rev().find(|(t, _)| now - *t > window).map(|(_, n)| *n);
-        self.samples.iter().filter(move |(t, _)| now - *t <= window).map(|(_, n)| *n).chain(held)
+        let start = now - window;
+        let at_start = self.samples.iter().rev().find(|(t, _)| *t <= start).map(|(_, n)| *n);
+        self.samples.iter().filter(move |(t, _)| *t > start && *t <= now).map(|(_, n)| *n).chain(at_start)
     }
 }
 
@@ -156,6 +158,13 @@ scaling: {minReplicas: 0, maxReplicas: 8, targetQueueDepth: 50,
         assert_eq!(desired(&s, 8, &h, t(200)), 8, "the drain must wait out the down-window");
         h.record(t(261), 0, keep);
         assert_eq!(desired(&s, 8, &h, t(261)), 0);
+        // Without an up-window, work arriving at rest scales up at once (the value held
+        // before it does not count).
+        let mut at_once = spec(AUTOSCALED);
+        at_once.scaling.scale_up_stabilization_seconds = 0;
+        h.record(t(600), 3, keep);
+        assert_eq!(desired(&at_once, 0, &h, t(600)), 3);
+        h.record(t(601), 0, keep);
         // A spike on an app at rest still waits out the up-window.
         h.record(t(900), 4, keep);
         assert_eq!(desired(&s, 0, &h, t(900)), 0);
