@@ -101,7 +101,7 @@ fn captured() -> &'static (bool, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
         let installed = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
             .with_ansi(false)
             .with_writer(move || Capture(sink.clone()))
             .try_init()
