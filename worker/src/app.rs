@@ -509,7 +509,7 @@ pub async fn wait_for_signal() -> Result<()> {
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())
-            .map_err(|e| Error::Config(format!("cannot install the SIGTERM handler: {e}")))?;
+            .map_err(|source| Error::Io { what: "cannot install the SIGTERM handler".into(), source })?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

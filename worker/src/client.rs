@@ -109,10 +109,7 @@ impl Client {
     pub async fn set_latest_version(&self, version: &str) -> Result<()> {
         self.db.register_version(version, self.app_name.as_deref()).await?;
         if !self.db.set_latest_version(version, self.app_name.as_deref()).await? {
-            return Err(Error::Config(format!(
-                "application version {version} could not be made the latest of {}: it is not registered for it",
-                self.app_name.as_deref().unwrap_or("applications without a name")
-            )));
+            return Err(Error::VersionNotRegistered { version: version.to_string(), app: self.app_name.clone() });
         }
         Ok(())
     }
@@ -240,7 +237,7 @@ impl Client {
         options: WorkflowOptions,
     ) -> Result<String> {
         if workflow_name.trim().is_empty() || queue.trim().is_empty() {
-            return Err(Error::Config("enqueue needs a workflow name and a queue name".into()));
+            return Err(Error::InvalidArgument("enqueue needs a workflow name and a queue name".into()));
         }
         let id = options.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let inputs = encode(
@@ -431,7 +428,7 @@ impl Client {
         schedule.validate()?;
         let app = schedule.application_name.as_deref().or(self.app_name.as_deref());
         if !self.db.create_schedule(schedule, app).await? {
-            return Err(Error::Config(format!(
+            return Err(Error::AlreadyExists(format!(
                 "a schedule named {} exists; delete it first or choose another name",
                 schedule.name
             )));

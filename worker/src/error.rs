@@ -201,6 +201,52 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// What only a workflow may do (receive a message, set an event, write a stream) was
+    /// called outside one; the message says what and how to fix it.
+    #[error("{0}")]
+    OutsideWorkflow(String),
+
+    /// An argument or a definition (a queue's settings, a schedule, a workflow name) is
+    /// invalid; the message names it and how to fix it.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// The workflow is in a state that does not allow the operation (resuming one that is
+    /// running or succeeded).
+    #[error("{0}")]
+    InvalidState(String),
+
+    /// Something with that name or ID exists already (a schedule, a fork's new ID).
+    #[error("{0}")]
+    AlreadyExists(String),
+
+    /// The system database is at an older DBOS migration than this release needs.
+    #[error(
+        "the system database schema `{schema}` is at DBOS migration {found}, older than the \
+         {required} Mainstay requires; launch DBOS Transact 3.4 against it once to upgrade it, or \
+         use a new schema"
+    )]
+    SchemaBehind { schema: String, found: i64, required: i64 },
+
+    /// Version `version` is not registered for the application, so it cannot be its latest.
+    #[error(
+        "application version {version} could not be made the latest of {}: it is not registered for it",
+        app.as_deref().unwrap_or("applications without a name")
+    )]
+    VersionNotRegistered { version: String, app: Option<String> },
+
+    /// A concurrent change got in the way; doing it again is expected to work.
+    #[error("{0}")]
+    Contended(String),
+
+    /// A local resource (a listening port, a signal handler) could not be had.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A statement against the system database failed.
     #[error("failed to {context}: {}", describe(source))]
     Database {
@@ -387,6 +433,14 @@ impl Error {
             Error::PayloadTooLarge { .. } => "PayloadTooLarge",
             Error::UnsupportedSerialization { .. } => "UnsupportedSerialization",
             Error::Config(_) => "Config",
+            Error::OutsideWorkflow(_) => "OutsideWorkflow",
+            Error::InvalidArgument(_) => "InvalidArgument",
+            Error::InvalidState(_) => "InvalidState",
+            Error::AlreadyExists(_) => "AlreadyExists",
+            Error::SchemaBehind { .. } => "SchemaBehind",
+            Error::VersionNotRegistered { .. } => "VersionNotRegistered",
+            Error::Contended(_) => "Contended",
+            Error::Io { .. } => "Io",
             Error::Database { .. } => "Database",
             Error::Connect { .. } => "Connect",
             Error::SchemaAhead { .. } => "SchemaAhead",

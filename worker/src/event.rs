@@ -33,7 +33,7 @@ pub fn set_event<T: Serialize + ?Sized>(key: &str, value: &T) -> impl Future<Out
     async move {
         let value = encoded?;
         let Some((ctx, function_id)) = position else {
-            return Err(Error::Config(format!(
+            return Err(Error::OutsideWorkflow(format!(
                 "set_event({key}) was called {}; events belong to the workflow that sets them \
                  (call it from a #[mainstay::workflow] function)",
                 context::not_in_workflow()

@@ -33,13 +33,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Binds the endpoint (so a taken port fails the launch, not a later probe) and serves it
 /// until the runtime shuts down.
 pub(crate) async fn serve(rt: Arc<Runtime>, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::Config(format!(
-            "cannot serve the health endpoint on {addr}: {e}; set {} to a free port",
-            crate::config::env::HEALTH_PORT
-        ))
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Io {
+        what: format!("cannot serve the health endpoint on {addr} (set {} to a free port)", crate::config::env::HEALTH_PORT),
+        source,
     })?;
-    let bound = listener.local_addr().map_err(|e| Error::Config(format!("health endpoint: {e}")))?;
+    let bound = listener.local_addr().map_err(|source| Error::Io { what: "health endpoint".into(), source })?;
     let router = Router::new()
         .route(LIVENESS_PATH, get(live))
         .route(READINESS_PATH, get(ready))

@@ -96,7 +96,7 @@ pub fn recv<T: DeserializeOwned>(
     let topic = stored_topic(topic);
     async move {
         let Some((ctx, function_id)) = position else {
-            return Err(Error::Config(format!(
+            return Err(Error::OutsideWorkflow(format!(
                 "recv was called {}; only a workflow has messages to receive \
                  (call it from a #[mainstay::workflow] function)",
                 context::not_in_workflow()

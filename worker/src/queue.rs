@@ -116,7 +116,7 @@ impl Queue {
 
     /// Checks the settings; the error names the queue, the setting and the fix.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: String| Err(Error::Config(format!("queue {:?}: {what}", self.name)));
+        let bad = |what: String| Err(Error::InvalidArgument(format!("queue {:?}: {what}", self.name)));
         if self.name.trim().is_empty() {
             return bad("the name is empty".into());
         }
@@ -163,18 +163,18 @@ impl Queue {
     /// Checks the options of one enqueue against this queue.
     pub(crate) fn check_enqueue(&self, priority: Option<i32>, partition_key: Option<&str>) -> Result<()> {
         if priority.is_some_and(|p| p != 0) && !self.priority_enabled {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidArgument(format!(
                 "queue {:?} does not have priorities enabled; declare it with .priority_enabled(true) \
                  or enqueue without a priority",
                 self.name
             )));
         }
         match (self.partitioned, partition_key) {
-            (true, None) => Err(Error::Config(format!(
+            (true, None) => Err(Error::InvalidArgument(format!(
                 "queue {:?} is partitioned: give each enqueue a partition key (.partition_key(..))",
                 self.name
             ))),
-            (false, Some(_)) => Err(Error::Config(format!(
+            (false, Some(_)) => Err(Error::InvalidArgument(format!(
                 "queue {:?} is not partitioned, so a partition key has no meaning; declare it \
                  .partitioned() or drop the key",
                 self.name

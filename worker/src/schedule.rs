@@ -356,14 +356,14 @@ impl Schedule {
     /// whose stored context is not JSON is an [`Error::UnsupportedSerialization`].
     pub fn validate(&self) -> Result<CronSchedule> {
         if self.name.trim().is_empty() {
-            return Err(Error::Config("a schedule needs a name".into()));
+            return Err(Error::InvalidArgument("a schedule needs a name".into()));
         }
         if self.workflow_name.trim().is_empty() {
-            return Err(Error::Config(format!("schedule {}: the workflow name is empty", self.name)));
+            return Err(Error::InvalidArgument(format!("schedule {}: the workflow name is empty", self.name)));
         }
         self.readable_context()?;
         CronSchedule::parse(&self.cron, self.time_zone.as_deref())
-            .map_err(|e| Error::Config(format!("schedule {}: {e}", self.name)))
+            .map_err(|e| Error::InvalidArgument(format!("schedule {}: {e}", self.name)))
     }
 
     /// The context runs receive, or the error that the stored one cannot be read.

@@ -44,7 +44,7 @@ fn append(key: String, encoded: Result<String>, operation: &'static str) -> impl
     async move {
         let value = encoded?;
         let Some((ctx, function_id)) = position else {
-            return Err(Error::Config(format!(
+            return Err(Error::OutsideWorkflow(format!(
                 "stream {key} was written {}; a stream belongs to the workflow that writes it \
                  (call it from a #[mainstay::workflow] function)",
                 context::not_in_workflow()

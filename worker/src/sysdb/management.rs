@@ -454,7 +454,7 @@ impl SystemDatabase {
             .await
             .map_err(|e| {
                 if super::sqlstate(&e).as_deref() == Some("23505") {
-                    Error::Config(format!(
+                    Error::AlreadyExists(format!(
                         "cannot fork workflow {workflow_id} as {new_id}: a workflow with that ID \
                          exists; choose another ID or leave it unset for a fresh one"
                     ))

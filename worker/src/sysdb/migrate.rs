@@ -109,11 +109,7 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
             }
         }
         Some(v) if v > 0 => {
-            return Err(Error::Config(format!(
-                "the system database schema `{schema}` is at DBOS migration {v}, older than the \
-                 {DBOS_SCHEMA_VERSION} Mainstay requires; launch DBOS Transact 3.4 against it once \
-                 to upgrade it, or use a new schema"
-            )));
+            return Err(Error::SchemaBehind { schema: schema.to_string(), found: v, required: DBOS_SCHEMA_VERSION });
         }
         _ => {
             sqlx::raw_sql(AssertSqlSafe(render(DBOS_SCHEMA, schema)))

@@ -609,7 +609,7 @@ impl SystemDatabase {
         }
         match self.get_status(workflow_id).await? {
             None => Err(Error::NotFound { workflow_id: workflow_id.to_string() }),
-            Some(s) => Err(Error::Config(format!(
+            Some(s) => Err(Error::InvalidState(format!(
                 "workflow {workflow_id} is {} and cannot be resumed; only CANCELLED, ERROR, \
                  MAX_RECOVERY_ATTEMPTS_EXCEEDED, ENQUEUED or DELAYED workflows can",
                 s.status
@@ -653,7 +653,7 @@ impl SystemDatabase {
                 });
             }
         }
-        Err(Error::Config(format!("failed to register application version {version}: it was inserted and removed concurrently; launch again")))
+        Err(Error::Contended(format!("failed to register application version {version}: it was inserted and removed concurrently; launch again")))
     }
 
     /// Makes `version` the newest of application `app_name`, so it takes work enqueued without a
