@@ -471,6 +471,46 @@ impl From<Failure> for Error {
     }
 }
 
+/// Lets bodies use `?` on I/O: an application failure named `IoError`, its code the kind
+/// (`"NotFound"`, `"PermissionDenied"`, …), recorded and replayed like any failure.
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        let Error::Failed(f) = Error::from_std(&e) else { unreachable!("from_std makes a failure") };
+        Error::Failed(Failure { name: "IoError".into(), code: Some(Value::String(format!("{:?}", e.kind()))), ..f })
+    }
+}
+
+/// Lets bodies use `?` on JSON (de)serialization of their own: a failure named `JsonError`.
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        let Error::Failed(f) = Error::from_std(&e) else { unreachable!("from_std makes a failure") };
+        Error::Failed(Failure { name: "JsonError".into(), ..f })
+    }
+}
+
+/// `?` on any other error in a step or workflow body: `result.or_fail()?` records it as an
+/// application failure named after its type, its message carrying the chain of causes
+/// ([`Error::from_std`]), so a replay or another process reads back the same failure.
+pub trait OrFail<T> {
+    /// The error as a durable failure named after its type.
+    fn or_fail(self) -> Result<T>;
+    /// The error as a durable failure named `name`.
+    fn or_fail_as(self, name: &str) -> Result<T>;
+}
+
+impl<T, E: std::error::Error> OrFail<T> for std::result::Result<T, E> {
+    fn or_fail(self) -> Result<T> {
+        self.map_err(|e| Error::from_std(&e))
+    }
+
+    fn or_fail_as(self, name: &str) -> Result<T> {
+        self.map_err(|e| match Error::from_std(&e) {
+            Error::Failed(f) => Error::Failed(Failure { name: name.to_string(), ..f }),
+            other => other,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +526,29 @@ mod tests {
         assert_eq!(back, Failure::new("Declined", "card declined"));
         assert!(e.to_string().contains("key must be a string"));
         assert_eq!(Failure::new("A", "b").with_data(7).data, Some(serde_json::json!(7)));
+    }
+
+    fn read_missing() -> Result<String> {
+        Ok(std::fs::read_to_string("/nonexistent/mainstay-test")?)
+    }
+
+    fn parse(text: &str) -> Result<i64> {
+        text.parse::<i64>().or_fail()
+    }
+
+    #[test]
+    fn ordinary_errors_become_failures_with_question_mark() {
+        let f = read_missing().unwrap_err().failure().cloned().expect("a failure");
+        assert_eq!((f.name.as_str(), f.code), ("IoError", Some(Value::String("NotFound".into()))));
+        let json: Result<Value> = serde_json::from_str::<Value>("{").map_err(Error::from);
+        assert_eq!(json.unwrap_err().failure().map(|f| f.name.clone()), Some("JsonError".into()));
+        let f = parse("seven").unwrap_err().failure().cloned().expect("a failure");
+        assert_eq!(f.name, "ParseIntError");
+        assert!(f.message.contains("invalid digit"), "{}", f.message);
+        let named = "x".parse::<u8>().or_fail_as("BadQuantity").unwrap_err();
+        assert_eq!(named.failure().map(|f| f.name.as_str()), Some("BadQuantity"));
+        // Data: it survives a round trip through its recorded form.
+        let back: Failure = serde_json::from_value(serde_json::to_value(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
     }
 }

@@ -61,7 +61,7 @@ pub use management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, Ve
 pub use config::Config;
 pub use fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
 pub use context::workflow_id;
-pub use error::{Error, Failure, Result};
+pub use error::{Error, Failure, OrFail, Result};
 pub use event::{get_event, set_event, GET_EVENT_OPERATION, SET_EVENT_OPERATION};
 pub use message::{recv, send, RECV_OPERATION, SEND_OPERATION};
 pub use queue::{Queue, RateLimit};

@@ -606,3 +606,37 @@ fn argument_types_are_recorded_as_written() {
     let expected: &[&str] = &["Vec<String>", "Option<u32>", "(i64, String)", "std::collections::BTreeMap<String, serde_json::Value>"];
     assert_eq!(<__mainstay_workflow_typed_arguments as mainstay::Workflow>::ARGUMENTS, Some(expected));
 }
+
+#[mainstay::step]
+async fn read_settings(path: String) -> mainstay::Result<String> {
+    // `?` on an ordinary error: recorded as an application failure.
+    Ok(std::fs::read_to_string(path)?)
+}
+
+#[mainstay::workflow]
+async fn configure(path: String) -> mainstay::Result<i64> {
+    let text = read_settings(path).await?;
+    use mainstay::OrFail;
+    text.trim().parse::<i64>().or_fail()
+}
+
+#[tokio::test]
+async fn ordinary_errors_with_question_mark_are_recorded_and_read_back_as_themselves() {
+    let url = fresh_database("ordinary_errors").await;
+    let app = launch(&url, "oe").await;
+    let missing = app.run(configure("/nonexistent/mainstay-settings".into()).id("oe-missing")).await.unwrap_err();
+    let f = missing.failure().cloned().expect("an application failure");
+    assert_eq!((f.name.as_str(), f.code.clone()), ("IoError", Some(serde_json::json!("NotFound"))), "{f:?}");
+    let dir = std::env::temp_dir().join(format!("mainstay-oe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("settings");
+    std::fs::write(&path, "seven").unwrap();
+    let bad = app.run(configure(path.display().to_string()).id("oe-bad")).await.unwrap_err();
+    assert_eq!(bad.failure().map(|f| f.name.as_str()), Some("ParseIntError"), "{bad}");
+    app.shutdown().await;
+    // Another process reads back the same failures.
+    let client = mainstay::Client::connect(&url).await.unwrap();
+    let again = client.get_result::<i64>("oe-missing").await.unwrap_err();
+    assert_eq!(again.failure(), Some(&f));
+    let _ = std::fs::remove_dir_all(&dir);
+}
