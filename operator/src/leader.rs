@@ -95,7 +95,7 @@ async fn watchdog(seen: &Mutex<Seen>, identity: &str) {
 }
 
 async fn manager(kube: &kube::Client, namespace: &str, identity: &str, stop: &CancellationToken) -> Option<LeaseManager> {
-    let mut delay = Duration::from_secs(1);
+    let mut delays = crate::retry::delays();
     loop {
         let built = LeaseManagerBuilder::new(kube.clone(), LEASE_NAME)
             .with_namespace(namespace)
@@ -117,9 +117,8 @@ async fn manager(kube: &kube::Client, namespace: &str, identity: &str, stop: &Ca
         }
         tokio::select! {
             _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -16,6 +16,7 @@ pub mod names;
 pub mod observer;
 pub mod policy;
 pub mod recovery;
+pub mod retry;
 pub mod rollout;
 pub mod run_status;
 pub mod runnable;

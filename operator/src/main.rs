@@ -170,7 +170,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Waits until the CRDs are served (logging how to install them), or until shutdown.
 async fn wait_for_crds(kube: &kube::Client, namespace: Option<&str>, stop: &CancellationToken) -> bool {
-    let mut delay = Duration::from_secs(1);
+    let mut delays = mainstay_operator::retry::delays();
     loop {
         let probe = async {
             let lp = ListParams::default().limit(1);
@@ -195,8 +195,7 @@ async fn wait_for_crds(kube: &kube::Client, namespace: Option<&str>, stop: &Canc
         }
         tokio::select! {
             _ = stop.cancelled() => return false,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }

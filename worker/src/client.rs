@@ -286,14 +286,13 @@ impl Client {
 
     /// Waits for a workflow to finish and returns its output or recorded failure.
     pub async fn get_result<T: DeserializeOwned>(&self, workflow_id: &str) -> Result<T> {
-        let mut delay = Duration::from_millis(10);
+        let mut delays = crate::backoff::delays(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             if let Some(result) = recorded_outcome(&self.db, workflow_id).await? {
                 let json = result?;
                 return decode(Some(&json), None, &format!("the output of workflow {workflow_id}"));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
         }
     }
 

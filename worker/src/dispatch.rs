@@ -104,7 +104,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
             .unwrap_or(rt.config.polling_interval)
             .min(rt.config.polling_interval);
         let base = interval.mul_f64(if failures > 0 { 2f64.powi(failures.min(5) as i32) } else { 1.0 });
-        let jitter = base.mul_f64(jitter_fraction() * 0.2);
+        let jitter = base.mul_f64(crate::backoff::jitter_fraction() * 0.2);
         tokio::select! {
             _ = rt.shutdown.cancelled() => return,
             _ = rt.wake.notified() => full = false,
@@ -179,6 +179,3 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[&Queue]) -> Result<bool> {
     Ok(more)
 }
 
-fn jitter_fraction() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0
-}

@@ -29,6 +29,7 @@
 //! [`WorkflowCall`] are the API they expand to, usable directly.
 
 mod app;
+mod backoff;
 mod cancellation;
 mod client;
 pub mod config;

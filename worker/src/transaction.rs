@@ -173,7 +173,7 @@ where
     F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send,
 {
     let (mut conflicts, mut lost) = (0u32, 0u32);
-    let mut delay = options.retry_interval;
+    let mut delays = crate::backoff::jittered(options.retry_interval, Duration::from_secs(1));
     let context = |what: &str| match key {
         Some((wf, step)) => format!("{what} transaction {name} (step {step} of workflow {wf})"),
         None => format!("{what} transaction {name}"),
@@ -251,9 +251,7 @@ where
                 tracing::warn!(transaction = name, error = %e, "application database connection failed; retrying");
             }
         }
-        let jitter = Duration::from_micros(uuid::Uuid::new_v4().as_u128() as u64 % 1000);
-        tokio::time::sleep(delay + jitter).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
     }
 }
 

@@ -269,8 +269,9 @@ impl<T: DeserializeOwned> WorkflowHandle<T> {
 
 /// Waits until a workflow has an outcome; returns the output JSON or the recorded failure.
 pub(crate) async fn wait_for_outcome(rt: &Arc<Runtime>, id: &str) -> Result<String> {
-    let mut delay = Duration::from_millis(5);
+    let mut delays = crate::backoff::delays(Duration::from_millis(5), Duration::from_secs(1));
     loop {
+        let delay = delays.next().unwrap_or(Duration::from_secs(1));
         if let Some(mut done) = rt.local_outcome(id) {
             let outcome = done.wait_for(Option::is_some).await.ok().and_then(|o| o.clone());
             match outcome {
@@ -286,7 +287,6 @@ pub(crate) async fn wait_for_outcome(rt: &Arc<Runtime>, id: &str) -> Result<Stri
             _ = tokio::time::sleep(delay) => {}
             _ = rt.shutdown.cancelled() => return Err(Error::Shutdown { workflow_id: id.to_string() }),
         }
-        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 

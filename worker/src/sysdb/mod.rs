@@ -414,8 +414,9 @@ pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Dur
     })?;
     let options = options.application_name("mainstay");
     let deadline = tokio::time::Instant::now() + connect_timeout;
-    let mut delay = Duration::from_millis(100);
+    let mut delays = crate::backoff::jittered(Duration::from_millis(100), Duration::from_secs(5));
     loop {
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
         let attempt = PgPoolOptions::new()
             .max_connections(pool_size)
             .min_connections(1)
@@ -435,7 +436,6 @@ pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Dur
                     "{which} database unreachable; retrying"
                 );
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 return Err(Error::Connect { which: which.to_string(), url: redact(url), retried: is_transient(&e), source: e });
