@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use mainstay_dev::LocalPostgres;
 use mainstay::{Config, Mainstay};
+use mainstay_dev::LocalPostgres;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -116,13 +116,7 @@ fn histogram() -> Histogram<u64> {
 
 fn summarize(h: &Histogram<u64>, wall: Duration) -> Latency {
     let ms = |us: u64| us as f64 / 1000.0;
-    Latency {
-        count: h.len(),
-        wall,
-        p50_ms: ms(h.value_at_quantile(0.50)),
-        p99_ms: ms(h.value_at_quantile(0.99)),
-        max_ms: ms(h.max()),
-    }
+    Latency { count: h.len(), wall, p50_ms: ms(h.value_at_quantile(0.50)), p99_ms: ms(h.value_at_quantile(0.99)), max_ms: ms(h.max()) }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -202,11 +196,9 @@ impl Writes {
 }
 
 async fn xact_commit(conn: &mut PgConnection) -> Result<i64> {
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT pg_stat_get_db_xact_commit(oid) FROM pg_database WHERE datname = current_database()",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT pg_stat_get_db_xact_commit(oid) FROM pg_database WHERE datname = current_database()")
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(n)
 }
 
@@ -236,9 +228,7 @@ async fn writes_per_workflow(app: &Mainstay, url: &str, k: usize) -> Result<Writ
     let mut others = other_backends(&mut conn).await?;
     let (before,): (i64,) = sqlx::query_as("SELECT txid_current()::bigint").fetch_one(&mut conn).await?;
     let (started_ms,): (i64,) =
-        sqlx::query_as("SELECT (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint")
-            .fetch_one(&mut conn)
-            .await?;
+        sqlx::query_as("SELECT (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint").fetch_one(&mut conn).await?;
     for _ in 0..k {
         run_one(app).await?;
     }
@@ -267,14 +257,7 @@ async fn writes_per_workflow(app: &Mainstay, url: &str, k: usize) -> Result<Writ
     let xact_commits = stats_after - stats_before;
     let stats_window = window.elapsed();
     conn.close().await.ok();
-    Ok(Writes {
-        workflows: k,
-        xids,
-        distinct_row_xmins: distinct,
-        xact_commits,
-        stats_window,
-        other_backends_active: others,
-    })
+    Ok(Writes { workflows: k, xids, distinct_row_xmins: distinct, xact_commits, stats_window, other_backends_active: others })
 }
 
 /// The URL with its database name replaced (query parameters such as `host=` kept).
@@ -297,9 +280,7 @@ fn redact(url: &str) -> String {
 }
 
 async fn recreate_database(admin_url: &str) -> Result<()> {
-    let mut conn = PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("connect to {}", redact(admin_url)))?;
+    let mut conn = PgConnection::connect(admin_url).await.with_context(|| format!("connect to {}", redact(admin_url)))?;
     sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")))
         .execute(&mut conn)
         .await
@@ -341,10 +322,7 @@ fn free_port(preferred: u16) -> u16 {
     if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
         return preferred;
     }
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(preferred)
+    std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(preferred)
 }
 
 struct Private {
@@ -372,9 +350,7 @@ impl Private {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -475,10 +451,7 @@ async fn run(args: &Args, admin_url: &str) -> Result<()> {
             writes.writes_per_workflow()
         );
         if let Some(x) = writes.distinct_row_xmins {
-            println!(
-                "  cross-check, distinct xmin of the workflows' live rows:                {:.3}",
-                x as f64 / writes.workflows as f64
-            );
+            println!("  cross-check, distinct xmin of the workflows' live rows:                {:.3}", x as f64 / writes.workflows as f64);
         }
         println!(
             "all transactions per workflow, read-only included: {:.3} (pg_stat_database.xact_commit \
@@ -506,28 +479,15 @@ async fn scenarios(args: &Args, app: &Mainstay, url: &str) -> Result<Outcomes> {
         eprintln!("sequential: warm-up {} then {} workflows", args.warmup, args.sequential);
         warm_up(app, args.warmup, 1).await?;
         seq = sequential(app, args.sequential).await?;
-        eprintln!(
-            "  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms",
-            seq.throughput(),
-            seq.p50_ms,
-            seq.p99_ms
-        );
+        eprintln!("  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms", seq.throughput(), seq.p50_ms, seq.p99_ms);
     }
 
     let mut conc = summarize(&histogram(), Duration::ZERO);
     if args.concurrent > 0 {
-        eprintln!(
-            "concurrent: warm-up {} then {} workflows, {} in flight",
-            args.warmup, args.concurrent, args.in_flight
-        );
+        eprintln!("concurrent: warm-up {} then {} workflows, {} in flight", args.warmup, args.concurrent, args.in_flight);
         warm_up(app, args.warmup, args.in_flight).await?;
         conc = concurrent(app, args.concurrent, args.in_flight).await?;
-        eprintln!(
-            "  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms",
-            conc.throughput(),
-            conc.p50_ms,
-            conc.p99_ms
-        );
+        eprintln!("  {:.0} workflows/s, p50 {:.3} ms, p99 {:.3} ms", conc.throughput(), conc.p50_ms, conc.p99_ms);
     }
 
     let mut writes = None;

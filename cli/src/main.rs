@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use mainstay_dev::LocalPostgres;
 use mainstay::{Client, ForkOptions, Status, WorkflowFilter};
+use mainstay_dev::LocalPostgres;
 use project::Project;
 use render::{opt, short, time};
 
@@ -295,9 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Migrate => {
             let config = config(g, project.as_ref())?;
-            mainstay::migrate(&config)
-                .await
-                .with_context(|| format!("migrating {}", mainstay::config::redact(&config.database_url)))?;
+            mainstay::migrate(&config).await.with_context(|| format!("migrating {}", mainstay::config::redact(&config.database_url)))?;
             println!("System database is at DBOS migration {} (schema `{}`).", mainstay::DBOS_SCHEMA_VERSION, config.system_schema);
             if let Some(project) = &project {
                 let code = run_commands(project, &project.migrate, Some(&config))?;
@@ -346,10 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn require(project: Option<Project>, command: &str) -> anyhow::Result<Project> {
     project.ok_or_else(|| {
-        anyhow::anyhow!(
-            "`mainstay {command}` needs a {} in the current directory; create one with `mainstay init DIR`",
-            project::FILE_NAME
-        )
+        anyhow::anyhow!("`mainstay {command}` needs a {} in the current directory; create one with `mainstay init DIR`", project::FILE_NAME)
     })
 }
 
@@ -570,8 +565,9 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
             }
         }
         WorkflowAction::Send { id, topic, message, idempotency_key } => {
-            let value: serde_json::Value = serde_json::from_str(&message)
-                .map_err(|e| anyhow::anyhow!("the message is not JSON ({e}): give it as JSON, e.g. '\"approved\"' or '{{\"ok\": true}}'"))?;
+            let value: serde_json::Value = serde_json::from_str(&message).map_err(|e| {
+                anyhow::anyhow!("the message is not JSON ({e}): give it as JSON, e.g. '\"approved\"' or '{{\"ok\": true}}'")
+            })?;
             client.send(&id, &value, Some(&topic), idempotency_key.as_deref()).await?;
             if json {
                 println!("{}", serde_json::json!({ "sent": true, "workflow_id": id, "topic": topic }));
@@ -663,12 +659,8 @@ async fn schedule(client: &Client, action: ScheduleAction, json: bool) -> anyhow
             let rows = list
                 .iter()
                 .map(|s| {
-                    let next = s
-                        .validate()
-                        .ok()
-                        .and_then(|c| c.next_after(chrono::Utc::now()))
-                        .map(mainstay::format_tick)
-                        .unwrap_or_default();
+                    let next =
+                        s.validate().ok().and_then(|c| c.next_after(chrono::Utc::now())).map(mainstay::format_tick).unwrap_or_default();
                     vec![
                         s.name.clone(),
                         s.workflow_name.clone(),
@@ -708,8 +700,9 @@ async fn schedule(client: &Client, action: ScheduleAction, json: bool) -> anyhow
         ScheduleAction::Create { name, workflow, cron, time_zone, queue, automatic_backfill, paused, context } => {
             let mut schedule = mainstay::Schedule::new(&name, workflow, cron);
             if let Some(text) = context {
-                let value = serde_json::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("--context {text:?} is not JSON ({e}); quote it, e.g. --context '{{\"region\": \"eu\"}}'"))?;
+                let value = serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("--context {text:?} is not JSON ({e}); quote it, e.g. --context '{{\"region\": \"eu\"}}'")
+                })?;
                 schedule = schedule.context(value);
             }
             schedule.time_zone = time_zone;

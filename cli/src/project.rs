@@ -78,9 +78,7 @@ impl Project {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Project::parse(&text, &|name| std::env::var(name).ok(), dir)
-            .with_context(|| format!("invalid {}", path.display()))
-            .map(Some)
+        Project::parse(&text, &|name| std::env::var(name).ok(), dir).with_context(|| format!("invalid {}", path.display())).map(Some)
     }
 
     /// Parses and validates the file's text; `env` looks variables up.
@@ -137,10 +135,7 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> anyhow::R
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
             // Not the text itself: what follows may be a password written in the file.
-            bail!(
-                "unterminated `${{` at character {}; write ${{VARIABLE}}",
-                text[..text.len() - after.len() - 2].chars().count() + 1
-            );
+            bail!("unterminated `${{` at character {}; write ${{VARIABLE}}", text[..text.len() - after.len() - 2].chars().count() + 1);
         };
         let inner = &after[..end];
         let (var, default) = match inner.split_once(":-") {

@@ -24,9 +24,7 @@ pub fn print<T: Serialize>(json: bool, value: &T, headers: &[&str], rows: Vec<Ve
 
 /// An epoch-millisecond time as UTC RFC 3339 (empty when unset).
 pub fn time(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
+    ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()).unwrap_or_default()
 }
 
 /// An optional value, or empty.

@@ -55,7 +55,14 @@ async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_c
     )
     .unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mainstay"));
-    let out = cmd.arg("migrate").current_dir(&dir).env_remove("MAINSTAY_DATABASE_URL").env_remove("DATABASE_URL").env("TEST_CLI_URL", &url).output().unwrap();
+    let out = cmd
+        .arg("migrate")
+        .current_dir(&dir)
+        .env_remove("MAINSTAY_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env("TEST_CLI_URL", &url)
+        .output()
+        .unwrap();
     assert!(ok(&out).contains("DBOS migration 125"));
     assert_eq!(std::fs::read_to_string(dir.join("migrated.txt")).unwrap().trim(), url, "the migrate command got the database");
 
@@ -107,7 +114,8 @@ async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_c
     assert_eq!((hourly.cron.as_str(), hourly.time_zone.as_deref()), ("0 * * * *", Some("Asia/Tokyo")));
     assert_eq!(hourly.status, mainstay::ScheduleStatus::Paused);
     assert_eq!(hourly.context, serde_json::json!({"region": "eu"}));
-    assert!(fails(&mainstay(here, Some(&url), &["schedule", "create", "ctx", "demo", "0 * * * *", "--context", "{region"])).contains("--context"));
+    assert!(fails(&mainstay(here, Some(&url), &["schedule", "create", "ctx", "demo", "0 * * * *", "--context", "{region"]))
+        .contains("--context"));
     let backfilled = json(&mainstay(
         here,
         Some(&url),

@@ -8,8 +8,8 @@
 //! drifts from these types.
 
 mod durable_app;
-mod schema;
 mod schedule;
+mod schema;
 mod workflow_run;
 
 pub use durable_app::*;
@@ -25,16 +25,13 @@ pub const VERSION: &str = "v1alpha1";
 pub const CHART_CRD_DIR: &str = "charts/mainstay/crds";
 
 /// The CRDs with the file name each is written to.
-pub fn crds() -> Vec<(&'static str, k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)>
-{
+pub fn crds() -> Vec<(&'static str, k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)> {
     use kube::CustomResourceExt;
     vec![("durableapps.yaml", DurableApp::crd()), ("schedules.yaml", Schedule::crd()), ("workflowruns.yaml", WorkflowRun::crd())]
 }
 
 /// The YAML file for one CRD, as the generator writes it.
-pub fn render(
-    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-) -> String {
+pub fn render(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> String {
     let yaml = yaml_serde::to_string(crd).expect("a CRD serializes to YAML");
     format!(
         "# Generated from the Rust types in crds/ by `cargo run -p mainstay-crds --bin mainstay-crdgen`.\n\

@@ -1,7 +1,7 @@
 //! Schema transforms for what schemars' derive cannot say directly.
 
-use schemars::Schema;
 use schemars::transform::transform_subschemas;
+use schemars::Schema;
 
 /// Drops every schema `default` in this schema and below; serde's defaults still apply when the
 /// operator reads the resource. For types used as list items: the apiserver would fill the

@@ -116,8 +116,7 @@ impl LocalPostgres {
     pub async fn start(&self) -> Result<String> {
         let bin = find_binaries()?;
         let pgdata = self.pgdata();
-        std::fs::create_dir_all(&self.data_dir)
-            .map_err(|source| Error::DataDir { path: self.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&self.data_dir).map_err(|source| Error::DataDir { path: self.data_dir.clone(), source })?;
         if is_root() {
             run(
                 Command::new("chown").arg("-R").arg("postgres:").arg(&self.data_dir),
@@ -132,10 +131,7 @@ impl LocalPostgres {
         }
         if !pgdata.join("PG_VERSION").exists() {
             run(
-                self.as_owner(&bin.join("initdb"))
-                    .arg("-D")
-                    .arg(&pgdata)
-                    .args(["-A", "trust", "-U", "postgres", "-E", "UTF8"]),
+                self.as_owner(&bin.join("initdb")).arg("-D").arg(&pgdata).args(["-A", "trust", "-U", "postgres", "-E", "UTF8"]),
                 "initialize the local Postgres data directory",
                 None,
             )
@@ -144,11 +140,7 @@ impl LocalPostgres {
         if self.is_running(&bin).await {
             return Ok(self.url());
         }
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
-            self.port,
-            self.data_dir.display()
-        );
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200", self.port, self.data_dir.display());
         run(
             self.as_owner(&bin.join("pg_ctl"))
                 .arg("-D")
@@ -239,10 +231,12 @@ fn is_root() -> bool {
     #[cfg(unix)]
     {
         std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-            || std::fs::metadata("/proc/self").map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                m.uid() == 0
-            }).unwrap_or(false)
+            || std::fs::metadata("/proc/self")
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.uid() == 0
+                })
+                .unwrap_or(false)
     }
     #[cfg(not(unix))]
     {

@@ -113,10 +113,16 @@ mod tests {
         assert_eq!(of(Method::GET, "/apis/apps/v1/namespaces/shop/deployments/shop-1", None), s("get", "deployments"));
         assert_eq!(of(Method::GET, "/apis/apps/v1/namespaces/shop/deployments", Some("labelSelector=x")), s("list", "deployments"));
         assert_eq!(of(Method::GET, "/api/v1/pods", Some("watch=true&resourceVersion=1")), s("watch", "pods"));
-        assert_eq!(of(Method::PATCH, "/apis/mainstay.dev/v1alpha1/namespaces/a/durableapps/shop/status", None), s("patch", "durableapps/status"));
+        assert_eq!(
+            of(Method::PATCH, "/apis/mainstay.dev/v1alpha1/namespaces/a/durableapps/shop/status", None),
+            s("patch", "durableapps/status")
+        );
         assert_eq!(of(Method::POST, "/apis/events.k8s.io/v1/namespaces/a/events", None), s("create", "events"));
         assert_eq!(of(Method::DELETE, "/apis/mainstay.dev/v1alpha1/namespaces/a/workflowruns/x", None), s("delete", "workflowruns"));
-        assert_eq!(of(Method::GET, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/durableapps.mainstay.dev", None), s("get", "customresourcedefinitions"));
+        assert_eq!(
+            of(Method::GET, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/durableapps.mainstay.dev", None),
+            s("get", "customresourcedefinitions")
+        );
         assert_eq!(of(Method::GET, "/api/v1/namespaces/shop", None), s("get", "namespaces"));
         let apply = classify(&Method::PATCH, "/apis/apps/v1/namespaces/a/deployments/d", None, Some("application/apply-patch+yaml"));
         assert_eq!(apply.verb, "apply");

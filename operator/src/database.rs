@@ -144,7 +144,13 @@ pub async fn secret_key(kube: &kube::Client, namespace: &str, r: &SecretKeyRef) 
 impl Databases {
     /// One key of a Secret of `namespace`: from the cache while the Secret's version (as the
     /// metadata watch shows it) is the one read, else read from the API server.
-    pub async fn read_key(&self, kube: &kube::Client, stores: &Stores, namespace: &str, r: &SecretKeyRef) -> Result<SecretKeyValue, DatabaseError> {
+    pub async fn read_key(
+        &self,
+        kube: &kube::Client,
+        stores: &Stores,
+        namespace: &str,
+        r: &SecretKeyRef,
+    ) -> Result<SecretKeyValue, DatabaseError> {
         let k = (namespace.to_string(), r.name.clone(), r.key.clone());
         // Not in the store: read it (a Secret created a moment ago may not have reached the
         // store, and "missing" is reported to users, so it must be true).
@@ -235,9 +241,7 @@ impl Databases {
         if self.migrated.lock().await.contains(&done_key) {
             return Ok(false);
         }
-        let admin = Client::connect_with(&config)
-            .await
-            .map_err(|source| DatabaseError::Unreachable { secret: secret.clone(), source })?;
+        let admin = Client::connect_with(&config).await.map_err(|source| DatabaseError::Unreachable { secret: secret.clone(), source })?;
         let result = admin.migrate().await;
         admin.close().await;
         result.map_err(|source| DatabaseError::Migration { secret, source })?;

@@ -43,10 +43,7 @@ pub async fn serve(
 }
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        s.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
 }
 
 async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {

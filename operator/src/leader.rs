@@ -135,7 +135,8 @@ async fn own_lease(kube: &kube::Client, namespace: &str, owner: &str) -> Result<
     if lease.metadata.owner_references.iter().flatten().any(|o| o.uid == uid) {
         return Ok(());
     }
-    let reference = OwnerReference { api_version: "apps/v1".into(), kind: "Deployment".into(), name: owner.to_string(), uid, ..Default::default() };
+    let reference =
+        OwnerReference { api_version: "apps/v1".into(), kind: "Deployment".into(), name: owner.to_string(), uid, ..Default::default() };
     let patch = serde_json::json!({"metadata": {"ownerReferences": [reference]}});
     leases.patch(LEASE_NAME, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
     Ok(())
@@ -151,8 +152,7 @@ pub async fn lead<F, Fut>(
     metrics: &Metrics,
     stop: CancellationToken,
     mut work: F,
-)
-where
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {

@@ -98,9 +98,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         signal_stop.cancel();
     });
 
-    let config = kube::Config::infer()
-        .await
-        .context("cannot build a Kubernetes client: run in a pod with a service account, or set KUBECONFIG")?;
+    let config =
+        kube::Config::infer().await.context("cannot build a Kubernetes client: run in a pod with a service account, or set KUBECONFIG")?;
     // Every API request is counted (mainstay_operator_api_requests_total).
     let count = mainstay_operator::api_requests::CountRequests { counts: metrics.api_requests.clone() };
     let kube = kube::client::ClientBuilder::try_from(config)

@@ -72,11 +72,7 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "Time spent per reconcile", m.reconcile_duration.clone());
         registry.register("schedule_fires", "Schedule ticks enqueued", m.schedule_fires.clone());
         registry.register("schedule_missed", "Schedule ticks missed beyond the starting deadline", m.schedule_missed.clone());
-        registry.register(
-            "recovered_workflows",
-            "Workflows of dead workers re-enqueued for live ones",
-            m.recovered_workflows.clone(),
-        );
+        registry.register("recovered_workflows", "Workflows of dead workers re-enqueued for live ones", m.recovered_workflows.clone());
         registry.register("queue_depth", "Workflows per queue and state (enqueued, pending)", m.queue_depth.clone());
         registry.register("desired_workers", "Workers the autoscaler wants per DurableApp", m.desired_workers.clone());
         registry.register("leader", "1 while this replica holds the leader lease", m.leader.clone());

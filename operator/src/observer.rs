@@ -155,14 +155,22 @@ impl Observer {
         state.apps.insert(key.to_string(), WatchedApp { pool: pool.clone(), name, digest, obj });
     }
 
-    /// Watches unfinished run `key` (`namespace/name`), workflow `workflow_id` on database
-    /// `pool`, as its reconcile last saw it.
-    pub fn watch_run(&self, pool: &PoolKey, client: &Client, key: &str, workflow_id: &str, progress: Progress, acted: Option<u64>, obj: ObjectRef<WorkflowRun>) {
+    /// Watches unfinished run `key` (`namespace/name`) on database `pool`, as its reconcile
+    /// last mirrored it (`progress`, which names its workflow) and acted on its object (`acted`).
+    pub fn watch_run(
+        &self,
+        pool: &PoolKey,
+        client: &Client,
+        key: &str,
+        progress: Progress,
+        acted: Option<u64>,
+        obj: ObjectRef<WorkflowRun>,
+    ) {
         let mut state = self.state();
         database(&mut state, pool, client);
         let run = WatchedRun {
             pool: pool.clone(),
-            workflow_id: workflow_id.to_string(),
+            workflow_id: progress.workflow_id.clone(),
             mirrored: progress,
             acted,
             confirmed: None,
@@ -322,7 +330,8 @@ impl Observer {
 }
 
 async fn read(client: &Client, has_apps: bool, ids: &[String]) -> Result<(Option<Reading>, Option<Vec<Progress>>), mainstay::Error> {
-    let work = if has_apps { Some(Reading { work: client.unfinished_work().await?, marks: client.registration_marks().await? }) } else { None };
+    let work =
+        if has_apps { Some(Reading { work: client.unfinished_work().await?, marks: client.registration_marks().await? }) } else { None };
     let progress = if ids.is_empty() {
         None
     } else {
@@ -336,12 +345,7 @@ async fn read(client: &Client, has_apps: bool, ids: &[String]) -> Result<(Option
 }
 
 /// Applies one reading of database `pool` to what is watched on it, returning what changed.
-fn changes(
-    state: &mut State,
-    pool: &PoolKey,
-    reading: Option<Reading>,
-    progress: Option<(Vec<String>, Vec<Progress>)>,
-) -> Changed {
+fn changes(state: &mut State, pool: &PoolKey, reading: Option<Reading>, progress: Option<(Vec<String>, Vec<Progress>)>) -> Changed {
     let mut changed = Changed::default();
     if let Some(reading) = reading {
         for (key, app) in state.apps.iter_mut().filter(|(_, a)| a.pool == *pool) {

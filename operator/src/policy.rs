@@ -32,10 +32,7 @@ mod tests {
         assert_eq!(decide(ConcurrencyPolicy::Allow, &running), TickAction::Fire);
         assert_eq!(decide(ConcurrencyPolicy::Forbid, &[]), TickAction::Fire);
         assert_eq!(decide(ConcurrencyPolicy::Forbid, &running), TickAction::Skip { running: running.clone() });
-        assert_eq!(
-            decide(ConcurrencyPolicy::Replace, &running),
-            TickAction::ReplaceThenFire { cancel: running.clone() }
-        );
+        assert_eq!(decide(ConcurrencyPolicy::Replace, &running), TickAction::ReplaceThenFire { cancel: running.clone() });
         assert_eq!(decide(ConcurrencyPolicy::Replace, &[]), TickAction::Fire);
     }
 }

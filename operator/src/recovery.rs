@@ -35,11 +35,7 @@ pub fn dead_executors<'a>(app: &str, pending: &'a [ExecutorWork], live_pods: &BT
     pending
         .iter()
         .filter(|w| !live_pods.contains(&w.executor_id))
-        .filter(|w| {
-            w.app_version
-                .as_deref()
-                .is_some_and(|v| w.executor_id.starts_with(&format!("{}-", deployment_name(app, v))))
-        })
+        .filter(|w| w.app_version.as_deref().is_some_and(|v| w.executor_id.starts_with(&format!("{}-", deployment_name(app, v)))))
         .collect()
 }
 
@@ -68,11 +64,11 @@ mod tests {
     fn only_this_apps_missing_pods_are_dead() {
         let d = deployment_name("shop", "v1");
         let pending = vec![
-            work(&format!("{d}-7c9f8-abcde"), "v1"),    // gone
-            work(&format!("{d}-7c9f8-fghij"), "v1"),    // alive
-            work("shop-eu-v1-7c9f8-zzzzz", "v1"),       // another app sharing the database
-            work("local", "v1"),                        // a developer's process
-            work(&format!("{d}-7c9f8-klmno"), "v2"),    // recorded under another version: not this pod shape
+            work(&format!("{d}-7c9f8-abcde"), "v1"), // gone
+            work(&format!("{d}-7c9f8-fghij"), "v1"), // alive
+            work("shop-eu-v1-7c9f8-zzzzz", "v1"),    // another app sharing the database
+            work("local", "v1"),                     // a developer's process
+            work(&format!("{d}-7c9f8-klmno"), "v2"), // recorded under another version: not this pod shape
         ];
         let live = BTreeSet::from([format!("{d}-7c9f8-fghij")]);
         let dead: Vec<&str> = dead_executors("shop", &pending, &live).iter().map(|w| w.executor_id.as_str()).collect();

@@ -39,11 +39,7 @@ pub fn decide(current: &str, deployed: &[String], outstanding: &Outstanding) -> 
 /// Versions with unfinished work that no Deployment runs (nor will: they are neither current
 /// nor deployed), with how much: work that would otherwise wait forever, silently.
 pub fn stranded(current: &str, deployed: &[String], outstanding: &Outstanding) -> Vec<(String, i64)> {
-    outstanding
-        .iter()
-        .filter(|(v, n)| **n > 0 && v.as_str() != current && !deployed.contains(v))
-        .map(|(v, n)| (v.clone(), *n))
-        .collect()
+    outstanding.iter().filter(|(v, n)| **n > 0 && v.as_str() != current && !deployed.contains(v)).map(|(v, n)| (v.clone(), *n)).collect()
 }
 
 #[cfg(test)]

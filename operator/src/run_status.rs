@@ -59,7 +59,10 @@ pub fn phase(status: Status) -> WorkflowRunPhase {
 pub fn finished(phase: WorkflowRunPhase) -> bool {
     matches!(
         phase,
-        WorkflowRunPhase::Succeeded | WorkflowRunPhase::Failed | WorkflowRunPhase::Cancelled | WorkflowRunPhase::MaxRecoveryAttemptsExceeded
+        WorkflowRunPhase::Succeeded
+            | WorkflowRunPhase::Failed
+            | WorkflowRunPhase::Cancelled
+            | WorkflowRunPhase::MaxRecoveryAttemptsExceeded
     )
 }
 
@@ -107,9 +110,25 @@ pub fn mirror(status: &mut WorkflowRunStatus, w: &WorkflowStatus, steps: i64, ge
     status.output = (phase == WorkflowRunPhase::Succeeded).then(|| bounded(w.output.as_deref().unwrap_or("null")));
     status.error = if phase == WorkflowRunPhase::Failed { error_of(w.error.as_deref()) } else { None };
     let running = matches!(phase, WorkflowRunPhase::Running);
-    set(&mut status.conditions, condition::RUNNING, running, if running { reason::RUNNING } else { reason::NOT_RUNNING }, "", generation, now);
+    set(
+        &mut status.conditions,
+        condition::RUNNING,
+        running,
+        if running { reason::RUNNING } else { reason::NOT_RUNNING },
+        "",
+        generation,
+        now,
+    );
     let succeeded = phase == WorkflowRunPhase::Succeeded;
-    set(&mut status.conditions, condition::SUCCEEDED, succeeded, if succeeded { reason::WORKFLOW_SUCCEEDED } else { reason::NOT_FINISHED }, "", generation, now);
+    set(
+        &mut status.conditions,
+        condition::SUCCEEDED,
+        succeeded,
+        if succeeded { reason::WORKFLOW_SUCCEEDED } else { reason::NOT_FINISHED },
+        "",
+        generation,
+        now,
+    );
     let (failed, why, msg) = match phase {
         WorkflowRunPhase::Failed => {
             let e = status.error.clone().unwrap_or_default();

@@ -47,8 +47,11 @@ where
 }
 
 /// Runs a reflector until `stop`, keeping `store` current.
-fn reflect<K>(writer: reflector::store::Writer<K>, stream: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static, stop: CancellationToken)
-where
+fn reflect<K>(
+    writer: reflector::store::Writer<K>,
+    stream: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    stop: CancellationToken,
+) where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let stream = reflector::reflector(writer, stream.default_backoff());
@@ -64,26 +67,38 @@ impl Stores {
     /// Starts the watches (of `namespace`, or all) until `stop`.
     pub fn start(kube: &kube::Client, namespace: Option<&str>, stop: &CancellationToken) -> Stores {
         let (apps, w) = reflector::store();
-        reflect(w, watcher(scoped_api::<DurableApp>(kube, namespace), watcher::Config::default()).modify(|a| a.managed_fields_mut().clear()), stop.clone());
+        reflect(
+            w,
+            watcher(scoped_api::<DurableApp>(kube, namespace), watcher::Config::default()).modify(|a| a.managed_fields_mut().clear()),
+            stop.clone(),
+        );
         let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
         let (deployments, w) = reflector::store();
         reflect(
             w,
-            watcher(scoped_api::<Deployment>(kube, namespace), watcher::Config::default().labels(&managed)).modify(|d| d.managed_fields_mut().clear()),
+            watcher(scoped_api::<Deployment>(kube, namespace), watcher::Config::default().labels(&managed))
+                .modify(|d| d.managed_fields_mut().clear()),
             stop.clone(),
         );
         let (pods, w) = reflector::store();
         reflect(
             w,
-            watcher(scoped_api::<Pod>(kube, namespace), watcher::Config::default().labels(LABEL_APP)).modify(|p| p.managed_fields_mut().clear()),
+            watcher(scoped_api::<Pod>(kube, namespace), watcher::Config::default().labels(LABEL_APP))
+                .modify(|p| p.managed_fields_mut().clear()),
             stop.clone(),
         );
         let (secrets, w) = reflector::store();
-        reflect(w, watcher(scoped_api::<PartialObjectMeta<Secret>>(kube, namespace), watcher::Config::default()).modify(|s| s.managed_fields_mut().clear()), stop.clone());
+        reflect(
+            w,
+            watcher(scoped_api::<PartialObjectMeta<Secret>>(kube, namespace), watcher::Config::default())
+                .modify(|s| s.managed_fields_mut().clear()),
+            stop.clone(),
+        );
         let (schedule_runs, w) = reflector::store();
         reflect(
             w,
-            watcher(scoped_api::<WorkflowRun>(kube, namespace), watcher::Config::default().labels(LABEL_SCHEDULE)).modify(|r| r.managed_fields_mut().clear()),
+            watcher(scoped_api::<WorkflowRun>(kube, namespace), watcher::Config::default().labels(LABEL_SCHEDULE))
+                .modify(|r| r.managed_fields_mut().clear()),
             stop.clone(),
         );
         Stores { apps, deployments, pods, secrets, schedule_runs }
@@ -107,7 +122,12 @@ impl Stores {
     /// it: an app created together with what names it (`kubectl apply -f dir/`) may not have
     /// reached the store yet, and "not found" is reported to users, so it must be true. Costs a
     /// request only when the app is missing.
-    pub async fn app_or_fetch(&self, kube: &kube::Client, namespace: &str, name: &str) -> Result<Option<std::sync::Arc<DurableApp>>, kube::Error> {
+    pub async fn app_or_fetch(
+        &self,
+        kube: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<std::sync::Arc<DurableApp>>, kube::Error> {
         if let Some(app) = self.app(namespace, name) {
             return Ok(Some(app));
         }

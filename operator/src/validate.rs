@@ -50,10 +50,8 @@ pub fn durable_app(app: &DurableApp) -> Result<ValidApp, InvalidSpec> {
     let mut problems = Vec::new();
     let name = app.metadata.name.as_deref().unwrap_or_default();
     if name.len() > MAX_APP_NAME {
-        problems.push(format!(
-            "metadata.name {name:?} is {} characters; use at most {MAX_APP_NAME} so worker pod names fit in 63",
-            name.len()
-        ));
+        problems
+            .push(format!("metadata.name {name:?} is {} characters; use at most {MAX_APP_NAME} so worker pod names fit in 63", name.len()));
     }
     let version = match spec.app_version.as_deref().map(str::trim) {
         Some("") => {
@@ -93,9 +91,7 @@ pub fn durable_app(app: &DurableApp) -> Result<ValidApp, InvalidSpec> {
     }
     if let Some(http) = &spec.http {
         if http.port == HEALTH_PORT {
-            problems.push(format!(
-                "spec.http.port is {HEALTH_PORT}, the port of the workers' health endpoint; pick another"
-            ));
+            problems.push(format!("spec.http.port is {HEALTH_PORT}, the port of the workers' health endpoint; pick another"));
         }
     }
     if let Some(r) = &spec.retention {
@@ -121,17 +117,15 @@ pub fn image_version(image: &str) -> Result<String, String> {
     let last_segment = rest.rsplit('/').next().unwrap_or(rest);
     let tag = last_segment.rsplit_once(':').map(|(_, t)| t);
     match (tag, digest) {
-        (Some("latest"), _) => Err(format!(
-            "spec.image {image:?} uses the tag `latest`, which names no version; pin a tag or set spec.appVersion"
-        )),
+        (Some("latest"), _) => {
+            Err(format!("spec.image {image:?} uses the tag `latest`, which names no version; pin a tag or set spec.appVersion"))
+        }
         (Some(t), _) if !t.is_empty() => Ok(t.to_string()),
         (_, Some(d)) => {
             let hex = d.split_once(':').map(|(_, h)| h).unwrap_or(d);
             Ok(hex.chars().take(12).collect())
         }
-        _ => Err(format!(
-            "spec.image {image:?} has no tag, so it names no version; pin a tag (image:1.2.3) or set spec.appVersion"
-        )),
+        _ => Err(format!("spec.image {image:?} has no tag, so it names no version; pin a tag (image:1.2.3) or set spec.appVersion")),
     }
 }
 

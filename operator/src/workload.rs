@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,10 +27,7 @@ const MAX_DEPLOYMENT_NAME: usize = 47;
 /// A form of `version` usable in names and label values: lowercase letters, digits and `-`,
 /// with a short hash appended whenever that changed it, so distinct versions stay distinct.
 pub fn version_slug(version: &str, max: usize) -> String {
-    let mut slug: String = version
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .collect();
+    let mut slug: String = version.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     while slug.contains("--") {
         slug = slug.replace("--", "-");
     }
@@ -244,11 +240,7 @@ pub fn worker_deployment(app: &DurableApp, version: &str, replicas: i32, secret_
             revision_history_limit: Some(3),
             selector: LabelSelector { match_labels: Some(version_selector(&name, version)), match_expressions: None },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(pod_annotations),
-                    ..Default::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..Default::default() }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     service_account_name: spec.service_account_name.clone(),

@@ -42,11 +42,21 @@ async fn operator_end_to_end() -> Result<()> {
     let runner = PodRunner::start(cluster.client.clone(), cluster.worker_bin.clone(), cluster.work_dir.clone(), vec![]);
     let outcome = async {
         invalid_resources_are_rejected(&cluster).await.context("scenario: invalid resources")?;
-        tokio::try_join!(
-            async { scale_drain_and_recover(&cluster, &runner).await.context("scenario: scaling and recovery") },
-            async { new_version_rolls_out(&cluster, &runner).await.context("scenario: roll-out") },
-        )?;
-        expect_metrics(&operator, &["reconciles_total", "reconcile_duration_seconds", "recovered_workflows_total", "queue_depth", "leader 1", "api_requests_total{verb=\"watch\",resource=\"durableapps\"}"]).await?;
+        tokio::try_join!(async { scale_drain_and_recover(&cluster, &runner).await.context("scenario: scaling and recovery") }, async {
+            new_version_rolls_out(&cluster, &runner).await.context("scenario: roll-out")
+        },)?;
+        expect_metrics(
+            &operator,
+            &[
+                "reconciles_total",
+                "reconcile_duration_seconds",
+                "recovered_workflows_total",
+                "queue_depth",
+                "leader 1",
+                "api_requests_total{verb=\"watch\",resource=\"durableapps\"}",
+            ],
+        )
+        .await?;
         workflow_runs_from_manifests(&cluster).await.context("scenario: workflow runs")?;
         let shared = apps_share_a_database(&cluster).await.context("scenario: two apps on one database")?;
         // The schedule scenario restarts the operator in its middle.
@@ -79,10 +89,16 @@ fn install_chart(cluster: &Cluster) -> Result<()> {
     cluster.helm(&["lint", "charts/mainstay"])?;
     // Two replicas without leader election would fight over every object: refused.
     let two = cluster.helm(&["template", RELEASE, "charts/mainstay", "--set", "replicaCount=2", "--set", "leaderElection.enabled=false"]);
-    ensure!(two.as_ref().err().is_some_and(|e| format!("{e:#}").contains("replicaCount")), "two replicas without leader election were accepted: {two:?}");
+    ensure!(
+        two.as_ref().err().is_some_and(|e| format!("{e:#}").contains("replicaCount")),
+        "two replicas without leader election were accepted: {two:?}"
+    );
     let _ = cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"]);
     cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
     apply(cluster, &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {RELEASE_NAMESPACE}}}\n"))?;
+    // The `helm test` image is a value (for clusters that pull through a mirror).
+    let mirrored = cluster.helm(&["template", RELEASE, "charts/mainstay", "--set", "test.image=mirror.example/tools/busybox:1.37"])?;
+    ensure!(mirrored.contains("image: \"mirror.example/tools/busybox:1.37\""), "test.image is not used by the test pod:\n{mirrored}");
     let rendered = cluster.helm(&["template", RELEASE, "charts/mainstay", "-n", RELEASE_NAMESPACE])?;
     let dry = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)?;
     ensure!(dry.status.success(), "the rendered chart is refused by the apiserver: {}", String::from_utf8_lossy(&dry.stderr));
@@ -99,10 +115,13 @@ fn apply(cluster: &Cluster, yaml: &str) -> Result<()> {
 /// A namespace with a database Secret pointing at a fresh database; returns the database URL.
 async fn namespace_with_database(cluster: &Cluster, ns: &str) -> Result<String> {
     let url = cluster.fresh_database(&ns.replace('-', "_")).await?;
-    apply(cluster, &format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-db, namespace: {ns}}}\nstringData: {{url: \"{url}\"}}\n"
-    ))?;
+        ),
+    )?;
     Ok(url)
 }
 
@@ -116,7 +135,9 @@ fn condition(app: &DurableApp, type_: &str) -> Option<(String, String, String)> 
 
 /// Worker Deployments of an app by version annotation: `(version, replicas)`.
 async fn worker_deployments(cluster: &Cluster, ns: &str, app: &str) -> Result<Vec<(String, i32)>> {
-    let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}={app}"))).await?;
+    let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_APP}={app}")))
+        .await?;
     Ok(list
         .items
         .iter()
@@ -142,8 +163,12 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
         }
         Ok(())
     };
-    let app_yaml = |spec: &str| format!("apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  database: {{urlSecret: {{name: shop-db}}}}\n{spec}");
-    let sched = |spec: &str| format!("apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  appRef: shop\n  workflowName: w\n{spec}");
+    let app_yaml = |spec: &str| {
+        format!("apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  database: {{urlSecret: {{name: shop-db}}}}\n{spec}")
+    };
+    let sched = |spec: &str| {
+        format!("apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n  appRef: shop\n  workflowName: w\n{spec}")
+    };
     refused(app_yaml("  image: w:1\n  scaling: {minReplicas: 5, maxReplicas: 1}\n"), "minReplicas must be <= maxReplicas")?;
     refused(app_yaml("  image: w:1\n  replicas: -1\n"), "spec.replicas")?;
     refused(app_yaml("  image: \"\"\n"), "image must not be empty")?;
@@ -169,13 +194,24 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     ensure!(msg.contains("latest") && msg.contains("spec.appVersion"), "unclear message: {msg}");
     let msg = wait_for("Schedule bad to be Degraded with InvalidSpec", MINUTE, || async {
         let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("bad").await?;
-        Ok(s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.reason == "InvalidSpec")).map(|c| c.message))
+        Ok(s.status
+            .and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.reason == "InvalidSpec"))
+            .map(|c| c.message))
     })
     .await?;
     ensure!(msg.contains("the minute field \"61\" is not valid"), "unclear message: {msg}");
     // The finalizer earlier releases added is removed, so deletion never waits for an operator.
     for kind in ["durableapp", "schedule"] {
-        cluster.kubectl(&["patch", kind, "bad", "-n", ns, "--type=merge", "-p", "{\"metadata\":{\"finalizers\":[\"mainstay.dev/finalizer\"]}}"])?;
+        cluster.kubectl(&[
+            "patch",
+            kind,
+            "bad",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"finalizers\":[\"mainstay.dev/finalizer\"]}}",
+        ])?;
     }
     wait_for("the legacy finalizers to be removed", MINUTE, || async {
         let a = app(cluster, ns, "bad").await?.metadata.finalizers.unwrap_or_default();
@@ -194,11 +230,23 @@ async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {
     ensure!(msg.contains("create secret generic later-db"), "unclear message: {msg}");
     // The problem is also an Event, once.
     wait_for("a SecretNotFound Warning event for DurableApp later", MINUTE, || async {
-        let out = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=later,reason=SecretNotFound,type=Warning", "-o", "name"])?;
+        let out = cluster.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            "involvedObject.name=later,reason=SecretNotFound,type=Warning",
+            "-o",
+            "name",
+        ])?;
         Ok((!out.trim().is_empty()).then_some(()))
     })
     .await?;
-    apply(cluster, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: later-db, namespace: {ns}}}\nstringData: {{url: \"{url}\"}}\n"))?;
+    apply(
+        cluster,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: later-db, namespace: {ns}}}\nstringData: {{url: \"{url}\"}}\n"),
+    )?;
     wait_for("DurableApp later to migrate once its Secret exists", 2 * MINUTE, || async {
         let a = app(cluster, ns, "later").await?;
         Ok(condition(&a, "Migrated").filter(|c| c.0 == "True").and(condition(&a, "Degraded").filter(|c| c.0 == "False")).map(|_| ()))
@@ -236,7 +284,8 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     let header = table.lines().next().unwrap_or_default();
     ensure!(header.contains("READY") && header.contains("REASON") && table.contains("ScaledToZero"), "kubectl get durableapps:\n{table}");
     // The worker Deployment: the Secret's URL, the pod name as executor ID, probes.
-    let deploys = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
+    let deploys =
+        Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
     ensure!(deploys.items.len() == 1, "one worker Deployment, got {}", deploys.items.len());
     let pod = deploys.items[0].spec.clone().unwrap().template.spec.unwrap();
     let c = &pod.containers[0];
@@ -245,10 +294,17 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     let url_env = by_name("MAINSTAY_DATABASE_URL").context("MAINSTAY_DATABASE_URL")?;
     ensure!(url_env.value_from.and_then(|f| f.secret_key_ref).map(|s| s.name) == Some("shop-db".into()), "URL not from the Secret");
     let exec = by_name("MAINSTAY_EXECUTOR_ID").context("MAINSTAY_EXECUTOR_ID")?;
-    ensure!(exec.value_from.and_then(|f| f.field_ref).map(|f| f.field_path) == Some("metadata.name".into()), "executor ID not the pod name");
+    ensure!(
+        exec.value_from.and_then(|f| f.field_ref).map(|f| f.field_path) == Some("metadata.name".into()),
+        "executor ID not the pod name"
+    );
     ensure!(by_name("MAINSTAY_APP_VERSION").and_then(|e| e.value) == Some("1.0.0".into()), "version not the image tag");
-    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone());
-    ensure!(probe_path(&c.liveness_probe).as_deref() == Some("/healthz") && probe_path(&c.readiness_probe).as_deref() == Some("/readyz"), "probes");
+    let probe_path =
+        |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone());
+    ensure!(
+        probe_path(&c.liveness_probe).as_deref() == Some("/healthz") && probe_path(&c.readiness_probe).as_deref() == Some("/readyz"),
+        "probes"
+    );
     // Hardening: no API token in the workers, and the security defaults in place.
     ensure!(pod.automount_service_account_token == Some(false), "the workers mount an API token");
     let sc = c.security_context.clone().unwrap_or_default();
@@ -290,11 +346,14 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
         client.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
     let victim = wait_for("the held workflows to be running", MINUTE, || async {
-        let running = client.list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Pending], ..Default::default() }).await?;
+        let running = client
+            .list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Pending], ..Default::default() })
+            .await?;
         Ok((running.len() == 6).then(|| running[0].executor_id.clone()).flatten())
     })
     .await?;
-    let held_by_victim = count(&client, WorkflowFilter { executor_id: Some(victim.clone()), statuses: vec![Status::Pending], ..Default::default() }).await?;
+    let held_by_victim =
+        count(&client, WorkflowFilter { executor_id: Some(victim.clone()), statuses: vec![Status::Pending], ..Default::default() }).await?;
     cluster.kubectl(&["delete", "pod", &victim, "-n", ns, "--wait=false"])?;
     wait_for("the victim's process to be killed", MINUTE, || async {
         Ok((!runner.running().iter().any(|k| k.ends_with(&format!("/{victim}")))).then_some(()))
@@ -302,7 +361,9 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     .await?;
     release(&client, "hold-", 6).await?;
     wait_for("all held workflows to succeed", 2 * MINUTE, || async {
-        let done = client.list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
+        let done = client
+            .list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Success], ..Default::default() })
+            .await?;
         Ok((done.len() == 6).then_some(done))
     })
     .await
@@ -311,7 +372,8 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
         ensure!(on_victim.is_empty(), "workflows finished on the dead worker {victim}: {on_victim:?}");
         Ok(())
     })?;
-    let events = cluster.kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}"])?;
+    let events =
+        cluster.kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}"])?;
     ensure!(
         events.lines().any(|l| l.starts_with("RecoveredWorkflows") && l.contains(&victim)),
         "no RecoveredWorkflows event naming {victim} ({held_by_victim} workflows): {events}"
@@ -319,7 +381,9 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     // Each scaling is its own Event with its own message (not the first one's, repeated).
     let scaled: BTreeSet<&str> = events.lines().filter(|l| l.starts_with("Scaled")).collect();
     ensure!(
-        scaled.iter().any(|l| l.contains("to 4 workers")) && scaled.iter().any(|l| l.contains("to 0 workers")) && scaled.iter().any(|l| l.contains("to 2 workers")),
+        scaled.iter().any(|l| l.contains("to 4 workers"))
+            && scaled.iter().any(|l| l.contains("to 0 workers"))
+            && scaled.iter().any(|l| l.contains("to 2 workers")),
         "the scalings up to 4, down to 0 and up to 2 are not each an Event: {scaled:?}"
     );
     client.close().await;
@@ -336,10 +400,14 @@ async fn release(client: &Client, prefix: &str, n: usize) -> Result<()> {
 
 /// `(image, pod names)` of the worker Deployment of `version`, if it exists.
 async fn version_workers(cluster: &Cluster, ns: &str, app_name: &str, version: &str) -> Result<Option<(String, BTreeSet<String>)>> {
-    let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}={app_name}"))).await?;
-    let Some(d) = list.items.into_iter().find(|d| {
-        d.metadata.annotations.as_ref().and_then(|a| a.get("mainstay.dev/version")).map(String::as_str) == Some(version)
-    }) else {
+    let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_APP}={app_name}")))
+        .await?;
+    let Some(d) = list
+        .items
+        .into_iter()
+        .find(|d| d.metadata.annotations.as_ref().and_then(|a| a.get("mainstay.dev/version")).map(String::as_str) == Some(version))
+    else {
         return Ok(None);
     };
     let image = mainstay_operator::workload::deployed_image(&d).unwrap_or_default().to_string();
@@ -373,7 +441,10 @@ async fn new_version_rolls_out(cluster: &Cluster, runner: &PodRunner) -> Result<
         client.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
     wait_for("v1 work to be running", 2 * MINUTE, || async {
-        Ok((count(&client, WorkflowFilter { app_version: Some("v1".into()), statuses: vec![Status::Pending], ..Default::default() }).await? == 3).then_some(()))
+        Ok((count(&client, WorkflowFilter { app_version: Some("v1".into()), statuses: vec![Status::Pending], ..Default::default() })
+            .await?
+            == 3)
+            .then_some(()))
     })
     .await?;
     let (_, v1_pods) = version_workers(cluster, ns, "shop", "v1").await?.context("the v1 Deployment")?;
@@ -388,7 +459,8 @@ async fn new_version_rolls_out(cluster: &Cluster, runner: &PodRunner) -> Result<
         let rolling = condition(&a, "Progressing").is_some_and(|c| c.1 == "RollingOut");
         let v2_size = d.iter().find(|x| x.0 == "v2").map(|x| x.1);
         let desired = a.status.as_ref().map(|s| s.desired_workers);
-        Ok((versions == BTreeSet::from(["v1".to_string(), "v2".to_string()]) && rolling && v2_size == Some(0) && desired == Some(0)).then_some(()))
+        Ok((versions == BTreeSet::from(["v1".to_string(), "v2".to_string()]) && rolling && v2_size == Some(0) && desired == Some(0))
+            .then_some(()))
     })
     .await?;
     let (image, pods) = version_workers(cluster, ns, "shop", "v1").await?.context("the v1 Deployment while draining")?;
@@ -397,7 +469,9 @@ async fn new_version_rolls_out(cluster: &Cluster, runner: &PodRunner) -> Result<
     release(&client, "v1-hold-", 3).await?;
     wait_for("v1 to drain and its Deployment to go", 2 * MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;
-        let done = client.list_workflows(&WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
+        let done = client
+            .list_workflows(&WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() })
+            .await?;
         // The status is patched after the Deployment is removed, in the same reconcile: wait
         // for both rather than reading the status at the moment the Deployment is gone.
         let versions = app(cluster, ns, "shop").await?.status.map(|s| s.versions);
@@ -490,7 +564,8 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
     })
     .await?;
     ensure!(msg.contains("orders") && msg.contains("alpha"), "unclear message: {msg}");
-    let (alpha, steady) = (Client::connect_with(&app_client_config(&url, "alpha")).await?, Client::connect_with(&app_client_config(&url, "steady")).await?);
+    let (alpha, steady) =
+        (Client::connect_with(&app_client_config(&url, "alpha")).await?, Client::connect_with(&app_client_config(&url, "steady")).await?);
     // Work without a version, on the same queue name, for each app.
     for i in 0..3 {
         let opts = WorkflowOptions { id: Some(format!("steady-hold-{i}")), ..Default::default() };
@@ -503,21 +578,37 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
     for id in &orders {
         let _: String = tokio::time::timeout(2 * MINUTE, alpha.get_result(id)).await??;
         let w = alpha.status(id).await?.context("an order's status")?;
-        ensure!(w.executor_id.as_deref().is_some_and(|e| e.starts_with("alpha-")) && w.app_version.as_deref() == Some("1.0.0"), "alpha's work ran elsewhere: {w:?}");
+        ensure!(
+            w.executor_id.as_deref().is_some_and(|e| e.starts_with("alpha-")) && w.app_version.as_deref() == Some("1.0.0"),
+            "alpha's work ran elsewhere: {w:?}"
+        );
     }
     wait_for("steady to run its three held workflows on three workers", 2 * MINUTE, || async {
-        let running = steady.list_workflows(&WorkflowFilter { id_prefix: Some("steady-hold-".into()), statuses: vec![Status::Pending], ..Default::default() }).await?;
+        let running = steady
+            .list_workflows(&WorkflowFilter {
+                id_prefix: Some("steady-hold-".into()),
+                statuses: vec![Status::Pending],
+                ..Default::default()
+            })
+            .await?;
         let d = worker_deployments(cluster, &ns, "steady").await?;
         Ok((running.len() == 3 && d.iter().map(|x| x.1).sum::<i32>() == 3).then_some(running))
     })
     .await
     .and_then(|running| {
-        ensure!(running.iter().all(|w| w.executor_id.as_deref().is_some_and(|e| e.starts_with("steady-"))), "steady's work ran elsewhere: {running:?}");
+        ensure!(
+            running.iter().all(|w| w.executor_id.as_deref().is_some_and(|e| e.starts_with("steady-"))),
+            "steady's work ran elsewhere: {running:?}"
+        );
         Ok(())
     })?;
     release(&steady, "steady-hold-", 3).await?;
     wait_for("steady's work to finish", 2 * MINUTE, || async {
-        let done = count(&steady, WorkflowFilter { id_prefix: Some("steady-hold-".into()), statuses: vec![Status::Success], ..Default::default() }).await?;
+        let done = count(
+            &steady,
+            WorkflowFilter { id_prefix: Some("steady-hold-".into()), statuses: vec![Status::Success], ..Default::default() },
+        )
+        .await?;
         Ok((done == 3).then_some(()))
     })
     .await?;
@@ -555,7 +646,16 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
 async fn scale_down_window_survives_the_restart(cluster: &Cluster, shared: &Shared) -> Result<()> {
     let ns = &shared.ns;
     // A spec change makes the new operator reconcile steady (observedGeneration shows when).
-    cluster.kubectl(&["patch", "durableapp", "steady", "-n", ns, "--type=merge", "-p", r#"{"spec":{"scaling":{"scaleUpStabilizationSeconds":1}}}"#])?;
+    cluster.kubectl(&[
+        "patch",
+        "durableapp",
+        "steady",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"scaling":{"scaleUpStabilizationSeconds":1}}}"#,
+    ])?;
     let generation = app(cluster, ns, "steady").await?.metadata.generation;
     wait_for("the restarted operator to reconcile steady", MINUTE, || async {
         let a = app(cluster, ns, "steady").await?;
@@ -608,10 +708,13 @@ async fn leader_steps_down_before_its_lease_expires(cluster: &Cluster, operator:
 async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     let ns = &namespace("e2e-runs");
     let url = namespace_with_database(cluster, ns).await?;
-    apply(cluster, &format!(
-        "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
          image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 1\n  database: {{urlSecret: {{name: shop-db}}}}\n"
-    ))?;
+        ),
+    )?;
     wait_for("the app to be ready", 2 * MINUTE, || async {
         Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.0 == "True" && c.1 == "Available").map(|_| ()))
     })
@@ -641,11 +744,18 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     // Applying the same file again starts nothing new.
     let again = cluster.kubectl_stdin(&["apply", "-f", "-"], &order)?;
     ensure!(String::from_utf8_lossy(&again.stdout).contains("unchanged"), "re-apply: {}", String::from_utf8_lossy(&again.stdout));
-    ensure!(count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.order-7.")), ..Default::default() }).await? == 1, "a second run started");
+    ensure!(
+        count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.order-7.")), ..Default::default() }).await? == 1,
+        "a second run started"
+    );
 
     // What to run cannot change once the object exists (a second workflow would start).
     let moved = cluster.kubectl_stdin(&["apply", "-f", "-"], &order.replace("appRef: shop", "appRef: other"))?;
-    ensure!(!moved.status.success() && String::from_utf8_lossy(&moved.stderr).contains("cannot change once a WorkflowRun exists"), "appRef changed: {}", String::from_utf8_lossy(&moved.stderr));
+    ensure!(
+        !moved.status.success() && String::from_utf8_lossy(&moved.stderr).contains("cannot change once a WorkflowRun exists"),
+        "appRef changed: {}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
     // A failing workflow shows its error.
     apply(cluster, &run("declined", "  appRef: shop\n  workflowName: process_order\n  input: -1\n"))?;
     cluster.kubectl(&["wait", "--for=condition=Failed", "workflowrun/declined", "-n", ns, "--timeout=120s"])?;
@@ -664,20 +774,43 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     // is enqueued (the workers recorded what their workflows take and where they listen).
     apply(cluster, &run("two-args", "  appRef: shop\n  workflowName: process_order\n  input: [1, 2]\n"))?;
     apply(cluster, &run("no-queue", "  appRef: shop\n  workflowName: process_order\n  input: 3\n  queue: order\n"))?;
-    for (name, why) in [("typo", "WorkflowNotFound"), ("no-app", "AppNotFound"), ("two-args", "InvalidInput"), ("no-queue", "QueueNotFound")] {
+    for (name, why) in
+        [("typo", "WorkflowNotFound"), ("no-app", "AppNotFound"), ("two-args", "InvalidInput"), ("no-queue", "QueueNotFound")]
+    {
         wait_for(&format!("{name} to report {why}"), MINUTE, || async {
             let st = runs.get(name).await?.status;
             Ok(st.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Failed" && c.status == "True" && c.reason == why)).map(|_| ()))
         })
         .await?;
     }
-    ensure!(count(&client, WorkflowFilter { name: Some("proces_order".into()), ..Default::default() }).await? == 0, "a misnamed run was enqueued");
+    ensure!(
+        count(&client, WorkflowFilter { name: Some("proces_order".into()), ..Default::default() }).await? == 0,
+        "a misnamed run was enqueued"
+    );
     for name in ["two-args", "no-queue"] {
-        ensure!(count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.{name}.")), ..Default::default() }).await? == 0, "{name} was enqueued");
+        ensure!(
+            count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.{name}.")), ..Default::default() }).await? == 0,
+            "{name} was enqueued"
+        );
     }
-    let msg = runs.get("two-args").await?.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Failed")).map(|c| c.message).unwrap_or_default();
+    let msg = runs
+        .get("two-args")
+        .await?
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Failed"))
+        .map(|c| c.message)
+        .unwrap_or_default();
     ensure!(msg.contains("takes 1 argument (i64)") && msg.contains("gives 2 arguments"), "unclear message: {msg}");
-    let events = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=no-queue,type=Warning", "-o", "jsonpath={.items[*].message}"])?;
+    let events = cluster.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "involvedObject.name=no-queue,type=Warning",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
     ensure!(events.contains("listens to queue order") && events.contains("orders"), "no Event names the queue: {events}");
 
     // Cancel from the manifest: a held run stops.
@@ -712,13 +845,25 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     apply(cluster, &run("order-7-again", "  appRef: shop\n  workflowName: process_order\n  forkOf: {run: order-7, step: 3}\n"))?;
     cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/order-7-again", "-n", ns, "--timeout=120s"])?;
     let st = runs.get("order-7-again").await?.status.context("a status")?;
-    ensure!(st.forked_from.as_deref() == Some(id.as_str()) && st.output.as_deref().is_some_and(|o| o.contains("shipped")), "fork status: {st:?}");
+    ensure!(
+        st.forked_from.as_deref() == Some(id.as_str()) && st.output.as_deref().is_some_and(|o| o.contains("shipped")),
+        "fork status: {st:?}"
+    );
 
     // A finished run whose record the app's retention deleted is not run again: its status
     // stays as last seen, even when the object changes.
     let order7_id = id.clone();
     client.delete_workflow(&order7_id, false).await?;
-    cluster.kubectl(&["patch", "workflowrun", "order-7", "-n", ns, "--type=merge", "-p", "{\"spec\":{\"ttlSecondsAfterFinished\":3600}}"])?;
+    cluster.kubectl(&[
+        "patch",
+        "workflowrun",
+        "order-7",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"ttlSecondsAfterFinished\":3600}}",
+    ])?;
     let generation = runs.get("order-7").await?.metadata.generation;
     wait_for("the operator to look at order-7 again", MINUTE, || async {
         let r = runs.get("order-7").await?;
@@ -726,7 +871,10 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     })
     .await?;
     ensure!(client.status(&order7_id).await?.is_none(), "the finished run was started again after its record was deleted");
-    ensure!(runs.get("order-7").await?.status.and_then(|s| s.phase) == Some(mainstay_crds::WorkflowRunPhase::Succeeded), "order-7 no longer reads Succeeded");
+    ensure!(
+        runs.get("order-7").await?.status.and_then(|s| s.phase) == Some(mainstay_crds::WorkflowRunPhase::Succeeded),
+        "order-7 no longer reads Succeeded"
+    );
 
     // Deleting an unfinished run's object leaves its workflow running (the documented policy);
     // creating the object again under the same name starts a new run (a new uid).
@@ -746,13 +894,22 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     apply(cluster, &run("orphan", "  appRef: shop\n  workflowName: hold\n  input: 1\n"))?;
     cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/orphan", "-n", ns, "--timeout=120s"])?;
     let again = runs.get("orphan").await?.status.and_then(|s| s.workflow_id).context("a workflow ID")?;
-    ensure!(again != orphan_id && count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.orphan.")), ..Default::default() }).await? == 2, "re-creating the object did not start a new run");
+    ensure!(
+        again != orphan_id && count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.orphan.")), ..Default::default() }).await? == 2,
+        "re-creating the object did not start a new run"
+    );
 
     // A TTL after finish removes the object, not the workflow's records.
     apply(cluster, &run("brief", "  appRef: shop\n  workflowName: process_order\n  input: 9\n  ttlSecondsAfterFinished: 0\n"))?;
     let brief = wait_for("the brief run's object to go after it finished", 2 * MINUTE, || async {
         let found = runs.get_opt("brief").await?;
-        let done = client.list_workflows(&WorkflowFilter { id_prefix: Some(format!("{ns}.brief.")), statuses: vec![Status::Success], ..Default::default() }).await?;
+        let done = client
+            .list_workflows(&WorkflowFilter {
+                id_prefix: Some(format!("{ns}.brief.")),
+                statuses: vec![Status::Success],
+                ..Default::default()
+            })
+            .await?;
         Ok((found.is_none() && done.len() == 1).then_some(done))
     })
     .await?;
@@ -780,28 +937,39 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     .await?;
 
     let table = cluster.kubectl(&["get", "workflowruns", "-n", ns])?;
-    ensure!(table.contains("order-7") && table.contains("Succeeded") && table.contains("process_order"), "kubectl get workflowruns:\n{table}");
+    ensure!(
+        table.contains("order-7") && table.contains("Succeeded") && table.contains("process_order"),
+        "kubectl get workflowruns:\n{table}"
+    );
 
     // A rotated database Secret rolls the workers onto it: the pod template records the
     // Secret's version, and work runs on the new pods.
     let template_secret = || async {
-        let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
-        let annotations = list.items.first().and_then(|d| d.spec.as_ref()?.template.metadata.as_ref()?.annotations.clone()).unwrap_or_default();
+        let list = Api::<Deployment>::namespaced(cluster.client.clone(), ns)
+            .list(&ListParams::default().labels(&format!("{LABEL_APP}=shop")))
+            .await?;
+        let annotations =
+            list.items.first().and_then(|d| d.spec.as_ref()?.template.metadata.as_ref()?.annotations.clone()).unwrap_or_default();
         Ok::<_, anyhow::Error>(annotations.get("mainstay.dev/database-secret-version").cloned())
     };
     let before = template_secret().await?.context("the pod template records the Secret's version")?;
     let rotated = format!("{url}?application_name=rotated");
-    apply(cluster, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-db, namespace: {ns}}}\nstringData: {{url: \"{rotated}\"}}\n"))?;
-    wait_for("the rotated Secret to reach the pod template", MINUTE, || async {
-        Ok(template_secret().await?.filter(|v| *v != before))
-    })
-    .await?;
+    apply(
+        cluster,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-db, namespace: {ns}}}\nstringData: {{url: \"{rotated}\"}}\n"),
+    )?;
+    wait_for("the rotated Secret to reach the pod template", MINUTE, || async { Ok(template_secret().await?.filter(|v| *v != before)) })
+        .await?;
     let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
     wait_for("a worker started after the rotation", 2 * MINUTE, || async {
         let list = pods.list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
         let fresh = list.items.iter().any(|p| {
             let annotations = p.metadata.annotations.clone().unwrap_or_default();
-            let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             annotations.get("mainstay.dev/database-secret-version") != Some(&before) && ready
         });
         Ok(fresh.then_some(()))
@@ -815,7 +983,9 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
 
 /// The WorkflowRuns of a Schedule: (name, workflow ID, phase).
 async fn schedule_runs(cluster: &Cluster, ns: &str, schedule: &str) -> Result<Vec<(String, Option<String>, Option<String>)>> {
-    let list = Api::<WorkflowRun>::namespaced(cluster.client.clone(), ns).list(&ListParams::default().labels(&format!("mainstay.dev/schedule={schedule}"))).await?;
+    let list = Api::<WorkflowRun>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("mainstay.dev/schedule={schedule}")))
+        .await?;
     Ok(list
         .items
         .into_iter()
@@ -850,10 +1020,13 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     };
     // The app and its Schedule arrive together: the Schedule waits for the app's migration
     // instead of failing to enqueue into tables that do not exist yet.
-    apply(cluster, &format!(
-        "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
          image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 1\n  database: {{urlSecret: {{name: shop-db}}}}\n"
-    ))?;
+        ),
+    )?;
     apply(cluster, &schedule(false))?;
     wait_for("the app's database to be migrated", MINUTE, || async {
         Ok(condition(&app(cluster, ns, "shop").await?, "Migrated").filter(|c| c.0 == "True").map(|_| ()))
@@ -861,20 +1034,26 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     let client = Client::connect(&url).await?;
     let runs = || async {
-        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), ..Default::default() }).await?;
+        let all =
+            client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), ..Default::default() }).await?;
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
-    let first = wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, &format!("{ns}/every-second"))?.first().copied()) }).await?;
+    let first =
+        wait_for("the first tick", MINUTE, || async { Ok(ticks(&runs().await?, &format!("{ns}/every-second"))?.first().copied()) }).await?;
     let table = cluster.kubectl(&["get", "schedules", "-n", ns])?;
     ensure!(table.contains("Scheduling") && !table.contains("<invalid>"), "kubectl get schedules:\n{table}");
     // Restart the operator in the middle: stopped for a few ticks, then a new process.
     wait_for("8 s of ticks", MINUTE, || async { Ok((Utc::now() >= first + chrono::Duration::seconds(8)).then_some(())) }).await?;
     operator.stop().await?;
     let stopped = Utc::now();
-    wait_for("3 s without an operator", MINUTE, || async { Ok((Utc::now() >= stopped + chrono::Duration::seconds(3)).then_some(())) }).await?;
+    wait_for("3 s without an operator", MINUTE, || async { Ok((Utc::now() >= stopped + chrono::Duration::seconds(3)).then_some(())) })
+        .await?;
     let operator = Operator::start(cluster, sa, "e2e-operator-2").await?;
     wait_for("20 s of ticks", 2 * MINUTE, || async {
-        Ok(ticks(&runs().await?, &format!("{ns}/every-second"))?.last().is_some_and(|t| *t >= first + chrono::Duration::seconds(20)).then_some(()))
+        Ok(ticks(&runs().await?, &format!("{ns}/every-second"))?
+            .last()
+            .is_some_and(|t| *t >= first + chrono::Duration::seconds(20))
+            .then_some(()))
     })
     .await?;
     apply(cluster, &schedule(true))?;
@@ -891,7 +1070,13 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     let expected = (last - first).num_seconds() as usize + 1;
     ensure!(fired.len() == expected, "ticks missing between {first} and {last}: {} fired, {expected} expected", fired.len());
     wait_for("every run to succeed", 2 * MINUTE, || async {
-        Ok((count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), statuses: vec![Status::Success], ..Default::default() }).await? == fired.len()).then_some(()))
+        Ok((count(
+            &client,
+            WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), statuses: vec![Status::Success], ..Default::default() },
+        )
+        .await?
+            == fired.len())
+        .then_some(()))
     })
     .await?;
     let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get("every-second").await?;
@@ -942,7 +1127,8 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
         Ok((done && runs().await?.len() == before + 1 + 5).then_some(()))
     })
     .await?;
-    let backfilled = ticks(&runs().await?.into_iter().filter(|id| !id.contains("-trigger-")).collect::<Vec<_>>(), &format!("{ns}/every-second"))?;
+    let backfilled =
+        ticks(&runs().await?.into_iter().filter(|id| !id.contains("-trigger-")).collect::<Vec<_>>(), &format!("{ns}/every-second"))?;
     let unique: BTreeSet<_> = backfilled.iter().collect();
     ensure!(unique.len() == backfilled.len(), "a tick ran twice after the backfill");
     ensure!(backfilled.first() == Some(&(first - chrono::Duration::seconds(5))), "the backfill did not start at its range");
@@ -955,17 +1141,22 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     // A Schedule of the same name in another namespace, on the same database: its ticks are its
     // own (the namespace is in their IDs), and its objects show only its runs.
     let ns2 = &namespace("e2e-sched-twin");
-    apply(cluster, &format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns2}}}\n---\n\
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns2}}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-db, namespace: {ns2}}}\nstringData: {{url: \"{url}\"}}\n---\n\
          apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns2}}}\nspec:\n  \
          image: example.invalid/mainstay-example-worker:1.0.0\n  replicas: 0\n  database: {{urlSecret: {{name: shop-db}}}}\n"
-    ))?;
-    let twin_range = range(first, first + chrono::Duration::seconds(3)).replace(&format!("namespace: {ns}}}"), &format!("namespace: {ns2}}}"));
+        ),
+    )?;
+    let twin_range =
+        range(first, first + chrono::Duration::seconds(3)).replace(&format!("namespace: {ns}}}"), &format!("namespace: {ns2}}}"));
     apply(cluster, &twin_range)?;
     let ours_before = runs().await?;
     let twin_runs = || async {
-        let all = client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns2}/every-second")), ..Default::default() }).await?;
+        let all =
+            client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns2}/every-second")), ..Default::default() }).await?;
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
     wait_for("the twin Schedule's three backfilled ticks", MINUTE, || async { Ok((twin_runs().await?.len() == 3).then_some(())) }).await?;
@@ -981,7 +1172,16 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     cluster.kubectl(&["delete", "namespace", ns2, "--wait=false"])?;
 
-    let failures = cluster.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=every-second,type=Warning", "-o", "jsonpath={.items[*].reason}"])?;
+    let failures = cluster.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "involvedObject.name=every-second,type=Warning",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ])?;
     ensure!(!failures.contains("EnqueueFailed"), "the Schedule failed to enqueue while its app migrated: {failures}");
 
     // What a reader of `kubectl get schedules` must see: a workflow name the app does not
@@ -994,7 +1194,9 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     };
     let reason_of = |name: &'static str| async move {
         let s = Api::<Schedule>::namespaced(cluster.client.clone(), ns).get(name).await?;
-        Ok::<_, anyhow::Error>(s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| (c.status, c.reason, c.message)))
+        Ok::<_, anyhow::Error>(
+            s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| (c.status, c.reason, c.message)),
+        )
     };
     apply(cluster, &other("typo", "nightly_reprot"))?;
     let msg = wait_for("Schedule typo to report WorkflowNotFound", MINUTE, || async {
@@ -1002,7 +1204,10 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(msg.contains("nightly_reprot") && msg.contains("nightly_report"), "unclear message: {msg}");
-    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/typo")), ..Default::default() }).await? == 0, "a misnamed schedule fired");
+    ensure!(
+        count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/typo")), ..Default::default() }).await? == 0,
+        "a misnamed schedule fired"
+    );
     // A workflow that does not take (scheduled_at, context) is reported, and nothing fires.
     apply(cluster, &other("one-arg", "process_order"))?;
     let msg = wait_for("Schedule one-arg to report InvalidInput", MINUTE, || async {
@@ -1010,17 +1215,27 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(msg.contains("(scheduled_at, context)"), "unclear message: {msg}");
-    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/one-arg")), ..Default::default() }).await? == 0, "a schedule of the wrong workflow fired");
+    ensure!(
+        count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/one-arg")), ..Default::default() }).await? == 0,
+        "a schedule of the wrong workflow fired"
+    );
     // Runs whose workflow fails: the context asks the report to fail.
     apply(cluster, &format!("{}  input: {{fail: true}}\n", other("failing", "nightly_report")))?;
     let msg = wait_for("Schedule failing to report RunsFailing", MINUTE, || async {
         Ok(reason_of("failing").await?.filter(|c| c.0 == "False" && c.1 == "RunsFailing").map(|c| c.2))
     })
     .await?;
-    ensure!(msg.contains(&format!("sched-{ns}/failing-")) && msg.contains("ReportFailed"), "the message does not name the failed run and its error: {msg}");
+    ensure!(
+        msg.contains(&format!("sched-{ns}/failing-")) && msg.contains("ReportFailed"),
+        "the message does not name the failed run and its error: {msg}"
+    );
     // Failed runs are kept to their own limit (the default, 1), and shown with their error.
     wait_for("three failed runs and one failed WorkflowRun", MINUTE, || async {
-        let failed = count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), statuses: vec![Status::Error], ..Default::default() }).await?;
+        let failed = count(
+            &client,
+            WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), statuses: vec![Status::Error], ..Default::default() },
+        )
+        .await?;
         let shown = schedule_runs(cluster, ns, "failing").await?;
         let finished: Vec<_> = shown.iter().filter(|r| r.2.as_deref() != Some("Enqueued") && r.2.as_deref() != Some("Running")).collect();
         Ok((failed >= 3 && finished.len() == 1 && finished[0].2.as_deref() == Some("Failed")).then_some(()))
@@ -1028,8 +1243,14 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     cluster.kubectl(&["delete", "schedule", "typo", "one-arg", "failing", "-n", ns])?;
     // Deleting a Schedule deletes its WorkflowRuns (garbage collection), not its workflows.
-    wait_for("the deleted Schedule's WorkflowRuns to go", MINUTE, || async { Ok(schedule_runs(cluster, ns, "failing").await?.is_empty().then_some(())) }).await?;
-    ensure!(count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), ..Default::default() }).await? >= 3, "deleting the Schedule deleted its workflows");
+    wait_for("the deleted Schedule's WorkflowRuns to go", MINUTE, || async {
+        Ok(schedule_runs(cluster, ns, "failing").await?.is_empty().then_some(()))
+    })
+    .await?;
+    ensure!(
+        count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), ..Default::default() }).await? >= 3,
+        "deleting the Schedule deleted its workflows"
+    );
 
     // A paused app says so instead of showing a stale picture.
     cluster.kubectl(&["annotate", "durableapp", "shop", "-n", ns, "mainstay.dev/paused=true"])?;
@@ -1052,10 +1273,16 @@ async fn uninstall_keeps_the_database(cluster: &Cluster) -> Result<()> {
     let before = count(&client, WorkflowFilter::default()).await?;
     let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client.clone(), RELEASE_NAMESPACE);
     let lease = leases.get("mainstay-operator").await.context("the leader Lease")?;
-    ensure!(lease.metadata.owner_references.unwrap_or_default().iter().any(|o| o.kind == "Deployment" && o.name == RELEASE), "the Lease is not owned by the operator's Deployment");
+    ensure!(
+        lease.metadata.owner_references.unwrap_or_default().iter().any(|o| o.kind == "Deployment" && o.name == RELEASE),
+        "the Lease is not owned by the operator's Deployment"
+    );
     cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"])?;
     // The Lease goes with the Deployment (garbage collection), not left behind.
-    wait_for("the leader Lease to go with the uninstall", MINUTE, || async { Ok(leases.get_opt("mainstay-operator").await?.is_none().then_some(())) }).await?;
+    wait_for("the leader Lease to go with the uninstall", MINUTE, || async {
+        Ok(leases.get_opt("mainstay-operator").await?.is_none().then_some(()))
+    })
+    .await?;
     ensure!(count(&client, WorkflowFilter::default()).await? == before, "workflows changed after helm uninstall");
     ensure!(before >= 506, "the scale scenario's workflows are there ({before})");
     // With the operator gone, deleting its resources does not hang (no finalizer to wait on).

@@ -67,12 +67,7 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn register_local(
-        &self,
-        id: &str,
-        cancel: CancellationToken,
-        done: watch::Receiver<Option<LocalOutcome>>,
-    ) {
+    pub(crate) fn register_local(&self, id: &str, cancel: CancellationToken, done: watch::Receiver<Option<LocalOutcome>>) {
         self.local.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), LocalRun { cancel, done });
     }
 
@@ -104,9 +99,7 @@ impl Runtime {
         self.app_db
             .get_or_try_init(|| async {
                 let pool = match &self.config.app_database_url {
-                    Some(url) => {
-                        connect_pool(url, self.config.app_pool_size, self.config.connect_timeout, "application").await?
-                    }
+                    Some(url) => connect_pool(url, self.config.app_pool_size, self.config.connect_timeout, "application").await?,
                     None => self.db.pool().clone(),
                 };
                 AppDatabase::open(pool, &self.config.system_schema).await
@@ -117,11 +110,7 @@ impl Runtime {
 
     /// How code waiting outside a workflow reads and is woken through this runtime.
     pub(crate) fn waiter(&self) -> crate::wakeup::Waiter {
-        crate::wakeup::Waiter {
-            db: self.db.clone(),
-            wakeups: self.wakeups.clone(),
-            poll: self.config.polling_interval,
-        }
+        crate::wakeup::Waiter { db: self.db.clone(), wakeups: self.wakeups.clone(), poll: self.config.polling_interval }
     }
 
     pub(crate) fn local_ids(&self) -> Vec<String> {
@@ -136,14 +125,10 @@ impl Runtime {
 static GLOBAL: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
 
 pub(crate) fn global() -> Result<Arc<Runtime>> {
-    GLOBAL
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .ok_or(Error::NotLaunched(
-            "mainstay is not launched: call Mainstay::launch(config) before running workflows \
+    GLOBAL.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::NotLaunched(
+        "mainstay is not launched: call Mainstay::launch(config) before running workflows \
              (or run them with .on(&app))",
-        ))
+    ))
 }
 
 /// A launched mainstay runtime. Cheap to clone.
@@ -361,10 +346,7 @@ impl Mainstay {
     }
 
     /// Starts a workflow call on this instance in the background.
-    pub async fn start<W: crate::Workflow>(
-        &self,
-        call: crate::WorkflowCall<W>,
-    ) -> Result<WorkflowHandle<W::Output>> {
+    pub async fn start<W: crate::Workflow>(&self, call: crate::WorkflowCall<W>) -> Result<WorkflowHandle<W::Output>> {
         call.on(self).start().await
     }
 
@@ -413,11 +395,7 @@ impl Mainstay {
     }
 
     /// Forks a workflow (see [`crate::Client::fork`]); returns a handle to the new run.
-    pub async fn fork<T: serde::de::DeserializeOwned>(
-        &self,
-        workflow_id: &str,
-        options: &crate::ForkOptions,
-    ) -> Result<WorkflowHandle<T>> {
+    pub async fn fork<T: serde::de::DeserializeOwned>(&self, workflow_id: &str, options: &crate::ForkOptions) -> Result<WorkflowHandle<T>> {
         let id = self.rt.db.fork(workflow_id, options, INTERNAL_QUEUE).await?;
         self.rt.announce(INTERNAL_QUEUE);
         Ok(self.retrieve(id))
@@ -433,24 +411,14 @@ impl Mainstay {
     }
 
     /// Sends `message` to workflow `destination_id` under `topic` (see [`crate::send`]).
-    pub async fn send<T: serde::Serialize + ?Sized>(
-        &self,
-        destination_id: &str,
-        message: &T,
-        topic: Option<&str>,
-    ) -> Result<()> {
+    pub async fn send<T: serde::Serialize + ?Sized>(&self, destination_id: &str, message: &T, topic: Option<&str>) -> Result<()> {
         use crate::message::{encode_message, send_outside, stored_topic};
         let message = encode_message(destination_id, message, self.rt.db.payload_limit())?;
         send_outside(&self.rt.db, destination_id, &message, &stored_topic(topic), None).await
     }
 
     /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.
-    pub async fn get_event<T: serde::de::DeserializeOwned>(
-        &self,
-        workflow_id: &str,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<Option<T>> {
+    pub async fn get_event<T: serde::de::DeserializeOwned>(&self, workflow_id: &str, key: &str, timeout: Duration) -> Result<Option<T>> {
         crate::event::wait_for_event(&self.rt.waiter(), workflow_id, key, timeout).await
     }
 
@@ -508,8 +476,8 @@ pub async fn wait_for_signal() -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())
-            .map_err(|source| Error::Io { what: "cannot install the SIGTERM handler".into(), source })?;
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|source| Error::Io { what: "cannot install the SIGTERM handler".into(), source })?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -16,16 +16,16 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::context::now_ms;
 use crate::error::{Error, Result};
-use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter, RegisteredWorkflow};
+use crate::event::wait_for_event;
+use crate::fleet::{Progress, RegistrationMark, UnfinishedWork};
+use crate::management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
+use crate::message::{encode_message, send_outside, stored_topic};
 use crate::queue::Queue;
 use crate::schedule::{Schedule, ScheduleStatus};
 use crate::serialization::{decode, encode};
 use crate::status::{Status, WorkflowStatus};
-use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
-use crate::event::wait_for_event;
-use crate::fleet::{Progress, RegistrationMark, UnfinishedWork};
-use crate::message::{encode_message, send_outside, stored_topic};
 use crate::stream;
+use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
 use crate::wakeup::{self, Waiter, Wakeups};
 use crate::workflow::{recorded_outcome, WorkflowOptions};
 
@@ -208,12 +208,7 @@ impl Client {
     }
 
     /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.
-    pub async fn get_event<T: DeserializeOwned>(
-        &self,
-        workflow_id: &str,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<Option<T>> {
+    pub async fn get_event<T: DeserializeOwned>(&self, workflow_id: &str, key: &str, timeout: Duration) -> Result<Option<T>> {
         wait_for_event(&self.waiter().await?, workflow_id, key, timeout).await
     }
 
@@ -229,13 +224,7 @@ impl Client {
 
     /// Enqueues workflow `workflow_name` on `queue` with positional JSON arguments; returns the
     /// workflow ID. Without `options.app_version` the newest application version runs it.
-    pub async fn enqueue(
-        &self,
-        workflow_name: &str,
-        queue: &str,
-        args: Vec<Value>,
-        options: WorkflowOptions,
-    ) -> Result<String> {
+    pub async fn enqueue(&self, workflow_name: &str, queue: &str, args: Vec<Value>, options: WorkflowOptions) -> Result<String> {
         if workflow_name.trim().is_empty() || queue.trim().is_empty() {
             return Err(Error::InvalidArgument("enqueue needs a workflow name and a queue name".into()));
         }
@@ -269,11 +258,7 @@ impl Client {
         let written = self.insert_rows(std::slice::from_ref(&row), &format!("enqueue workflow {id}")).await?;
         if let Some(StartOutcome::Exists { name: Some(existing) }) = written.first() {
             if existing != workflow_name {
-                return Err(Error::WorkflowConflict {
-                    workflow_id: id,
-                    existing: existing.clone(),
-                    requested: workflow_name.to_string(),
-                });
+                return Err(Error::WorkflowConflict { workflow_id: id, existing: existing.clone(), requested: workflow_name.to_string() });
             }
         }
         Ok(id)
@@ -427,10 +412,7 @@ impl Client {
         schedule.validate()?;
         let app = schedule.application_name.as_deref().or(self.app_name.as_deref());
         if !self.db.create_schedule(schedule, app).await? {
-            return Err(Error::AlreadyExists(format!(
-                "a schedule named {} exists; delete it first or choose another name",
-                schedule.name
-            )));
+            return Err(Error::AlreadyExists(format!("a schedule named {} exists; delete it first or choose another name", schedule.name)));
         }
         Ok(())
     }
@@ -518,9 +500,11 @@ impl Client {
     async fn insert_rows(&self, rows: &[NewWorkflow], what: &str) -> Result<Vec<StartOutcome>> {
         let mut conn = self.db.pool().acquire().await.map_err(|e| Error::db("connect to enqueue", e))?;
         let batch = Batch { starts: rows.iter().collect(), ..Batch::default() };
-        let written = self.db.write_batch(&mut conn, &batch).await.map_err(|e| {
-            rows.first().and_then(|row| duplicate_of(&e, row)).unwrap_or_else(|| Error::db(what, e))
-        })?;
+        let written = self
+            .db
+            .write_batch(&mut conn, &batch)
+            .await
+            .map_err(|e| rows.first().and_then(|row| duplicate_of(&e, row)).unwrap_or_else(|| Error::db(what, e)))?;
         Ok(written.0)
     }
 

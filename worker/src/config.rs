@@ -164,16 +164,14 @@ impl Config {
 
     /// Reads the configuration from the environment (see [`env`]).
     pub fn from_env() -> Result<Self> {
-        let url = std::env::var(env::DATABASE_URL)
-            .or_else(|_| std::env::var(env::DATABASE_URL_FALLBACK))
-            .map_err(|_| {
-                Error::Config(format!(
-                    "no database URL: set {} (or {}) to a Postgres URL such as \
+        let url = std::env::var(env::DATABASE_URL).or_else(|_| std::env::var(env::DATABASE_URL_FALLBACK)).map_err(|_| {
+            Error::Config(format!(
+                "no database URL: set {} (or {}) to a Postgres URL such as \
                      postgres://postgres:secret@localhost:5432/myapp",
-                    env::DATABASE_URL,
-                    env::DATABASE_URL_FALLBACK
-                ))
-            })?;
+                env::DATABASE_URL,
+                env::DATABASE_URL_FALLBACK
+            ))
+        })?;
         let mut config = Config::new(url);
         config.apply_env()?;
         Ok(config)
@@ -202,12 +200,7 @@ impl Config {
             self.latest_version = match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" => true,
                 "0" | "false" | "no" => false,
-                _ => {
-                    return Err(Error::Config(format!(
-                        "{} is {v:?}; set it to true or false",
-                        env::LATEST_VERSION
-                    )))
-                }
+                _ => return Err(Error::Config(format!("{} is {v:?}; set it to true or false", env::LATEST_VERSION))),
             };
         }
         if let Some(v) = var(env::HEALTH_PORT) {
@@ -253,23 +246,16 @@ impl Config {
             ))
         })?;
         if self.executor_id.trim().is_empty() {
-            return Err(Error::Config(format!(
-                "executor ID is empty; set {} to a name unique to this process",
-                env::EXECUTOR_ID
-            )));
+            return Err(Error::Config(format!("executor ID is empty; set {} to a name unique to this process", env::EXECUTOR_ID)));
         }
         if self.max_recovery_attempts < 0 {
             return Err(Error::Config("max_recovery_attempts must be >= 0".into()));
         }
         if self.pool_size < 2 {
-            return Err(Error::Config(
-                "pool_size must be at least 2 (one connection listens for notifications)".into(),
-            ));
+            return Err(Error::Config("pool_size must be at least 2 (one connection listens for notifications)".into()));
         }
         if self.commit_concurrency == 0 || self.worker_concurrency == 0 {
-            return Err(Error::Config(
-                "commit_concurrency and worker_concurrency must be at least 1".into(),
-            ));
+            return Err(Error::Config("commit_concurrency and worker_concurrency must be at least 1".into()));
         }
         if !(MIN_MAX_PAYLOAD_BYTES..=MAX_MAX_PAYLOAD_BYTES).contains(&self.max_payload_bytes) {
             return Err(Error::Config(format!(
@@ -293,9 +279,7 @@ pub fn validate_database_url(raw: &str) -> Result<()> {
              which mainstay does not take; write it as a URL: {hint}"
         )));
     }
-    let parsed = url::Url::parse(raw).map_err(|e| {
-        Error::Config(format!("database URL {} is malformed ({e}); {hint}", redact(raw)))
-    })?;
+    let parsed = url::Url::parse(raw).map_err(|e| Error::Config(format!("database URL {} is malformed ({e}); {hint}", redact(raw))))?;
     match parsed.scheme() {
         "postgres" | "postgresql" => {}
         other => {
@@ -306,13 +290,9 @@ pub fn validate_database_url(raw: &str) -> Result<()> {
             )))
         }
     }
-    let has_socket_host =
-        parsed.query_pairs().any(|(k, v)| k == "host" && v.starts_with('/'));
+    let has_socket_host = parsed.query_pairs().any(|(k, v)| k == "host" && v.starts_with('/'));
     if parsed.host_str().map(str::is_empty).unwrap_or(true) && !has_socket_host {
-        return Err(Error::Config(format!(
-            "database URL {} names no host; {hint}",
-            redact(raw)
-        )));
+        return Err(Error::Config(format!("database URL {} names no host; {hint}", redact(raw))));
     }
     Ok(())
 }
@@ -408,9 +388,7 @@ fn validate_identifier(name: &str) -> std::result::Result<(), &'static str> {
     let mut chars = name.chars();
     match chars.next() {
         None => return Err("is empty"),
-        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
-            return Err("does not start with a letter or underscore")
-        }
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => return Err("does not start with a letter or underscore"),
         _ => {}
     }
     if name.len() > 63 {

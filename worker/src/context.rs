@@ -129,13 +129,7 @@ impl WorkflowContext {
 
     /// Records a value-less operation's checkpoint (a timeout, a send) and maps the outcome:
     /// `Ok(None)` when recorded now, `Ok(Some(op))` when an earlier execution recorded it.
-    pub(crate) async fn record(
-        &self,
-        function_id: i32,
-        name: &str,
-        output: Option<String>,
-        started_ms: i64,
-    ) -> Result<Option<RecordedOp>> {
+    pub(crate) async fn record(&self, function_id: i32, name: &str, output: Option<String>, started_ms: i64) -> Result<Option<RecordedOp>> {
         match self.checkpoint(function_id, name.to_string(), output, None, started_ms).await? {
             CheckpointOutcome::Recorded => Ok(None),
             CheckpointOutcome::Existing(op) => Ok(Some(op)),
@@ -163,9 +157,7 @@ impl WorkflowContext {
     /// Explains why a write owned by this execution was refused.
     pub(crate) async fn lost_ownership(&self) -> Error {
         match self.rt.db.get_status(&self.workflow_id).await {
-            Ok(Some(s)) if s.status == Status::Cancelled => {
-                Error::Cancelled { workflow_id: self.workflow_id.to_string() }
-            }
+            Ok(Some(s)) if s.status == Status::Cancelled => Error::Cancelled { workflow_id: self.workflow_id.to_string() },
             Ok(_) => Error::NotOwner { workflow_id: self.workflow_id.to_string() },
             Err(e) => e,
         }
@@ -183,9 +175,7 @@ pub(crate) fn current() -> Option<Arc<WorkflowContext>> {
 pub(crate) fn payload_limit() -> usize {
     match current() {
         Some(ctx) => ctx.rt.db.payload_limit(),
-        None => crate::app::global()
-            .map(|rt| rt.db.payload_limit())
-            .unwrap_or(crate::config::DEFAULT_MAX_PAYLOAD_BYTES),
+        None => crate::app::global().map(|rt| rt.db.payload_limit()).unwrap_or(crate::config::DEFAULT_MAX_PAYLOAD_BYTES),
     }
 }
 
@@ -246,8 +236,5 @@ pub fn workflow_id() -> Option<String> {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

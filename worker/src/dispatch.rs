@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::Runtime;
-use crate::wakeup;
 use crate::error::Result;
-use crate::status::Status;
 use crate::queue::Queue;
+use crate::status::Status;
 use crate::sysdb::{Claimer, CANCELLED_CHANNEL, ENQUEUED_CHANNEL};
+use crate::wakeup;
 
 /// Subscribes to wake-ups before the first claim, so nothing enqueued after launch is missed.
 /// The same connection carries the DBOS channels that wake waiting `recv`, `get_event` and
@@ -63,8 +63,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
     let mut full = true;
     loop {
         rt.heartbeat_ms.store(crate::context::now_ms(), std::sync::atomic::Ordering::Relaxed);
-        let announced: Vec<String> =
-            std::mem::take(&mut *rt.announced.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+        let announced: Vec<String> = std::mem::take(&mut *rt.announced.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
         let round = async {
             if settings.as_ref().is_none_or(|(at, _)| at.elapsed() > SETTINGS_TTL) {
                 settings = Some((Instant::now(), queue_settings(&rt).await?));
@@ -116,11 +115,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
 /// The settings of every listened queue: stored ones, or no limits for queues without a row.
 async fn queue_settings(rt: &Arc<Runtime>) -> Result<Vec<Queue>> {
     let stored = rt.db.queue_settings(&rt.queues).await?;
-    Ok(rt
-        .queues
-        .iter()
-        .map(|name| stored.iter().find(|q| q.name == *name).cloned().unwrap_or_else(|| Queue::new(name.clone())))
-        .collect())
+    Ok(rt.queues.iter().map(|name| stored.iter().find(|q| q.name == *name).cloned().unwrap_or_else(|| Queue::new(name.clone()))).collect())
 }
 
 /// Claims what fits in the free worker slots from every listened queue. Returns whether a
@@ -178,4 +173,3 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[&Queue]) -> Result<bool> {
     }
     Ok(more)
 }
-

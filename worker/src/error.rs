@@ -406,8 +406,7 @@ impl Error {
             | Error::Connect { .. }
             | Error::NotLaunched(_) => None,
             Error::PayloadTooLarge { what, size, limit } => Some(
-                Failure::new(self.kind_name(), self.to_string())
-                    .with_data(serde_json::json!({"what": what, "size": size, "limit": limit})),
+                Failure::new(self.kind_name(), self.to_string()).with_data(serde_json::json!({"what": what, "size": size, "limit": limit})),
             ),
             other => Some(Failure::new(other.kind_name(), other.to_string())),
         }

@@ -78,20 +78,14 @@ pub fn get_event<T: DeserializeOwned + Send>(
             }
             match next_wait(deadline, ctx.rt.config.polling_interval) {
                 Some(wait) => ctx.interruptible(woken.wait(wait)).await?,
-                None => {
-                    return ctx.record_or_replay(function_id, GET_EVENT_OPERATION, "null".into(), started, || None).await
-                }
+                None => return ctx.record_or_replay(function_id, GET_EVENT_OPERATION, "null".into(), started, || None).await,
             }
         }
     }
 }
 
 fn decode_event<T: DeserializeOwned>(stored: &StoredValue, workflow_id: &str, key: &str) -> Result<T> {
-    decode(
-        Some(&stored.value),
-        stored.serialization.as_deref(),
-        &format!("event {key} of workflow {workflow_id}"),
-    )
+    decode(Some(&stored.value), stored.serialization.as_deref(), &format!("event {key} of workflow {workflow_id}"))
 }
 
 /// Waits outside a workflow for event `key` of `workflow_id`.

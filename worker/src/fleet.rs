@@ -195,15 +195,15 @@ mod tests {
             ],
         };
         let a = work.outstanding_by_version(Some("a"));
-        assert_eq!(a.iter().map(|w| (w.app_version.clone(), w.outstanding())).collect::<Vec<_>>(), vec![
-            (None, 1),
-            (Some("v1".into()), 5)
-        ]);
+        assert_eq!(a.iter().map(|w| (w.app_version.clone(), w.outstanding())).collect::<Vec<_>>(), vec![(None, 1), (Some("v1".into()), 5)]);
         let b: i64 = work.outstanding_by_version(Some("b")).iter().map(VersionWork::outstanding).sum();
         assert_eq!(b, 6);
         let all: i64 = work.outstanding_by_version(None).iter().map(VersionWork::outstanding).sum();
         assert_eq!(all, 15);
-        assert_eq!(work.pending_by_executor(Some("a")), vec![ExecutorWork { executor_id: "w1".into(), app_version: Some("v1".into()), pending: 3 }]);
+        assert_eq!(
+            work.pending_by_executor(Some("a")),
+            vec![ExecutorWork { executor_id: "w1".into(), app_version: Some("v1".into()), pending: 3 }]
+        );
         assert!(work.pending_by_executor(Some("b")).is_empty());
         assert_eq!(work.queue_depths(Some("a")), vec![QueueDepth { queue: "q".into(), enqueued: 3, pending: 3 }]);
     }

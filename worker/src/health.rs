@@ -38,10 +38,7 @@ pub(crate) async fn serve(rt: Arc<Runtime>, addr: std::net::SocketAddr) -> Resul
         source,
     })?;
     let bound = listener.local_addr().map_err(|source| Error::Io { what: "health endpoint".into(), source })?;
-    let router = Router::new()
-        .route(LIVENESS_PATH, get(live))
-        .route(READINESS_PATH, get(ready))
-        .with_state(rt.clone());
+    let router = Router::new().route(LIVENESS_PATH, get(live)).route(READINESS_PATH, get(ready)).with_state(rt.clone());
     let stop = rt.shutdown.clone();
     rt.tasks.spawn(async move {
         let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
@@ -78,9 +75,6 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
     match tokio::time::timeout(READY_TIMEOUT, rt.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok\n".to_string()),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("system database: {e}\n")),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("system database did not answer within {} s\n", READY_TIMEOUT.as_secs()),
-        ),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("system database did not answer within {} s\n", READY_TIMEOUT.as_secs())),
     }
 }

@@ -34,11 +34,11 @@ mod cancellation;
 mod client;
 pub mod config;
 mod context;
+mod dispatch;
 mod error;
 mod event;
 mod fleet;
 pub mod health;
-mod dispatch;
 mod management;
 mod message;
 mod queue;
@@ -58,12 +58,12 @@ mod workflow;
 
 pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
 pub use client::{Client, QueueDepth, UnrunnableWork};
-pub use management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
 pub use config::Config;
-pub use fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
 pub use context::workflow_id;
 pub use error::{Error, Failure, OrFail, Result};
 pub use event::{get_event, set_event, GET_EVENT_OPERATION, SET_EVENT_OPERATION};
+pub use fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
+pub use management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
 pub use message::{recv, send, RECV_OPERATION, SEND_OPERATION};
 pub use queue::{Queue, RateLimit};
 pub use registry::Registration;
@@ -77,9 +77,9 @@ pub use sysdb::{DBOS_SCHEMA_VERSION, INTERNAL_QUEUE, MAINSTAY_SCHEMA_VERSION};
 pub use transaction::{transaction, transaction_with, Isolation, TransactionOptions};
 pub use workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
 
-pub use mainstay_macros::{scheduled, step, transaction, workflow};
 /// The chrono version scheduled workflows receive their times in.
 pub use chrono;
+pub use mainstay_macros::{scheduled, step, transaction, workflow};
 /// The sqlx version mainstay's transactions hand their connection from.
 pub use sqlx;
 

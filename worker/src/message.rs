@@ -74,11 +74,7 @@ pub fn send<T: Serialize + ?Sized>(
         }
         ctx.check_interrupted()?;
         let id = uuid::Uuid::now_v7().to_string();
-        let written = ctx
-            .rt
-            .db
-            .send_from_workflow(&ctx.workflow_id, &ctx.owner, function_id, &destination, &topic, &message, &id)
-            .await?;
+        let written = ctx.rt.db.send_from_workflow(&ctx.workflow_id, &ctx.owner, function_id, &destination, &topic, &message, &id).await?;
         match written {
             OpWrite::Recorded | OpWrite::AlreadyRecorded => Ok(()),
             OpWrite::NotOwner => Err(ctx.lost_ownership().await),
@@ -88,10 +84,7 @@ pub fn send<T: Serialize + ?Sized>(
 
 /// Receives the oldest message sent to the calling workflow under `topic`, waiting up to
 /// `timeout` for one; `None` if none came. Only inside a workflow.
-pub fn recv<T: DeserializeOwned>(
-    topic: Option<&str>,
-    timeout: Duration,
-) -> impl Future<Output = Result<Option<T>>> + Send {
+pub fn recv<T: DeserializeOwned>(topic: Option<&str>, timeout: Duration) -> impl Future<Output = Result<Option<T>>> + Send {
     let position = context::position_with_timeout();
     let topic = stored_topic(topic);
     async move {

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::sysdb::INTERNAL_QUEUE;
 use crate::step::IntoWorkflowCall;
+use crate::sysdb::INTERNAL_QUEUE;
 use crate::workflow::{Workflow, WorkflowHandle};
 
 /// At most `max` workflows start per `period`.
@@ -153,10 +153,7 @@ impl Queue {
 
     /// Enqueues a workflow call (or a call of an enqueueable step) on this queue; returns once
     /// the enqueue is durable.
-    pub async fn enqueue<C: IntoWorkflowCall>(
-        &self,
-        call: C,
-    ) -> Result<WorkflowHandle<<C::Workflow as Workflow>::Output>> {
+    pub async fn enqueue<C: IntoWorkflowCall>(&self, call: C) -> Result<WorkflowHandle<<C::Workflow as Workflow>::Output>> {
         call.into_workflow_call().enqueue(self).await
     }
 

@@ -50,14 +50,7 @@ impl Registration {
     /// Its schedule is named `{app}.{workflow}` for an application with a name
     /// ([`crate::Config::app_name`]), else after the workflow.
     pub const fn scheduled<W: Workflow>(cron: &'static str, zone: Option<&'static str>) -> Registration {
-        Registration {
-            name: name_of::<W>,
-            rust_type: std::any::type_name::<W>,
-            source: source_of::<W>,
-            arguments: arguments_of::<W>,
-            runner: run_claimed::<W>,
-            schedule: Some((cron, zone)),
-        }
+        Registration { schedule: Some((cron, zone)), ..Self::of::<W>() }
     }
 }
 

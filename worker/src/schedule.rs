@@ -41,10 +41,8 @@ const MONTH: usize = 4;
 const DAY_OF_WEEK: usize = 5;
 
 /// Month and weekday names: their first three letters or more (JAN, Sept, thurs, Monday).
-const MONTHS: [&str; 12] = [
-    "JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST", "SEPTEMBER", "OCTOBER", "NOVEMBER",
-    "DECEMBER",
-];
+const MONTHS: [&str; 12] =
+    ["JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST", "SEPTEMBER", "OCTOBER", "NOVEMBER", "DECEMBER"];
 const WEEKDAYS: [&str; 7] = ["SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY"];
 
 fn name_index(names: &[&str], word: &str) -> Option<usize> {
@@ -130,9 +128,7 @@ impl CronSchedule {
     pub fn parse(expr: &str, zone: Option<&str>) -> std::result::Result<CronSchedule, InvalidSchedule> {
         let expr = expr.trim();
         if expr.contains("TZ=") {
-            return Err(InvalidSchedule(format!(
-                "schedule {expr:?} embeds a time zone; give the time zone separately"
-            )));
+            return Err(InvalidSchedule(format!("schedule {expr:?} embeds a time zone; give the time zone separately")));
         }
         let body = if expr.starts_with('@') {
             let known = MACROS.iter().find(|(name, _)| name.eq_ignore_ascii_case(expr));
@@ -177,11 +173,9 @@ impl CronSchedule {
             .map_err(|_| InvalidSchedule(format!("schedule {expr:?} is not a valid cron expression; {FORMS}")))?;
         let zone = match zone {
             None | Some("") => Tz::UTC,
-            Some(z) => z.parse::<Tz>().map_err(|_| {
-                InvalidSchedule(format!(
-                    "time zone {z:?} is not an IANA time zone name (for example Europe/Paris or UTC)"
-                ))
-            })?,
+            Some(z) => z
+                .parse::<Tz>()
+                .map_err(|_| InvalidSchedule(format!("time zone {z:?} is not an IANA time zone name (for example Europe/Paris or UTC)")))?,
         };
         let parsed = CronSchedule { schedule, zone };
         // Fields that are each valid can still rule out every date (`0 0 30 2 *`). croner looks
@@ -580,8 +574,19 @@ mod tests {
         assert!(err("daily").contains("has 1 field;"));
         // Whatever the input, an error and never a panic.
         for expr in [
-            "@", "-", "* * * * -", ",,,,, *", "1-/2 * * * *", "5-1 * * * *", "*/99 * * * *", "é * * * *", "L L L L L",
-            "# # # # #", "0 0 L * *", "0 0 * * 5#9", "0 0 * * 5L",
+            "@",
+            "-",
+            "* * * * -",
+            ",,,,, *",
+            "1-/2 * * * *",
+            "5-1 * * * *",
+            "*/99 * * * *",
+            "é * * * *",
+            "L L L L L",
+            "# # # # #",
+            "0 0 L * *",
+            "0 0 * * 5#9",
+            "0 0 * * 5L",
         ] {
             let _ = CronSchedule::parse(expr, None);
         }

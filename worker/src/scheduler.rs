@@ -73,12 +73,7 @@ async fn run(rt: Arc<Runtime>) {
 }
 
 /// Brings the active set in line with the stored schedules of workflows registered here.
-fn refresh(
-    rt: &Runtime,
-    active: &mut HashMap<String, Active>,
-    invalid_reported: &mut HashMap<String, String>,
-    rows: Vec<Schedule>,
-) {
+fn refresh(rt: &Runtime, active: &mut HashMap<String, Active>, invalid_reported: &mut HashMap<String, String>, rows: Vec<Schedule>) {
     let mut seen = Vec::new();
     for s in rows {
         if s.status != ScheduleStatus::Active || rt.registry.get(&s.workflow_name).is_none() {

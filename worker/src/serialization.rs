@@ -72,10 +72,7 @@ impl std::io::Write for Bounded {
 fn check_format(serialization: Option<&str>, what: &str) -> Result<()> {
     match serialization {
         None | Some(PORTABLE_JSON) => Ok(()),
-        Some(other) => Err(Error::UnsupportedSerialization {
-            what: what.to_string(),
-            format: other.to_string(),
-        }),
+        Some(other) => Err(Error::UnsupportedSerialization { what: what.to_string(), format: other.to_string() }),
     }
 }
 
@@ -97,17 +94,9 @@ fn parse(text: Option<&str>, serialization: Option<&str>, what: &str) -> Result<
 }
 
 /// Decodes a stored value (an output, a message, an event).
-pub(crate) fn decode<T: DeserializeOwned>(
-    text: Option<&str>,
-    serialization: Option<&str>,
-    what: &str,
-) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(text: Option<&str>, serialization: Option<&str>, what: &str) -> Result<T> {
     let value = parse(text, serialization, what)?;
-    serde_json::from_value(value).map_err(|source| Error::Serialization {
-        action: "deserialize",
-        what: what.to_string(),
-        source,
-    })
+    serde_json::from_value(value).map_err(|source| Error::Serialization { action: "deserialize", what: what.to_string(), source })
 }
 
 /// Encodes workflow arguments (a tuple, or `()` for none) as portable inputs of at most
@@ -118,8 +107,7 @@ pub(crate) fn encode_args<A: Serialize>(args: &A, what: &str, limit: usize) -> R
     // else is the single argument.
     const HEAD: &str = r#"{"namedArgs":{},"positionalArgs":"#;
     let overhead = HEAD.len() + 1;
-    let encoded = bounded(args, what, limit.saturating_sub(overhead))?
-        .map_err(|size| too_large(what, size + overhead, limit))?;
+    let encoded = bounded(args, what, limit.saturating_sub(overhead))?.map_err(|size| too_large(what, size + overhead, limit))?;
     let positional = match encoded.as_str() {
         "null" => "[]".to_string(),
         array if array.starts_with('[') => encoded,
@@ -133,11 +121,7 @@ pub(crate) fn encode_args<A: Serialize>(args: &A, what: &str, limit: usize) -> R
 }
 
 /// Decodes portable inputs into the workflow's argument tuple.
-pub(crate) fn decode_args<A: DeserializeOwned>(
-    text: Option<&str>,
-    serialization: Option<&str>,
-    what: &str,
-) -> Result<A> {
+pub(crate) fn decode_args<A: DeserializeOwned>(text: Option<&str>, serialization: Option<&str>, what: &str) -> Result<A> {
     let value = parse(text, serialization, what)?;
     let (positional, named) = match value {
         Value::Null => (Vec::new(), Map::new()),
@@ -169,14 +153,12 @@ pub(crate) fn decode_args<A: DeserializeOwned>(
     let empty = positional.is_empty();
     match serde_json::from_value(Value::Array(positional)) {
         Ok(args) => Ok(args),
-        Err(_) if empty => serde_json::from_value(Value::Null).map_err(|source| {
-            Error::Serialization { action: "deserialize", what: what.to_string(), source }
-        }),
-        Err(source) => Err(Error::Serialization {
+        Err(_) if empty => serde_json::from_value(Value::Null).map_err(|source| Error::Serialization {
             action: "deserialize",
             what: what.to_string(),
             source,
         }),
+        Err(source) => Err(Error::Serialization { action: "deserialize", what: what.to_string(), source }),
     }
 }
 
@@ -231,9 +213,7 @@ fn prefix(text: &str, bytes: usize) -> &str {
 /// Encodes a failure in DBOS's portable error format (bound it with [`fit_failure`] first).
 pub(crate) fn encode_failure(f: &Failure) -> String {
     // A Failure is plain data (strings and JSON values): serializing it cannot fail.
-    serde_json::to_string(f).unwrap_or_else(|_| {
-        format!("{{\"name\":\"Error\",\"message\":{:?},\"code\":null,\"data\":null}}", f.message)
-    })
+    serde_json::to_string(f).unwrap_or_else(|_| format!("{{\"name\":\"Error\",\"message\":{:?},\"code\":null,\"data\":null}}", f.message))
 }
 
 /// Decodes a recorded error. Errors written by other SDKs may miss fields or be plain text.
@@ -333,8 +313,7 @@ mod tests {
 
     #[test]
     fn named_args_are_a_clear_error() {
-        let err = decode_args::<(i32,)>(Some(r#"{"namedArgs":{"x":1}}"#), None, "inputs of wf")
-            .unwrap_err();
+        let err = decode_args::<(i32,)>(Some(r#"{"namedArgs":{"x":1}}"#), None, "inputs of wf").unwrap_err();
         assert!(err.to_string().contains("positional"), "{err}");
     }
 

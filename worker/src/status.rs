@@ -67,10 +67,7 @@ impl Status {
 
     /// Whether the workflow will not change state again without a resume or fork.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Status::Success | Status::Error | Status::Cancelled | Status::MaxRecoveryAttemptsExceeded
-        )
+        matches!(self, Status::Success | Status::Error | Status::Cancelled | Status::MaxRecoveryAttemptsExceeded)
     }
 }
 

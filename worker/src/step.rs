@@ -20,10 +20,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use crate::context::{self, now_ms, WorkflowContext};
-use crate::workflow::{Workflow, WorkflowCall};
 use crate::error::{Error, Result};
 use crate::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
 use crate::sysdb::{CheckpointOutcome, RecordedOp};
+use crate::workflow::{Workflow, WorkflowCall};
 
 /// Retry policy of a step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,12 +40,7 @@ pub struct StepOptions {
 
 impl Default for StepOptions {
     fn default() -> Self {
-        StepOptions {
-            max_attempts: 1,
-            interval: Duration::from_secs(1),
-            backoff_rate: 2.0,
-            max_interval: Duration::from_secs(3600),
-        }
+        StepOptions { max_attempts: 1, interval: Duration::from_secs(1), backoff_rate: 2.0, max_interval: Duration::from_secs(3600) }
     }
 }
 
@@ -82,11 +77,7 @@ where
 }
 
 /// Runs `f` as a step named `name`, retrying failures as `options` says.
-pub fn step_with<T, F, Fut>(
-    name: impl Into<String>,
-    options: StepOptions,
-    f: F,
-) -> impl Future<Output = Result<T>> + Send
+pub fn step_with<T, F, Fut>(name: impl Into<String>, options: StepOptions, f: F) -> impl Future<Output = Result<T>> + Send
 where
     T: Serialize + DeserializeOwned + Send + 'static,
     F: FnMut() -> Fut + Send,
@@ -96,7 +87,9 @@ where
     run_step_at(context::position(), name.into(), options, f)
 }
 
-/// Runs a step at an already taken position (`None`: outside a workflow).
+/// Runs a step at an already taken position (`None`: outside a workflow). Not an `async fn`:
+/// the `Send` bound on the future is part of its contract.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn run_step_at<T, F, Fut>(
     position: Option<(Arc<WorkflowContext>, i32)>,
     name: String,
@@ -142,11 +135,7 @@ where
     }
 }
 
-async fn attempt<T, F, Fut>(
-    options: &StepOptions,
-    f: &mut F,
-    ctx: Option<&Arc<WorkflowContext>>,
-) -> Result<T>
+async fn attempt<T, F, Fut>(options: &StepOptions, f: &mut F, ctx: Option<&Arc<WorkflowContext>>) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -267,15 +256,17 @@ mod tests {
     #[tokio::test]
     async fn outside_a_workflow_a_step_just_runs_with_retries() {
         let mut calls = 0;
-        let out: Result<u32> = step_with(
-            "flaky",
-            StepOptions::retries(3).interval(Duration::from_millis(1)),
-            || {
-                calls += 1;
-                let n = calls;
-                async move { if n < 3 { Err(Error::msg("not yet")) } else { Ok(n) } }
-            },
-        )
+        let out: Result<u32> = step_with("flaky", StepOptions::retries(3).interval(Duration::from_millis(1)), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(Error::msg("not yet"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
         .await;
         assert_eq!(out.unwrap(), 3);
     }

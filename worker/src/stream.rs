@@ -64,10 +64,7 @@ fn append(key: String, encoded: Result<String>, operation: &'static str) -> impl
 /// The values of stream `key` of workflow `workflow_id`, from the first, as they are written.
 /// Reads through the launched runtime (see [`Client::read_stream`](crate::Client::read_stream)
 /// for processes that run no workflows).
-pub fn read_stream<T: DeserializeOwned + Send + 'static>(
-    workflow_id: impl Into<String>,
-    key: &str,
-) -> BoxStream<'static, Result<T>> {
+pub fn read_stream<T: DeserializeOwned + Send + 'static>(workflow_id: impl Into<String>, key: &str) -> BoxStream<'static, Result<T>> {
     values(crate::app::global().map(|rt| rt.waiter()), workflow_id.into(), key.to_string())
 }
 
@@ -107,12 +104,8 @@ pub(crate) fn values<T: DeserializeOwned + Send + 'static>(
             }
             // The status first: values written before the workflow finished are visible to the
             // read that follows, so an empty read of a finished workflow is the end.
-            let status = r
-                .waiter
-                .db
-                .get_status(&r.workflow_id)
-                .await?
-                .ok_or_else(|| Error::NotFound { workflow_id: r.workflow_id.clone() })?;
+            let status =
+                r.waiter.db.get_status(&r.workflow_id).await?.ok_or_else(|| Error::NotFound { workflow_id: r.workflow_id.clone() })?;
             let active = matches!(status.status, Status::Pending | Status::Enqueued | Status::Delayed);
             let entries = r.waiter.db.read_stream(&r.workflow_id, &r.key, r.next_offset).await?;
             if let Some(last) = entries.last() {

@@ -86,11 +86,7 @@ where
 /// Runs `f` as transaction `name` with `options`. Inside a workflow it is a step that takes
 /// effect exactly once; outside one it is a plain transaction (retried on serialization
 /// failures) on the launched runtime's application database.
-pub fn transaction_with<T, F>(
-    name: impl Into<String>,
-    options: TransactionOptions,
-    mut f: F,
-) -> impl Future<Output = Result<T>> + Send
+pub fn transaction_with<T, F>(name: impl Into<String>, options: TransactionOptions, mut f: F) -> impl Future<Output = Result<T>> + Send
 where
     T: Serialize + DeserializeOwned + Send + 'static,
     F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send,

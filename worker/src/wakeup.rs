@@ -46,13 +46,8 @@ impl Wakeups {
     /// Subscribes to announcements of `payload` on `channel`.
     pub(crate) fn subscribe(self: &Arc<Self>, channel: &'static str, payload: String) -> Subscription {
         let key = (channel, payload);
-        let rx = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
+        let rx =
+            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_insert_with(|| watch::channel(0).0).subscribe();
         Subscription { wakeups: self.clone(), key, rx }
     }
 
@@ -71,7 +66,6 @@ impl Wakeups {
             tx.send_modify(|n| *n += 1);
         }
     }
-
 }
 
 impl Subscription {

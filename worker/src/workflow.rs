@@ -22,9 +22,9 @@ use tokio::sync::watch;
 use crate::app::{LocalOutcome, Mainstay, Runtime};
 use crate::context::{self, WorkflowContext};
 use crate::error::{Error, Failure, Result};
+use crate::queue::Queue;
 use crate::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure, fit_failure};
 use crate::status::{Status, WorkflowStatus};
-use crate::queue::Queue;
 use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
 
 /// A durable workflow. `#[mainstay::workflow]` implements it for an `async fn`; implement it by
@@ -145,9 +145,7 @@ impl<W: Workflow> WorkflowCall<W> {
         let rt = self.resolve_runtime()?;
         let handle = match self.parent {
             Some((parent, function_id)) => {
-                start_child::<W>(rt.clone(), parent, function_id, self.args, self.options, Some(&queue.name))
-                    .await?
-                    .0
+                start_child::<W>(rt.clone(), parent, function_id, self.args, self.options, Some(&queue.name)).await?.0
             }
             None => {
                 let id = self.options.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -185,14 +183,10 @@ impl<W: Workflow> WorkflowCall<W> {
         Ok(self.begin().await?.0)
     }
 
-    async fn begin(
-        self,
-    ) -> Result<(WorkflowHandle<W::Output>, Option<tokio::task::JoinHandle<Result<W::Output>>>)> {
+    async fn begin(self) -> Result<(WorkflowHandle<W::Output>, Option<tokio::task::JoinHandle<Result<W::Output>>>)> {
         let rt = self.resolve_runtime()?;
         match self.parent {
-            Some((parent, function_id)) => {
-                start_child::<W>(rt, parent, function_id, self.args, self.options, None).await
-            }
+            Some((parent, function_id)) => start_child::<W>(rt, parent, function_id, self.args, self.options, None).await,
             None => start_top::<W>(rt, self.args, self.options).await,
         }
     }
@@ -209,12 +203,7 @@ impl<W: Workflow> IntoFuture for WorkflowCall<W> {
                 match join.await {
                     Ok(Err(Error::NotOwner { .. })) => {}
                     Ok(result) => return result,
-                    Err(e) => {
-                        return Err(Error::msg(format!(
-                            "workflow {} task failed: {e}",
-                            handle.workflow_id()
-                        )))
-                    }
+                    Err(e) => return Err(Error::msg(format!("workflow {} task failed: {e}", handle.workflow_id()))),
                 }
             }
             handle.get_result().await
@@ -253,11 +242,7 @@ impl<T: DeserializeOwned> WorkflowHandle<T> {
 
     /// The workflow's current status record.
     pub async fn status(&self) -> Result<WorkflowStatus> {
-        self.rt
-            .db
-            .get_status(&self.id)
-            .await?
-            .ok_or_else(|| Error::NotFound { workflow_id: self.id.clone() })
+        self.rt.db.get_status(&self.id).await?.ok_or_else(|| Error::NotFound { workflow_id: self.id.clone() })
     }
 
     /// Waits for the workflow to finish and returns its recorded output or failure.
@@ -302,8 +287,7 @@ fn outcome_of(status: &WorkflowStatus) -> Option<Result<String>> {
     let ser = status.serialization.as_deref();
     match status.status {
         Status::Success => Some(match &status.output {
-            Some(o) => decode::<serde_json::Value>(Some(o), ser, &format!("the output of workflow {id}"))
-                .map(|_| o.clone()),
+            Some(o) => decode::<serde_json::Value>(Some(o), ser, &format!("the output of workflow {id}")).map(|_| o.clone()),
             None => Ok("null".to_string()),
         }),
         Status::Error => Some(Err(match &status.error {
@@ -314,26 +298,15 @@ fn outcome_of(status: &WorkflowStatus) -> Option<Result<String>> {
             None => Error::Failed(Failure::new("Error", "workflow failed without a recorded error")),
         })),
         Status::Cancelled => Some(Err(Error::Cancelled { workflow_id: id.clone() })),
-        Status::MaxRecoveryAttemptsExceeded => {
-            Some(Err(Error::MaxRecoveryAttemptsExceeded { workflow_id: id.clone() }))
-        }
+        Status::MaxRecoveryAttemptsExceeded => Some(Err(Error::MaxRecoveryAttemptsExceeded { workflow_id: id.clone() })),
         _ => None,
     }
 }
 
-type Started<W> = (
-    WorkflowHandle<<W as Workflow>::Output>,
-    Option<tokio::task::JoinHandle<Result<<W as Workflow>::Output>>>,
-);
+type Started<W> = (WorkflowHandle<<W as Workflow>::Output>, Option<tokio::task::JoinHandle<Result<<W as Workflow>::Output>>>);
 
 /// The row of a new workflow: started here (`queue` None) or enqueued.
-fn new_row<W: Workflow>(
-    rt: &Runtime,
-    id: String,
-    inputs: String,
-    options: &WorkflowOptions,
-    queue: Option<&str>,
-) -> NewWorkflow {
+fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, options: &WorkflowOptions, queue: Option<&str>) -> NewWorkflow {
     let now = context::now_ms();
     let timeout_ms = options.timeout.map(|t| t.as_millis() as i64);
     let enqueued = queue.is_some();
@@ -364,11 +337,7 @@ fn new_row<W: Workflow>(
     }
 }
 
-async fn start_top<W: Workflow>(
-    rt: Arc<Runtime>,
-    args: W::Args,
-    options: WorkflowOptions,
-) -> Result<Started<W>> {
+async fn start_top<W: Workflow>(rt: Arc<Runtime>, args: W::Args, options: WorkflowOptions) -> Result<Started<W>> {
     if rt.shutdown.is_cancelled() {
         return Err(Error::NotLaunched("mainstay is shutting down; no new workflows start"));
     }
@@ -391,11 +360,9 @@ async fn start_top<W: Workflow>(
 
 fn check_same_workflow<W: Workflow>(id: &str, existing: Option<String>) -> Result<()> {
     match existing {
-        Some(name) if name != W::NAME => Err(Error::WorkflowConflict {
-            workflow_id: id.to_string(),
-            existing: name,
-            requested: W::NAME.to_string(),
-        }),
+        Some(name) if name != W::NAME => {
+            Err(Error::WorkflowConflict { workflow_id: id.to_string(), existing: name, requested: W::NAME.to_string() })
+        }
         _ => Ok(()),
     }
 }
@@ -428,8 +395,7 @@ async fn start_child<W: Workflow>(
         (own, inherited) => own.or(inherited),
     };
     let (owner, deadline) = (row.owner.clone(), row.deadline_ms);
-    let (owned, created) =
-        rt.db.start_child(&parent.workflow_id, &parent.owner, function_id, &row).await?;
+    let (owned, created) = rt.db.start_child(&parent.workflow_id, &parent.owner, function_id, &row).await?;
     if !owned {
         return Err(parent.lost_ownership().await);
     }
@@ -448,21 +414,13 @@ async fn start_child<W: Workflow>(
 }
 
 /// Runs a workflow in a task of the runtime.
-fn spawn_run<W: Workflow>(
-    rt: Arc<Runtime>,
-    ctx: Arc<WorkflowContext>,
-    args: W::Args,
-) -> tokio::task::JoinHandle<Result<W::Output>> {
+fn spawn_run<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args) -> tokio::task::JoinHandle<Result<W::Output>> {
     let tasks = rt.tasks.clone();
     tasks.spawn(run_local::<W>(rt, ctx, args))
 }
 
 /// Runs a workflow to its outcome, publishing it to local waiters.
-async fn run_local<W: Workflow>(
-    rt: Arc<Runtime>,
-    ctx: Arc<WorkflowContext>,
-    args: W::Args,
-) -> Result<W::Output> {
+async fn run_local<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args) -> Result<W::Output> {
     let id = ctx.workflow_id.to_string();
     let (done, _) = watch::channel(None);
     rt.register_local(&id, ctx.cancel.clone(), done.subscribe());
@@ -472,11 +430,7 @@ async fn run_local<W: Workflow>(
     result
 }
 
-async fn execute<W: Workflow>(
-    rt: &Arc<Runtime>,
-    ctx: Arc<WorkflowContext>,
-    args: W::Args,
-) -> (Result<W::Output>, LocalOutcome) {
+async fn execute<W: Workflow>(rt: &Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args) -> (Result<W::Output>, LocalOutcome) {
     let id = ctx.workflow_id.clone();
     let body = std::panic::AssertUnwindSafe(context::scope(ctx.clone(), W::run(args))).catch_unwind();
     let result = tokio::select! {

@@ -117,12 +117,7 @@ async fn setup(name: &str) -> String {
     let url = fresh_database(name).await;
     mainstay::migrate(&config(&url, "setup")).await.unwrap();
     let mut c = connect(&url).await;
-    sqlx::raw_sql(
-        "CREATE TABLE effects (workflow_id text, label text, pid int);",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
+    sqlx::raw_sql("CREATE TABLE effects (workflow_id text, label text, pid int);").execute(&mut c).await.unwrap();
     count_outcome_writes(&mut c).await;
     url
 }
@@ -143,14 +138,8 @@ async fn effect_runs(url: &str, id: &str, label: &str) -> i64 {
 }
 
 async fn recorded(url: &str, id: &str, name: &str) -> Option<()> {
-    let n = count(
-        url,
-        &format!(
-            "SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_name = '{name}'"
-        ),
-        id,
-    )
-    .await;
+    let n =
+        count(url, &format!("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_name = '{name}'"), id).await;
     (n > 0).then_some(())
 }
 
@@ -189,10 +178,7 @@ async fn killed_inside_a_step_reruns_only_that_step() {
     let url = setup("crash_inside_step").await;
     let id = "crash-in-step";
     let c = child(&url, "start", id, "crash-b", Some((PAUSE_IN_ENV, "s2")));
-    wait_for("step s2 to start", Duration::from_secs(30), || async {
-        (effect_runs(&url, id, "s2").await == 1).then_some(())
-    })
-    .await;
+    wait_for("step s2 to start", Duration::from_secs(30), || async { (effect_runs(&url, id, "s2").await == 1).then_some(()) }).await;
     kill_child(c).await;
 
     finish(child(&url, "recover", id, "crash-b", None)).await;
@@ -211,28 +197,21 @@ async fn killed_inside_a_durable_sleep_sleeps_only_what_is_left() {
     wait_for("the sleep to be recorded", Duration::from_secs(30), || recorded(&url, id, "DBOS.sleep")).await;
     kill_child(c).await;
     let mut conn = connect(&url).await;
-    let wake: String = sqlx::query_scalar(
-        "SELECT output FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_name = 'DBOS.sleep'",
-    )
-    .bind(id)
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    let wake: String =
+        sqlx::query_scalar("SELECT output FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_name = 'DBOS.sleep'")
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     let wake = Duration::from_secs_f64(wake.parse::<f64>().unwrap());
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     // Restart only once the recorded wake-up time has passed: a correct recovery then finishes
     // at once, while one that slept the whole duration again would take SLEEP_MS more.
-    wait_for("the recorded wake-up time to pass", Duration::from_secs(30), || async {
-        (now() > wake).then_some(())
-    })
-    .await;
+    wait_for("the recorded wake-up time to pass", Duration::from_secs(30), || async { (now() > wake).then_some(()) }).await;
     let restarted = Instant::now();
     finish(child(&url, "recover", id, "crash-c", None)).await;
     let took = restarted.elapsed();
-    assert!(
-        took < Duration::from_millis(SLEEP_MS),
-        "recovery slept the whole {SLEEP_MS} ms again (took {took:?})"
-    );
+    assert!(took < Duration::from_millis(SLEEP_MS), "recovery slept the whole {SLEEP_MS} ms again (took {took:?})");
     for label in ["s1", "s2", "s3"] {
         assert_eq!(effect_runs(&url, id, label).await, 1, "step {label}");
     }
@@ -269,11 +248,8 @@ async fn sigterm_stops_gracefully_and_leaves_the_workflow_to_recovery() {
     let out = finish(c).await;
     assert!(out.contains("CHILD STOPPED GRACEFULLY"), "{out}");
     let mut conn = connect(&url).await;
-    let status: String = sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
-        .bind(id)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1").bind(id).fetch_one(&mut conn).await.unwrap();
     assert_eq!(status, "PENDING", "an interrupted workflow must stay PENDING for recovery");
 
     finish(child(&url, "recover", id, "crash-e", None)).await;

@@ -75,9 +75,7 @@ fn python() -> Option<String> {
 async fn client(python: &str, url: &str, command: &str, arg: &str) -> Value {
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new(python)
-            .args(["-c", CLIENT, &url.replacen("postgres://", "postgresql://", 1), command, arg])
-            .output(),
+        tokio::process::Command::new(python).args(["-c", CLIENT, &url.replacen("postgres://", "postgresql://", 1), command, arg]).output(),
     )
     .await
     .expect("the DBOS client finished within 120 s")

@@ -103,11 +103,7 @@ impl Snapshot {
     }
 
     fn summary(&self) -> String {
-        self.categories
-            .iter()
-            .map(|(name, lines)| format!("{} {name}", lines.len()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.categories.iter().map(|(name, lines)| format!("{} {name}", lines.len())).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -134,10 +130,8 @@ async fn snapshot(url: &str, include_mainstay: bool) -> Snapshot {
     ] {
         categories.push((name, lines(&mut conn, sql, include_mainstay).await));
     }
-    let mut migrations: Vec<String> = sqlx::query_scalar(MIGRATIONS_SQL)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("read dbos.dbos_migrations: {e}"));
+    let mut migrations: Vec<String> =
+        sqlx::query_scalar(MIGRATIONS_SQL).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("read dbos.dbos_migrations: {e}"));
     migrations.sort();
     categories.push(("dbos_migrations rows", migrations));
     Snapshot { categories }
@@ -199,18 +193,11 @@ fn dbos_python(test: &str) -> Option<String> {
 /// Launches the real DBOS against `url` so that it creates its system schema there.
 async fn create_schema_with_dbos(python: &str, url: &str) {
     let started = Instant::now();
-    let run = tokio::process::Command::new(python)
-        .arg("-c")
-        .arg(DBOS_LAUNCH)
-        .arg(url)
-        .kill_on_drop(true)
-        .output();
+    let run = tokio::process::Command::new(python).arg("-c").arg(DBOS_LAUNCH).arg(url).kill_on_drop(true).output();
     let output = tokio::time::timeout(DBOS_TIMEOUT, run)
         .await
         .unwrap_or_else(|_| panic!("DBOS did not create its schema within {DBOS_TIMEOUT:?}"))
-        .unwrap_or_else(|e| {
-            panic!("could not run {python} ({PYTHON_ENV}): {e}; is it a Python with dbos==3.4.0?")
-        });
+        .unwrap_or_else(|e| panic!("could not run {python} ({PYTHON_ENV}): {e}; is it a Python with dbos==3.4.0?"));
     if !output.status.success() {
         panic!(
             "DBOS failed to create its schema ({}) using {python}:\n--- stdout\n{}\n--- stderr\n{}",
@@ -223,9 +210,7 @@ async fn create_schema_with_dbos(python: &str, url: &str) {
 }
 
 async fn mainstay_migrate(url: &str, what: &str) {
-    mainstay::migrate(&mainstay::Config::new(url))
-        .await
-        .unwrap_or_else(|e| panic!("mainstay::migrate ({what}) failed: {e}"));
+    mainstay::migrate(&mainstay::Config::new(url)).await.unwrap_or_else(|e| panic!("mainstay::migrate ({what}) failed: {e}"));
 }
 
 async fn mainstay_versions(url: &str) -> Vec<i64> {
@@ -233,9 +218,9 @@ async fn mainstay_versions(url: &str) -> Vec<i64> {
     sqlx::query_scalar(
         "SELECT version FROM dbos.mainstay_migrations UNION ALL SELECT version FROM dbos.mainstay_schema_migrations ORDER BY version",
     )
-        .fetch_all(&mut conn)
-        .await
-        .expect("read dbos.mainstay_migrations")
+    .fetch_all(&mut conn)
+    .await
+    .expect("read dbos.mainstay_migrations")
 }
 
 fn expected_mainstay_versions() -> Vec<i64> {
@@ -259,10 +244,7 @@ async fn mainstay_schema_matches_dbos_3_4_0() {
     let dbos_url = common::fresh_database("dbos_schema_oracle_dbos").await;
     let mainstay_url = common::fresh_database("dbos_schema_oracle_mainstay").await;
 
-    tokio::join!(
-        create_schema_with_dbos(&python, &dbos_url),
-        mainstay_migrate(&mainstay_url, "fresh database"),
-    );
+    tokio::join!(create_schema_with_dbos(&python, &dbos_url), mainstay_migrate(&mainstay_url, "fresh database"),);
 
     let dbos = snapshot(&dbos_url, false).await;
     let ours = snapshot(&mainstay_url, false).await;

@@ -97,8 +97,7 @@ async fn outstanding_work_is_reported_per_version_and_executor_and_a_dead_execut
 
     let mut by_version = client.outstanding_by_version().await.unwrap();
     by_version.sort_by(|a, b| a.app_version.cmp(&b.app_version));
-    let summary: Vec<(Option<&str>, i64, i64)> =
-        by_version.iter().map(|w| (w.app_version.as_deref(), w.pending, w.enqueued)).collect();
+    let summary: Vec<(Option<&str>, i64, i64)> = by_version.iter().map(|w| (w.app_version.as_deref(), w.pending, w.enqueued)).collect();
     assert_eq!(summary, vec![(Some("test-v1"), 1, 0), (Some("v-new"), 0, 1), (Some("v-old"), 0, 2)]);
     assert_eq!(by_version[2].outstanding(), 2);
 
@@ -130,15 +129,17 @@ async fn workflows_are_listed_by_filter_and_schedule_runs_carry_their_schedule()
     let client = Client::connect(&url).await.unwrap();
     client.migrate().await.unwrap();
     for tick in ["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00"] {
-        let opts = WorkflowOptions {
-            id: Some(format!("sched-nightly-{tick}")),
-            schedule_name: Some("nightly".into()),
-            ..Default::default()
-        };
+        let opts =
+            WorkflowOptions { id: Some(format!("sched-nightly-{tick}")), schedule_name: Some("nightly".into()), ..Default::default() };
         client.enqueue("mg_double", "unlistened", vec![serde_json::json!(tick), serde_json::Value::Null], opts).await.unwrap();
     }
     client
-        .enqueue("mg_double", "unlistened", vec![serde_json::json!(1)], WorkflowOptions { id: Some("sched-nightly-x".into()), ..Default::default() })
+        .enqueue(
+            "mg_double",
+            "unlistened",
+            vec![serde_json::json!(1)],
+            WorkflowOptions { id: Some("sched-nightly-x".into()), ..Default::default() },
+        )
         .await
         .unwrap();
     let by_schedule = client
@@ -147,15 +148,11 @@ async fn workflows_are_listed_by_filter_and_schedule_runs_carry_their_schedule()
         .unwrap();
     let ids: Vec<&str> = by_schedule.iter().map(|s| s.workflow_id.as_str()).collect();
     assert_eq!(ids, ["sched-nightly-2026-01-01T00:00:00+00:00", "sched-nightly-2026-01-01T00:00:01+00:00"]);
-    let by_prefix = client
-        .list_workflows(&WorkflowFilter { id_prefix: Some("sched-nightly-".into()), ..WorkflowFilter::active() })
-        .await
-        .unwrap();
+    let by_prefix =
+        client.list_workflows(&WorkflowFilter { id_prefix: Some("sched-nightly-".into()), ..WorkflowFilter::active() }).await.unwrap();
     assert_eq!(by_prefix.len(), 3);
-    let limited = client
-        .list_workflows(&WorkflowFilter { limit: Some(1), statuses: vec![Status::Success], ..Default::default() })
-        .await
-        .unwrap();
+    let limited =
+        client.list_workflows(&WorkflowFilter { limit: Some(1), statuses: vec![Status::Success], ..Default::default() }).await.unwrap();
     assert!(limited.is_empty());
     let one = client.list_workflows(&WorkflowFilter { limit: Some(1), ..Default::default() }).await.unwrap();
     assert_eq!(one.len(), 1);
@@ -170,7 +167,12 @@ async fn retention_deletes_only_finished_workflows_by_age_and_count() {
     }
     let client = Client::connect(&url).await.unwrap();
     client
-        .enqueue("mg_double", "unlistened", vec![serde_json::json!(0)], WorkflowOptions { id: Some("waiting".into()), ..Default::default() })
+        .enqueue(
+            "mg_double",
+            "unlistened",
+            vec![serde_json::json!(0)],
+            WorkflowOptions { id: Some("waiting".into()), ..Default::default() },
+        )
         .await
         .unwrap();
     // Distinct, old creation times: done-i is i hours old plus two days; `waiting` is oldest.
@@ -187,10 +189,8 @@ async fn retention_deletes_only_finished_workflows_by_age_and_count() {
     // Keep the newest 5 records: done-0..done-4 stay, done-5..done-9 go; `waiting` is never
     // deleted although it is the oldest.
     assert_eq!(client.delete_finished(None, Some(5)).await.unwrap(), 5);
-    let left: Vec<String> = sqlx::query_scalar("SELECT workflow_uuid FROM dbos.workflow_status ORDER BY workflow_uuid")
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT workflow_uuid FROM dbos.workflow_status ORDER BY workflow_uuid").fetch_all(&mut c).await.unwrap();
     assert_eq!(left, ["done-0", "done-1", "done-2", "done-3", "done-4", "waiting"]);
     let orphans: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM dbos.workflow_input WHERE workflow_uuid LIKE 'done-%') + \
@@ -269,10 +269,7 @@ async fn steps_are_listed_and_workflows_forked_from_a_step_and_deleted() {
     assert_eq!((forked_from.as_deref(), was_forked), (Some("orig"), true));
 
     // From step 1 on another version: nothing is copied; no worker of that version runs it.
-    let id = client
-        .fork("orig", &mainstay::ForkOptions { start_step: 1, new_id: None, app_version: Some("v-next".into()) })
-        .await
-        .unwrap();
+    let id = client.fork("orig", &mainstay::ForkOptions { start_step: 1, new_id: None, app_version: Some("v-next".into()) }).await.unwrap();
     let status = client.status(&id).await.unwrap().unwrap();
     assert_eq!((status.status, status.app_version.as_deref()), (Status::Enqueued, Some("v-next")));
     assert!(client.list_steps(&id).await.unwrap().is_empty());
@@ -343,8 +340,7 @@ async fn workflows_are_filtered_by_name_queue_version_and_time_and_paged() {
     enqueue("f2", "alpha", "q2", "v1").await;
     let created_f2 = client.status("f2").await.unwrap().unwrap().created_at_ms;
     wait_for("the clock to move on", Duration::from_secs(5), || async {
-        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 > created_f2 + 2)
-            .then_some(())
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 > created_f2 + 2).then_some(())
     })
     .await;
     enqueue("f3", "beta", "q1", "v2").await;

@@ -53,10 +53,7 @@ async fn messages_are_received_by_topic_oldest_first_and_consumed() {
     .iter()
     .map(|r| (r.get(0), r.get(1)))
     .collect();
-    assert_eq!(
-        ops,
-        vec![(1, "DBOS.recv".into()), (2, "DBOS.sleep".into()), (3, "DBOS.recv".into()), (4, "DBOS.sleep".into())]
-    );
+    assert_eq!(ops, vec![(1, "DBOS.recv".into()), (2, "DBOS.sleep".into()), (3, "DBOS.recv".into()), (4, "DBOS.sleep".into())]);
     app.shutdown().await;
 }
 
@@ -77,21 +74,18 @@ async fn a_receive_times_out_with_none_and_the_timeout_survives_a_restart() {
     let wake: f64 = wait_for("the timeout to be recorded", LONG, || {
         let c = &pool;
         async move {
-            sqlx::query_scalar::<_, String>(
-                "SELECT output FROM dbos.operation_outputs WHERE workflow_uuid = 'long' AND function_id = 2",
-            )
-            .fetch_optional(c)
-            .await
-            .unwrap()
-            .map(|o| o.parse().unwrap())
+            sqlx::query_scalar::<_, String>("SELECT output FROM dbos.operation_outputs WHERE workflow_uuid = 'long' AND function_id = 2")
+                .fetch_optional(c)
+                .await
+                .unwrap()
+                .map(|o| o.parse().unwrap())
         }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await; // the interruption point of the scenario
     app.shutdown().await;
     let app = launch(&url, "m2").await;
-    let result: Option<i64> =
-        tokio::time::timeout(LONG, app.retrieve::<Option<i64>>("long").get_result()).await.unwrap().unwrap();
+    let result: Option<i64> = tokio::time::timeout(LONG, app.retrieve::<Option<i64>>("long").get_result()).await.unwrap().unwrap();
     assert_eq!(result, None);
     let status = app.status("long").await.unwrap().unwrap();
     let done = status.completed_at_ms.unwrap_or(status.updated_at_ms) as f64 / 1000.0;
@@ -118,10 +112,7 @@ async fn a_received_message_is_not_received_again_after_a_restart() {
     wait_for("the message to be consumed", LONG, || {
         let c = &pool;
         async move {
-            let consumed: Option<bool> = sqlx::query_scalar("SELECT bool_or(consumed) FROM dbos.notifications")
-                .fetch_one(c)
-                .await
-                .unwrap();
+            let consumed: Option<bool> = sqlx::query_scalar("SELECT bool_or(consumed) FROM dbos.notifications").fetch_one(c).await.unwrap();
             consumed.unwrap_or(false).then_some(())
         }
     })
@@ -159,12 +150,11 @@ async fn sends_are_steps_idempotent_and_refuse_missing_destinations() {
     assert_eq!(tokio::time::timeout(LONG, rx.get_result()).await.unwrap().unwrap(), Some(42));
 
     let mut c = connect(&url).await;
-    let sends: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'sender' AND function_name = 'DBOS.send'",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let sends: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'sender' AND function_name = 'DBOS.send'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
     assert_eq!(sends, 1);
     let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.notifications").fetch_one(&mut c).await.unwrap();
     assert_eq!(messages, 1);
@@ -173,12 +163,8 @@ async fn sends_are_steps_idempotent_and_refuse_missing_destinations() {
     client.send("dest", "x", None, Some("key-1")).await.unwrap();
     client.send("dest", "x", None, Some("key-1")).await.unwrap();
     sqlx::query("SELECT dbos.send_message('dest', '\"y\"'::json, NULL, 'key-2')").execute(&mut c).await.unwrap();
-    let null_topic: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM dbos.notifications WHERE topic = '__null__topic__'",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let null_topic: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.notifications WHERE topic = '__null__topic__'").fetch_one(&mut c).await.unwrap();
     assert_eq!(null_topic, 2);
 
     let err = client.send("nobody", "x", None, None).await.unwrap_err();
@@ -228,15 +214,14 @@ async fn events_are_set_by_workflows_and_read_from_anywhere() {
     assert_eq!(again.as_deref(), Some("started"));
 
     let mut c = connect(&url).await;
-    let history: Vec<(i32, String)> = sqlx::query(
-        "SELECT function_id, value FROM dbos.workflow_events_history WHERE workflow_uuid = 'p1' ORDER BY function_id",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    let history: Vec<(i32, String)> =
+        sqlx::query("SELECT function_id, value FROM dbos.workflow_events_history WHERE workflow_uuid = 'p1' ORDER BY function_id")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
     assert_eq!(history, vec![(1, "\"started\"".into()), (4, "\"finished\"".into())]);
 
     let err = mainstay::set_event("k", &1).await.unwrap_err();
@@ -271,23 +256,18 @@ async fn streams_are_read_live_and_end_when_closed_or_finished() {
             .expect("the first three values arrive while the workflow waits");
         assert_eq!(first, vec![1, 2, 3]);
         app.send(id, "go", Some("more")).await.unwrap();
-        let all: Vec<i64> = tokio::time::timeout(
-            LONG,
-            app.read_stream::<i64>(id, "numbers").map(|v| v.unwrap()).collect::<Vec<_>>(),
-        )
-        .await
-        .expect("the stream ends");
+        let all: Vec<i64> = tokio::time::timeout(LONG, app.read_stream::<i64>(id, "numbers").map(|v| v.unwrap()).collect::<Vec<_>>())
+            .await
+            .expect("the stream ends");
         assert_eq!(all, vec![1, 2, 3, 4], "{id}");
     }
     let status = app.status("finishes").await.unwrap().unwrap();
     assert_eq!(status.status, Status::Success);
     let mut c = connect(&url).await;
-    let offsets: Vec<i32> = sqlx::query_scalar(
-        "SELECT \"offset\" FROM dbos.streams WHERE workflow_uuid = 'closes' ORDER BY \"offset\"",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    let offsets: Vec<i32> = sqlx::query_scalar("SELECT \"offset\" FROM dbos.streams WHERE workflow_uuid = 'closes' ORDER BY \"offset\"")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
     assert_eq!(offsets, vec![0, 1, 2, 3, 4], "four values and the close marker");
     let err = client.read_stream::<i64>("ghost", "numbers").await.unwrap().next().await.unwrap().unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");

@@ -180,11 +180,8 @@ async fn uses_big_transaction() -> mainstay::Result<String> {
 #[mainstay::workflow]
 async fn oversized_operations(peer: String) -> mainstay::Result<Vec<String>> {
     let value = big();
-    let outcomes = [
-        mainstay::set_event("big", &value).await,
-        mainstay::send(peer, &value, None).await,
-        mainstay::write_stream("big", &value).await,
-    ];
+    let outcomes =
+        [mainstay::set_event("big", &value).await, mainstay::send(peer, &value, None).await, mainstay::write_stream("big", &value).await];
     Ok(outcomes
         .into_iter()
         .map(|r| match r {

@@ -51,15 +51,15 @@ async fn observe(queue: String, part: Option<String>, ms: u64) -> mainstay::Resu
     tokio::time::sleep(Duration::from_millis(ms)).await;
     // The kill test's work holds until the test opens the gate, so the victim is certain to
     // still hold claimed work when it is killed.
-    while queue == "kill" {
-        let open: bool = sqlx::query_scalar("SELECT open FROM gate")
-            .fetch_one(pool)
-            .await
-            .map_err(|e| mainstay::Error::from_std(&e))?;
-        if open {
-            break;
+    if queue == "kill" {
+        loop {
+            let open: bool =
+                sqlx::query_scalar("SELECT open FROM gate").fetch_one(pool).await.map_err(|e| mainstay::Error::from_std(&e))?;
+            if open {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sqlx::query("UPDATE observations SET ended_at = clock_timestamp() WHERE id = $1")
         .bind(id)
@@ -268,13 +268,12 @@ async fn four_workers_respect_every_queue_limit() {
     sqlx::query("UPDATE gate SET open = true").execute(&mut connect(&url).await).await.unwrap();
     wait_all(&client, &kill).await;
     let mut c = connect(&url).await;
-    let writes: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT workflow_uuid, count(*) FROM outcome_writes WHERE workflow_uuid = ANY($1) GROUP BY 1",
-    )
-    .bind(&kill)
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    let writes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT workflow_uuid, count(*) FROM outcome_writes WHERE workflow_uuid = ANY($1) GROUP BY 1")
+            .bind(&kill)
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
     assert_eq!(writes.len(), 40, "not every item completed");
     assert!(writes.iter().all(|(_, n)| *n == 1), "an outcome was written twice: {writes:?}");
 

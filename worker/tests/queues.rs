@@ -49,7 +49,7 @@ async fn worker(url: &str, executor: &str, queues: &[Queue]) -> Mainstay {
 async fn enqueued_workflows_run_and_return_results() {
     let url = fresh_database("queue_basic").await;
     let q = Queue::new("basic");
-    let app = worker(&url, "w1", &[q.clone()]).await;
+    let app = worker(&url, "w1", std::slice::from_ref(&q)).await;
     let handles = futures::future::join_all((0..20).map(|i| app.enqueue(square(i), &q))).await;
     let mut sum = 0;
     for h in handles {
@@ -57,12 +57,11 @@ async fn enqueued_workflows_run_and_return_results() {
     }
     assert_eq!(sum, (0..20).map(|i| i * i).sum::<i64>());
     let mut c = connect(&url).await;
-    let queued: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT queue_name, executor_id FROM dbos.workflow_status WHERE name = 'square'",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    let queued: Vec<(String, String)> =
+        sqlx::query_as("SELECT DISTINCT queue_name, executor_id FROM dbos.workflow_status WHERE name = 'square'")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
     assert_eq!(queued, vec![("basic".to_string(), "w1".to_string())]);
     app.shutdown().await;
 }
@@ -78,7 +77,7 @@ async fn deduplication_refuses_a_second_enqueue_until_the_first_finishes() {
     assert!(matches!(err, Error::Duplicate { .. }), "{err:?}");
     assert!(err.to_string().contains("order-7") && err.to_string().contains("dedup"), "{err}");
 
-    let app = worker(&url, "w1", &[q.clone()]).await;
+    let app = worker(&url, "w1", std::slice::from_ref(&q)).await;
     first.get_result().await.unwrap();
     // Finished: the ID is free again.
     let again = client_app.enqueue(nap(1).deduplication_id("order-7"), &q).await.unwrap();
@@ -96,7 +95,7 @@ async fn lower_priority_numbers_run_first() {
     for (n, p) in [(1, 5), (2, 1), (3, 9), (4, 1), (5, 3)] {
         handles.push(enqueuer.enqueue(log_order("prio".into(), n).priority(p), &q).await.unwrap());
     }
-    let app = worker(&url, "w1", &[q.clone()]).await;
+    let app = worker(&url, "w1", std::slice::from_ref(&q)).await;
     for h in handles {
         h.get_result().await.unwrap();
     }
@@ -111,7 +110,7 @@ async fn lower_priority_numbers_run_first() {
 async fn delayed_workflows_wait_and_timeouts_start_at_dequeue() {
     let url = fresh_database("queue_delay").await;
     let q = Queue::new("later").polling_interval(Duration::from_millis(100));
-    let app = worker(&url, "w1", &[q.clone()]).await;
+    let app = worker(&url, "w1", std::slice::from_ref(&q)).await;
     let start = Instant::now();
     let h = app.enqueue(square(3).delay(Duration::from_millis(700)), &q).await.unwrap();
     assert_eq!(h.status().await.unwrap().status, Status::Delayed);
@@ -150,19 +149,17 @@ async fn enqueues_from_a_workflow_are_steps_and_never_repeat() {
     // Running it again replays: the same children, nothing enqueued twice.
     assert_eq!(app.run(fan_out(5).id("fan-1")).await.unwrap(), 30);
     let mut c = connect(&url).await;
-    let children: Vec<String> = sqlx::query_scalar(
-        "SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = 'fan-1' ORDER BY workflow_uuid",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    let children: Vec<String> =
+        sqlx::query_scalar("SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = 'fan-1' ORDER BY workflow_uuid")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
     assert_eq!(children, (1..=5).map(|i| format!("fan-1-{i}")).collect::<Vec<_>>());
-    let recorded: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'fan-1' AND child_workflow_id IS NOT NULL",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'fan-1' AND child_workflow_id IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
     assert_eq!(recorded, 5);
     app.shutdown().await;
 }
@@ -172,10 +169,7 @@ async fn the_client_enqueues_by_name_and_changes_limits_at_runtime() {
     let url = fresh_database("queue_client").await;
     let app = worker(&url, "w1", &[Queue::new("remote").concurrency(2)]).await;
     let client = Client::connect(&url).await.unwrap();
-    let id = client
-        .enqueue("square", "remote", vec![serde_json::json!(12)], WorkflowOptions::default())
-        .await
-        .unwrap();
+    let id = client.enqueue("square", "remote", vec![serde_json::json!(12)], WorkflowOptions::default()).await.unwrap();
     assert_eq!(client.get_result::<i64>(&id).await.unwrap(), 144);
 
     let stored = client.queue("remote").await.unwrap().unwrap();
@@ -213,7 +207,7 @@ async fn cubes(n: i64) -> mainstay::Result<i64> {
 async fn steps_can_be_enqueued_like_in_the_tutorial() {
     let url = fresh_database("queue_steps").await;
     let q = Queue::new("cubes");
-    let app = worker(&url, "w1", &[q.clone()]).await;
+    let app = worker(&url, "w1", std::slice::from_ref(&q)).await;
     let h = app.enqueue(cube(3), &q).await.unwrap();
     assert_eq!(h.get_result().await.unwrap(), 27);
     assert_eq!(h.status().await.unwrap().name.as_deref(), Some("cube"));

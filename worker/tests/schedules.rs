@@ -34,10 +34,7 @@ async fn report(scheduled_at: DateTime<Utc>, context: Value) -> mainstay::Result
 }
 
 async fn runs(client: &Client, schedule: &str) -> Vec<mainstay::WorkflowStatus> {
-    client
-        .list_workflows(&WorkflowFilter { schedule_name: Some(schedule.into()), oldest_first: true, ..Default::default() })
-        .await
-        .unwrap()
+    client.list_workflows(&WorkflowFilter { schedule_name: Some(schedule.into()), oldest_first: true, ..Default::default() }).await.unwrap()
 }
 
 fn tick_of(id: &str, schedule: &str) -> DateTime<Utc> {
@@ -112,7 +109,10 @@ async fn stored_schedules_are_paused_resumed_triggered_backfilled_and_deleted() 
     let gap: Vec<_> = resumed
         .iter()
         .map(|s| tick_of(&s.workflow_id, "tick"))
-        .filter(|t| *t > paused_at + mainstay::chrono::Duration::milliseconds(1500) && *t < paused_at + mainstay::chrono::Duration::milliseconds(2400))
+        .filter(|t| {
+            *t > paused_at + mainstay::chrono::Duration::milliseconds(1500)
+                && *t < paused_at + mainstay::chrono::Duration::milliseconds(2400)
+        })
         .collect();
     assert!(gap.is_empty(), "paused ticks were replayed on resume: {gap:?}");
     client.delete_schedule("tick").await.unwrap();
@@ -198,10 +198,8 @@ async fn one_workflow_serves_stored_triggered_backfilled_and_enqueued_runs_with_
     let stored = client.get_schedule("reports").await.unwrap().unwrap();
     assert_eq!((&stored.context, &stored.unreadable_context), (&context, &None));
     let mut c = connect(&url).await;
-    let column: String = sqlx::query_scalar("SELECT context FROM dbos.workflow_schedules WHERE schedule_name = 'reports'")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+    let column: String =
+        sqlx::query_scalar("SELECT context FROM dbos.workflow_schedules WHERE schedule_name = 'reports'").fetch_one(&mut c).await.unwrap();
     assert_eq!(column, r#"{"limit":3,"recipients":["ops@example.com"],"region":"eu"}"#, "compact JSON");
 
     for run in wait_for_runs(&client, "reports", 2).await.iter().filter(|s| s.status == Status::Success) {
@@ -321,20 +319,17 @@ async fn code_schedules_of_two_applications_on_one_database_are_two_schedules() 
     for (runs, app, executor) in [(&of_a, "A", "a-exec"), (&of_b, "B", "b-exec")] {
         for run in runs.iter().filter(|s| s.status == Status::Success) {
             assert!(run.workflow_id.starts_with(&format!("sched-{app}.every_second-")), "{}", run.workflow_id);
-            let owner: Option<String> =
-                sqlx::query_scalar("SELECT application_name FROM dbos.workflow_status WHERE workflow_uuid = $1")
-                    .bind(&run.workflow_id)
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap();
+            let owner: Option<String> = sqlx::query_scalar("SELECT application_name FROM dbos.workflow_status WHERE workflow_uuid = $1")
+                .bind(&run.workflow_id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
             assert_eq!((owner.as_deref(), run.executor_id.as_deref()), (Some(app), Some(executor)), "{}", run.workflow_id);
         }
     }
     let all = runs(&client, "A.every_second").await.len() + runs(&client, "B.every_second").await.len();
-    let ticks: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid LIKE 'sched-%'")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+    let ticks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid LIKE 'sched-%'").fetch_one(&mut c).await.unwrap();
     assert_eq!(ticks as usize, all, "every tick belongs to one of the two schedules");
 }
 

@@ -92,13 +92,11 @@ async fn enqueue(client: &Client, name: &str, arg: serde_json::Value, version: O
 /// `(status, executor, application, version)` of a workflow.
 async fn row(url: &str, id: &str) -> (String, Option<String>, Option<String>, Option<String>) {
     let mut c = connect(url).await;
-    sqlx::query_as(
-        "SELECT status, executor_id, application_name, application_version FROM dbos.workflow_status WHERE workflow_uuid = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut c)
-    .await
-    .expect("read the workflow row")
+    sqlx::query_as("SELECT status, executor_id, application_name, application_version FROM dbos.workflow_status WHERE workflow_uuid = $1")
+        .bind(id)
+        .fetch_one(&mut c)
+        .await
+        .expect("read the workflow row")
 }
 
 async fn finished(url: &str, ids: &[String]) -> Vec<(String, Option<String>, Option<String>, Option<String>)> {
@@ -142,8 +140,12 @@ async fn applications_and_versions_share_one_database() {
         .await;
         assert_eq!(ready, Ok(true), "the DBOS worker did not start");
     }
-    let (ca, cb, cpy, anyone) =
-        (client_of(&url, Some("app-a")).await, client_of(&url, Some("app-b")).await, client_of(&url, Some("py-app")).await, client_of(&url, None).await);
+    let (ca, cb, cpy, anyone) = (
+        client_of(&url, Some("app-a")).await,
+        client_of(&url, Some("app-b")).await,
+        client_of(&url, Some("py-app")).await,
+        client_of(&url, None).await,
+    );
 
     // Each application's work runs on its own workers, with or without a version; the DBOS
     // worker runs its own, and runs `py_task` enqueued for no application (no Mainstay worker
@@ -236,12 +238,11 @@ async fn applications_and_versions_share_one_database() {
     cb.create_schedule(&mainstay::Schedule::new("b-every-second", "shared_tick", "* * * * * *")).await.expect("create a schedule");
     let ticks = wait_for("three ticks of app-b's schedule", Duration::from_secs(30), || async {
         let mut c = connect(&url).await;
-        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT status, executor_id, application_name FROM dbos.workflow_status WHERE schedule_name = 'b-every-second'",
-        )
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
+        let rows: Vec<(String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT status, executor_id, application_name FROM dbos.workflow_status WHERE schedule_name = 'b-every-second'")
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
         (rows.iter().filter(|r| r.0 == "SUCCESS").count() >= 3).then_some(rows)
     })
     .await;
@@ -294,10 +295,12 @@ async fn recovery_at_launch_takes_only_its_own_applications_work() {
     .execute(&mut c)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO dbos.workflow_input (workflow_uuid, inputs) VALUES ('b-running', '{\"positionalArgs\":[7],\"namedArgs\":{}}')")
-        .execute(&mut c)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO dbos.workflow_input (workflow_uuid, inputs) VALUES ('b-running', '{\"positionalArgs\":[7],\"namedArgs\":{}}')",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
     let a = launch_app(&url, "app-a", "b-v1-for-a", "local").await;
     assert_eq!(row(&url, "b-running").await.0, "PENDING", "app-a recovered app-b's workflow");
     a.shutdown().await;
@@ -378,10 +381,16 @@ async fn one_reading_of_unfinished_work_agrees_with_the_per_application_queries(
         assert_eq!(work.queue_depths(app), depths, "queue depths of {app:?}");
         for version in ["a-v1", "b-v1"] {
             let registered = client.registered_workflows(version).await.unwrap();
-            assert_eq!(work.unrunnable(app, version, &registered), client.unrunnable(version).await.unwrap(), "unrunnable for {app:?} {version}");
+            assert_eq!(
+                work.unrunnable(app, version, &registered),
+                client.unrunnable(version).await.unwrap(),
+                "unrunnable for {app:?} {version}"
+            );
         }
     }
-    assert!(!work.unrunnable(Some("app-a"), "a-v1", &client_of(&url, Some("app-a")).await.registered_workflows("a-v1").await.unwrap()).is_empty());
+    assert!(!work
+        .unrunnable(Some("app-a"), "a-v1", &client_of(&url, Some("app-a")).await.registered_workflows("a-v1").await.unwrap())
+        .is_empty());
 
     // Registrations: a digest per application version that moves when what it registered does.
     let marks = all.registration_marks().await.unwrap();

@@ -63,20 +63,21 @@ async fn a_transaction_records_its_output_in_its_own_transaction() {
         .unwrap();
     assert_eq!(app_row.get::<String, _>(0), "1");
     assert_eq!(app_row.get::<String, _>(1), "portable_json");
-    let step: (String, String) = sqlx::query_as(
-        "SELECT function_name, output FROM dbos.operation_outputs WHERE workflow_uuid = 'g1' AND function_id = 1",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let step: (String, String) =
+        sqlx::query_as("SELECT function_name, output FROM dbos.operation_outputs WHERE workflow_uuid = 'g1' AND function_id = 1")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
     assert_eq!(step, ("add_greeting".into(), "1".into()));
 
     // A committed transaction whose checkpoint never made it: the record is returned and the
     // body does not run again.
-    sqlx::query("INSERT INTO dbos.datasource_outputs (workflow_id, step_id, output, serialization) VALUES ('g2', 1, '77', 'portable_json')")
-        .execute(&mut c)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO dbos.datasource_outputs (workflow_id, step_id, output, serialization) VALUES ('g2', 1, '77', 'portable_json')",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
     assert_eq!(app.run(greet("bob".into()).id("g2")).await.unwrap(), 77);
     assert_eq!(greetings(&url, "bob").await, 0, "the body ran although its commit was recorded");
     app.shutdown().await;
@@ -119,13 +120,11 @@ async fn killed_between_the_commit_and_the_checkpoint_the_transaction_runs_once(
 
     let child = spawn_self("txn_child", &[(URL_ENV, &url), (WORKFLOW_ENV, id)]);
     wait_for("the body to wait at the gate", Duration::from_secs(30), || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted",
-        )
-        .bind(GATE as i32)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted")
+            .bind(GATE as i32)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         (waiting > 0).then_some(())
     })
     .await;
@@ -153,11 +152,8 @@ async fn killed_between_the_commit_and_the_checkpoint_the_transaction_runs_once(
     kill_child(child).await;
     blocker.rollback().await.unwrap();
     drop(gate);
-    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1")
-        .bind(id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let steps: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1").bind(id).fetch_one(&pool).await.unwrap();
     assert_eq!(steps, 0, "the checkpoint must not have been written before the kill");
 
     // The same executor restarts and recovers the workflow.
@@ -244,16 +240,12 @@ async fn transactions_run_on_a_separate_application_database_and_outside_workflo
     assert_eq!(greet("dan".into()).id("sep").await.unwrap(), 1);
     assert_eq!(greetings(&app_url, "dan").await, 1);
     let mut sys = connect(&sys_url).await;
-    let in_sys: Option<String> = sqlx::query_scalar("SELECT to_regclass('dbos.datasource_outputs')::text")
-        .fetch_one(&mut sys)
-        .await
-        .unwrap();
+    let in_sys: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('dbos.datasource_outputs')::text").fetch_one(&mut sys).await.unwrap();
     assert_eq!(in_sys, None, "the outputs table belongs to the application database");
     let mut appc = connect(&app_url).await;
-    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.datasource_outputs WHERE workflow_id = 'sep'")
-        .fetch_one(&mut appc)
-        .await
-        .unwrap();
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.datasource_outputs WHERE workflow_id = 'sep'").fetch_one(&mut appc).await.unwrap();
     assert_eq!(recorded, 1);
 
     // Outside a workflow: a plain transaction, nothing recorded.

@@ -21,11 +21,7 @@ fn ran(what: &str) {
 }
 
 fn runs(workflow_id: &str, what: &str) -> usize {
-    RUNS.lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(&format!("{workflow_id}:{what}")).copied())
-        .unwrap_or(0)
+    RUNS.lock().unwrap().as_ref().and_then(|m| m.get(&format!("{workflow_id}:{what}")).copied()).unwrap_or(0)
 }
 
 #[mainstay::step]
@@ -120,9 +116,7 @@ async fn declines(amount: i64) -> mainstay::Result<String> {
 async fn errors_are_recorded_and_come_back_as_themselves() {
     let url = fresh_database("errors").await;
     let app = launch(&url, "e1").await;
-    let expected = Failure::new("PaymentDeclined", "card declined for 12")
-        .with_code(402)
-        .with_data(serde_json::json!({"amount": 12}));
+    let expected = Failure::new("PaymentDeclined", "card declined for 12").with_code(402).with_data(serde_json::json!({"amount": 12}));
     let err = app.run(declines(12).id("fail-1")).await.unwrap_err();
     assert_eq!(err.failure(), Some(&expected));
     // Read back from the database by a fresh handle: the same value.
@@ -177,11 +171,7 @@ async fn slow_step(label: String, delay_ms: u64) -> mainstay::Result<String> {
 
 #[mainstay::workflow]
 async fn concurrent_steps() -> mainstay::Result<Vec<String>> {
-    let (a, b, c) = tokio::join!(
-        slow_step("a".into(), 60),
-        slow_step("b".into(), 30),
-        slow_step("c".into(), 0)
-    );
+    let (a, b, c) = tokio::join!(slow_step("a".into(), 60), slow_step("b".into(), 30), slow_step("c".into(), 0));
     Ok(vec![a?, b?, c?])
 }
 
@@ -191,12 +181,11 @@ async fn concurrent_steps_get_ids_in_call_order() {
     let app = launch(&url, "e1").await;
     app.run(concurrent_steps().id("join-1")).await.unwrap();
     let mut c = connect(&url).await;
-    let outputs: Vec<(i32, String)> = sqlx::query_as(
-        "SELECT function_id, output FROM dbos.operation_outputs WHERE workflow_uuid = 'join-1' ORDER BY function_id",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    let outputs: Vec<(i32, String)> =
+        sqlx::query_as("SELECT function_id, output FROM dbos.operation_outputs WHERE workflow_uuid = 'join-1' ORDER BY function_id")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
     // Completion order was c, b, a; IDs follow the call order.
     assert_eq!(outputs, vec![(1, "\"a\"".into()), (2, "\"b\"".into()), (3, "\"c\"".into())]);
     app.shutdown().await;
@@ -335,12 +324,11 @@ async fn durable_sleep_records_its_wake_up_time() {
     let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert_eq!(app.run(sleeper(150).id("sleep-1")).await.unwrap(), 150);
     let mut c = connect(&url).await;
-    let (name, output): (String, String) = sqlx::query_as(
-        "SELECT function_name, output FROM dbos.operation_outputs WHERE workflow_uuid = 'sleep-1'",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let (name, output): (String, String) =
+        sqlx::query_as("SELECT function_name, output FROM dbos.operation_outputs WHERE workflow_uuid = 'sleep-1'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
     assert_eq!(name, "DBOS.sleep");
     let wake: f64 = output.parse().unwrap();
     assert!(wake >= before + 0.15 && wake < before + 5.0, "wake-up time {wake} vs start {before}");
@@ -367,16 +355,12 @@ async fn child_workflows_are_recorded_as_steps_of_their_parent() {
     .fetch_all(&mut c)
     .await
     .unwrap();
-    assert_eq!(
-        ops,
-        vec![(1, "two_steps".into(), Some("par-1".into())), (2, "two_steps".into(), Some("par-2".into()))]
-    );
-    let parents: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT parent_workflow_id FROM dbos.workflow_status WHERE workflow_uuid IN ('par-1', 'par-2')",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    assert_eq!(ops, vec![(1, "two_steps".into(), Some("par-1".into())), (2, "two_steps".into(), Some("par-2".into()))]);
+    let parents: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT parent_workflow_id FROM dbos.workflow_status WHERE workflow_uuid IN ('par-1', 'par-2')")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
     assert_eq!(parents, vec![Some("par".to_string()), Some("par".to_string())]);
     // Running the parent again replays: no child runs twice.
     assert_eq!(app.run(parent(1).id("par")).await.unwrap(), 10);
@@ -400,14 +384,12 @@ async fn step_sleep_step(ms: u64) -> mainstay::Result<String> {
 
 async fn has_step(url: &str, id: &str, name: &str) -> Option<()> {
     let mut c = connect(url).await;
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_name = $2",
-    )
-    .bind(id)
-    .bind(name)
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_name = $2")
+        .bind(id)
+        .bind(name)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
     (n > 0).then_some(())
 }
 
@@ -438,10 +420,8 @@ async fn shutdown_leaves_workflows_pending_and_a_restart_finishes_them() {
     wait_for("the sleep to be recorded", Duration::from_secs(10), || has_step(&url, "sd-1", "DBOS.sleep")).await;
     app.shutdown().await;
     let mut c = connect(&url).await;
-    let status: String = sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = 'sd-1'")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = 'sd-1'").fetch_one(&mut c).await.unwrap();
     assert_eq!(status, "PENDING");
 
     let app = launch(&url, "e-shut").await;
@@ -479,10 +459,8 @@ async fn two_executions_racing_on_one_workflow_write_its_outcome_once() {
     count_outcome_writes(&mut c).await;
 
     let stale = a.start(held().id("race-1")).await.unwrap();
-    wait_for("the first execution to enter its step", Duration::from_secs(10), || async {
-        (runs("race-1", "held") == 1).then_some(())
-    })
-    .await;
+    wait_for("the first execution to enter its step", Duration::from_secs(10), || async { (runs("race-1", "held") == 1).then_some(()) })
+        .await;
     // exec-a is presumed dead: its workflow is handed to exec-b, which finishes it.
     assert_eq!(b.recover_executor("exec-a").await.unwrap(), vec!["race-1".to_string()]);
     let fresh = b.retrieve::<String>("race-1").get_result().await.unwrap();
@@ -491,10 +469,8 @@ async fn two_executions_racing_on_one_workflow_write_its_outcome_once() {
     HOLD.store(false, Ordering::SeqCst);
     let stale_result = stale.get_result().await.unwrap();
     assert_eq!(stale_result, "fresh", "the stale execution's result replaced the recorded one");
-    let writes: Vec<String> = sqlx::query_scalar("SELECT status FROM outcome_writes WHERE workflow_uuid = 'race-1'")
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
+    let writes: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM outcome_writes WHERE workflow_uuid = 'race-1'").fetch_all(&mut c).await.unwrap();
     assert_eq!(writes, vec!["SUCCESS".to_string()]);
     a.shutdown().await;
     b.shutdown().await;
@@ -596,7 +572,12 @@ async fn concurrent_migrations_are_safe() {
 }
 
 #[mainstay::workflow]
-async fn typed_arguments(items: Vec<String>, limit: Option<u32>, pair: (i64, String), map: std::collections::BTreeMap<String, serde_json::Value>) -> mainstay::Result<usize> {
+async fn typed_arguments(
+    items: Vec<String>,
+    limit: Option<u32>,
+    pair: (i64, String),
+    map: std::collections::BTreeMap<String, serde_json::Value>,
+) -> mainstay::Result<usize> {
     Ok(items.len() + limit.unwrap_or(0) as usize + pair.1.len() + map.len())
 }
 

@@ -67,8 +67,7 @@ async fn recreate(admin_url: &str) -> Result<String> {
 /// Workflows of `queue` not finished yet (an index-only count, cheap enough to poll often).
 async fn remaining(conn: &mut PgConnection, queue: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(AssertSqlSafe(
-        "SELECT count(*) FROM dbos.workflow_status WHERE queue_name = $1 AND status IN ('ENQUEUED', 'PENDING')"
-            .to_string(),
+        "SELECT count(*) FROM dbos.workflow_status WHERE queue_name = $1 AND status IN ('ENQUEUED', 'PENDING')".to_string(),
     ))
     .bind(queue)
     .fetch_one(conn)

@@ -95,9 +95,7 @@ async fn yearly_report(scheduled_at: DateTime<Utc>, _context: ()) -> mainstay::R
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .try_init();
     let config = Config::from_env()?;
     let app = Mainstay::builder(config).queue(Queue::new(ORDERS)).launch().await?;

@@ -51,9 +51,7 @@ async fn start_workflow() -> (StatusCode, String) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .try_init();
     let config = mainstay_dev::development_config("queues").await?;
     let app = Mainstay::builder(config).queue(example_queue()).launch().await?;

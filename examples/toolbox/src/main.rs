@@ -35,20 +35,12 @@ fn respond<T>(result: mainstay::Result<T>, ok: impl FnOnce(T) -> String) -> (Sta
 fn routes() -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
-        .route(
-            "/workflow",
-            get(|| async { respond(toolbox::example_workflow().await, |()| "Workflow completed".into()) }),
-        )
+        .route("/workflow", get(|| async { respond(toolbox::example_workflow().await, |()| "Workflow completed".into()) }))
         .route(
             "/queue",
-            get(|| async {
-                respond(toolbox::queue_workflow().await, |done| format!("Successfully completed {} tasks", done.len()))
-            }),
+            get(|| async { respond(toolbox::queue_workflow().await, |done| format!("Successfully completed {} tasks", done.len())) }),
         )
-        .route(
-            "/transaction",
-            get(|| async { respond(toolbox::transaction_workflow().await, |n| format!("Row count: {n}")) }),
-        )
+        .route("/transaction", get(|| async { respond(toolbox::transaction_workflow().await, |n| format!("Row count: {n}")) }))
 }
 
 /// Applies `migrations/` to the application database.
@@ -65,9 +57,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .try_init();
     let config = mainstay_dev::development_config("toolbox").await?;
     match std::env::args().nth(1).as_deref() {

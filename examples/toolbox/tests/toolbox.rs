@@ -43,9 +43,12 @@ async fn serve(url: &str, output: &Output) -> (Child, u16) {
         }
     });
     let port = wait_for("the server's port", Duration::from_secs(60), || {
-        let port = output.lock().unwrap().iter().rev().find_map(|l| {
-            l.strip_prefix("Listening on http://localhost:")?.trim_end_matches('/').parse::<u16>().ok()
-        });
+        let port = output
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("Listening on http://localhost:")?.trim_end_matches('/').parse::<u16>().ok());
         async move { port }
     })
     .await;

@@ -17,18 +17,23 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::core::PartialObjectMeta;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
 
-use super::{primary, forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, write_status, Context, Error};
+use super::{
+    error_policy, forget_deleted, is_paused, kube_err, log_outcome, object_key, primary, reconciled, write_status, Context, Error,
+};
 use crate::conditions::{set, set_unknown};
 use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
-use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::names::{
+    condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY,
+    MANAGED_BY,
+};
 use crate::recovery::{dead_executors, is_gone};
 use crate::stores::scoped_api;
 use crate::workload::{app_selector_string, deployed_image, http_service, unchanged, with_spec_hash, worker_deployment};
@@ -38,7 +43,11 @@ use crate::{rollout, scaling, validate};
 pub const CONTROLLER: &str = "durableapp";
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>, changed: impl futures::Stream<Item = ObjectRef<DurableApp>> + Send + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    changed: impl futures::Stream<Item = ObjectRef<DurableApp>> + Send + 'static,
+) {
     let ns = namespace.as_deref();
     let (apps, deployments, pods, secrets) = (
         scoped_api::<DurableApp>(&ctx.kube, ns),
@@ -88,7 +97,6 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, changed: impl fut
         .await;
     sweeper.abort();
 }
-
 
 /// Whether an app reads Secret `name` (its namespace's) for a database URL.
 fn references_secret(app: &DurableApp, name: &str) -> bool {
@@ -227,11 +235,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .iter()
         .filter(|p| {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            let deadline = p
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .and_then(|t| chrono::DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()));
+            let deadline =
+                p.metadata.deletion_timestamp.as_ref().and_then(|t| chrono::DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()));
             !is_gone(phase, deadline, now)
         })
         .map(|p| p.name_any())
@@ -270,10 +275,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     let deployed: Vec<String> = by_version_deployment.keys().cloned().collect();
-    let outstanding: rollout::Outstanding = by_version
-        .iter()
-        .filter_map(|w| w.app_version.clone().map(|v| (v, w.outstanding())))
-        .collect();
+    let outstanding: rollout::Outstanding = by_version.iter().filter_map(|w| w.app_version.clone().map(|v| (v, w.outstanding()))).collect();
     let plan = rollout::decide(&valid.version, &deployed, &outstanding);
     // Only work the current version can run sizes it: its own, and work without a version
     // (it is the latest). An old version's backlog is its own draining Deployment's business.
@@ -303,9 +305,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .filter(|old| *old != app.spec.image && in_flight > 0)
         .map(str::to_string);
     let blocked = conflict.is_some() || reimaged.is_some();
-    let replicas_of = |v: &str| {
-        by_version_deployment.get(v).and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0)
-    };
+    let replicas_of = |v: &str| by_version_deployment.get(v).and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
     let current_replicas = replicas_of(&valid.version);
     let desired = {
         let s = &app.spec.scaling;
@@ -317,7 +317,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         scaling::desired(&app.spec, current_replicas, history, now)
     };
     if !blocked && desired != current_replicas && by_version_deployment.contains_key(&valid.version) {
-        let note = format!("scaling version {} from {current_replicas} to {desired} workers ({depth} workflows queued or running)", valid.version);
+        let note =
+            format!("scaling version {} from {current_replicas} to {desired} workers ({depth} workflows queued or running)", valid.version);
         tracing::info!(app = %key, from = current_replicas, to = desired, depth, "scaling workers");
         ctx.event(app.as_ref(), false, event::SCALED, "Scale", note).await;
     }
@@ -336,10 +337,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
                 continue;
             }
             let dname = d.metadata.name.clone().unwrap_or_default();
-            deployments
-                .patch(&dname, &ssa, &Patch::Apply(&d))
-                .await
-                .map_err(kube_err(format!("apply worker Deployment {ns}/{dname}")))?;
+            deployments.patch(&dname, &ssa, &Patch::Apply(&d)).await.map_err(kube_err(format!("apply worker Deployment {ns}/{dname}")))?;
             continue;
         }
         // A draining version keeps its own template (image and settings, as recorded in its
@@ -364,9 +362,13 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             let dname = d.name_any();
             match deployments.delete(&dname, &DeleteParams::background()).await {
                 Ok(_) => {
-                    ctx.event(app.as_ref(), false, event::DRAINED, "RollOut", format!(
-                        "version {v} has no workflows left; removed its Deployment {dname}"
-                    ))
+                    ctx.event(
+                        app.as_ref(),
+                        false,
+                        event::DRAINED,
+                        "RollOut",
+                        format!("version {v} has no workflows left; removed its Deployment {dname}"),
+                    )
                     .await;
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -383,10 +385,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     if known != Some(wanted_hash.clone()) {
         match &wanted {
             Some(svc) => {
-                services
-                    .patch(&name, &ssa, &Patch::Apply(svc))
-                    .await
-                    .map_err(kube_err(format!("apply Service {ns}/{name}")))?;
+                services.patch(&name, &ssa, &Patch::Apply(svc)).await.map_err(kube_err(format!("apply Service {ns}/{name}")))?;
             }
             None => {
                 if let Some(svc) = services.get_opt(&name).await.map_err(kube_err(format!("read Service {ns}/{name}")))? {
@@ -400,9 +399,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     }
 
     // 8. Status.
-    let ready_of = |v: &str| {
-        by_version_deployment.get(v).and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
-    };
+    let ready_of = |v: &str| by_version_deployment.get(v).and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
     let ready_current = ready_of(&valid.version);
     // The current version becomes the one that takes work enqueued without a version (DBOS's
     // latest) once it has a ready worker: a new version whose pods never start does not take
@@ -423,19 +420,12 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     status.ready_workers = plan.keep.iter().map(|v| ready_of(v)).sum();
-    status.replicas = by_version_deployment
-        .values()
-        .filter_map(|d| d.status.as_ref().and_then(|s| s.replicas))
-        .sum();
+    status.replicas = by_version_deployment.values().filter_map(|d| d.status.as_ref().and_then(|s| s.replicas)).sum();
     status.desired_workers = desired;
     status.queued_workflows = by_version.iter().map(|w| w.enqueued).sum();
     status.pending_workflows = by_version.iter().map(|w| w.pending).sum();
-    let mut queues: BTreeMap<String, QueueStatus> = app
-        .spec
-        .queues
-        .iter()
-        .map(|q| (q.name.clone(), QueueStatus { name: q.name.clone(), ..Default::default() }))
-        .collect();
+    let mut queues: BTreeMap<String, QueueStatus> =
+        app.spec.queues.iter().map(|q| (q.name.clone(), QueueStatus { name: q.name.clone(), ..Default::default() })).collect();
     for d in &depths {
         let q = queues.entry(d.queue.clone()).or_insert_with(|| QueueStatus { name: d.queue.clone(), ..Default::default() });
         q.enqueued = d.enqueued;
@@ -447,10 +437,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.queue_depth.get_or_create(&labels).set(n);
         }
     }
-    ctx.metrics
-        .desired_workers
-        .get_or_create(&ObjectLabels { namespace: ns.clone(), name: name.clone() })
-        .set(i64::from(desired));
+    ctx.metrics.desired_workers.get_or_create(&ObjectLabels { namespace: ns.clone(), name: name.clone() }).set(i64::from(desired));
     status.queues = queues.into_values().collect();
     status.versions = plan.keep.clone();
     let mut workflows = Vec::new();
@@ -472,33 +459,42 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         problems.push((reason::VERSION_CONFLICT, msg.clone()));
     }
     if let Some(old) = &reimaged {
-        problems.push((reason::IMAGE_CHANGED, format!(
-            "spec.image changed from {old} to {} but the application version is still {}, which has {in_flight} \
+        problems.push((
+            reason::IMAGE_CHANGED,
+            format!(
+                "spec.image changed from {old} to {} but the application version is still {}, which has {in_flight} \
              workflow(s) in flight: they would finish on other code. Give the new image a new version \
              (spec.appVersion, or an image tag that differs), or restore spec.image",
-            app.spec.image, valid.version
-        )));
+                app.spec.image, valid.version
+            ),
+        ));
     }
     let own_unrunnable: Vec<String> =
         unrunnable.iter().filter(|u| u.own > 0).map(|u| format!("{} ({} queued)", u.workflow_name, u.own)).collect();
     if !own_unrunnable.is_empty() {
-        problems.push((reason::UNRUNNABLE_WORK, format!(
-            "queued workflows that version {} does not register wait forever: {}. Fix the workflow name where \
+        problems.push((
+            reason::UNRUNNABLE_WORK,
+            format!(
+                "queued workflows that version {} does not register wait forever: {}. Fix the workflow name where \
              they are enqueued, or deploy a version that has them; cancel the queued ones",
-            valid.version,
-            own_unrunnable.join(", ")
-        )));
+                valid.version,
+                own_unrunnable.join(", ")
+            ),
+        ));
     }
     if !queue_conflicts.is_empty() {
         problems.push((reason::QUEUE_CONFLICT, queue_conflicts.join("; ")));
     }
     if !stranded.is_empty() {
         let list = stranded.iter().map(|(v, n)| format!("{n} of version {v}")).collect::<Vec<_>>().join(", ");
-        problems.push((reason::STRANDED_WORK, format!(
-            "workflows wait for versions no worker runs: {list}. Deploy that version again, or fork them \
+        problems.push((
+            reason::STRANDED_WORK,
+            format!(
+                "workflows wait for versions no worker runs: {list}. Deploy that version again, or fork them \
              onto the current one (`mainstay workflow fork ID --app-version {}`) and cancel the originals",
-            valid.version
-        )));
+                valid.version
+            ),
+        ));
     }
     match problems.into_iter().next() {
         // Published as an Event below, when its message is new.
@@ -675,7 +671,8 @@ async fn sweep(app: &DurableApp, ctx: &Context, db: &mainstay::Client) {
         Ok(0) => {}
         Ok(n) => {
             tracing::info!(app = %key, deleted = n, "retention deleted finished workflows");
-            ctx.event(app, false, event::RETENTION, "Retention", format!("deleted {n} finished workflow(s) past the retention limits")).await;
+            ctx.event(app, false, event::RETENTION, "Retention", format!("deleted {n} finished workflow(s) past the retention limits"))
+                .await;
         }
         Err(e) => tracing::warn!(app = %key, error = %e, "retention sweep failed; will retry"),
     }

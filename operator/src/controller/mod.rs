@@ -109,7 +109,9 @@ pub(crate) fn acted_on<K: Resource>(obj: &K) -> Option<u64> {
 
 /// The store and trigger stream of a controller's own kind: a watch whose events are filtered
 /// by [`acted_on`].
-pub(crate) fn primary<K>(api: Api<K>) -> (kube::runtime::reflector::Store<K>, impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static)
+pub(crate) fn primary<K>(
+    api: Api<K>,
+) -> (kube::runtime::reflector::Store<K>, impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -166,6 +168,9 @@ const RECORDER_TTL: Duration = Duration::from_secs(7 * 60);
 /// Most event recorders kept (each holds the last Event it published).
 const MAX_RECORDERS: usize = 1_000;
 
+/// An event recorder's key: (object UID, warning, reason, note).
+type RecorderKey = (String, bool, String, String);
+
 /// What a version's workers recorded, as read.
 pub(crate) struct Registered {
     read: std::time::Instant,
@@ -184,7 +189,7 @@ pub struct Context {
     pub observer: Arc<crate::observer::Observer>,
     pub metrics: Arc<Metrics>,
     /// Event recorders by (object, type, reason, note): see [`Context::event`].
-    recorders: Mutex<HashMap<(String, bool, String, String), (std::time::Instant, Recorder)>>,
+    recorders: Mutex<HashMap<RecorderKey, (std::time::Instant, Recorder)>>,
     reporter: Reporter,
     pub settings: Settings,
     /// Scaling recommendations per DurableApp (`namespace/name`).
@@ -206,7 +211,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(kube: kube::Client, stores: crate::stores::Stores, metrics: Arc<Metrics>, settings: Settings, instance: Option<String>) -> Context {
+    pub fn new(
+        kube: kube::Client,
+        stores: crate::stores::Stores,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Context {
         let reporter = Reporter { controller: crate::names::REPORTER.to_string(), instance };
         Context {
             recorders: Mutex::default(),
@@ -249,9 +260,8 @@ impl Context {
                     recorders.remove(&oldest);
                 }
             }
-            let entry = recorders
-                .entry(k)
-                .or_insert_with(|| (std::time::Instant::now(), Recorder::new(self.kube.clone(), self.reporter.clone())));
+            let entry =
+                recorders.entry(k).or_insert_with(|| (std::time::Instant::now(), Recorder::new(self.kube.clone(), self.reporter.clone())));
             entry.0 = std::time::Instant::now();
             entry.1.clone()
         };

@@ -17,21 +17,26 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller, WatchStreamExt};
-use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
-use super::{primary, forget_deleted, error_policy, reconciled, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{
+    error_policy, forget_deleted, is_paused, kube_err, log_outcome, object_key, primary, reconciled, refusal, write_status, Context, Error,
+};
 use crate::conditions::{is_true, set};
 use crate::metrics::ObjectLabels;
-use crate::names::{condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
-use crate::runnable::Start;
-use crate::stores::scoped_api;
-use crate::schedule_runs::{self, Outcome, Run, MAX_UNFINISHED_SHOWN};
+use crate::names::{
+    condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SCHEDULED_TIME, ANNOTATION_TRIGGER, LABEL_MANAGED_BY, LABEL_SCHEDULE,
+    MANAGED_BY,
+};
 use crate::policy::{self, TickAction};
+use crate::runnable::Start;
+use crate::schedule_runs::{self, Outcome, Run, MAX_UNFINISHED_SHOWN};
+use crate::stores::scoped_api;
 use crate::ticks::{parse_time, rfc3339_offset, tick_workflow_id, Plan};
 use crate::validate;
 
@@ -66,11 +71,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .default_backoff()
         .applied_objects()
         .predicate_filter(run_phase, Default::default());
-    controller
-        .owns_stream(phases)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| log_outcome(CONTROLLER, r))
-        .await;
+    controller.owns_stream(phases).run(reconcile, error_policy, ctx).for_each(|r| log_outcome(CONTROLLER, r)).await;
     sweeper.abort();
 }
 
@@ -81,7 +82,6 @@ fn run_phase(run: &WorkflowRun) -> Option<u64> {
     run.status.as_ref().and_then(|s| s.phase.as_ref()).map(|p| format!("{p:?}")).hash(&mut h);
     Some(h.finish())
 }
-
 
 async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Error> {
     reconciled(CONTROLLER, s, &ctx, |s| apply(s, &ctx), |s| cleanup(s, &ctx)).await
@@ -105,7 +105,15 @@ fn backfill_key(b: &mainstay_crds::BackfillSpec) -> String {
 
 fn not_ready(status: &mut ScheduleStatus, generation: Option<i64>, now: DateTime<Utc>, why: &str, msg: &str, degraded: bool) {
     set(&mut status.conditions, condition::READY, false, why, msg, generation, now);
-    set(&mut status.conditions, condition::DEGRADED, degraded, if degraded { why } else { reason::AS_EXPECTED }, if degraded { msg } else { "" }, generation, now);
+    set(
+        &mut status.conditions,
+        condition::DEGRADED,
+        degraded,
+        if degraded { why } else { reason::AS_EXPECTED },
+        if degraded { msg } else { "" },
+        generation,
+        now,
+    );
 }
 
 async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
@@ -147,7 +155,11 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     // even while the schedule is suspended (as a Job made from a suspended CronJob does).
     let trigger = s.annotations().get(ANNOTATION_TRIGGER).cloned().filter(|t| status.last_trigger.as_ref() != Some(t));
     let backfill = s.spec.backfill.clone().filter(|b| status.last_backfill.as_deref() != Some(backfill_key(b).as_str()));
-    let found = ctx.stores.app_or_fetch(&ctx.kube, &ns, &s.spec.app_ref).await.map_err(kube_err(format!("read DurableApp {ns}/{}", s.spec.app_ref)))?;
+    let found = ctx
+        .stores
+        .app_or_fetch(&ctx.kube, &ns, &s.spec.app_ref)
+        .await
+        .map_err(kube_err(format!("read DurableApp {ns}/{}", s.spec.app_ref)))?;
     let Some(app) = found else {
         let msg = format!("DurableApp {ns}/{} does not exist; create it or fix spec.appRef", s.spec.app_ref);
         not_ready(&mut status, generation, now, reason::APP_NOT_FOUND, &msg, true);
@@ -198,7 +210,9 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     }
 
     let queue = s.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
-    let args_for = |tick: DateTime<Utc>| vec![serde_json::Value::String(rfc3339_offset(tick)), s.spec.input.clone().unwrap_or(serde_json::Value::Null)];
+    let args_for = |tick: DateTime<Utc>| {
+        vec![serde_json::Value::String(rfc3339_offset(tick)), s.spec.input.clone().unwrap_or(serde_json::Value::Null)]
+    };
     if let Some(token) = trigger {
         // One run per annotation value: its workflow ID is the value's, whatever retries do.
         let id = format!("sched-{db_name}-trigger-{token}");
@@ -282,7 +296,9 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let active_filter = WorkflowFilter { schedule_name: Some(db_name.clone()), oldest_first: true, ..WorkflowFilter::active() };
     let mut active: Vec<String> = match db.list_workflows(&active_filter).await {
         Ok(runs) => runs.into_iter().map(|r| r.workflow_id).collect(),
-        Err(e) => return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to list the runs of schedule {key}: {e}")).await,
+        Err(e) => {
+            return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to list the runs of schedule {key}: {e}")).await
+        }
     };
     for tick in &plan.due {
         let id = tick_workflow_id(&db_name, *tick);
@@ -290,7 +306,8 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         let fire = match policy::decide(s.spec.concurrency_policy, &others) {
             TickAction::Fire => true,
             TickAction::Skip { running } => {
-                let note = format!("tick {} skipped: {} still running (concurrencyPolicy Forbid)", rfc3339_offset(*tick), running.join(", "));
+                let note =
+                    format!("tick {} skipped: {} still running (concurrencyPolicy Forbid)", rfc3339_offset(*tick), running.join(", "));
                 ctx.event(s.as_ref(), false, event::SKIPPED, "Schedule", note).await;
                 false
             }
@@ -369,12 +386,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     write_status(&api, &s, current.as_ref(), &status).await?;
-    let wait = plan
-        .next
-        .and_then(|next| (next - Utc::now()).to_std().ok())
-        .map(|d| d + AFTER_TICK)
-        .unwrap_or(AFTER_TICK)
-        .min(MAX_WAIT);
+    let wait = plan.next.and_then(|next| (next - Utc::now()).to_std().ok()).map(|d| d + AFTER_TICK).unwrap_or(AFTER_TICK).min(MAX_WAIT);
     ctx.succeeded(&key);
     Ok(Action::requeue(wait))
 }
@@ -458,7 +470,8 @@ async fn sync_runs(ctx: &Context, s: &Schedule, db_name: &str, runs: &Runs) -> R
         .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
         .map(|r| r.name_any())
         .collect();
-    let as_run = |w: &mainstay::WorkflowStatus, outcome| Run { workflow_id: w.workflow_id.clone(), outcome, created_at_ms: w.created_at_ms };
+    let as_run =
+        |w: &mainstay::WorkflowStatus, outcome| Run { workflow_id: w.workflow_id.clone(), outcome, created_at_ms: w.created_at_ms };
     let mut all: Vec<Run> = runs.unfinished.iter().map(|w| as_run(w, Outcome::Unfinished)).collect();
     let successful = s.spec.successful_runs_history_limit.max(0) as usize;
     all.extend(runs.succeeded.iter().take(successful).map(|w| as_run(w, Outcome::Succeeded)));
@@ -485,7 +498,8 @@ async fn sync_runs(ctx: &Context, s: &Schedule, db_name: &str, runs: &Runs) -> R
             },
         );
         run.metadata.namespace = Some(ns.clone());
-        run.metadata.labels = Some([(LABEL_SCHEDULE.to_string(), name.clone()), (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into());
+        run.metadata.labels =
+            Some([(LABEL_SCHEDULE.to_string(), name.clone()), (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into());
         if let Some(tick) = new.tick {
             run.metadata.annotations = Some([(ANNOTATION_SCHEDULED_TIME.to_string(), rfc3339_offset(tick))].into());
         }

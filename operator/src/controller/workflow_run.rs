@@ -20,7 +20,10 @@ use kube::{Api, ResourceExt};
 use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
-use super::{acted_on, primary, forget_deleted, db_err, error_policy, is_paused, kube_err, log_outcome, object_key, refusal, write_status, Context, Error};
+use super::{
+    acted_on, db_err, error_policy, forget_deleted, is_paused, kube_err, log_outcome, object_key, primary, refusal, write_status, Context,
+    Error,
+};
 use crate::conditions::is_true;
 use crate::names::{condition, event, reason};
 use crate::run_status::{self, finished};
@@ -31,7 +34,11 @@ use crate::stores::scoped_api;
 pub const CONTROLLER: &str = "workflowrun";
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>, changed: impl futures::Stream<Item = ObjectRef<WorkflowRun>> + Send + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    changed: impl futures::Stream<Item = ObjectRef<WorkflowRun>> + Send + 'static,
+) {
     let runs = scoped_api::<WorkflowRun>(&ctx.kube, namespace.as_deref());
     let (reader, trigger) = primary(runs);
     let controller = Controller::for_stream(trigger, reader);
@@ -144,10 +151,8 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
     // resume; the increase is taken as seen).
     let asked = run.spec.resume;
     if !run.spec.cancel && asked > status.resumed.unwrap_or(0) {
-        let stopped = matches!(
-            phase,
-            WorkflowRunPhase::Failed | WorkflowRunPhase::Cancelled | WorkflowRunPhase::MaxRecoveryAttemptsExceeded
-        );
+        let stopped =
+            matches!(phase, WorkflowRunPhase::Failed | WorkflowRunPhase::Cancelled | WorkflowRunPhase::MaxRecoveryAttemptsExceeded);
         if stopped {
             db.resume(&id).await.map_err(db_err(&key))?;
             ctx.event(run.as_ref(), false, event::RESUMED, "Resume", format!("resumed workflow {id} from its last completed step")).await;
@@ -167,11 +172,13 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
                 continue;
             }
             let idempotency = format!("{id}:{}", m.name);
-            db.send(&id, &m.message, m.topic.as_deref(), Some(&idempotency))
-                .await
-                .map_err(db_err(&key))?;
+            db.send(&id, &m.message, m.topic.as_deref(), Some(&idempotency)).await.map_err(db_err(&key))?;
             status.messages_sent.push(m.name.clone());
-            let note = format!("sent message {} to workflow {id}{}", m.name, m.topic.as_deref().map(|t| format!(" on topic {t}")).unwrap_or_default());
+            let note = format!(
+                "sent message {} to workflow {id}{}",
+                m.name,
+                m.topic.as_deref().map(|t| format!(" on topic {t}")).unwrap_or_default()
+            );
             ctx.event(run.as_ref(), false, event::MESSAGE_SENT, "Send", note).await;
         }
     }
@@ -194,7 +201,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             steps,
         };
         let pool = ctx.databases.pool_of(&app).await.unwrap_or_default();
-        ctx.observer.watch_run(&pool, &db, &key, &id, progress, acted_on(run.as_ref()), ObjectRef::from_obj(run.as_ref()));
+        ctx.observer.watch_run(&pool, &db, &key, progress, acted_on(run.as_ref()), ObjectRef::from_obj(run.as_ref()));
         return Ok(Action::requeue(RUN_RESYNC));
     }
     ctx.observer.forget_run(&key);
@@ -253,8 +260,9 @@ async fn start(
 ) -> Result<Option<Action>, Error> {
     let key = object_key(run);
     let ns = run.namespace().unwrap_or_default();
-    let too_large = crate::validate::oversized("spec.input", run.spec.input.as_ref())
-        .or_else(|| run.spec.messages.iter().find_map(|m| crate::validate::oversized(&format!("spec.messages[{}].message", m.name), Some(&m.message))));
+    let too_large = crate::validate::oversized("spec.input", run.spec.input.as_ref()).or_else(|| {
+        run.spec.messages.iter().find_map(|m| crate::validate::oversized(&format!("spec.messages[{}].message", m.name), Some(&m.message)))
+    });
     if let Some(msg) = too_large {
         return refuse(ctx, api, run, current, status.clone(), reason::INVALID_INPUT, msg).await.map(Some);
     }

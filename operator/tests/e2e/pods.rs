@@ -67,8 +67,8 @@ impl PodRunner {
 
 async fn sync(
     client: &kube::Client,
-    worker_bin: &PathBuf,
-    log_dir: &PathBuf,
+    worker_bin: &std::path::Path,
+    log_dir: &std::path::Path,
     extra_env: &[(String, String)],
     state: &Arc<Mutex<State>>,
 ) -> Result<()> {

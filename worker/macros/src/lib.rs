@@ -37,17 +37,11 @@ fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
             }
         }
         let Meta::NameValue(nv) = &meta else {
-            return Err(syn::Error::new_spanned(
-                meta,
-                format!("expected `key = value`; options: {}", allowed.join(", ")),
-            ));
+            return Err(syn::Error::new_spanned(meta, format!("expected `key = value`; options: {}", allowed.join(", "))));
         };
         let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
         if !allowed.contains(&key.as_str()) {
-            return Err(syn::Error::new_spanned(
-                &nv.path,
-                format!("unknown option `{key}`; expected one of: {}", allowed.join(", ")),
-            ));
+            return Err(syn::Error::new_spanned(&nv.path, format!("unknown option `{key}`; expected one of: {}", allowed.join(", "))));
         }
         let Expr::Lit(ExprLit { lit, .. }) = &nv.value else {
             return Err(syn::Error::new_spanned(&nv.value, "expected a literal"));
@@ -71,13 +65,13 @@ fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
 /// The pieces of an `async fn` the macros rebuild.
 struct Parts {
     args: Vec<(syn::Ident, Box<syn::Type>)>,
-    arg_pats: Vec<Box<Pat>>,
+    arg_pats: Vec<Pat>,
     ret: Box<syn::Type>,
 }
 
 fn check_fn(f: &ItemFn, what: &str) -> syn::Result<Parts> {
     if f.sig.asyncness.is_none() {
-        return Err(syn::Error::new_spanned(&f.sig.fn_token, format!("a {what} must be an `async fn`")));
+        return Err(syn::Error::new_spanned(f.sig.fn_token, format!("a {what} must be an `async fn`")));
     }
     if !f.sig.generics.params.is_empty() || f.sig.generics.where_clause.is_some() {
         return Err(syn::Error::new_spanned(
@@ -87,23 +81,16 @@ fn check_fn(f: &ItemFn, what: &str) -> syn::Result<Parts> {
     }
     let ret = match &f.sig.output {
         ReturnType::Type(_, ty) => ty.clone(),
-        ReturnType::Default => {
-            return Err(syn::Error::new_spanned(
-                &f.sig,
-                format!("a {what} must return mainstay::Result<T>"),
-            ))
-        }
+        ReturnType::Default => return Err(syn::Error::new_spanned(&f.sig, format!("a {what} must return mainstay::Result<T>"))),
     };
     let mut args = Vec::new();
     let mut arg_pats = Vec::new();
     for (i, input) in f.sig.inputs.iter().enumerate() {
         match input {
-            FnArg::Receiver(r) => {
-                return Err(syn::Error::new_spanned(r, format!("a {what} cannot take `self`")))
-            }
+            FnArg::Receiver(r) => return Err(syn::Error::new_spanned(r, format!("a {what} cannot take `self`"))),
             FnArg::Typed(pt) => {
                 args.push((format_ident!("__mainstay_arg{}", i), pt.ty.clone()));
-                arg_pats.push(pt.pat.clone());
+                arg_pats.push((*pt.pat).clone());
             }
         }
     }
@@ -210,7 +197,7 @@ fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, O
     let body = &f.block;
     let arg_names: Vec<_> = args.iter().map(|(n, _)| n).collect();
     let arg_types: Vec<_> = args.iter().map(|(_, t)| t).collect();
-    let arg_type_texts: Vec<String> = arg_types.iter().map(|t| type_text(t)).collect();
+    let arg_type_texts: Vec<String> = arg_types.iter().map(type_text).collect();
     let registration = match schedule {
         None => quote! { ::mainstay::Registration::of::<#ty>() },
         Some((cron, zone)) => {

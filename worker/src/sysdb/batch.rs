@@ -136,9 +136,7 @@ pub(crate) type Written = (Vec<StartOutcome>, Vec<CheckpointOutcome>, Vec<bool>)
 type PgQuery = Query<'static, Postgres, PgArguments>;
 
 fn bind_starts(query: PgQuery, rows: &[&NewWorkflow]) -> PgQuery {
-    let text = |f: &dyn Fn(&NewWorkflow) -> Option<String>| -> Vec<Option<String>> {
-        rows.iter().map(|r| f(r)).collect()
-    };
+    let text = |f: &dyn Fn(&NewWorkflow) -> Option<String>| -> Vec<Option<String>> { rows.iter().map(|r| f(r)).collect() };
     query
         .bind(text(&|r| Some(r.id.clone())))
         .bind(text(&|r| Some(r.name.clone())))
@@ -184,22 +182,14 @@ fn bind_finishes(query: PgQuery, rows: &[&Outcome]) -> PgQuery {
 
 impl SystemDatabase {
     /// Writes a batch in one statement (autocommit) and reports what each write found.
-    pub(crate) async fn write_batch(
-        &self,
-        conn: &mut PgConnection,
-        batch: &Batch<'_>,
-    ) -> std::result::Result<Written, sqlx::Error> {
+    pub(crate) async fn write_batch(&self, conn: &mut PgConnection, batch: &Batch<'_>) -> std::result::Result<Written, sqlx::Error> {
         let stmts = &self.sql.batch;
-        let (has_starts, has_steps, has_finishes) =
-            (!batch.starts.is_empty(), !batch.steps.is_empty(), !batch.finishes.is_empty());
+        let (has_starts, has_steps, has_finishes) = (!batch.starts.is_empty(), !batch.steps.is_empty(), !batch.finishes.is_empty());
         let query = match (has_starts, has_steps, has_finishes) {
             (_, false, false) => bind_starts(q(&stmts.starts), &batch.starts),
             (false, true, false) => bind_steps(q(&stmts.steps), &batch.steps),
             (false, false, true) => bind_finishes(q(&stmts.finishes), &batch.finishes),
-            _ => bind_finishes(
-                bind_steps(bind_starts(q(&stmts.mixed), &batch.starts), &batch.steps),
-                &batch.finishes,
-            ),
+            _ => bind_finishes(bind_steps(bind_starts(q(&stmts.mixed), &batch.starts), &batch.steps), &batch.finishes),
         };
         let mut started = Vec::new();
         let mut stepped = Vec::new();
@@ -236,8 +226,7 @@ impl SystemDatabase {
                 None => false,
             })
             .collect();
-        let missing: Vec<String> =
-            rows.iter().zip(&fresh).filter(|(_, f)| !**f).map(|(r, _)| r.id.clone()).collect();
+        let missing: Vec<String> = rows.iter().zip(&fresh).filter(|(_, f)| !**f).map(|(r, _)| r.id.clone()).collect();
         let mut names = HashMap::new();
         if !missing.is_empty() {
             for row in q(&self.sql.existing_workflows).bind(&missing).fetch_all(&mut *conn).await? {
@@ -247,13 +236,15 @@ impl SystemDatabase {
         Ok(rows
             .iter()
             .zip(fresh)
-            .map(|(r, fresh)| {
-                if fresh {
-                    StartOutcome::Inserted
-                } else {
-                    StartOutcome::Exists { name: names.get(&r.id).cloned().flatten() }
-                }
-            })
+            .map(
+                |(r, fresh)| {
+                    if fresh {
+                        StartOutcome::Inserted
+                    } else {
+                        StartOutcome::Exists { name: names.get(&r.id).cloned().flatten() }
+                    }
+                },
+            )
             .collect())
     }
 
@@ -263,9 +254,7 @@ impl SystemDatabase {
         rows: &[&StepRecord],
         inserted: Vec<(String, i32)>,
     ) -> std::result::Result<Vec<CheckpointOutcome>, sqlx::Error> {
-        let is_inserted = |r: &StepRecord| {
-            inserted.iter().any(|(w, f)| **w == *r.workflow_id && *f == r.function_id)
-        };
+        let is_inserted = |r: &StepRecord| inserted.iter().any(|(w, f)| **w == *r.workflow_id && *f == r.function_id);
         let missing: Vec<&&StepRecord> = rows.iter().filter(|r| !is_inserted(r)).collect();
         let mut existing: Vec<(String, RecordedOp)> = Vec::new();
         if !missing.is_empty() {
@@ -309,11 +298,8 @@ impl SystemDatabase {
         rows: &[&Outcome],
         updated: Vec<String>,
     ) -> std::result::Result<Vec<bool>, sqlx::Error> {
-        let missing: Vec<String> = rows
-            .iter()
-            .filter(|r| !updated.iter().any(|u| **u == *r.workflow_id))
-            .map(|r| r.workflow_id.to_string())
-            .collect();
+        let missing: Vec<String> =
+            rows.iter().filter(|r| !updated.iter().any(|u| **u == *r.workflow_id)).map(|r| r.workflow_id.to_string()).collect();
         // A retry after an ambiguous commit finds its own outcome already written.
         let mut already: Vec<String> = Vec::new();
         if !missing.is_empty() {
@@ -328,12 +314,7 @@ impl SystemDatabase {
                 }
             }
         }
-        Ok(rows
-            .iter()
-            .map(|r| {
-                updated.iter().chain(&already).any(|u| **u == *r.workflow_id)
-            })
-            .collect())
+        Ok(rows.iter().map(|r| updated.iter().chain(&already).any(|u| **u == *r.workflow_id)).collect())
     }
 }
 

@@ -21,7 +21,9 @@ const MAX_BATCH: usize = 512;
 const RETRIES: u32 = 4;
 
 enum Write {
-    Start(NewWorkflow, oneshot::Sender<Result<StartOutcome>>),
+    // Boxed: a row is far larger than the other writes, and every queued write is as large
+    // as the largest variant.
+    Start(Box<NewWorkflow>, oneshot::Sender<Result<StartOutcome>>),
     Step(StepRecord, oneshot::Sender<Result<CheckpointOutcome>>),
     Finish(Outcome, oneshot::Sender<Result<bool>>),
 }
@@ -52,13 +54,11 @@ impl Committer {
         if self.tx.send(make(reply)).is_err() {
             return Err(Error::NotLaunched("mainstay's committer has stopped (the runtime shut down)"));
         }
-        wait.await.unwrap_or(Err(Error::NotLaunched(
-            "mainstay's committer stopped before confirming a write",
-        )))
+        wait.await.unwrap_or(Err(Error::NotLaunched("mainstay's committer stopped before confirming a write")))
     }
 
     pub(crate) async fn start_workflow(&self, row: NewWorkflow) -> Result<StartOutcome> {
-        self.submit(|r| Write::Start(row, r)).await
+        self.submit(|r| Write::Start(Box::new(row), r)).await
     }
 
     pub(crate) async fn checkpoint(&self, row: StepRecord) -> Result<CheckpointOutcome> {
@@ -139,15 +139,11 @@ impl Split {
         let msg = e.to_string();
         let err = |what: String| Error::db(what, sqlx::Error::Protocol(msg.clone()));
         for (r, s) in self.starts {
-            let e = super::duplicate_of(e, &r)
-                .unwrap_or_else(|| err(format!("record the start of workflow {}", r.id)));
+            let e = super::duplicate_of(e, &r).unwrap_or_else(|| err(format!("record the start of workflow {}", r.id)));
             let _ = s.send(Err(e));
         }
         for (r, s) in self.steps {
-            let _ = s.send(Err(err(format!(
-                "checkpoint step {} of workflow {}",
-                r.function_id, r.workflow_id
-            ))));
+            let _ = s.send(Err(err(format!("checkpoint step {} of workflow {}", r.function_id, r.workflow_id))));
         }
         for (r, s) in self.finishes {
             let _ = s.send(Err(err(format!("record the outcome of workflow {}", r.workflow_id))));
@@ -165,7 +161,7 @@ async fn flush(db: &SystemDatabase, conn: &mut Option<PgConnection>, writes: Vec
     let mut split = Split::default();
     for w in writes {
         match w {
-            Write::Start(r, s) => split.starts.push((r, s)),
+            Write::Start(r, s) => split.starts.push((*r, s)),
             Write::Step(r, s) => split.steps.push((r, s)),
             Write::Finish(r, s) => split.finishes.push((r, s)),
         }

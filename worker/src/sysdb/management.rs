@@ -86,20 +86,16 @@ impl Statements {
         Statements {
             list_newest_first: list("DESC"),
             list_oldest_first: list("ASC"),
-            pending_by_executor: f(
-                "SELECT executor_id, application_version, count(*) FROM {s}.workflow_status \
+            pending_by_executor: f("SELECT executor_id, application_version, count(*) FROM {s}.workflow_status \
                  WHERE status = 'PENDING' AND executor_id IS NOT NULL \
                    AND {scope} \
-                 GROUP BY executor_id, application_version",
-            ),
-            outstanding_by_version: f(
-                "SELECT application_version, count(*) FILTER (WHERE status = 'PENDING'), \
+                 GROUP BY executor_id, application_version"),
+            outstanding_by_version: f("SELECT application_version, count(*) FILTER (WHERE status = 'PENDING'), \
                         count(*) FILTER (WHERE status = 'ENQUEUED'), \
                         count(*) FILTER (WHERE status = 'DELAYED') \
                  FROM {s}.workflow_status WHERE status IN ('PENDING', 'ENQUEUED', 'DELAYED') \
                    AND {scope} \
-                 GROUP BY application_version",
-            ),
+                 GROUP BY application_version"),
             // Queued work the given version will never claim because it does not register the
             // workflow (only when the version recorded what it registers).
             unrunnable: f(r#"
@@ -113,11 +109,9 @@ WHERE ws.status = 'ENQUEUED' AND {scope}
                   WHERE r.application_name = COALESCE($1, '') AND r.application_version = $2
                     AND r.workflow_name = ws.name)
 GROUP BY ws.name ORDER BY ws.name"#),
-            nth_newest: f(
-                "SELECT created_at FROM {s}.workflow_status \
+            nth_newest: f("SELECT created_at FROM {s}.workflow_status \
                  WHERE {retention2} \
-                 ORDER BY created_at DESC OFFSET $1 LIMIT 1",
-            ),
+                 ORDER BY created_at DESC OFFSET $1 LIMIT 1"),
             delete_finished: f(r#"
 WITH victims AS (
     SELECT workflow_uuid FROM {s}.workflow_status
@@ -137,11 +131,9 @@ WITH victims AS (
     RETURNING 1
 )
 SELECT count(*) FROM gone"#),
-            list_steps: f(
-                "SELECT function_id, function_name, output, error, child_workflow_id, \
+            list_steps: f("SELECT function_id, function_name, output, error, child_workflow_id, \
                         started_at_epoch_ms, completed_at_epoch_ms, serialization \
-                 FROM {s}.operation_outputs WHERE workflow_uuid = $1 ORDER BY function_id",
-            ),
+                 FROM {s}.operation_outputs WHERE workflow_uuid = $1 ORDER BY function_id"),
             count_steps: f("SELECT count(*) FROM {s}.operation_outputs WHERE workflow_uuid = $1"),
             // Every unfinished workflow, grouped by what the per-application figures divide
             // on, with the owners of each group's version (see `fleet`).
@@ -237,13 +229,9 @@ SELECT workflow_uuid FROM gone"#),
 
 impl SystemDatabase {
     pub(crate) async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<WorkflowStatus>> {
-        let sql = if filter.oldest_first {
-            &self.sql.management.list_oldest_first
-        } else {
-            &self.sql.management.list_newest_first
-        };
-        let statuses: Option<Vec<String>> = (!filter.statuses.is_empty())
-            .then(|| filter.statuses.iter().map(|s| s.as_str().to_string()).collect());
+        let sql = if filter.oldest_first { &self.sql.management.list_oldest_first } else { &self.sql.management.list_newest_first };
+        let statuses: Option<Vec<String>> =
+            (!filter.statuses.is_empty()).then(|| filter.statuses.iter().map(|s| s.as_str().to_string()).collect());
         let rows = q(sql)
             .bind(&filter.id_prefix)
             .bind(statuses)
@@ -269,10 +257,7 @@ impl SystemDatabase {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db("count pending workflows per executor", e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ExecutorWork { executor_id: r.get(0), app_version: r.get(1), pending: r.get(2) })
-            .collect())
+        Ok(rows.into_iter().map(|r| ExecutorWork { executor_id: r.get(0), app_version: r.get(1), pending: r.get(2) }).collect())
     }
 
     /// `app`: count only workflows of this application and of none (`None`: all).
@@ -346,9 +331,7 @@ impl SystemDatabase {
 pub(crate) fn as_json(text: Option<String>, serialization: Option<&str>) -> Option<serde_json::Value> {
     let text = text?;
     match serialization {
-        None | Some(crate::PORTABLE_JSON) => Some(
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        ),
+        None | Some(crate::PORTABLE_JSON) => Some(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
         Some(other) => Some(serde_json::Value::String(format!("<{other} value>"))),
     }
 }
@@ -411,10 +394,7 @@ impl SystemDatabase {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::db("read what application versions registered", e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RegistrationMark { application_name: r.get(0), app_version: r.get(1), digest: r.get(2) })
-            .collect())
+        Ok(rows.into_iter().map(|r| RegistrationMark { application_name: r.get(0), app_version: r.get(1), digest: r.get(2) }).collect())
     }
 
     /// The recorded steps of a workflow, in order.

@@ -92,19 +92,23 @@ impl Statements {
         Statements {
             // $1 workflow, $2 owner, $3 function ID, $4 destination, $5 topic, $6 message,
             // $7 message ID
-            send_from_workflow: recorded(&literal(crate::message::SEND_OPERATION), r#"
+            send_from_workflow: recorded(
+                &literal(crate::message::SEND_OPERATION),
+                r#"
 WITH {own}, {rec}, msg AS (
     INSERT INTO {s}.notifications (message_uuid, destination_uuid, topic, message, serialization)
     SELECT $7, $4, $5, $6, 'portable_json' FROM rec
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM msg) AS written"#),
+SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM msg) AS written"#,
+            ),
             send: f(r#"
 INSERT INTO {s}.notifications (message_uuid, destination_uuid, topic, message, serialization)
 VALUES ($4, $1, $2, $3, 'portable_json')
 ON CONFLICT (message_uuid) DO NOTHING"#),
             // $1 workflow, $2 owner, $3 function ID, $4 topic, $5 started at
-            receive: with_own(r#"
+            receive: with_own(
+                r#"
 WITH {own}, prior AS (
     SELECT output, serialization FROM {s}.operation_outputs
     WHERE workflow_uuid = $1 AND function_id = $3
@@ -127,9 +131,12 @@ WITH {own}, prior AS (
 SELECT (SELECT count(*) FROM own) AS owned,
        (SELECT count(*) FROM prior) AS has_prior,
        COALESCE((SELECT message FROM took), (SELECT output FROM prior)) AS message,
-       COALESCE((SELECT serialization FROM took), (SELECT serialization FROM prior)) AS serialization"#),
+       COALESCE((SELECT serialization FROM took), (SELECT serialization FROM prior)) AS serialization"#,
+            ),
             // $1 workflow, $2 owner, $3 function ID, $4 key, $5 value
-            set_event: recorded(&literal(crate::event::SET_EVENT_OPERATION), r#"
+            set_event: recorded(
+                &literal(crate::event::SET_EVENT_OPERATION),
+                r#"
 WITH {own}, {rec}, ev AS (
     INSERT INTO {s}.workflow_events (workflow_uuid, key, value, serialization)
     SELECT $1, $4, $5, 'portable_json' FROM rec
@@ -144,17 +151,16 @@ WITH {own}, {rec}, ev AS (
 ), note AS (
     SELECT pg_notify('dbos_workflow_events_channel', $1 || '::' || $4) FROM ev
 )
-SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM note) AS written"#),
-            get_event: f(
-                "SELECT value, serialization FROM {s}.workflow_events \
-                 WHERE workflow_uuid = $1 AND key = $2",
+SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM note) AS written"#,
             ),
-            list_events: f(
-                "SELECT key, value, serialization FROM {s}.workflow_events \
-                 WHERE workflow_uuid = $1 ORDER BY key LIMIT $2",
-            ),
+            get_event: f("SELECT value, serialization FROM {s}.workflow_events \
+                 WHERE workflow_uuid = $1 AND key = $2"),
+            list_events: f("SELECT key, value, serialization FROM {s}.workflow_events \
+                 WHERE workflow_uuid = $1 ORDER BY key LIMIT $2"),
             // $1 workflow, $2 owner, $3 function ID, $4 key, $5 value, $6 operation name
-            write_stream: recorded("$6", r#"
+            write_stream: recorded(
+                "$6",
+                r#"
 WITH {own}, {rec}, val AS (
     INSERT INTO {s}.streams (workflow_uuid, key, value, "offset", function_id, serialization)
     SELECT $1, $4, $5,
@@ -166,7 +172,8 @@ WITH {own}, {rec}, val AS (
 ), note AS (
     SELECT pg_notify('dbos_streams_channel', $1 || '::' || $4) FROM val
 )
-SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM note) AS written"#),
+SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM note) AS written"#,
+            ),
             read_stream: f(r#"
 SELECT "offset", value, serialization FROM {s}.streams
 WHERE workflow_uuid = $1 AND key = $2 AND "offset" >= $3
@@ -244,14 +251,7 @@ impl SystemDatabase {
 
     /// Consumes the oldest unconsumed message of `topic` for the workflow and records it as
     /// step `function_id`, in one statement; or returns what an earlier execution recorded there.
-    pub(crate) async fn receive(
-        &self,
-        workflow_id: &str,
-        owner: &str,
-        function_id: i32,
-        topic: &str,
-        started_ms: i64,
-    ) -> Result<Received> {
+    pub(crate) async fn receive(&self, workflow_id: &str, owner: &str, function_id: i32, topic: &str, started_ms: i64) -> Result<Received> {
         let row = op_query(&self.sql.messaging.receive, workflow_id, owner, function_id)
             .bind(topic)
             .bind(started_ms)
@@ -265,22 +265,13 @@ impl SystemDatabase {
         Ok(match message {
             Some(value) => Received::Value(StoredValue { value, serialization: row.get("serialization") }),
             // A recorded timeout.
-            None if row.get::<i64, _>("has_prior") > 0 => {
-                Received::Value(StoredValue { value: "null".into(), serialization: None })
-            }
+            None if row.get::<i64, _>("has_prior") > 0 => Received::Value(StoredValue { value: "null".into(), serialization: None }),
             None => Received::Nothing,
         })
     }
 
     /// Sets event `key` of workflow `workflow_id` (step `function_id`) and announces it.
-    pub(crate) async fn set_event(
-        &self,
-        workflow_id: &str,
-        owner: &str,
-        function_id: i32,
-        key: &str,
-        value: &str,
-    ) -> Result<OpWrite> {
+    pub(crate) async fn set_event(&self, workflow_id: &str, owner: &str, function_id: i32, key: &str, value: &str) -> Result<OpWrite> {
         let row = op_query(&self.sql.messaging.set_event, workflow_id, owner, function_id)
             .bind(key)
             .bind(value)
@@ -336,9 +327,7 @@ impl SystemDatabase {
                 Ok(row) => return Ok(op_write(&row)),
                 // A concurrent writer of the same stream took the offset; take the next one.
                 Err(e) if is_unique_violation(&e) && attempt < 20 => continue,
-                Err(e) => {
-                    return Err(Error::db(format!("write to stream {key} of workflow {workflow_id}"), e))
-                }
+                Err(e) => return Err(Error::db(format!("write to stream {key} of workflow {workflow_id}"), e)),
             }
         }
     }
@@ -354,10 +343,7 @@ impl SystemDatabase {
             .map_err(|e| Error::db(format!("read stream {key} of workflow {workflow_id}"), e))?;
         Ok(rows
             .into_iter()
-            .map(|r| StreamEntry {
-                offset: r.get(0),
-                value: StoredValue { value: r.get(1), serialization: r.get(2) },
-            })
+            .map(|r| StreamEntry { offset: r.get(0), value: StoredValue { value: r.get(1), serialization: r.get(2) } })
             .collect())
     }
 }

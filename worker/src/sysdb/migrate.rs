@@ -12,7 +12,7 @@
 //! released before this rule refuse a database whose `mainstay_migrations` goes past what they
 //! know; later migrations are recorded in `mainstay_schema_migrations` (with `breaking`).
 
-use sqlx::{AssertSqlSafe, Acquire, PgPool, Row};
+use sqlx::{Acquire, AssertSqlSafe, PgPool, Row};
 
 use crate::error::{Error, Result};
 
@@ -45,10 +45,7 @@ fn render(sql: &str, schema: &str) -> String {
 }
 
 pub(super) async fn run(pool: &PgPool, schema: &str) -> Result<()> {
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(|e| Error::db("acquire a connection to migrate the system database", e))?;
+    let mut conn = pool.acquire().await.map_err(|e| Error::db("acquire a connection to migrate the system database", e))?;
     let lock_key = lock_key(schema);
     sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
         .bind(&lock_key)
@@ -57,10 +54,7 @@ pub(super) async fn run(pool: &PgPool, schema: &str) -> Result<()> {
         .map_err(|e| Error::db("take the migration lock", e))?;
     let result = migrate_locked(&mut conn, schema).await;
     // Released explicitly so a pooled connection does not keep holding it.
-    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
-        .bind(&lock_key)
-        .execute(&mut *conn)
-        .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&lock_key).execute(&mut *conn).await;
     result
 }
 
@@ -101,11 +95,7 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
     match dbos_version {
         Some(v) if v >= DBOS_SCHEMA_VERSION => {
             if v > DBOS_SCHEMA_VERSION {
-                tracing::info!(
-                    schema,
-                    version = v,
-                    "system database was migrated by a newer DBOS release; using it as is"
-                );
+                tracing::info!(schema, version = v, "system database was migrated by a newer DBOS release; using it as is");
             }
         }
         Some(v) if v > 0 => {
@@ -177,20 +167,16 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
         sqlx::query(AssertSqlSafe(record))
             .bind(version)
             .bind(BREAKING_MIGRATIONS.contains(version))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Error::db(format!("record Mainstay migration {version}"), e))?;
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(format!("record Mainstay migration {version}"), e))?;
     }
     tx.commit().await.map_err(|e| Error::db("commit the migration", e))?;
     Ok(())
 }
 
 /// The highest version recorded in a bookkeeping table, or `None` if the table does not exist.
-async fn table_version(
-    conn: &mut sqlx::PgConnection,
-    schema: &str,
-    table: &str,
-) -> Result<Option<i64>> {
+async fn table_version(conn: &mut sqlx::PgConnection, schema: &str, table: &str) -> Result<Option<i64>> {
     let exists: bool = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
          WHERE table_schema = $1 AND table_name = $2)",

@@ -23,11 +23,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
-
 pub(crate) use batch::Batch;
-pub(crate) use management::as_json;
 pub(crate) use committer::Committer;
-pub use migrate::{MAINSTAY_SCHEMA_VERSION, DBOS_SCHEMA_VERSION};
+pub(crate) use management::as_json;
+pub use migrate::{DBOS_SCHEMA_VERSION, MAINSTAY_SCHEMA_VERSION};
 
 /// A row of `mainstay_registered_workflows`: a workflow a version registers, its argument types
 /// (JSON text) and its schedule (cron, and time zone after a space), when known.
@@ -207,19 +206,15 @@ impl Sql {
             management: management::Statements::new(&f),
             messaging: messaging::Statements::new(&f),
             schedules: schedules::Statements::new(&f),
-            existing_workflows: f(
-                "SELECT workflow_uuid, name FROM {s}.workflow_status \
-                 WHERE workflow_uuid = ANY($1::text[])",
-            ),
+            existing_workflows: f("SELECT workflow_uuid, name FROM {s}.workflow_status \
+                 WHERE workflow_uuid = ANY($1::text[])"),
             existing_steps: f(r#"
 SELECT o.workflow_uuid, o.function_id, o.function_name, o.output, o.error, o.child_workflow_id,
        o.serialization
 FROM {s}.operation_outputs o
 JOIN UNNEST($1::text[], $2::int4[]) AS k(wf, fid) ON o.workflow_uuid = k.wf AND o.function_id = k.fid"#),
-            finished_check: f(
-                "SELECT workflow_uuid, status, owner_xid FROM {s}.workflow_status \
-                 WHERE workflow_uuid = ANY($1::text[])",
-            ),
+            finished_check: f("SELECT workflow_uuid, status, owner_xid FROM {s}.workflow_status \
+                 WHERE workflow_uuid = ANY($1::text[])"),
             start_child: f(r#"
 WITH own AS (
     SELECT 1 FROM {s}.workflow_status
@@ -249,10 +244,8 @@ WITH own AS (
 )
 SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM child) AS created,
        (SELECT count(*) FROM rec) AS recorded"#),
-            recorded_steps: f(
-                "SELECT function_id, function_name, output, error, child_workflow_id, serialization \
-                 FROM {s}.operation_outputs WHERE workflow_uuid = $1",
-            ),
+            recorded_steps: f("SELECT function_id, function_name, output, error, child_workflow_id, serialization \
+                 FROM {s}.operation_outputs WHERE workflow_uuid = $1"),
             get_status: f(&format!(
                 "SELECT {} FROM {{s}}.workflow_status ws \
                  LEFT JOIN {{s}}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid \
@@ -286,10 +279,8 @@ SET status = 'ENQUEUED', queue_name = $2, owner_xid = NULL, started_at_epoch_ms 
 WHERE workflow_uuid = $1 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
                                         'ENQUEUED', 'DELAYED')
 RETURNING workflow_uuid"#),
-            cancelled_among: f(
-                "SELECT workflow_uuid FROM {s}.workflow_status \
-                 WHERE workflow_uuid = ANY($1::text[]) AND status = 'CANCELLED'",
-            ),
+            cancelled_among: f("SELECT workflow_uuid FROM {s}.workflow_status \
+                 WHERE workflow_uuid = ANY($1::text[]) AND status = 'CANCELLED'"),
             // As DBOS registers a version: take an unowned row of that name, or insert one (its
             // timestamp, now, makes a new version the newest); either way answer who owns it.
             // Version names are unique across the database (DBOS's constraint).
@@ -328,18 +319,14 @@ FROM UNNEST($3::text[], $4::text[], $5::text[]) AS w(name, arguments, schedule)
 ON CONFLICT (application_name, application_version, workflow_name)
 DO UPDATE SET arguments = COALESCE(EXCLUDED.arguments, {s}.mainstay_registered_workflows.arguments),
               schedule = COALESCE(EXCLUDED.schedule, {s}.mainstay_registered_workflows.schedule)"#),
-            registered_workflows: f(
-                "SELECT workflow_name, arguments::text, schedule FROM {s}.mainstay_registered_workflows \
-                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name",
-            ),
+            registered_workflows: f("SELECT workflow_name, arguments::text, schedule FROM {s}.mainstay_registered_workflows \
+                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY workflow_name"),
             register_queues: f(r#"
 INSERT INTO {s}.mainstay_registered_queues (application_name, application_version, queue_name)
 SELECT COALESCE($1, ''), $2, name FROM UNNEST($3::text[]) AS name
 ON CONFLICT DO NOTHING"#),
-            registered_queues: f(
-                "SELECT queue_name FROM {s}.mainstay_registered_queues \
-                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY queue_name",
-            ),
+            registered_queues: f("SELECT queue_name FROM {s}.mainstay_registered_queues \
+                 WHERE application_name = COALESCE($1, '') AND application_version = $2 ORDER BY queue_name"),
             release_claim: f(r#"
 UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', owner_xid = NULL, executor_id = NULL, started_at_epoch_ms = NULL,
@@ -389,8 +376,13 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
-                || code == "40001" || code == "40P01" || code == "53300"
+            code.starts_with("08")
+                || code == "57P01"
+                || code == "57P02"
+                || code == "57P03"
+                || code == "40001"
+                || code == "40P01"
+                || code == "53300"
         }
         _ => false,
     }
@@ -409,9 +401,8 @@ pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Dur
              does not support it (remove it from the URL; a client key must not be encrypted)"
         );
     }
-    let options: PgConnectOptions = usable.parse().map_err(|e| {
-        Error::Config(format!("{which} database URL {} is invalid: {e}", redact(url)))
-    })?;
+    let options: PgConnectOptions =
+        usable.parse().map_err(|e| Error::Config(format!("{which} database URL {} is invalid: {e}", redact(url))))?;
     let options = options.application_name("mainstay");
     let deadline = tokio::time::Instant::now() + connect_timeout;
     let mut delays = crate::backoff::jittered(Duration::from_millis(100), Duration::from_secs(5));
@@ -478,10 +469,7 @@ impl SystemDatabase {
 
     /// One round trip, to tell whether the database answers.
     pub(crate) async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(|e| Error::db("reach the system database", e))?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(|e| Error::db("reach the system database", e))?;
         Ok(())
     }
 
@@ -576,9 +564,7 @@ impl SystemDatabase {
             .bind(app.flatten())
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| {
-                Error::db(format!("re-enqueue the pending workflows of executor {executor_id}"), e)
-            })?;
+            .map_err(|e| Error::db(format!("re-enqueue the pending workflows of executor {executor_id}"), e))?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -653,7 +639,9 @@ impl SystemDatabase {
                 });
             }
         }
-        Err(Error::Contended(format!("failed to register application version {version}: it was inserted and removed concurrently; launch again")))
+        Err(Error::Contended(format!(
+            "failed to register application version {version}: it was inserted and removed concurrently; launch again"
+        )))
     }
 
     /// Makes `version` the newest of application `app_name`, so it takes work enqueued without a
@@ -756,13 +744,9 @@ impl SystemDatabase {
 
     /// A listener subscribed to `channels`.
     pub(crate) async fn listener(&self, channels: &[&str]) -> Result<sqlx::postgres::PgListener> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
-            .await
-            .map_err(|e| Error::db("open a notification listener", e))?;
-        listener
-            .listen_all(channels.iter().copied())
-            .await
-            .map_err(|e| Error::db("listen for notifications", e))?;
+        let mut listener =
+            sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(|e| Error::db("open a notification listener", e))?;
+        listener.listen_all(channels.iter().copied()).await.map_err(|e| Error::db("listen for notifications", e))?;
         Ok(listener)
     }
 }

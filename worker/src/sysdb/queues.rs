@@ -37,10 +37,8 @@ impl Statements {
                        partition_rate_limit_period_sec";
         Statements {
             claim: f(CLAIM),
-            partitions: f(
-                "SELECT DISTINCT queue_partition_key FROM {s}.workflow_status \
-                 WHERE queue_name = $1 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL",
-            ),
+            partitions: f("SELECT DISTINCT queue_partition_key FROM {s}.workflow_status \
+                 WHERE queue_name = $1 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL"),
             declare: f(&format!(
                 "INSERT INTO {{s}}.queues ({columns}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
@@ -70,25 +68,19 @@ impl Statements {
                  RETURNING 1"
             )),
             owner: f("SELECT application_name FROM {s}.queues WHERE name = $1"),
-            settings: f(&format!(
-                "SELECT {columns} FROM {{s}}.queues WHERE $1::text[] IS NULL OR name = ANY($1::text[]) ORDER BY name"
-            )),
-            promote_delayed: f(
-                "UPDATE {s}.workflow_status SET status = 'ENQUEUED', updated_at = {now} \
+            settings: f(&format!("SELECT {columns} FROM {{s}}.queues WHERE $1::text[] IS NULL OR name = ANY($1::text[]) ORDER BY name")),
+            promote_delayed: f("UPDATE {s}.workflow_status SET status = 'ENQUEUED', updated_at = {now} \
                  WHERE status = 'DELAYED' AND delay_until_epoch_ms <= {now} \
                    AND queue_name = ANY($1::text[]) \
                    AND (application_name IS NOT DISTINCT FROM $2 OR application_name IS NULL) \
                    AND NOT is_debounced \
-                 RETURNING queue_name",
-            ),
-            depth: f(
-                "SELECT queue_name, count(*) FILTER (WHERE status = 'ENQUEUED'), \
+                 RETURNING queue_name"),
+            depth: f("SELECT queue_name, count(*) FILTER (WHERE status = 'ENQUEUED'), \
                         count(*) FILTER (WHERE status = 'PENDING') \
                  FROM {s}.workflow_status \
                  WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL \
                    AND {scope} \
-                 GROUP BY queue_name",
-            ),
+                 GROUP BY queue_name"),
         }
     }
 }
@@ -99,8 +91,7 @@ impl Statements {
 /// `$13`/`$14` partition rate limit max/period, `$15` take the queue's lock, `$16` the
 /// claimer's application (NULL: none), `$17` the workflow names it can run. NULL limits do not
 /// limit. See migration 0004 for what a claim may take.
-const CLAIM: &str =
-    "SELECT * FROM {s}.mainstay_claim_app($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+const CLAIM: &str = "SELECT * FROM {s}.mainstay_claim_app($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
 fn limit(v: Option<u32>) -> Option<i64> {
     v.map(i64::from)
@@ -188,10 +179,7 @@ impl SystemDatabase {
         let stmts = &self.sql.queues;
         if !queue.partitioned {
             // One statement: the claim function takes the queue's lock itself when needed.
-            let rows = bind_claim(q(&stmts.claim), queue, who, None)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| Error::db(ctx(), e))?;
+            let rows = bind_claim(q(&stmts.claim), queue, who, None).fetch_all(&self.pool).await.map_err(|e| Error::db(ctx(), e))?;
             return Ok(rows.into_iter().map(claimed).collect());
         }
         // Partitions are claimed one by one in one transaction, under one lock.
@@ -212,10 +200,7 @@ impl SystemDatabase {
                 break;
             }
             let who = Claimer { free, ..*who };
-            let rows = bind_claim(q(&stmts.claim), queue, &who, Some(&key))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| Error::db(ctx(), e))?;
+            let rows = bind_claim(q(&stmts.claim), queue, &who, Some(&key)).fetch_all(&mut *tx).await.map_err(|e| Error::db(ctx(), e))?;
             free -= rows.len() as i64;
             out.extend(rows.into_iter().map(claimed));
         }
@@ -237,11 +222,8 @@ impl SystemDatabase {
     /// `app`: the application writing them, which may not replace another one's.
     pub(crate) async fn update_queue(&self, queue: &Queue, app: Option<&str>) -> Result<()> {
         let ctx = || format!("update the settings of queue {}", queue.name);
-        let written = bind_settings(q(&self.sql.queues.update), queue)
-            .bind(app)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| Error::db(ctx(), e))?;
+        let written =
+            bind_settings(q(&self.sql.queues.update), queue).bind(app).fetch_optional(&self.pool).await.map_err(|e| Error::db(ctx(), e))?;
         if written.is_some() {
             return Ok(());
         }
@@ -265,11 +247,7 @@ impl SystemDatabase {
     }
 
     async fn queue_settings_of(&self, names: Option<&[String]>) -> Result<Vec<Queue>> {
-        let rows = q(&self.sql.queues.settings)
-            .bind(names)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| Error::db("read queue settings", e))?;
+        let rows = q(&self.sql.queues.settings).bind(names).fetch_all(&self.pool).await.map_err(|e| Error::db("read queue settings", e))?;
         let positive = |v: Option<i32>| v.filter(|v| *v > 0).map(|v| v as u32);
         let rate = |max: Option<i32>, period: Option<f64>| match (positive(max), period) {
             (Some(max), Some(p)) if p > 0.0 => Some(RateLimit { max, period: Duration::from_secs_f64(p) }),
@@ -308,11 +286,7 @@ impl SystemDatabase {
     /// `(queue, enqueued, pending)` for every queue with work (`app`: counting only workflows
     /// of this application and of none).
     pub(crate) async fn queue_depths(&self, app: Option<&str>) -> Result<Vec<(String, i64, i64)>> {
-        let rows = q(&self.sql.queues.depth)
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| Error::db("read queue depths", e))?;
+        let rows = q(&self.sql.queues.depth).bind(app).fetch_all(&self.pool).await.map_err(|e| Error::db("read queue depths", e))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 }

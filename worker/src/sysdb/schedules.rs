@@ -75,10 +75,8 @@ RETURNING 1"#),
             set_status: f("UPDATE {s}.workflow_schedules SET status = $2 WHERE schedule_name = $1 RETURNING 1"),
             delete: f("DELETE FROM {s}.workflow_schedules WHERE schedule_name = $1 RETURNING 1"),
             // Text comparison orders these timestamps: all are written in the same UTC form.
-            fired: f(
-                "UPDATE {s}.workflow_schedules SET last_fired_at = $2 \
-                 WHERE schedule_name = $1 AND (last_fired_at IS NULL OR last_fired_at < $2)",
-            ),
+            fired: f("UPDATE {s}.workflow_schedules SET last_fired_at = $2 \
+                 WHERE schedule_name = $1 AND (last_fired_at IS NULL OR last_fired_at < $2)"),
         }
     }
 }
@@ -170,12 +168,8 @@ impl SystemDatabase {
             .await
             .map_err(|e| Error::db(ctx(), e))?;
         if written.is_none() {
-            let owner: Option<String> = q(&stmts.owner)
-                .bind(&s.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| Error::db(ctx(), e))?
-                .and_then(|r| r.get(0));
+            let owner: Option<String> =
+                q(&stmts.owner).bind(&s.name).fetch_optional(&mut *tx).await.map_err(|e| Error::db(ctx(), e))?.and_then(|r| r.get(0));
             return Err(Error::ScheduleConflict {
                 schedule: s.name.clone(),
                 workflow: s.workflow_name.clone(),
@@ -189,21 +183,13 @@ impl SystemDatabase {
 
     /// Every schedule, or the one named.
     pub(crate) async fn list_schedules(&self, name: Option<&str>) -> Result<Vec<Schedule>> {
-        let rows = q(&self.sql.schedules.list)
-            .bind(name)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| Error::db("list schedules", e))?;
+        let rows = q(&self.sql.schedules.list).bind(name).fetch_all(&self.pool).await.map_err(|e| Error::db("list schedules", e))?;
         Ok(rows.iter().map(from_row).collect())
     }
 
     /// The schedules application `app` fires (its own and those of no application).
     pub(crate) async fn schedules_of(&self, app: Option<&str>) -> Result<Vec<Schedule>> {
-        let rows = q(&self.sql.schedules.list_for_app)
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| Error::db("list schedules", e))?;
+        let rows = q(&self.sql.schedules.list_for_app).bind(app).fetch_all(&self.pool).await.map_err(|e| Error::db("list schedules", e))?;
         Ok(rows.iter().map(from_row).collect())
     }
 

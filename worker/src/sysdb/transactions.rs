@@ -84,11 +84,7 @@ impl AppDatabase {
         workflow_id: &str,
         step_id: i32,
     ) -> std::result::Result<Option<TransactionRecord>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(self.recorded.clone()))
-            .bind(workflow_id)
-            .bind(step_id)
-            .fetch_optional(conn)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(self.recorded.clone())).bind(workflow_id).bind(step_id).fetch_optional(conn).await?;
         Ok(row.map(|r| TransactionRecord { output: r.get(0), error: r.get(1), serialization: r.get(2) }))
     }
 
@@ -100,12 +96,7 @@ impl AppDatabase {
         step_id: i32,
         output: &str,
     ) -> std::result::Result<(), sqlx::Error> {
-        sqlx::query(AssertSqlSafe(self.record.clone()))
-            .bind(workflow_id)
-            .bind(step_id)
-            .bind(output)
-            .execute(conn)
-            .await?;
+        sqlx::query(AssertSqlSafe(self.record.clone())).bind(workflow_id).bind(step_id).bind(output).execute(conn).await?;
         Ok(())
     }
 }

@@ -33,10 +33,7 @@ pub async fn fresh_database(name: &str) -> String {
         .execute(&mut conn)
         .await
         .expect("drop old test database");
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut conn).await.expect("create test database");
     with_database(&admin_url(), &db)
 }
 
@@ -51,11 +48,7 @@ pub fn config(url: &str, executor: &str) -> mainstay::Config {
 
 /// Launches a non-global instance for a test.
 pub async fn launch(url: &str, executor: &str) -> mainstay::Mainstay {
-    mainstay::Mainstay::builder(config(url, executor))
-        .global(false)
-        .launch()
-        .await
-        .expect("launch mainstay")
+    mainstay::Mainstay::builder(config(url, executor)).global(false).launch().await.expect("launch mainstay")
 }
 
 pub async fn connect(url: &str) -> PgConnection {
@@ -125,10 +118,7 @@ impl std::io::Write for Capture {
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
 }
