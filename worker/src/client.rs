@@ -23,7 +23,7 @@ use crate::message::{encode_message, send_outside, stored_topic};
 use crate::queue::Queue;
 use crate::schedule::{Schedule, ScheduleStatus};
 use crate::serialization::{decode, encode};
-use crate::status::{Status, WorkflowStatus};
+use crate::status::WorkflowStatus;
 use crate::stream;
 use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
 use crate::wakeup::{self, Waiter, Wakeups};
@@ -234,27 +234,14 @@ impl Client {
             &format!("the inputs of workflow {id}"),
             self.db.payload_limit(),
         )?;
-        let now = now_ms();
-        let row = NewWorkflow {
-            id: id.clone(),
-            name: workflow_name.to_string(),
-            status: if options.delay.is_some() { Status::DELAYED } else { Status::ENQUEUED },
+        let row = options.queued_row(
+            id.clone(),
+            workflow_name.to_string(),
             inputs,
-            owner: None,
-            executor_id: None,
-            app_version: options.app_version.clone(),
-            app_name: self.app_name.clone(),
-            queue_name: Some(queue.to_string()),
-            parent_id: None,
-            timeout_ms: options.timeout.map(|t| t.as_millis() as i64),
-            deadline_ms: None,
-            priority: options.priority.unwrap_or(0),
-            deduplication_id: options.deduplication_id.clone(),
-            partition_key: options.partition_key.clone(),
-            delay_until_ms: options.delay.map(|d| now + d.as_millis() as i64),
-            recovery_attempts: 0,
-            schedule_name: options.schedule_name.clone(),
-        };
+            queue.to_string(),
+            self.app_name.clone(),
+            options.app_version.clone(),
+        );
         let written = self.insert_rows(std::slice::from_ref(&row), &format!("enqueue workflow {id}")).await?;
         if let Some(StartOutcome::Exists { name: Some(existing) }) = written.first() {
             if existing != workflow_name {

@@ -19,7 +19,6 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::serialization::encode;
-use crate::status::Status;
 use crate::sysdb::{NewWorkflow, INTERNAL_QUEUE};
 
 /// A cron expression or time zone that cannot be used.
@@ -381,26 +380,10 @@ impl Schedule {
             &format!("the inputs of workflow {id}"),
             limit,
         )?;
-        Ok(NewWorkflow {
-            id,
-            name: self.workflow_name.clone(),
-            status: Status::ENQUEUED,
-            inputs,
-            owner: None,
-            executor_id: None,
-            app_version,
-            app_name: self.application_name.clone(),
-            queue_name: Some(self.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string())),
-            parent_id: None,
-            timeout_ms: None,
-            deadline_ms: None,
-            priority: 0,
-            deduplication_id: None,
-            partition_key: None,
-            delay_until_ms: None,
-            recovery_attempts: 0,
-            schedule_name: Some(self.name.clone()),
-        })
+        let queue = self.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
+        let mut row = NewWorkflow::enqueued(id, self.workflow_name.clone(), inputs, queue, self.application_name.clone(), app_version);
+        row.schedule_name = Some(self.name.clone());
+        Ok(row)
     }
 }
 

@@ -72,6 +72,31 @@ pub struct WorkflowOptions {
     pub schedule_name: Option<String>,
 }
 
+impl WorkflowOptions {
+    /// The row that enqueues workflow `name` on `queue` with these options: its timeout (its
+    /// deadline starts when it is dequeued), priority, deduplication ID, partition key, delay
+    /// and schedule.
+    pub(crate) fn queued_row(
+        &self,
+        id: String,
+        name: String,
+        inputs: String,
+        queue: String,
+        app_name: Option<String>,
+        app_version: Option<String>,
+    ) -> NewWorkflow {
+        let now = context::now_ms();
+        let mut row = NewWorkflow::enqueued(id, name, inputs, queue, app_name, app_version)
+            .delayed_until(self.delay.map(|d| now + d.as_millis() as i64));
+        row.timeout_ms = self.timeout.map(|t| t.as_millis() as i64);
+        row.priority = self.priority.unwrap_or(0);
+        row.deduplication_id = self.deduplication_id.clone();
+        row.partition_key = self.partition_key.clone();
+        row.schedule_name = self.schedule_name.clone();
+        row
+    }
+}
+
 /// A call of workflow `W` with its arguments. `.await` it to run the workflow durably and get
 /// its output, or [`start`](WorkflowCall::start) it in the background for a handle.
 ///
@@ -307,33 +332,19 @@ type Started<W> = (WorkflowHandle<<W as Workflow>::Output>, Option<tokio::task::
 
 /// The row of a new workflow: started here (`queue` None) or enqueued.
 fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, options: &WorkflowOptions, queue: Option<&str>) -> NewWorkflow {
-    let now = context::now_ms();
-    let timeout_ms = options.timeout.map(|t| t.as_millis() as i64);
-    let enqueued = queue.is_some();
-    NewWorkflow {
-        id,
-        name: W::NAME.to_string(),
-        status: match (enqueued, options.delay) {
-            (false, _) => Status::PENDING,
-            (true, Some(_)) => Status::DELAYED,
-            (true, None) => Status::ENQUEUED,
-        },
-        inputs,
-        owner: (!enqueued).then(|| uuid::Uuid::new_v4().to_string()),
-        executor_id: (!enqueued).then(|| rt.config.executor_id.clone()),
-        app_version: Some(options.app_version.clone().unwrap_or_else(|| rt.app_version.clone())),
-        app_name: rt.config.app_name.clone(),
-        queue_name: queue.map(str::to_string),
-        parent_id: None,
-        timeout_ms,
-        // A queued workflow's deadline starts when it is dequeued.
-        deadline_ms: if enqueued { None } else { timeout_ms.map(|t| now + t) },
-        priority: options.priority.unwrap_or(0),
-        deduplication_id: if enqueued { options.deduplication_id.clone() } else { None },
-        partition_key: if enqueued { options.partition_key.clone() } else { None },
-        delay_until_ms: if enqueued { options.delay.map(|d| now + d.as_millis() as i64) } else { None },
-        recovery_attempts: if enqueued { 0 } else { 1 },
-        schedule_name: if enqueued { options.schedule_name.clone() } else { None },
+    let app_version = Some(options.app_version.clone().unwrap_or_else(|| rt.app_version.clone()));
+    let app_name = rt.config.app_name.clone();
+    match queue {
+        Some(queue) => options.queued_row(id, W::NAME.to_string(), inputs, queue.to_string(), app_name, app_version),
+        None => {
+            let owner = uuid::Uuid::new_v4().to_string();
+            let mut row =
+                NewWorkflow::started(id, W::NAME.to_string(), inputs, rt.config.executor_id.clone(), owner, app_name, app_version);
+            row.timeout_ms = options.timeout.map(|t| t.as_millis() as i64);
+            row.deadline_ms = row.timeout_ms.map(|t| context::now_ms() + t);
+            row.priority = options.priority.unwrap_or(0);
+            row
+        }
     }
 }
 

@@ -94,6 +94,69 @@ pub(crate) struct NewWorkflow {
     pub schedule_name: Option<String>,
 }
 
+impl NewWorkflow {
+    /// A row waiting on `queue` for a worker to claim it (`ENQUEUED`; see
+    /// [`NewWorkflow::delayed_until`]), of no executor yet.
+    pub(crate) fn enqueued(
+        id: String,
+        name: String,
+        inputs: String,
+        queue: String,
+        app_name: Option<String>,
+        app_version: Option<String>,
+    ) -> Self {
+        NewWorkflow {
+            id,
+            name,
+            status: Status::ENQUEUED,
+            inputs,
+            owner: None,
+            executor_id: None,
+            app_version,
+            app_name,
+            queue_name: Some(queue),
+            parent_id: None,
+            timeout_ms: None,
+            deadline_ms: None,
+            priority: 0,
+            deduplication_id: None,
+            partition_key: None,
+            delay_until_ms: None,
+            recovery_attempts: 0,
+            schedule_name: None,
+        }
+    }
+
+    /// A row started at once by `executor_id` under `owner` (`PENDING`, its first attempt).
+    pub(crate) fn started(
+        id: String,
+        name: String,
+        inputs: String,
+        executor_id: String,
+        owner: String,
+        app_name: Option<String>,
+        app_version: Option<String>,
+    ) -> Self {
+        NewWorkflow {
+            status: Status::PENDING,
+            owner: Some(owner),
+            executor_id: Some(executor_id),
+            queue_name: None,
+            recovery_attempts: 1,
+            ..NewWorkflow::enqueued(id, name, inputs, String::new(), app_name, app_version)
+        }
+    }
+
+    /// The row, `DELAYED` until `at_ms` instead of claimable at once (`None`: unchanged).
+    pub(crate) fn delayed_until(mut self, at_ms: Option<i64>) -> Self {
+        if let Some(at) = at_ms {
+            self.status = Status::DELAYED;
+            self.delay_until_ms = Some(at);
+        }
+        self
+    }
+}
+
 /// What inserting a workflow found.
 #[derive(Debug, Clone)]
 pub(crate) enum StartOutcome {
