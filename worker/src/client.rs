@@ -234,7 +234,7 @@ impl Client {
             &format!("the inputs of workflow {id}"),
             self.db.payload_limit(),
         )?;
-        let row = options.queued_row(
+        let queued = NewWorkflow::enqueued(
             id.clone(),
             workflow_name.to_string(),
             inputs,
@@ -242,6 +242,7 @@ impl Client {
             self.app_name.clone(),
             options.app_version.clone(),
         );
+        let row = options.apply_to_queued(queued);
         let written = self.insert_rows(std::slice::from_ref(&row), &format!("enqueue workflow {id}")).await?;
         if let Some(StartOutcome::Exists { name: Some(existing) }) = written.first() {
             if existing != workflow_name {

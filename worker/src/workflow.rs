@@ -73,21 +73,12 @@ pub struct WorkflowOptions {
 }
 
 impl WorkflowOptions {
-    /// The row that enqueues workflow `name` on `queue` with these options: its timeout (its
-    /// deadline starts when it is dequeued), priority, deduplication ID, partition key, delay
-    /// and schedule.
-    pub(crate) fn queued_row(
-        &self,
-        id: String,
-        name: String,
-        inputs: String,
-        queue: String,
-        app_name: Option<String>,
-        app_version: Option<String>,
-    ) -> NewWorkflow {
+    /// `row` (an enqueued one) with these options of an enqueue: its timeout (its deadline
+    /// starts when it is dequeued), priority, deduplication ID, partition key, delay and
+    /// schedule.
+    pub(crate) fn apply_to_queued(&self, row: NewWorkflow) -> NewWorkflow {
         let now = context::now_ms();
-        let mut row = NewWorkflow::enqueued(id, name, inputs, queue, app_name, app_version)
-            .delayed_until(self.delay.map(|d| now + d.as_millis() as i64));
+        let mut row = row.delayed_until(self.delay.map(|d| now + d.as_millis() as i64));
         row.timeout_ms = self.timeout.map(|t| t.as_millis() as i64);
         row.priority = self.priority.unwrap_or(0);
         row.deduplication_id = self.deduplication_id.clone();
@@ -335,7 +326,9 @@ fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, options: &Work
     let app_version = Some(options.app_version.clone().unwrap_or_else(|| rt.app_version.clone()));
     let app_name = rt.config.app_name.clone();
     match queue {
-        Some(queue) => options.queued_row(id, W::NAME.to_string(), inputs, queue.to_string(), app_name, app_version),
+        Some(queue) => {
+            options.apply_to_queued(NewWorkflow::enqueued(id, W::NAME.to_string(), inputs, queue.to_string(), app_name, app_version))
+        }
         None => {
             let owner = uuid::Uuid::new_v4().to_string();
             let mut row =
