@@ -25,8 +25,11 @@ use crate::serialization::{decode, decode_failure, encode, encode_failure, fit_f
 use crate::sysdb::{CheckpointOutcome, RecordedOp};
 use crate::workflow::{Workflow, WorkflowCall};
 
-/// Retry policy of a step.
+/// Retry policy of a step: `StepOptions::retries(5).interval(..).backoff_rate(..)
+/// .max_interval(..)`. Non-exhaustive, so new options are not a breaking change: build it with
+/// those methods (or from `default()`), not with a struct literal.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct StepOptions {
     /// Attempts in all, including the first (at least 1).
     pub max_attempts: u32,
@@ -50,13 +53,21 @@ impl StepOptions {
         StepOptions { max_attempts: max_attempts.max(1), ..StepOptions::default() }
     }
 
+    /// The wait before the first retry.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
+    /// The factor the wait grows by after each retry (at least 1).
     pub fn backoff_rate(mut self, rate: f64) -> Self {
         self.backoff_rate = rate;
+        self
+    }
+
+    /// The longest wait between attempts, however many retries came before.
+    pub fn max_interval(mut self, max_interval: Duration) -> Self {
+        self.max_interval = max_interval;
         self
     }
 
@@ -249,7 +260,7 @@ mod tests {
         let o = StepOptions::retries(5).interval(Duration::from_millis(100)).backoff_rate(2.0);
         assert_eq!(o.delay_before(1), Duration::from_millis(100));
         assert_eq!(o.delay_before(3), Duration::from_millis(400));
-        let capped = StepOptions { max_interval: Duration::from_millis(250), ..o };
+        let capped = o.max_interval(Duration::from_millis(250));
         assert_eq!(capped.delay_before(3), Duration::from_millis(250));
     }
 

@@ -45,8 +45,11 @@ impl Isolation {
     }
 }
 
-/// Options of a transaction.
+/// Options of a transaction: `TransactionOptions::default().isolation(..).max_attempts(..)
+/// .retry_interval(..)`. Non-exhaustive, so new options are not a breaking change: build it
+/// with those methods, not with a struct literal.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct TransactionOptions {
     pub isolation: Isolation,
     /// Runs allowed in all when serialization failures or deadlocks roll the transaction back.
@@ -63,8 +66,21 @@ impl Default for TransactionOptions {
 }
 
 impl TransactionOptions {
+    /// The isolation level (default: serializable).
     pub fn isolation(mut self, isolation: Isolation) -> Self {
         self.isolation = isolation;
+        self
+    }
+
+    /// Runs allowed in all when conflicts roll the transaction back (at least 1).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// The first wait before running again after a conflict.
+    pub fn retry_interval(mut self, retry_interval: Duration) -> Self {
+        self.retry_interval = retry_interval;
         self
     }
 }
@@ -285,5 +301,17 @@ impl Retry {
                 other => Retry::Fail(other),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn options_are_built_with_methods() {
+        let o =
+            TransactionOptions::default().isolation(Isolation::RepeatableRead).max_attempts(0).retry_interval(Duration::from_millis(20));
+        assert_eq!((o.isolation, o.max_attempts, o.retry_interval), (Isolation::RepeatableRead, 1, Duration::from_millis(20)));
     }
 }
