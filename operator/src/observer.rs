@@ -60,9 +60,13 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// The digest of what application `app` reads in it (see [`digest`]).
+    /// The digest of what application `app` reads in it: its share of the work and what its
+    /// versions registered.
     pub fn digest(&self, app: Option<&str>) -> u64 {
-        digest(&self.work, &self.marks, app)
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.work.of(app).hash(&mut h);
+        self.marks.iter().filter(|m| Some(m.application_name.as_str()) == app).for_each(|m| m.hash(&mut h));
+        h.finish()
     }
 }
 
@@ -106,15 +110,6 @@ pub struct Observer {
     /// Serializes readings per database, so reconciles needing a fresh one at the same time
     /// share one query.
     reads: tokio::sync::Mutex<HashMap<PoolKey, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// The digest of what application `app` reads in a database: its share of `work` and what
-/// its versions registered.
-pub fn digest(work: &UnfinishedWork, marks: &[RegistrationMark], app: Option<&str>) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    work.of(app).hash(&mut h);
-    marks.iter().filter(|m| Some(m.application_name.as_str()) == app).for_each(|m| m.hash(&mut h));
-    h.finish()
 }
 
 /// What one reading of a database changed: the apps and runs to reconcile.

@@ -46,6 +46,18 @@ where
     }
 }
 
+/// The watch of `api` (as `config` selects) every stored view of the cluster uses: its
+/// objects without `managedFields`, which nothing reads and which are a large part of each.
+pub(crate) fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, config).modify(|o| o.managed_fields_mut().clear())
+}
+
 /// Runs a reflector until `stop`, keeping `store` current.
 fn reflect<K>(
     writer: reflector::store::Writer<K>,
@@ -67,40 +79,16 @@ impl Stores {
     /// Starts the watches (of `namespace`, or all) until `stop`.
     pub fn start(kube: &kube::Client, namespace: Option<&str>, stop: &CancellationToken) -> Stores {
         let (apps, w) = reflector::store();
-        reflect(
-            w,
-            watcher(scoped_api::<DurableApp>(kube, namespace), watcher::Config::default()).modify(|a| a.managed_fields_mut().clear()),
-            stop.clone(),
-        );
+        reflect(w, watch(scoped_api::<DurableApp>(kube, namespace), watcher::Config::default()), stop.clone());
         let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
         let (deployments, w) = reflector::store();
-        reflect(
-            w,
-            watcher(scoped_api::<Deployment>(kube, namespace), watcher::Config::default().labels(&managed))
-                .modify(|d| d.managed_fields_mut().clear()),
-            stop.clone(),
-        );
+        reflect(w, watch(scoped_api::<Deployment>(kube, namespace), watcher::Config::default().labels(&managed)), stop.clone());
         let (pods, w) = reflector::store();
-        reflect(
-            w,
-            watcher(scoped_api::<Pod>(kube, namespace), watcher::Config::default().labels(LABEL_APP))
-                .modify(|p| p.managed_fields_mut().clear()),
-            stop.clone(),
-        );
+        reflect(w, watch(scoped_api::<Pod>(kube, namespace), watcher::Config::default().labels(LABEL_APP)), stop.clone());
         let (secrets, w) = reflector::store();
-        reflect(
-            w,
-            watcher(scoped_api::<PartialObjectMeta<Secret>>(kube, namespace), watcher::Config::default())
-                .modify(|s| s.managed_fields_mut().clear()),
-            stop.clone(),
-        );
+        reflect(w, watch(scoped_api::<PartialObjectMeta<Secret>>(kube, namespace), watcher::Config::default()), stop.clone());
         let (schedule_runs, w) = reflector::store();
-        reflect(
-            w,
-            watcher(scoped_api::<WorkflowRun>(kube, namespace), watcher::Config::default().labels(LABEL_SCHEDULE))
-                .modify(|r| r.managed_fields_mut().clear()),
-            stop.clone(),
-        );
+        reflect(w, watch(scoped_api::<WorkflowRun>(kube, namespace), watcher::Config::default().labels(LABEL_SCHEDULE)), stop.clone());
         Stores { apps, deployments, pods, secrets, schedule_runs }
     }
 

@@ -117,8 +117,7 @@ where
 {
     use kube::runtime::WatchStreamExt;
     let (reader, writer) = kube::runtime::reflector::store();
-    // Managed fields are never read, and are a large part of each object kept.
-    let objects = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).modify(|o| o.managed_fields_mut().clear());
+    let objects = crate::stores::watch(api, kube::runtime::watcher::Config::default());
     let stream = kube::runtime::reflector::reflector(writer, objects)
         .default_backoff()
         .applied_objects()
