@@ -28,54 +28,40 @@
 //! The attributes are sugar: [`step`], [`step_with`], [`sleep`], the [`Workflow`] trait and
 //! [`WorkflowCall`] are the API they expand to, usable directly.
 
-mod app;
-mod backoff;
-mod cancellation;
-mod client;
-pub mod config;
-mod context;
-mod dispatch;
-mod error;
-mod event;
-mod fleet;
-pub mod health;
-mod management;
-mod message;
-mod queue;
-mod recovery;
-mod registry;
-mod schedule;
-mod scheduler;
-mod serialization;
-mod sleep;
-mod status;
-mod step;
-mod stream;
+// The layers, bottom to top; a module imports only from its own layer or the ones below
+// (`tests/layers.rs` holds this):
+// - `model`: plain data and the names that reach the database, no I/O;
+// - `sysdb`: the system database, the only place SQL is written;
+// - `runtime`: executing workflows, the client, the process around them.
+mod model;
+mod runtime;
 mod sysdb;
-mod transaction;
-mod wakeup;
-mod workflow;
 
-pub use app::{wait_for_signal, Mainstay, MainstayBuilder};
-pub use client::{Client, QueueDepth, UnrunnableWork};
-pub use config::Config;
-pub use context::workflow_id;
-pub use error::{Error, Failure, OrFail, Result};
-pub use event::{get_event, set_event, GET_EVENT_OPERATION, SET_EVENT_OPERATION};
-pub use fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
-pub use management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
-pub use message::{recv, send, RECV_OPERATION, SEND_OPERATION};
-pub use queue::{Queue, RateLimit};
-pub use registry::Registration;
-pub use schedule::{format_tick, tick_workflow_id, CronSchedule, InvalidSchedule, Schedule, ScheduleStatus};
-pub use serialization::PORTABLE_JSON;
-pub use sleep::{sleep, SLEEP_OPERATION};
-pub use status::{Status, WorkflowStatus};
-pub use step::{step, step_with, IntoWorkflowCall, Step, StepCall, StepOptions, StepWorkflow};
-pub use stream::{close_stream, read_stream, write_stream, CLOSE_STREAM_OPERATION, WRITE_STREAM_OPERATION};
-pub use sysdb::{DBOS_SCHEMA_VERSION, INTERNAL_QUEUE, MAINSTAY_SCHEMA_VERSION};
-pub use transaction::{transaction, transaction_with, Isolation, TransactionOptions};
-pub use workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
+pub use model::config::{self, Config};
+pub use model::error::{Error, Failure, OrFail, Result};
+pub use model::fleet::{Progress, QueueDepth, RegistrationMark, UnfinishedWork, UnrunnableWork, WorkGroup};
+pub use model::management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
+pub use model::names::{
+    CLOSE_STREAM_OPERATION, GET_EVENT_OPERATION, INTERNAL_QUEUE, RECV_OPERATION, SEND_OPERATION, SET_EVENT_OPERATION, SLEEP_OPERATION,
+    WRITE_STREAM_OPERATION,
+};
+pub use model::queue::{Queue, RateLimit};
+pub use model::schedule::{format_tick, tick_workflow_id, CronSchedule, InvalidSchedule, Schedule, ScheduleStatus};
+pub use model::serialization::PORTABLE_JSON;
+pub use model::status::{Status, WorkflowStatus};
+pub use runtime::app::{wait_for_signal, Mainstay, MainstayBuilder};
+pub use runtime::client::Client;
+pub use runtime::context::workflow_id;
+pub use runtime::event::{get_event, set_event};
+pub use runtime::health;
+pub use runtime::message::{recv, send};
+pub use runtime::registry::Registration;
+pub use runtime::sleep::sleep;
+pub use runtime::step::{step, step_with, IntoWorkflowCall, Step, StepCall, StepOptions, StepWorkflow};
+pub use runtime::stream::{close_stream, read_stream, write_stream};
+pub use runtime::transaction::{transaction, transaction_with, Isolation, TransactionOptions};
+pub use runtime::workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
+pub use sysdb::{DBOS_SCHEMA_VERSION, MAINSTAY_SCHEMA_VERSION};
 
 /// The chrono version scheduled workflows receive their times in.
 pub use chrono;
@@ -93,7 +79,7 @@ pub async fn migrate(config: &Config) -> Result<()> {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::workflow::{boxed, boxed_for, WorkflowResult};
+    pub use crate::runtime::workflow::{boxed, boxed_for, WorkflowResult};
     pub use futures::future::BoxFuture;
     pub use inventory;
 }

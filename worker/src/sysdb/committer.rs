@@ -14,8 +14,9 @@ use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
 use super::batch::{Batch, Written};
-use super::{is_transient, CheckpointOutcome, NewWorkflow, Outcome, StartOutcome, StepRecord, SystemDatabase};
-use crate::error::{Error, Result};
+use super::{CheckpointOutcome, NewWorkflow, Outcome, StartOutcome, StepRecord, SystemDatabase};
+use crate::model::error::is_transient;
+use crate::model::error::{Error, Result};
 
 const MAX_BATCH: usize = 512;
 const RETRIES: u32 = 4;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use sqlx::Row;
 
 use super::{q, SystemDatabase};
-use crate::error::{Error, Result};
-use crate::fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
-use crate::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
-use crate::status::{Status, WorkflowStatus};
+use crate::model::error::{Error, Result};
+use crate::model::fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
+use crate::model::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
+use crate::model::status::{Status, WorkflowStatus};
 
 /// Finished workflows deleted per statement by a retention sweep.
 const DELETE_BATCH: i64 = 5_000;
@@ -331,7 +331,9 @@ impl SystemDatabase {
 pub(crate) fn as_json(text: Option<String>, serialization: Option<&str>) -> Option<serde_json::Value> {
     let text = text?;
     match serialization {
-        None | Some(crate::PORTABLE_JSON) => Some(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
+        None | Some(crate::model::serialization::PORTABLE_JSON) => {
+            Some(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        }
         Some(other) => Some(serde_json::Value::String(format!("<{other} value>"))),
     }
 }
@@ -433,7 +435,7 @@ impl SystemDatabase {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| {
-                if super::sqlstate(&e).as_deref() == Some("23505") {
+                if crate::model::error::sqlstate(&e).as_deref() == Some("23505") {
                     Error::AlreadyExists(format!(
                         "cannot fork workflow {workflow_id} as {new_id}: a workflow with that ID \
                          exists; choose another ID or leave it unset for a fresh one"

@@ -13,13 +13,8 @@ use std::sync::Arc;
 use sqlx::Row;
 
 use super::{q, SystemDatabase};
-use crate::error::{Error, Result};
-
-/// DBOS's stored topic for messages sent without one.
-pub(crate) const NULL_TOPIC: &str = "__null__topic__";
-
-/// The value that marks a stream closed (JSON string `"__DBOS_STREAM_CLOSED__"`).
-pub(crate) const STREAM_CLOSED: &str = "__DBOS_STREAM_CLOSED__";
+use crate::model::error::{Error, Result};
+use crate::model::names::{SEND_OPERATION, SET_EVENT_OPERATION};
 
 /// What a workflow operation's statement found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +88,7 @@ impl Statements {
             // $1 workflow, $2 owner, $3 function ID, $4 destination, $5 topic, $6 message,
             // $7 message ID
             send_from_workflow: recorded(
-                &literal(crate::message::SEND_OPERATION),
+                &literal(SEND_OPERATION),
                 r#"
 WITH {own}, {rec}, msg AS (
     INSERT INTO {s}.notifications (message_uuid, destination_uuid, topic, message, serialization)
@@ -135,7 +130,7 @@ SELECT (SELECT count(*) FROM own) AS owned,
             ),
             // $1 workflow, $2 owner, $3 function ID, $4 key, $5 value
             set_event: recorded(
-                &literal(crate::event::SET_EVENT_OPERATION),
+                &literal(SET_EVENT_OPERATION),
                 r#"
 WITH {own}, {rec}, ev AS (
     INSERT INTO {s}.workflow_events (workflow_uuid, key, value, serialization)
@@ -204,12 +199,12 @@ fn op_write(row: &sqlx::postgres::PgRow) -> OpWrite {
 
 /// Whether `e` is a foreign-key violation (a message to a workflow that does not exist).
 fn is_missing_destination(e: &sqlx::Error) -> bool {
-    super::sqlstate(e).as_deref() == Some("23503")
+    crate::model::error::sqlstate(e).as_deref() == Some("23503")
 }
 
 /// Whether `e` is a unique violation (two stream writers took the same offset).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    super::sqlstate(e).as_deref() == Some("23505")
+    crate::model::error::sqlstate(e).as_deref() == Some("23505")
 }
 
 impl SystemDatabase {

@@ -14,7 +14,7 @@
 
 use sqlx::{Acquire, AssertSqlSafe, PgPool, Row};
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// The DBOS migration number whose schema Mainstay creates (DBOS Transact 3.4.0).
 pub const DBOS_SCHEMA_VERSION: i64 = 125;

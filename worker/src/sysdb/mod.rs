@@ -36,21 +36,14 @@ pub(crate) struct RegisteredRow {
     pub(crate) arguments: Option<String>,
     pub(crate) schedule: Option<String>,
 }
-pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry, NULL_TOPIC, STREAM_CLOSED};
+pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry};
 pub(crate) use queues::Claimer;
 pub(crate) use transactions::{AppDatabase, TransactionRecord};
 
-use crate::config::{redact, without_unsupported_secrets, Config};
-use crate::error::{Error, Result};
-use crate::status::{Status, WorkflowStatus};
-
-/// Queue that recovery, resume and fork put workflows on; reserved by DBOS.
-pub const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
-
-/// Channel on which a trigger announces newly enqueued work (payload: the queue name).
-pub const ENQUEUED_CHANNEL: &str = "mainstay_enqueued";
-/// Channel on which cancellations are announced (payload: the workflow ID).
-pub const CANCELLED_CHANNEL: &str = "mainstay_cancelled";
+use crate::model::config::{redact, without_unsupported_secrets, Config};
+use crate::model::error::{is_transient, Error, Result};
+use crate::model::names::INTERNAL_QUEUE;
+use crate::model::status::{Status, WorkflowStatus};
 
 const NOW_MS: &str = "(EXTRACT(epoch FROM now()) * 1000)::bigint";
 /// Wall-clock time at the moment of evaluation, not of the transaction's start: claims under
@@ -422,35 +415,6 @@ pub(crate) fn duplicate_of(e: &sqlx::Error, row: &NewWorkflow) -> Option<Error> 
     })
 }
 
-/// The SQLSTATE of a failed statement, if the server reported one.
-pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string())
-}
-
-/// Whether a failed statement is a serialization failure or a deadlock: running the whole
-/// transaction again may succeed.
-pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
-    matches!(sqlstate(e).as_deref(), Some("40001") | Some("40P01"))
-}
-
-/// Whether a failed statement may succeed when tried again on a fresh connection.
-pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            code.starts_with("08")
-                || code == "57P01"
-                || code == "57P02"
-                || code == "57P03"
-                || code == "40001"
-                || code == "40P01"
-                || code == "53300"
-        }
-        _ => false,
-    }
-}
-
 /// A pool for `url`, retrying an unreachable server with backoff until `connect_timeout`;
 /// `which` names the database in errors ("system", "application").
 pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Duration, which: &str) -> Result<PgPool> {
@@ -468,7 +432,7 @@ pub(crate) async fn connect_pool(url: &str, pool_size: u32, connect_timeout: Dur
         usable.parse().map_err(|e| Error::Config(format!("{which} database URL {} is invalid: {e}", redact(url))))?;
     let options = options.application_name("mainstay");
     let deadline = tokio::time::Instant::now() + connect_timeout;
-    let mut delays = crate::backoff::jittered(Duration::from_millis(100), Duration::from_secs(5));
+    let mut delays = crate::model::backoff::jittered(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
         let attempt = PgPoolOptions::new()

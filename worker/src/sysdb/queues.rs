@@ -14,9 +14,9 @@ use std::time::Duration;
 use sqlx::{Acquire, Row};
 
 use super::{q, Claimed, SystemDatabase};
-use crate::error::{Error, Result};
-use crate::queue::{Queue, RateLimit};
-use crate::status::Status;
+use crate::model::error::{Error, Result};
+use crate::model::queue::{Queue, RateLimit};
+use crate::model::status::Status;
 
 pub(super) struct Statements {
     claim: Arc<str>,

@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use super::{q, SystemDatabase};
-use crate::error::{Error, Result};
-use crate::schedule::{Schedule, ScheduleStatus};
-use crate::serialization::encode;
+use chrono::{DateTime, Utc};
+
+use super::{q, NewWorkflow, SystemDatabase};
+use crate::model::error::{Error, Result};
+use crate::model::names::INTERNAL_QUEUE;
+use crate::model::schedule::{Schedule, ScheduleStatus};
+use crate::model::serialization::encode;
 
 pub(super) struct Statements {
     create: Arc<str>,
@@ -223,5 +226,43 @@ impl SystemDatabase {
             .await
             .map_err(|e| Error::db(format!("record the last fire of schedule {name}"), e))?;
         Ok(())
+    }
+}
+
+impl NewWorkflow {
+    /// The row that runs `schedule`'s tick `tick`: enqueued for the schedule's application on
+    /// its queue (DBOS's internal queue when it names none), its inputs at most `limit` bytes.
+    pub(crate) fn tick(schedule: &Schedule, tick: DateTime<Utc>, app_version: Option<String>, limit: usize) -> Result<NewWorkflow> {
+        let (id, inputs) = schedule.tick_inputs(tick, limit)?;
+        let queue = schedule.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
+        let mut row =
+            NewWorkflow::enqueued(id, schedule.workflow_name.clone(), inputs, queue, schedule.application_name.clone(), app_version);
+        row.schedule_name = Some(schedule.name.clone());
+        Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const LIMIT: usize = crate::model::config::DEFAULT_MAX_PAYLOAD_BYTES;
+
+    #[test]
+    fn a_tick_row_is_enqueued_for_the_schedules_application() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 31, 23, 0, 15).unwrap();
+        let row = NewWorkflow::tick(&Schedule::new("nightly", "report", "0 3 * * *"), t, None, LIMIT).unwrap();
+        assert_eq!(row.id, "sched-nightly-2026-01-31T23:00:15+00:00");
+        assert_eq!(row.status, crate::model::status::Status::ENQUEUED);
+        assert_eq!(row.queue_name.as_deref(), Some(INTERNAL_QUEUE));
+        assert_eq!(row.schedule_name.as_deref(), Some("nightly"));
+        assert_eq!(row.app_name, None);
+        let mut s = Schedule::new("nightly", "report", "0 3 * * *").queue("reports");
+        s.application_name = Some("billing".into());
+        let row = NewWorkflow::tick(&s, t, Some("v2".into()), LIMIT).unwrap();
+        assert_eq!(row.queue_name.as_deref(), Some("reports"));
+        assert_eq!(row.app_name.as_deref(), Some("billing"));
+        assert_eq!(row.app_version.as_deref(), Some("v2"));
     }
 }

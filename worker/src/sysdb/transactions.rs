@@ -10,7 +10,7 @@
 use sqlx::postgres::Postgres;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// Advisory lock key serializing the creation of the outputs table (an arbitrary constant).
 const CREATE_LOCK: i64 = 0x6d61_696e_7374_7478;

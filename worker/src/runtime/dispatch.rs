@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::Runtime;
-use crate::error::Result;
-use crate::queue::Queue;
-use crate::status::Status;
-use crate::sysdb::{Claimer, CANCELLED_CHANNEL, ENQUEUED_CHANNEL};
-use crate::wakeup;
+use crate::model::error::Result;
+use crate::model::names::{CANCELLED_CHANNEL, ENQUEUED_CHANNEL};
+use crate::model::queue::Queue;
+use crate::model::status::Status;
+use crate::runtime::app::Runtime;
+use crate::runtime::wakeup;
+use crate::sysdb::Claimer;
 
 /// Subscribes to wake-ups before the first claim, so nothing enqueued after launch is missed.
 /// The same connection carries the DBOS channels that wake waiting `recv`, `get_event` and
@@ -62,7 +63,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
     // woken by announcements (an enqueue, a finished workflow) claims from those queues only.
     let mut full = true;
     loop {
-        rt.heartbeat_ms.store(crate::context::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        rt.heartbeat_ms.store(crate::model::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
         let announced: Vec<String> = std::mem::take(&mut *rt.announced.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
         let round = async {
             if settings.as_ref().is_none_or(|(at, _)| at.elapsed() > SETTINGS_TTL) {
@@ -103,7 +104,7 @@ async fn dispatch_loop(rt: Arc<Runtime>) {
             .unwrap_or(rt.config.polling_interval)
             .min(rt.config.polling_interval);
         let base = interval.mul_f64(if failures > 0 { 2f64.powi(failures.min(5) as i32) } else { 1.0 });
-        let jitter = base.mul_f64(crate::backoff::jitter_fraction() * 0.2);
+        let jitter = base.mul_f64(crate::model::backoff::jitter_fraction() * 0.2);
         tokio::select! {
             _ = rt.shutdown.cancelled() => return,
             _ = rt.wake.notified() => full = false,

@@ -19,12 +19,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::app::{LocalOutcome, Mainstay, Runtime};
-use crate::context::{self, WorkflowContext};
-use crate::error::{Error, Failure, Result};
-use crate::queue::Queue;
-use crate::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure, fit_failure};
-use crate::status::{Status, WorkflowStatus};
+use crate::model::clock::now_ms;
+use crate::model::error::{Error, Failure, Result};
+use crate::model::queue::Queue;
+use crate::model::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure, fit_failure};
+use crate::model::status::{Status, WorkflowStatus};
+use crate::runtime::app::{LocalOutcome, Mainstay, Runtime};
+use crate::runtime::context::{self, WorkflowContext};
+use crate::runtime::step::IntoWorkflowCall;
 use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
 
 /// A durable workflow. `#[mainstay::workflow]` implements it for an `async fn`; implement it by
@@ -77,7 +79,7 @@ impl WorkflowOptions {
     /// starts when it is dequeued), priority, deduplication ID, partition key, delay and
     /// schedule.
     pub(crate) fn apply_to_queued(&self, row: NewWorkflow) -> NewWorkflow {
-        let now = context::now_ms();
+        let now = now_ms();
         let mut row = row.delayed_until(self.delay.map(|d| now + d.as_millis() as i64));
         row.timeout_ms = self.timeout.map(|t| t.as_millis() as i64);
         row.priority = self.priority.unwrap_or(0);
@@ -190,7 +192,7 @@ impl<W: Workflow> WorkflowCall<W> {
         }
         match &self.runtime {
             Some(rt) => Ok(rt.clone()),
-            None => crate::app::global(),
+            None => crate::runtime::app::global(),
         }
     }
 
@@ -270,7 +272,7 @@ impl<T: DeserializeOwned> WorkflowHandle<T> {
 
 /// Waits until a workflow has an outcome; returns the output JSON or the recorded failure.
 pub(crate) async fn wait_for_outcome(rt: &Arc<Runtime>, id: &str) -> Result<String> {
-    let mut delays = crate::backoff::delays(Duration::from_millis(5), Duration::from_secs(1));
+    let mut delays = crate::model::backoff::delays(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         let delay = delays.next().unwrap_or(Duration::from_secs(1));
         if let Some(mut done) = rt.local_outcome(id) {
@@ -334,7 +336,7 @@ fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, options: &Work
             let mut row =
                 NewWorkflow::started(id, W::NAME.to_string(), inputs, rt.config.executor_id.clone(), owner, app_name, app_version);
             row.timeout_ms = options.timeout.map(|t| t.as_millis() as i64);
-            row.deadline_ms = row.timeout_ms.map(|t| context::now_ms() + t);
+            row.deadline_ms = row.timeout_ms.map(|t| now_ms() + t);
             row.priority = options.priority.unwrap_or(0);
             row
         }
@@ -496,7 +498,7 @@ async fn execute<W: Workflow>(rt: &Arc<Runtime>, ctx: Arc<WorkflowContext>, args
 async fn until_deadline(deadline_ms: Option<i64>) {
     match deadline_ms {
         Some(d) => {
-            let left = Duration::from_millis((d - context::now_ms()).max(0) as u64);
+            let left = Duration::from_millis((d - now_ms()).max(0) as u64);
             tokio::time::sleep(left).await
         }
         None => std::future::pending().await,
@@ -570,4 +572,12 @@ pub fn boxed_for<'a, F: Future + Send + 'a>(f: F) -> BoxFuture<'a, F::Output> {
 #[doc(hidden)]
 pub fn boxed<F: Future + Send + 'static>(f: F) -> BoxFuture<'static, F::Output> {
     f.boxed()
+}
+
+impl Queue {
+    /// Enqueues a workflow call (or a call of an enqueueable step) on this queue; returns once
+    /// the enqueue is durable.
+    pub async fn enqueue<C: IntoWorkflowCall>(&self, call: C) -> Result<WorkflowHandle<<C::Workflow as Workflow>::Output>> {
+        call.into_workflow_call().enqueue(self).await
+    }
 }

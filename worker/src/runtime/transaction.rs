@@ -19,11 +19,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::context::{self, now_ms};
-use crate::error::{Error, Failure, Result};
-use crate::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
-use crate::step::recorded_result;
-use crate::sysdb::{is_conflict, is_transient, AppDatabase, CheckpointOutcome, TransactionRecord};
+use crate::model::clock::now_ms;
+use crate::model::error::{is_conflict, is_transient};
+use crate::model::error::{Error, Failure, Result};
+use crate::model::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
+use crate::runtime::context::{self};
+use crate::runtime::step::recorded_result;
+use crate::sysdb::{AppDatabase, CheckpointOutcome, TransactionRecord};
 
 /// Isolation level of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,7 +113,7 @@ where
     let name = name.into();
     async move {
         let Some((ctx, function_id)) = position else {
-            let rt = crate::app::global()?;
+            let rt = crate::runtime::app::global()?;
             let app = rt.app_db().await?;
             return match run(&app, None, &name, &options, rt.db.payload_limit(), &mut f).await? {
                 Done::Committed(value, _) => Ok(value),
@@ -185,7 +187,7 @@ where
     F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send,
 {
     let (mut conflicts, mut lost) = (0u32, 0u32);
-    let mut delays = crate::backoff::jittered(options.retry_interval, Duration::from_secs(1));
+    let mut delays = crate::model::backoff::jittered(options.retry_interval, Duration::from_secs(1));
     let context = |what: &str| match key {
         Some((wf, step)) => format!("{what} transaction {name} (step {step} of workflow {wf})"),
         None => format!("{what} transaction {name}"),

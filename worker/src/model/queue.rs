@@ -7,10 +7,8 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::step::IntoWorkflowCall;
-use crate::sysdb::INTERNAL_QUEUE;
-use crate::workflow::{Workflow, WorkflowHandle};
+use crate::model::error::{Error, Result};
+use crate::model::names::INTERNAL_QUEUE;
 
 /// At most `max` workflows start per `period`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,12 +147,6 @@ impl Queue {
             return bad("polling_interval must be > 0".into());
         }
         Ok(())
-    }
-
-    /// Enqueues a workflow call (or a call of an enqueueable step) on this queue; returns once
-    /// the enqueue is durable.
-    pub async fn enqueue<C: IntoWorkflowCall>(&self, call: C) -> Result<WorkflowHandle<<C::Workflow as Workflow>::Output>> {
-        call.into_workflow_call().enqueue(self).await
     }
 
     /// Checks the options of one enqueue against this queue.

@@ -18,9 +18,10 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
-use crate::app::Runtime;
-use crate::context::now_ms;
-use crate::error::{Error, Result};
+use crate::model::clock::now_ms;
+use crate::runtime::app::Runtime;
+
+use crate::model::error::{Error, Result};
 
 /// Path of the liveness check.
 pub const LIVENESS_PATH: &str = "/healthz";
@@ -34,7 +35,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// until the runtime shuts down.
 pub(crate) async fn serve(rt: Arc<Runtime>, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Io {
-        what: format!("cannot serve the health endpoint on {addr} (set {} to a free port)", crate::config::env::HEALTH_PORT),
+        what: format!("cannot serve the health endpoint on {addr} (set {} to a free port)", crate::model::config::env::HEALTH_PORT),
         source,
     })?;
     let bound = listener.local_addr().map_err(|source| Error::Io { what: "health endpoint".into(), source })?;

@@ -8,13 +8,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::context::{self, now_ms, WorkflowContext};
-use crate::error::Result;
-use crate::serialization::encode;
-use crate::step::recorded_result;
-
-/// Operation name DBOS uses for durable sleeps.
-pub const SLEEP_OPERATION: &str = "DBOS.sleep";
+use crate::model::clock::now_ms;
+use crate::model::error::Result;
+use crate::model::names::SLEEP_OPERATION;
+use crate::model::serialization::encode;
+use crate::runtime::context::{self, WorkflowContext};
+use crate::runtime::step::recorded_result;
 
 /// Sleeps durably inside a workflow (plainly outside one).
 pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {

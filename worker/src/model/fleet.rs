@@ -12,9 +12,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::client::{QueueDepth, UnrunnableWork};
-use crate::management::{ExecutorWork, RegisteredWorkflow, VersionWork};
-use crate::status::Status;
+use crate::model::management::{ExecutorWork, RegisteredWorkflow, VersionWork};
+use crate::model::status::Status;
 
 /// Unfinished workflows sharing every attribute below, counted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -163,6 +162,24 @@ pub struct RegistrationMark {
     pub application_name: String,
     pub app_version: String,
     pub digest: String,
+}
+
+/// Work waiting in and running from one queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub enqueued: i64,
+    pub pending: i64,
+}
+
+/// Queued workflows of one name that a version does not register.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnrunnableWork {
+    pub workflow_name: String,
+    /// Queued, counting work of no application the version's workers would otherwise take.
+    pub queued: i64,
+    /// Of those, enqueued for this application itself (a misnamed workflow, most likely).
+    pub own: i64,
 }
 
 #[cfg(test)]

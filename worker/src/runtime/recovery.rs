@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
-use crate::app::Runtime;
-use crate::error::Result;
+use crate::model::error::Result;
+use crate::model::names::INTERNAL_QUEUE;
+use crate::runtime::app::Runtime;
 
 /// Re-enqueues this process's own `PENDING` workflows; returns how many.
 pub(crate) async fn recover_own(rt: &Arc<Runtime>) -> Result<usize> {
@@ -31,7 +32,7 @@ impl crate::Mainstay {
     pub async fn recover_executor(&self, executor_id: &str) -> Result<Vec<String>> {
         let app = self.runtime().config.app_name.as_deref();
         let ids = self.runtime().db.recover_executor(executor_id, None, Some(app)).await?;
-        self.runtime().announce(crate::INTERNAL_QUEUE);
+        self.runtime().announce(INTERNAL_QUEUE);
         Ok(ids)
     }
 }

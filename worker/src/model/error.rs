@@ -372,7 +372,7 @@ impl Error {
     /// The SQLSTATE of a database error, if this is one.
     pub fn sqlstate(&self) -> Option<String> {
         match self {
-            Error::Database { source, .. } => crate::sysdb::sqlstate(source),
+            Error::Database { source, .. } => sqlstate(source),
             _ => None,
         }
     }
@@ -383,7 +383,7 @@ impl Error {
     /// interruption, so the work is retried rather than failed.
     pub(crate) fn into_body_error(self) -> Error {
         match self {
-            Error::Database { ref source, .. } if !crate::sysdb::is_transient(source) => {
+            Error::Database { ref source, .. } if !is_transient(source) => {
                 let failure = Failure::new("DatabaseError", source.to_string());
                 Error::Failed(match self.sqlstate() {
                     Some(code) => failure.with_code(code),
@@ -507,6 +507,35 @@ impl<T, E: std::error::Error> OrFail<T> for std::result::Result<T, E> {
             Error::Failed(f) => Error::Failed(Failure { name: name.to_string(), ..f }),
             other => other,
         })
+    }
+}
+
+/// The SQLSTATE of a failed statement, if the server reported one.
+pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string())
+}
+
+/// Whether a failed statement is a serialization failure or a deadlock: running the whole
+/// transaction again may succeed.
+pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(sqlstate(e).as_deref(), Some("40001") | Some("40P01"))
+}
+
+/// Whether a failed statement may succeed when tried again on a fresh connection.
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08")
+                || code == "57P01"
+                || code == "57P02"
+                || code == "57P03"
+                || code == "40001"
+                || code == "40P01"
+                || code == "53300"
+        }
+        _ => false,
     }
 }
 

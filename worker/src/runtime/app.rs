@@ -15,15 +15,16 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::error::{Error, Failure, Result};
-use crate::registry::{Registration, Registry};
-use crate::serialization::encode;
-use crate::status::WorkflowStatus;
-use crate::sysdb::{connect_pool, AppDatabase, Committer, RegisteredRow, SystemDatabase, INTERNAL_QUEUE};
-use crate::wakeup::Wakeups;
-use crate::workflow::WorkflowHandle;
-use crate::{cancellation, dispatch, health, recovery, scheduler};
+use crate::model::config::Config;
+use crate::model::error::{Error, Failure, Result};
+use crate::model::names::INTERNAL_QUEUE;
+use crate::model::serialization::encode;
+use crate::model::status::WorkflowStatus;
+use crate::runtime::registry::{Registration, Registry};
+use crate::runtime::wakeup::Wakeups;
+use crate::runtime::workflow::WorkflowHandle;
+use crate::sysdb::{connect_pool, AppDatabase, Committer, RegisteredRow, SystemDatabase};
+use crate::{runtime::cancellation, runtime::dispatch, runtime::health, runtime::recovery, runtime::scheduler};
 
 /// What a local waiter learns when a workflow run in this process ends.
 #[derive(Debug, Clone)]
@@ -109,8 +110,8 @@ impl Runtime {
     }
 
     /// How code waiting outside a workflow reads and is woken through this runtime.
-    pub(crate) fn waiter(&self) -> crate::wakeup::Waiter {
-        crate::wakeup::Waiter { db: self.db.clone(), wakeups: self.wakeups.clone(), poll: self.config.polling_interval }
+    pub(crate) fn waiter(&self) -> crate::runtime::wakeup::Waiter {
+        crate::runtime::wakeup::Waiter { db: self.db.clone(), wakeups: self.wakeups.clone(), poll: self.config.polling_interval }
     }
 
     pub(crate) fn local_ids(&self) -> Vec<String> {
@@ -251,7 +252,7 @@ impl MainstayBuilder {
             announced: Mutex::new(Default::default()),
             queues,
             local: Mutex::new(HashMap::new()),
-            heartbeat_ms: AtomicI64::new(crate::context::now_ms()),
+            heartbeat_ms: AtomicI64::new(crate::model::clock::now_ms()),
             health_addr: OnceLock::new(),
             wakeups: Arc::new(Wakeups::default()),
             app_db: tokio::sync::OnceCell::new(),
@@ -412,14 +413,14 @@ impl Mainstay {
 
     /// Sends `message` to workflow `destination_id` under `topic` (see [`crate::send`]).
     pub async fn send<T: serde::Serialize + ?Sized>(&self, destination_id: &str, message: &T, topic: Option<&str>) -> Result<()> {
-        use crate::message::{encode_message, send_outside, stored_topic};
+        use crate::runtime::message::{encode_message, send_outside, stored_topic};
         let message = encode_message(destination_id, message, self.rt.db.payload_limit())?;
         send_outside(&self.rt.db, destination_id, &message, &stored_topic(topic), None).await
     }
 
     /// The value of event `key` of a workflow, waiting up to `timeout` for it to be set.
     pub async fn get_event<T: serde::de::DeserializeOwned>(&self, workflow_id: &str, key: &str, timeout: Duration) -> Result<Option<T>> {
-        crate::event::wait_for_event(&self.rt.waiter(), workflow_id, key, timeout).await
+        crate::runtime::event::wait_for_event(&self.rt.waiter(), workflow_id, key, timeout).await
     }
 
     /// The values of stream `key` of a workflow, from the first, as they are written.
@@ -428,7 +429,7 @@ impl Mainstay {
         workflow_id: &str,
         key: &str,
     ) -> futures::stream::BoxStream<'static, Result<T>> {
-        crate::stream::values(Ok(self.rt.waiter()), workflow_id.to_string(), key.to_string())
+        crate::runtime::stream::values(Ok(self.rt.waiter()), workflow_id.to_string(), key.to_string())
     }
 
     /// Workflows running in this process right now.

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::context::{self, now_ms, WorkflowContext};
-use crate::error::{Error, Result};
-use crate::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
+use crate::model::clock::now_ms;
+use crate::model::error::{Error, Result};
+use crate::model::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
+use crate::runtime::context::{self, WorkflowContext};
+use crate::runtime::workflow::{Workflow, WorkflowCall};
 use crate::sysdb::{CheckpointOutcome, RecordedOp};
-use crate::workflow::{Workflow, WorkflowCall};
 
 /// Retry policy of a step: `StepOptions::retries(5).interval(..).backoff_rate(..)
 /// .max_interval(..)`. Non-exhaustive, so new options are not a breaking change: build it with

@@ -14,18 +14,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::context::{self, now_ms};
-use crate::error::{Error, Result};
-use crate::serialization::{decode, encode};
-use crate::sleep::durable_deadline;
-use crate::step::recorded_result;
-use crate::sysdb::{OpWrite, Received, SystemDatabase, NULL_TOPIC};
-use crate::wakeup::{self, next_wait, NOTIFICATIONS_CHANNEL};
-
-/// Operation name of a send inside a workflow (DBOS's).
-pub const SEND_OPERATION: &str = "DBOS.send";
-/// Operation name of a receive (DBOS's).
-pub const RECV_OPERATION: &str = "DBOS.recv";
+use crate::model::clock::now_ms;
+use crate::model::error::{Error, Result};
+use crate::model::names::{NOTIFICATIONS_CHANNEL, NULL_TOPIC, RECV_OPERATION, SEND_OPERATION};
+use crate::model::serialization::{decode, encode};
+use crate::runtime::context::{self};
+use crate::runtime::sleep::durable_deadline;
+use crate::runtime::step::recorded_result;
+use crate::runtime::wakeup::{self, next_wait};
+use crate::sysdb::{OpWrite, Received, SystemDatabase};
 
 /// The stored topic: DBOS stores a missing topic as a reserved name.
 pub(crate) fn stored_topic(topic: Option<&str>) -> String {
@@ -67,7 +64,7 @@ pub fn send<T: Serialize + ?Sized>(
     async move {
         let message = encoded?;
         let Some((ctx, function_id)) = position else {
-            return send_outside(&crate::app::global()?.db, &destination, &message, &topic, None).await;
+            return send_outside(&crate::runtime::app::global()?.db, &destination, &message, &topic, None).await;
         };
         if ctx.replayed(function_id, SEND_OPERATION)?.is_some() {
             return Ok(());

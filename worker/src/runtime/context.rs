@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Runtime;
-use crate::error::{Error, Result};
-use crate::status::Status;
+use crate::model::clock::now_ms;
+use crate::model::error::{Error, Result};
+use crate::model::status::Status;
+use crate::runtime::app::Runtime;
 use crate::sysdb::{CheckpointOutcome, RecordedOp, StepRecord};
 
 tokio::task_local! {
@@ -150,7 +151,7 @@ impl WorkflowContext {
     ) -> Result<T> {
         match self.record(function_id, name, Some(output), started_ms).await? {
             None => Ok(fresh()),
-            Some(op) => crate::step::recorded_result(&op, &self.workflow_id),
+            Some(op) => crate::runtime::step::recorded_result(&op, &self.workflow_id),
         }
     }
 
@@ -175,7 +176,7 @@ pub(crate) fn current() -> Option<Arc<WorkflowContext>> {
 pub(crate) fn payload_limit() -> usize {
     match current() {
         Some(ctx) => ctx.rt.db.payload_limit(),
-        None => crate::app::global().map(|rt| rt.db.payload_limit()).unwrap_or(crate::config::DEFAULT_MAX_PAYLOAD_BYTES),
+        None => crate::runtime::app::global().map(|rt| rt.db.payload_limit()).unwrap_or(crate::model::config::DEFAULT_MAX_PAYLOAD_BYTES),
     }
 }
 
@@ -233,8 +234,4 @@ pub(crate) async fn scope<F: std::future::Future>(ctx: Arc<WorkflowContext>, fut
 /// The ID of the workflow the calling task is running, if it is running one.
 pub fn workflow_id() -> Option<String> {
     current().map(|c| c.workflow_id.to_string())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::status::Status;
+use crate::model::status::Status;
 
 /// Which workflows to list; every set field must match. Newest first unless `oldest_first`.
 #[derive(Debug, Clone, Default)]

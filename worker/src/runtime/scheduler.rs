@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::app::Runtime;
-use crate::error::Result;
-use crate::schedule::{format_tick, now_utc, parse_tick, CronSchedule, Schedule, ScheduleStatus};
-use crate::sysdb::StartOutcome;
+use crate::model::error::Result;
+use crate::model::schedule::{format_tick, now_utc, parse_tick, CronSchedule, Schedule, ScheduleStatus};
+use crate::runtime::app::Runtime;
+use crate::sysdb::{NewWorkflow, StartOutcome};
 
 /// Most ticks of one schedule fired in one round.
 const MAX_TICKS_PER_ROUND: usize = 100;
@@ -114,7 +114,7 @@ async fn fire(rt: &Runtime, schedule: &Schedule, tick: DateTime<Utc>) -> Result<
     // No version: the tick runs on the application's latest version (an old version still
     // draining fires ticks too, and must not pin them to its old code). The schedule's
     // application runs it; one of no application, the application that fires it (as in DBOS).
-    let mut row = schedule.tick_row(tick, None, rt.db.payload_limit())?;
+    let mut row = NewWorkflow::tick(schedule, tick, None, rt.db.payload_limit())?;
     row.app_name = row.app_name.or_else(|| rt.config.app_name.clone());
     let queue = row.queue_name.clone().unwrap_or_default();
     if let StartOutcome::Inserted = rt.committer.start_workflow(row).await? {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::app::Runtime;
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
+use crate::runtime::app::Runtime;
+use crate::runtime::workflow::{run_claimed, Workflow};
 use crate::sysdb::Claimed;
-use crate::workflow::{run_claimed, Workflow};
 
 type Runner = fn(Arc<Runtime>, Claimed) -> BoxFuture<'static, ()>;
 

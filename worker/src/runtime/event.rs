@@ -12,18 +12,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::context::{self, now_ms};
-use crate::error::{Error, Result};
-use crate::serialization::{decode, encode};
-use crate::sleep::durable_deadline;
-use crate::step::recorded_result;
+use crate::model::clock::now_ms;
+use crate::model::error::{Error, Result};
+use crate::model::names::{EVENTS_CHANNEL, GET_EVENT_OPERATION, SET_EVENT_OPERATION};
+use crate::model::serialization::{decode, encode};
+use crate::runtime::context::{self};
+use crate::runtime::sleep::durable_deadline;
+use crate::runtime::step::recorded_result;
+use crate::runtime::wakeup::{self, deadline_after, next_wait, Waiter};
 use crate::sysdb::{OpWrite, StoredValue};
-use crate::wakeup::{self, deadline_after, next_wait, Waiter, EVENTS_CHANNEL};
-
-/// Operation name of `set_event` (DBOS's).
-pub const SET_EVENT_OPERATION: &str = "DBOS.setEvent";
-/// Operation name of `get_event` inside a workflow (DBOS's).
-pub const GET_EVENT_OPERATION: &str = "DBOS.getEvent";
 
 /// Sets event `key` of the calling workflow to `value`. Only inside a workflow.
 pub fn set_event<T: Serialize + ?Sized>(key: &str, value: &T) -> impl Future<Output = Result<()>> + Send {
@@ -61,7 +58,7 @@ pub fn get_event<T: DeserializeOwned + Send>(
     let (target, key) = (workflow_id.into(), key.to_string());
     async move {
         let Some((ctx, function_id)) = position else {
-            let rt = crate::app::global()?;
+            let rt = crate::runtime::app::global()?;
             return wait_for_event(&rt.waiter(), &target, &key, timeout).await;
         };
         if let Some(op) = ctx.replayed(function_id, GET_EVENT_OPERATION)? {

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Failure, Result};
+use crate::model::error::{Error, Failure, Result};
 
 /// The only serialization format mainstay reads and writes.
 pub const PORTABLE_JSON: &str = "portable_json";
@@ -244,7 +244,7 @@ pub(crate) fn decode_failure(text: &str, serialization: Option<&str>, what: &str
 mod tests {
     use super::*;
 
-    const LIMIT: usize = crate::config::DEFAULT_MAX_PAYLOAD_BYTES;
+    const LIMIT: usize = crate::model::config::DEFAULT_MAX_PAYLOAD_BYTES;
 
     #[test]
     fn payloads_over_the_limit_are_refused_with_their_size() {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// Names of the environment variables mainstay reads.
 pub mod env {

@@ -17,14 +17,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::model::names::{EVENTS_CHANNEL, NOTIFICATIONS_CHANNEL, STREAMS_CHANNEL};
 use crate::sysdb::SystemDatabase;
-
-/// DBOS's channel for new messages (payload `destination::topic`, from a trigger).
-pub(crate) const NOTIFICATIONS_CHANNEL: &str = "dbos_notifications_channel";
-/// DBOS's channel for events set by workflows (payload `workflow_id::key`).
-pub(crate) const EVENTS_CHANNEL: &str = "dbos_workflow_events_channel";
-/// DBOS's channel for stream writes (payload `workflow_id::key`).
-pub(crate) const STREAMS_CHANNEL: &str = "dbos_streams_channel";
 
 /// Every channel the wake-ups serve.
 pub(crate) const CHANNELS: [&str; 3] = [NOTIFICATIONS_CHANNEL, EVENTS_CHANNEL, STREAMS_CHANNEL];
@@ -97,13 +91,13 @@ pub(crate) struct Waiter {
 
 /// Time left until `deadline_ms` (epoch ms), capped at `poll`; `None` once it has passed.
 pub(crate) fn next_wait(deadline_ms: i64, poll: Duration) -> Option<Duration> {
-    let left = deadline_ms - crate::context::now_ms();
+    let left = deadline_ms - crate::model::clock::now_ms();
     (left > 0).then(|| Duration::from_millis(left as u64).min(poll))
 }
 
 /// Epoch ms `timeout` from now (saturating).
 pub(crate) fn deadline_after(timeout: Duration) -> i64 {
-    crate::context::now_ms().saturating_add(timeout.as_millis().min(i64::MAX as u128) as i64)
+    crate::model::clock::now_ms().saturating_add(timeout.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// Runs a listener on `channels` until `stop`, handing each notification to `on_message` and

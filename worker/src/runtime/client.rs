@@ -13,39 +13,23 @@ use tokio_util::task::TaskTracker;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::config::Config;
-use crate::context::now_ms;
-use crate::error::{Error, Result};
-use crate::event::wait_for_event;
-use crate::fleet::{Progress, RegistrationMark, UnfinishedWork};
-use crate::management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
-use crate::message::{encode_message, send_outside, stored_topic};
-use crate::queue::Queue;
-use crate::schedule::{Schedule, ScheduleStatus};
-use crate::serialization::{decode, encode};
-use crate::status::WorkflowStatus;
-use crate::stream;
-use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase, INTERNAL_QUEUE};
-use crate::wakeup::{self, Waiter, Wakeups};
-use crate::workflow::{recorded_outcome, WorkflowOptions};
+use crate::model::clock::now_ms;
+use crate::model::config::Config;
+use crate::model::names::INTERNAL_QUEUE;
 
-/// Work waiting in and running from one queue.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct QueueDepth {
-    pub queue: String,
-    pub enqueued: i64,
-    pub pending: i64,
-}
-
-/// Queued workflows of one name that a version does not register.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct UnrunnableWork {
-    pub workflow_name: String,
-    /// Queued, counting work of no application the version's workers would otherwise take.
-    pub queued: i64,
-    /// Of those, enqueued for this application itself (a misnamed workflow, most likely).
-    pub own: i64,
-}
+use crate::model::error::{Error, Result};
+use crate::model::fleet::{Progress, QueueDepth, RegistrationMark, UnfinishedWork, UnrunnableWork};
+use crate::model::management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
+use crate::model::queue::Queue;
+use crate::model::schedule::{Schedule, ScheduleStatus};
+use crate::model::serialization::{decode, encode};
+use crate::model::status::WorkflowStatus;
+use crate::runtime::event::wait_for_event;
+use crate::runtime::message::{encode_message, send_outside, stored_topic};
+use crate::runtime::stream;
+use crate::runtime::wakeup::{self, Waiter, Wakeups};
+use crate::runtime::workflow::{recorded_outcome, WorkflowOptions};
+use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase};
 
 /// A connection to a system database, for code that does not run workflows.
 ///
@@ -259,7 +243,7 @@ impl Client {
 
     /// Waits for a workflow to finish and returns its output or recorded failure.
     pub async fn get_result<T: DeserializeOwned>(&self, workflow_id: &str) -> Result<T> {
-        let mut delays = crate::backoff::delays(Duration::from_millis(10), Duration::from_secs(1));
+        let mut delays = crate::model::backoff::delays(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             if let Some(result) = recorded_outcome(&self.db, workflow_id).await? {
                 let json = result?;
@@ -449,7 +433,7 @@ impl Client {
     /// schedule of none, to this client's).
     pub async fn trigger_schedule(&self, name: &str) -> Result<String> {
         let schedule = self.existing_schedule(name).await?;
-        let mut row = schedule.tick_row(crate::schedule::now_utc(), None, self.db.payload_limit())?;
+        let mut row = NewWorkflow::tick(&schedule, crate::model::schedule::now_utc(), None, self.db.payload_limit())?;
         row.app_name = row.app_name.or_else(|| self.app_name.clone());
         self.insert_rows(std::slice::from_ref(&row), &format!("trigger schedule {name}")).await?;
         Ok(row.id)
@@ -471,7 +455,7 @@ impl Client {
         let rows = ticks
             .into_iter()
             .map(|t| {
-                let mut row = schedule.tick_row(t, None, self.db.payload_limit())?;
+                let mut row = NewWorkflow::tick(&schedule, t, None, self.db.payload_limit())?;
                 row.app_name = row.app_name.or_else(|| self.app_name.clone());
                 Ok(row)
             })

@@ -17,9 +17,8 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::serialization::encode;
-use crate::sysdb::{NewWorkflow, INTERNAL_QUEUE};
+use crate::model::error::{Error, Result};
+use crate::model::serialization::encode;
 
 /// A cron expression or time zone that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -371,19 +370,16 @@ impl Schedule {
         }
     }
 
-    /// The workflow row that runs tick `tick`: its arguments are `(tick, context)`, the tick
-    /// written as in the row's ID; its inputs are at most `limit` bytes.
-    pub(crate) fn tick_row(&self, tick: DateTime<Utc>, app_version: Option<String>, limit: usize) -> Result<NewWorkflow> {
+    /// The ID and inputs of the workflow that runs tick `tick`: its arguments are
+    /// `(tick, context)`, the tick written as in the ID; the inputs are at most `limit` bytes.
+    pub(crate) fn tick_inputs(&self, tick: DateTime<Utc>, limit: usize) -> Result<(String, String)> {
         let id = tick_workflow_id(&self.name, tick);
         let inputs = encode(
             &serde_json::json!({"positionalArgs": [format_tick(tick), self.readable_context()?], "namedArgs": {}}),
             &format!("the inputs of workflow {id}"),
             limit,
         )?;
-        let queue = self.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
-        let mut row = NewWorkflow::enqueued(id, self.workflow_name.clone(), inputs, queue, self.application_name.clone(), app_version);
-        row.schedule_name = Some(self.name.clone());
-        Ok(row)
+        Ok((id, inputs))
     }
 }
 
@@ -394,7 +390,7 @@ pub(crate) fn parse_tick(text: &str) -> Option<DateTime<Utc>> {
 
 /// The current time at millisecond precision, the precision ticks and their IDs are written in.
 pub(crate) fn now_utc() -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(crate::context::now_ms()).single().unwrap_or_else(Utc::now)
+    Utc.timestamp_millis_opt(crate::model::clock::now_ms()).single().unwrap_or_else(Utc::now)
 }
 
 #[cfg(test)]
@@ -402,7 +398,7 @@ mod tests {
     use super::*;
     use chrono::{Datelike, Timelike, Weekday};
 
-    const LIMIT: usize = crate::config::DEFAULT_MAX_PAYLOAD_BYTES;
+    const LIMIT: usize = crate::model::config::DEFAULT_MAX_PAYLOAD_BYTES;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().unwrap()
@@ -590,16 +586,13 @@ mod tests {
         let t = utc(2026, 1, 31, 23, 0, 15);
         assert_eq!(tick_workflow_id("nightly", t), "sched-nightly-2026-01-31T23:00:15+00:00");
         assert_eq!(parse_tick("2026-01-31T23:00:15+00:00"), Some(t));
-        let row = Schedule::new("nightly", "report", "0 3 * * *").tick_row(t, None, LIMIT).unwrap();
-        assert_eq!(row.inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15+00:00",null]}"#);
-        assert_eq!(row.queue_name.as_deref(), Some(INTERNAL_QUEUE));
-        assert_eq!(row.app_name, None);
-        let mut s = Schedule::new("nightly", "report", "0 3 * * *").context(serde_json::json!({"region": "eu"}));
-        s.application_name = Some("billing".into());
-        let row = s.tick_row(t + chrono::Duration::milliseconds(250), None, LIMIT).unwrap();
-        assert_eq!(row.id, "sched-nightly-2026-01-31T23:00:15.250+00:00");
-        assert_eq!(row.inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15.250+00:00",{"region":"eu"}]}"#);
-        assert_eq!(row.app_name.as_deref(), Some("billing"));
+        let (id, inputs) = Schedule::new("nightly", "report", "0 3 * * *").tick_inputs(t, LIMIT).unwrap();
+        assert_eq!(id, "sched-nightly-2026-01-31T23:00:15+00:00");
+        assert_eq!(inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15+00:00",null]}"#);
+        let s = Schedule::new("nightly", "report", "0 3 * * *").context(serde_json::json!({"region": "eu"}));
+        let (id, inputs) = s.tick_inputs(t + chrono::Duration::milliseconds(250), LIMIT).unwrap();
+        assert_eq!(id, "sched-nightly-2026-01-31T23:00:15.250+00:00");
+        assert_eq!(inputs, r#"{"namedArgs":{},"positionalArgs":["2026-01-31T23:00:15.250+00:00",{"region":"eu"}]}"#);
     }
 
     #[test]
@@ -607,7 +600,7 @@ mod tests {
         let mut s = Schedule::new("py", "report", "0 3 * * *");
         s.unreadable_context = Some("gAWVBAAAAAAAAABOLg==".into());
         let t = utc(2026, 1, 31, 23, 0, 15);
-        for e in [s.validate().unwrap_err(), s.tick_row(t, None, LIMIT).unwrap_err()] {
+        for e in [s.validate().unwrap_err(), s.tick_inputs(t, LIMIT).unwrap_err()] {
             assert!(matches!(e, Error::UnsupportedSerialization { .. }), "{e}");
             assert!(e.to_string().contains("the context of schedule py is stored in the `py_pickle`"), "{e}");
         }

@@ -15,17 +15,13 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::context;
-use crate::error::{Error, Result};
-use crate::serialization::{decode, encode};
-use crate::status::Status;
-use crate::sysdb::{OpWrite, StreamEntry, STREAM_CLOSED};
-use crate::wakeup::{self, Subscription, Waiter, STREAMS_CHANNEL};
-
-/// Operation name of a stream write (DBOS's).
-pub const WRITE_STREAM_OPERATION: &str = "DBOS.writeStream";
-/// Operation name of closing a stream (DBOS's).
-pub const CLOSE_STREAM_OPERATION: &str = "DBOS.closeStream";
+use crate::model::error::{Error, Result};
+use crate::model::names::{CLOSE_STREAM_OPERATION, STREAMS_CHANNEL, STREAM_CLOSED, WRITE_STREAM_OPERATION};
+use crate::model::serialization::{decode, encode};
+use crate::model::status::Status;
+use crate::runtime::context;
+use crate::runtime::wakeup::{self, Subscription, Waiter};
+use crate::sysdb::{OpWrite, StreamEntry};
 
 /// Appends `value` to stream `key` of the calling workflow. Only inside a workflow.
 pub fn write_stream<T: Serialize + ?Sized>(key: &str, value: &T) -> impl Future<Output = Result<()>> + Send {
@@ -65,7 +61,7 @@ fn append(key: String, encoded: Result<String>, operation: &'static str) -> impl
 /// Reads through the launched runtime (see [`Client::read_stream`](crate::Client::read_stream)
 /// for processes that run no workflows).
 pub fn read_stream<T: DeserializeOwned + Send + 'static>(workflow_id: impl Into<String>, key: &str) -> BoxStream<'static, Result<T>> {
-    values(crate::app::global().map(|rt| rt.waiter()), workflow_id.into(), key.to_string())
+    values(crate::runtime::app::global().map(|rt| rt.waiter()), workflow_id.into(), key.to_string())
 }
 
 struct Reader {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::app::Runtime;
+use crate::runtime::app::Runtime;
 
 pub(crate) fn start_watcher(rt: Arc<Runtime>) {
     let tasks = rt.tasks.clone();
