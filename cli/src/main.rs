@@ -455,18 +455,13 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
                 }
                 statuses.push(Status::parse(&upper));
             }
-            let filter = WorkflowFilter {
-                id_prefix: a.prefix,
-                statuses,
-                name: a.name,
-                app_version: a.app_version,
-                queue: a.queue,
-                created_from_ms: parse_millis("since", &a.since)?,
-                created_before_ms: parse_millis("until", &a.until)?,
-                limit: Some(a.limit),
-                offset: a.offset,
-                ..Default::default()
-            };
+            let mut filter = WorkflowFilter::new().statuses(statuses).limit(a.limit).offset(a.offset);
+            filter.id_prefix = a.prefix;
+            filter.name = a.name;
+            filter.app_version = a.app_version;
+            filter.queue = a.queue;
+            filter.created_from_ms = parse_millis("since", &a.since)?;
+            filter.created_before_ms = parse_millis("until", &a.until)?;
             let list = client.list_workflows(&filter).await?;
             let rows = list
                 .iter()
@@ -534,7 +529,9 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
                 },
             };
             let queue = queue.unwrap_or_else(|| mainstay::INTERNAL_QUEUE.to_string());
-            let options = mainstay::WorkflowOptions { id, app_version, priority, ..Default::default() };
+            let mut options = mainstay::WorkflowOptions::new().priority(priority);
+            options.id = id;
+            options.app_version = app_version;
             let id = client.enqueue(&name, &queue, args, options).await?;
             if !wait {
                 if json {
@@ -611,7 +608,10 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
             if step < 1 {
                 bail!("--step must be at least 1 (the first step)");
             }
-            let new = client.fork(&id, &ForkOptions { start_step: step, new_id, app_version }).await?;
+            let mut opts = ForkOptions::new().start_step(step);
+            opts.new_id = new_id;
+            opts.app_version = app_version;
+            let new = client.fork(&id, &opts).await?;
             if json {
                 println!("{}", serde_json::json!({ "workflow_id": new }));
             } else {

@@ -45,6 +45,7 @@ pub use model::names::{
     CLOSE_STREAM_OPERATION, GET_EVENT_OPERATION, INTERNAL_QUEUE, RECV_OPERATION, SEND_OPERATION, SET_EVENT_OPERATION, SLEEP_OPERATION,
     WRITE_STREAM_OPERATION,
 };
+pub use model::options::WorkflowOptions;
 pub use model::queue::{Queue, RateLimit};
 pub use model::schedule::{format_tick, tick_workflow_id, CronSchedule, InvalidSchedule, Schedule, ScheduleStatus};
 pub use model::serialization::PORTABLE_JSON;
@@ -60,7 +61,7 @@ pub use runtime::sleep::sleep;
 pub use runtime::step::{step, step_with, IntoWorkflowCall, Step, StepCall, StepOptions, StepWorkflow};
 pub use runtime::stream::{close_stream, read_stream, write_stream};
 pub use runtime::transaction::{transaction, transaction_with, Isolation, TransactionOptions};
-pub use runtime::workflow::{Workflow, WorkflowCall, WorkflowHandle, WorkflowOptions};
+pub use runtime::workflow::{Workflow, WorkflowCall, WorkflowHandle};
 pub use sysdb::{DBOS_SCHEMA_VERSION, MAINSTAY_SCHEMA_VERSION};
 
 /// The chrono version scheduled workflows receive their times in.
@@ -82,4 +83,13 @@ pub mod __private {
     pub use crate::runtime::workflow::{boxed, boxed_for, WorkflowResult};
     pub use futures::future::BoxFuture;
     pub use inventory;
+
+    /// Has Postgres prepare every system-database statement against the migrated schema of
+    /// `config`'s database (the test that holds all statements valid); returns how many.
+    pub async fn prepare_every_statement(config: &crate::Config) -> Result<usize, Vec<String>> {
+        let db = crate::sysdb::SystemDatabase::connect(config).await.map_err(|e| vec![e.to_string()])?;
+        let result = crate::sysdb::prepare_every_statement(db.pool(), &config.system_schema).await;
+        db.close().await;
+        result
+    }
 }

@@ -107,9 +107,7 @@ async fn latency(url: &str, samples: usize) -> Result<Histogram<u64>> {
     let client = Client::connect(url).await?;
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for i in 0..samples + 20 {
-        let id = client
-            .enqueue("stamp", &queue.name, vec![], WorkflowOptions { app_version: Some("bench".into()), ..Default::default() })
-            .await?;
+        let id = client.enqueue("stamp", &queue.name, vec![], WorkflowOptions::new().app_version("bench")).await?;
         let enqueued = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros();
         let (started_id, started) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await

@@ -216,7 +216,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     if let Some(token) = trigger {
         // One run per annotation value: its workflow ID is the value's, whatever retries do.
         let id = format!("sched-{db_name}-trigger-{token}");
-        let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(db_name.clone()), ..Default::default() };
+        let options = WorkflowOptions::new().id(id.clone()).schedule_name(db_name.clone());
         if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args_for(now), options).await {
             return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to enqueue the triggered run {id}: {e}")).await;
         }
@@ -252,7 +252,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         }
         for tick in &ticks {
             let id = tick_workflow_id(&db_name, *tick);
-            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(db_name.clone()), ..Default::default() };
+            let options = WorkflowOptions::new().id(id.clone()).schedule_name(db_name.clone());
             if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args_for(*tick), options).await {
                 return enqueue_failed(&api, &s, ctx, current, status, now, &format!("failed to backfill tick {id}: {e}")).await;
             }
@@ -293,7 +293,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         ctx.event(s.as_ref(), true, event::TOO_MANY_MISSED, "Schedule", note).await;
     }
 
-    let active_filter = WorkflowFilter { schedule_name: Some(db_name.clone()), oldest_first: true, ..WorkflowFilter::active() };
+    let active_filter = WorkflowFilter::active().schedule_name(db_name.clone()).oldest_first(true);
     let mut active: Vec<String> = match db.list_workflows(&active_filter).await {
         Ok(runs) => runs.into_iter().map(|r| r.workflow_id).collect(),
         Err(e) => {
@@ -325,7 +325,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         };
         if fire {
             let args = args_for(*tick);
-            let options = WorkflowOptions { id: Some(id.clone()), schedule_name: Some(db_name.clone()), ..Default::default() };
+            let options = WorkflowOptions::new().id(id.clone()).schedule_name(db_name.clone());
             if let Err(e) = db.enqueue(&s.spec.workflow_name, &queue, args, options).await {
                 let msg = format!("failed to enqueue tick {} as workflow {id}: {e}", rfc3339_offset(*tick));
                 return enqueue_failed(&api, &s, ctx, current, status, now, &msg).await;
@@ -358,12 +358,10 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     };
     // The newest finished run says whether runs work: a failing one makes the Schedule not
     // Ready (it still fires), with the error.
-    let finished = WorkflowFilter {
-        schedule_name: Some(db_name.clone()),
-        statuses: vec![Status::Success, Status::Error, Status::MaxRecoveryAttemptsExceeded],
-        limit: Some(1),
-        ..Default::default()
-    };
+    let finished = WorkflowFilter::new()
+        .schedule_name(db_name.clone())
+        .statuses([Status::Success, Status::Error, Status::MaxRecoveryAttemptsExceeded])
+        .limit(1);
     let failing = match db.list_workflows(&finished).await {
         Ok(last) => last.into_iter().next().filter(|w| w.status != Status::Success),
         Err(_) => None,
@@ -438,12 +436,7 @@ struct Runs {
 }
 
 async fn runs_of(db: &mainstay::Client, db_name: &str, s: &Schedule) -> Result<Runs, mainstay::Error> {
-    let list = |statuses: Vec<Status>, limit: usize| WorkflowFilter {
-        schedule_name: Some(db_name.to_string()),
-        statuses,
-        limit: Some(limit as u32),
-        ..Default::default()
-    };
+    let list = |statuses: Vec<Status>, limit: usize| WorkflowFilter::new().schedule_name(db_name).statuses(statuses).limit(limit as u32);
     let unfinished = db.list_workflows(&list(WorkflowFilter::active().statuses, MAX_UNFINISHED_SHOWN)).await?;
     let succeeded = db.list_workflows(&list(vec![Status::Success], s.spec.successful_runs_history_limit.max(1) as usize)).await?;
     let failed_statuses = vec![Status::Error, Status::Cancelled, Status::MaxRecoveryAttemptsExceeded];

@@ -277,14 +277,12 @@ async fn start(
         return refuse(ctx, api, run, current, status.clone(), r.reason, r.message).await.map(Some);
     }
     let Some(fork) = &run.spec.fork_of else {
-        let options = WorkflowOptions {
-            id: Some(id.to_string()),
-            priority: run.spec.priority,
-            deduplication_id: run.spec.deduplication_id.clone(),
-            timeout: run.spec.timeout_seconds.map(|s| std::time::Duration::from_secs(s.max(1) as u64)),
-            app_version: run.spec.app_version.clone(),
-            ..Default::default()
-        };
+        let mut options = WorkflowOptions::new()
+            .id(id.to_string())
+            .priority(run.spec.priority)
+            .timeout(run.spec.timeout_seconds.map(|s| std::time::Duration::from_secs(s.max(1) as u64)));
+        options.deduplication_id = run.spec.deduplication_id.clone();
+        options.app_version = run.spec.app_version.clone();
         let queue = run.spec.queue.clone().unwrap_or_else(|| INTERNAL_QUEUE.to_string());
         return match db.enqueue(&run.spec.workflow_name, &queue, args, options).await {
             Ok(_) => {
@@ -320,7 +318,8 @@ async fn start(
             .to_string();
         return refuse(ctx, api, run, current, status.clone(), reason::FORK_SOURCE_NOT_FOUND, msg).await.map(Some);
     };
-    let opts = ForkOptions { start_step: fork.step.max(1), new_id: Some(id.to_string()), app_version: run.spec.app_version.clone() };
+    let mut opts = ForkOptions::new().start_step(fork.step.max(1)).new_id(id.to_string());
+    opts.app_version = run.spec.app_version.clone();
     match db.fork(&source, &opts).await {
         Ok(_) => {
             status.forked_from = Some(source.clone());

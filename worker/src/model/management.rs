@@ -8,7 +8,9 @@ use serde_json::Value;
 use crate::model::status::Status;
 
 /// Which workflows to list; every set field must match. Newest first unless `oldest_first`.
-#[derive(Debug, Clone, Default)]
+/// Built with chained setters: `WorkflowFilter::active().queue("jobs").limit(10)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct WorkflowFilter {
     /// Workflow IDs starting with this text.
     pub id_prefix: Option<String>,
@@ -33,9 +35,86 @@ pub struct WorkflowFilter {
 }
 
 impl WorkflowFilter {
+    /// Every workflow.
+    pub fn new() -> WorkflowFilter {
+        WorkflowFilter::default()
+    }
+
     /// Workflows that have not finished: `PENDING`, `ENQUEUED` or `DELAYED`.
     pub fn active() -> WorkflowFilter {
-        WorkflowFilter { statuses: vec![Status::Pending, Status::Enqueued, Status::Delayed], ..Default::default() }
+        WorkflowFilter::new().statuses([Status::Pending, Status::Enqueued, Status::Delayed])
+    }
+
+    /// Workflow IDs starting with `prefix`.
+    pub fn id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.id_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Any of these statuses (none: any status).
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = Status>) -> Self {
+        self.statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// Workflows registered under `name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Workflows of application version `version`.
+    pub fn app_version(mut self, version: impl Into<String>) -> Self {
+        self.app_version = Some(version.into());
+        self
+    }
+
+    /// Workflows of executor `executor_id`.
+    pub fn executor_id(mut self, executor_id: impl Into<String>) -> Self {
+        self.executor_id = Some(executor_id.into());
+        self
+    }
+
+    /// Workflows of queue `queue`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Runs fired by schedule `name`.
+    pub fn schedule_name(mut self, name: impl Into<String>) -> Self {
+        self.schedule_name = Some(name.into());
+        self
+    }
+
+    /// Created at or after `ms` (epoch milliseconds).
+    pub fn created_from_ms(mut self, ms: i64) -> Self {
+        self.created_from_ms = Some(ms);
+        self
+    }
+
+    /// Created before `ms` (epoch milliseconds).
+    pub fn created_before_ms(mut self, ms: i64) -> Self {
+        self.created_before_ms = Some(ms);
+        self
+    }
+
+    /// At most `limit` workflows (`None`: all).
+    pub fn limit(mut self, limit: impl Into<Option<u32>>) -> Self {
+        self.limit = limit.into();
+        self
+    }
+
+    /// Skips the first `offset`.
+    pub fn offset(mut self, offset: u32) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Oldest first (default: newest first).
+    pub fn oldest_first(mut self, oldest_first: bool) -> Self {
+        self.oldest_first = oldest_first;
+        self
     }
 }
 
@@ -94,8 +173,9 @@ pub struct StepInfo {
 }
 
 /// How to fork a workflow: a new run that replays the original's steps before `start_step`
-/// and runs the rest anew.
-#[derive(Debug, Clone, Default)]
+/// and runs the rest anew. Built with chained setters: `ForkOptions::new().start_step(3)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ForkOptions {
     /// The first step to run again (1 runs everything again; default 1).
     pub start_step: i32,
@@ -103,4 +183,29 @@ pub struct ForkOptions {
     pub new_id: Option<String>,
     /// The application version to run it on (default: the original's).
     pub app_version: Option<String>,
+}
+
+impl ForkOptions {
+    /// Runs every step again, under a fresh ID, on the original's version.
+    pub fn new() -> ForkOptions {
+        ForkOptions::default()
+    }
+
+    /// Replays the steps before `step` and runs the rest anew.
+    pub fn start_step(mut self, step: i32) -> Self {
+        self.start_step = step;
+        self
+    }
+
+    /// Gives the new run this ID.
+    pub fn new_id(mut self, id: impl Into<String>) -> Self {
+        self.new_id = Some(id.into());
+        self
+    }
+
+    /// Runs the fork on application version `version`.
+    pub fn app_version(mut self, version: impl Into<String>) -> Self {
+        self.app_version = Some(version.into());
+        self
+    }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fleet;
 pub mod management;
 pub mod names;
+pub mod options;
 pub mod queue;
 pub mod schedule;
 pub mod serialization;

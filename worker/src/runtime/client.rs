@@ -20,6 +20,7 @@ use crate::model::names::INTERNAL_QUEUE;
 use crate::model::error::{Error, Result};
 use crate::model::fleet::{Progress, QueueDepth, RegistrationMark, UnfinishedWork, UnrunnableWork};
 use crate::model::management::{ExecutorWork, ForkOptions, RegisteredWorkflow, StepInfo, VersionWork, WorkflowFilter};
+use crate::model::options::WorkflowOptions;
 use crate::model::queue::Queue;
 use crate::model::schedule::{Schedule, ScheduleStatus};
 use crate::model::serialization::{decode, encode};
@@ -28,7 +29,7 @@ use crate::runtime::event::wait_for_event;
 use crate::runtime::message::{encode_message, send_outside, stored_topic};
 use crate::runtime::stream;
 use crate::runtime::wakeup::{self, Waiter, Wakeups};
-use crate::runtime::workflow::{recorded_outcome, WorkflowOptions};
+use crate::runtime::workflow::recorded_outcome;
 use crate::sysdb::{as_json, duplicate_of, Batch, NewWorkflow, StartOutcome, SystemDatabase};
 
 /// A connection to a system database, for code that does not run workflows.
@@ -226,7 +227,7 @@ impl Client {
             self.app_name.clone(),
             options.app_version.clone(),
         );
-        let row = options.apply_to_queued(queued);
+        let row = queued.with_enqueue_options(&options);
         let written = self.insert_rows(std::slice::from_ref(&row), &format!("enqueue workflow {id}")).await?;
         if let Some(StartOutcome::Exists { name: Some(existing) }) = written.first() {
             if existing != workflow_name {

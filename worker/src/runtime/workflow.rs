@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::model::clock::now_ms;
 use crate::model::error::{Error, Failure, Result};
+use crate::model::options::WorkflowOptions;
 use crate::model::queue::Queue;
 use crate::model::serialization::{decode, decode_args, decode_failure, encode, encode_args, encode_failure, fit_failure};
 use crate::model::status::{Status, WorkflowStatus};
@@ -49,45 +50,6 @@ pub trait Workflow: Send + Sync + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// Runs the body.
     fn run(args: Self::Args) -> BoxFuture<'static, Result<Self::Output>>;
-}
-
-/// Options of one workflow start or enqueue.
-#[derive(Debug, Clone, Default)]
-pub struct WorkflowOptions {
-    /// The workflow ID: an idempotency key. A fresh UUID when unset.
-    pub id: Option<String>,
-    /// Enqueue only: a second enqueue with this ID is refused while the first is queued or
-    /// running.
-    pub deduplication_id: Option<String>,
-    /// Enqueue only: lower runs first (the queue must have priorities enabled).
-    pub priority: Option<i32>,
-    /// Enqueue only: the workflow is `DELAYED` and becomes runnable after this long.
-    pub delay: Option<Duration>,
-    /// The workflow is cancelled if it has not finished this long after it started (for
-    /// queued workflows: after it was dequeued).
-    pub timeout: Option<Duration>,
-    /// Enqueue only: the partition of a partitioned queue.
-    pub partition_key: Option<String>,
-    /// The application version to run it under (default: this process's).
-    pub app_version: Option<String>,
-    /// Enqueue only: the schedule that fired this run (recorded as `schedule_name`).
-    pub schedule_name: Option<String>,
-}
-
-impl WorkflowOptions {
-    /// `row` (an enqueued one) with these options of an enqueue: its timeout (its deadline
-    /// starts when it is dequeued), priority, deduplication ID, partition key, delay and
-    /// schedule.
-    pub(crate) fn apply_to_queued(&self, row: NewWorkflow) -> NewWorkflow {
-        let now = now_ms();
-        let mut row = row.delayed_until(self.delay.map(|d| now + d.as_millis() as i64));
-        row.timeout_ms = self.timeout.map(|t| t.as_millis() as i64);
-        row.priority = self.priority.unwrap_or(0);
-        row.deduplication_id = self.deduplication_id.clone();
-        row.partition_key = self.partition_key.clone();
-        row.schedule_name = self.schedule_name.clone();
-        row
-    }
 }
 
 /// A call of workflow `W` with its arguments. `.await` it to run the workflow durably and get
@@ -329,7 +291,7 @@ fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, options: &Work
     let app_name = rt.config.app_name.clone();
     match queue {
         Some(queue) => {
-            options.apply_to_queued(NewWorkflow::enqueued(id, W::NAME.to_string(), inputs, queue.to_string(), app_name, app_version))
+            NewWorkflow::enqueued(id, W::NAME.to_string(), inputs, queue.to_string(), app_name, app_version).with_enqueue_options(options)
         }
         None => {
             let owner = uuid::Uuid::new_v4().to_string();

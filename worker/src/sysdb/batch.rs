@@ -15,7 +15,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
 
-use super::{q, CheckpointOutcome, NewWorkflow, Outcome, RecordedOp, StartOutcome, StepRecord, SystemDatabase};
+use super::{q, CheckpointOutcome, NewWorkflow, Outcome, RecordedOp, Renderer, StartOutcome, StepRecord, SystemDatabase};
 
 const START_PARAMS: usize = 18;
 const START_CTES: &str = r#"
@@ -103,21 +103,30 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub(super) fn new(render: &dyn Fn(&str) -> Arc<str>) -> Statements {
+    pub(super) fn new(r: &Renderer) -> Statements {
         let start = numbered(START_CTES, 0, START_PARAMS);
         let step = numbered(STEP_CTES, 0, STEP_PARAMS);
         let finish = numbered(FINISH_CTES, 0, FINISH_PARAMS);
-        let mixed = format!(
-            "WITH {}, {}, {}\n{STARTS_DONE}\nUNION ALL {STEPS_DONE}\nUNION ALL {FINISHES_DONE}",
-            numbered(START_CTES, 0, START_PARAMS),
-            numbered(STEP_CTES, START_PARAMS, STEP_PARAMS),
-            numbered(FINISH_CTES, START_PARAMS + STEP_PARAMS, FINISH_PARAMS),
-        );
+        let later_step = numbered(STEP_CTES, START_PARAMS, STEP_PARAMS);
+        let later_finish = numbered(FINISH_CTES, START_PARAMS + STEP_PARAMS, FINISH_PARAMS);
+        let names = [
+            ("start", start.as_str()),
+            ("step", step.as_str()),
+            ("finish", finish.as_str()),
+            ("later_step", later_step.as_str()),
+            ("later_finish", later_finish.as_str()),
+            ("starts_done", STARTS_DONE),
+            ("steps_done", STEPS_DONE),
+            ("finishes_done", FINISHES_DONE),
+        ];
         Statements {
-            starts: render(&format!("WITH {start}\n{STARTS_DONE}")),
-            steps: render(&format!("WITH {step}\n{STEPS_DONE}")),
-            finishes: render(&format!("WITH {finish}\n{FINISHES_DONE}")),
-            mixed: render(&mixed),
+            starts: r.sql_with("WITH {start}\n{starts_done}", &names),
+            steps: r.sql_with("WITH {step}\n{steps_done}", &names),
+            finishes: r.sql_with("WITH {finish}\n{finishes_done}", &names),
+            mixed: r.sql_with(
+                "WITH {start}, {later_step}, {later_finish}\n{starts_done}\nUNION ALL {steps_done}\nUNION ALL {finishes_done}",
+                &names,
+            ),
         }
     }
 }
@@ -330,7 +339,7 @@ mod tests {
 
     #[test]
     fn the_mixed_statement_uses_every_parameter_once() {
-        let stmts = Statements::new(&|t: &str| Arc::from(t));
+        let stmts = Statements::new(&Renderer::new("dbos"));
         for n in 1..=(START_PARAMS + STEP_PARAMS + FINISH_PARAMS) {
             assert_eq!(stmts.mixed.matches(&format!("${n}:")).count(), 1, "${n}");
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use super::{q, SystemDatabase};
+use super::{q, Renderer, SystemDatabase};
 use crate::model::error::{Error, Result};
 use crate::model::fleet::{Progress, RegistrationMark, UnfinishedWork, WorkGroup};
 use crate::model::management::{ExecutorWork, ForkOptions, StepInfo, VersionWork, WorkflowFilter};
@@ -81,8 +81,9 @@ ORDER BY ws.created_at {dir}, ws.workflow_uuid {dir}
 LIMIT $10 OFFSET $11"#;
 
 impl Statements {
-    pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
-        let list = |dir: &str| f(&LIST.replace("{columns}", STATUS_COLUMNS).replace("{dir}", dir));
+    pub(super) fn new(r: &Renderer) -> Statements {
+        let f = |text: &str| r.sql(text);
+        let list = |dir: &str| r.sql_with(LIST, &[("columns", STATUS_COLUMNS), ("dir", dir)]);
         Statements {
             list_newest_first: list("DESC"),
             list_oldest_first: list("ASC"),

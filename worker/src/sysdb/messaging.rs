@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use super::{q, SystemDatabase};
+use super::{q, Renderer, SystemDatabase};
 use crate::model::error::{Error, Result};
 use crate::model::names::{SEND_OPERATION, SET_EVENT_OPERATION};
 
@@ -79,10 +79,11 @@ const RECORD: &str = r#"rec AS (
 )"#;
 
 impl Statements {
-    pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
-        let with_own = |text: &str| f(&text.replace("{own}", OWN));
+    pub(super) fn new(r: &Renderer) -> Statements {
+        let f = |text: &str| r.sql(text);
+        let with_own = |text: &str| r.sql_with(text, &[("own", OWN)]);
         // `op` is the operation name as SQL: a quoted constant or a parameter.
-        let recorded = |op: &str, text: &str| with_own(&text.replace("{rec}", &RECORD.replace("{op}", op)));
+        let recorded = |op: &str, text: &str| r.sql_with(text, &[("own", OWN), ("rec", RECORD), ("op", op)]);
         let literal = |name: &str| format!("'{name}'");
         Statements {
             // $1 workflow, $2 owner, $3 function ID, $4 destination, $5 topic, $6 message,

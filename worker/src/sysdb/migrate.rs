@@ -14,6 +14,7 @@
 
 use sqlx::{Acquire, AssertSqlSafe, PgPool, Row};
 
+use super::Renderer;
 use crate::model::error::{Error, Result};
 
 /// The DBOS migration number whose schema Mainstay creates (DBOS Transact 3.4.0).
@@ -40,6 +41,8 @@ pub const MAINSTAY_SCHEMA_VERSION: i64 = MAINSTAY_MIGRATIONS[MAINSTAY_MIGRATIONS
 
 const DBOS_SCHEMA: &str = include_str!("../../migrations/0001_dbos_system_schema.sql");
 
+/// A migration file with its schema: the files are DBOS's schema text and Mainstay's additions,
+/// written with `{{schema}}` (they hold PL/pgSQL and JSON, so `Renderer`'s braces are not used).
 fn render(sql: &str, schema: &str) -> String {
     sql.replace("{{schema}}", &format!("\"{schema}\""))
 }
@@ -73,7 +76,7 @@ pub(super) async fn reset(pool: &PgPool, schema: &str) -> Result<()> {
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::db("take the migration lock", e))?;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+    sqlx::raw_sql(AssertSqlSafe(Renderer::new(schema).sql("DROP SCHEMA IF EXISTS {s} CASCADE")))
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::db(format!("drop schema {schema}"), e))?;
@@ -81,13 +84,14 @@ pub(super) async fn reset(pool: &PgPool, schema: &str) -> Result<()> {
 }
 
 async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<()> {
+    let r = Renderer::new(schema);
     let mut tx = conn.begin().await.map_err(|e| Error::db("begin migration", e))?;
     // Idempotent DDL reports every object that already exists as a notice: not news.
     sqlx::raw_sql("SET LOCAL client_min_messages TO warning")
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::db("configure the migration session", e))?;
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+    sqlx::raw_sql(AssertSqlSafe(r.sql("CREATE SCHEMA IF NOT EXISTS {s}")))
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::db(format!("create schema {schema}"), e))?;
@@ -106,9 +110,9 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| Error::db(format!("create the DBOS system tables in schema {schema}"), e))?;
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DELETE FROM \"{schema}\".dbos_migrations; \
-                 INSERT INTO \"{schema}\".dbos_migrations (version) VALUES ({DBOS_SCHEMA_VERSION})"
+            sqlx::raw_sql(AssertSqlSafe(r.sql_with(
+                "DELETE FROM {s}.dbos_migrations; INSERT INTO {s}.dbos_migrations (version) VALUES ({version})",
+                &[("version", &DBOS_SCHEMA_VERSION.to_string())],
             )))
             .execute(&mut *tx)
             .await
@@ -116,19 +120,19 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
         }
     }
 
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE TABLE IF NOT EXISTS \"{schema}\".mainstay_migrations (
+    sqlx::raw_sql(AssertSqlSafe(r.sql(
+        "CREATE TABLE IF NOT EXISTS {s}.mainstay_migrations (
              version bigint NOT NULL PRIMARY KEY,
-             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint)"
+             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint)",
     )))
     .execute(&mut *tx)
     .await
     .map_err(|e| Error::db("create the mainstay_migrations table", e))?;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE TABLE IF NOT EXISTS \"{schema}\".mainstay_schema_migrations (
+    sqlx::raw_sql(AssertSqlSafe(r.sql(
+        "CREATE TABLE IF NOT EXISTS {s}.mainstay_schema_migrations (
              version bigint NOT NULL PRIMARY KEY,
              breaking boolean NOT NULL DEFAULT false,
-             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint)"
+             applied_at bigint NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint)",
     )))
     .execute(&mut *tx)
     .await
@@ -137,9 +141,9 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
     let later = table_version(&mut tx, schema, "mainstay_schema_migrations").await?.unwrap_or(0);
     let current = legacy.max(later);
     if current > MAINSTAY_SCHEMA_VERSION {
-        let breaking: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT min(version) FROM \"{schema}\".mainstay_schema_migrations WHERE version > $1 AND breaking"
-        )))
+        let breaking: Option<i64> = sqlx::query_scalar(AssertSqlSafe(
+            r.sql("SELECT min(version) FROM {s}.mainstay_schema_migrations WHERE version > $1 AND breaking"),
+        ))
         .bind(MAINSTAY_SCHEMA_VERSION)
         .fetch_one(&mut *tx)
         .await
@@ -160,9 +164,9 @@ async fn migrate_locked(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(
             .await
             .map_err(|e| Error::db(format!("apply Mainstay migration {version}"), e))?;
         let record = if *version <= LEGACY_LAST {
-            format!("INSERT INTO \"{schema}\".mainstay_migrations (version) VALUES ($1)")
+            r.sql("INSERT INTO {s}.mainstay_migrations (version) VALUES ($1)")
         } else {
-            format!("INSERT INTO \"{schema}\".mainstay_schema_migrations (version, breaking) VALUES ($1, $2)")
+            r.sql("INSERT INTO {s}.mainstay_schema_migrations (version, breaking) VALUES ($1, $2)")
         };
         sqlx::query(AssertSqlSafe(record))
             .bind(version)
@@ -190,7 +194,7 @@ async fn table_version(conn: &mut sqlx::PgConnection, schema: &str, table: &str)
     if !exists {
         return Ok(None);
     }
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT max(version) FROM \"{schema}\".{table}")))
+    let row = sqlx::query(AssertSqlSafe(Renderer::new(schema).sql_with("SELECT max(version) FROM {s}.{table}", &[("table", table)])))
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| Error::db(format!("read {schema}.{table}"), e))?;

@@ -15,6 +15,7 @@ mod messaging;
 mod migrate;
 mod queues;
 mod schedules;
+mod sql;
 mod transactions;
 
 use std::sync::Arc;
@@ -38,31 +39,15 @@ pub(crate) struct RegisteredRow {
 }
 pub(crate) use messaging::{OpWrite, Received, StoredValue, StreamEntry};
 pub(crate) use queues::Claimer;
+use sql::Renderer;
 pub(crate) use transactions::{AppDatabase, TransactionRecord};
 
+use crate::model::clock::now_ms;
 use crate::model::config::{redact, without_unsupported_secrets, Config};
 use crate::model::error::{is_transient, Error, Result};
 use crate::model::names::INTERNAL_QUEUE;
+use crate::model::options::WorkflowOptions;
 use crate::model::status::{Status, WorkflowStatus};
-
-const NOW_MS: &str = "(EXTRACT(epoch FROM now()) * 1000)::bigint";
-/// Wall-clock time at the moment of evaluation, not of the transaction's start: claims under
-/// a queue lock stamp and count starts with it, so stamps increase in claim order.
-/// The rows an application's figures count (`$1` the application; NULL counts every row): its
-/// own, and rows of no application that its workers could claim (no version, or a version it
-/// owns), so a DBOS client's version-less enqueue counts and work pinned to another
-/// application's version, or to a version nobody owns, does not.
-const APP_SCOPE: &str = "($1::text IS NULL OR application_name = $1 OR (application_name IS NULL AND \
-    (application_version IS NULL OR application_version IN (SELECT version_name FROM {s}.application_versions \
-     WHERE application_name = $1))))";
-
-/// The finished rows an application's retention may delete (`$n` the application, spliced in
-/// for `{app}`; NULL: every row): its own, and rows of no application pinned to a version it
-/// owns. Never another application's, nor rows of no application and no version.
-const RETENTION_SCOPE: &str = "({app}::text IS NULL OR application_name = {app} OR (application_name IS NULL AND \
-    application_version IN (SELECT version_name FROM {s}.application_versions WHERE application_name = {app})))";
-
-const CLOCK_MS: &str = "(EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// A workflow row to insert.
 #[derive(Debug, Clone)]
@@ -88,6 +73,18 @@ pub(crate) struct NewWorkflow {
 }
 
 impl NewWorkflow {
+    /// This enqueued row with the options of its enqueue: its timeout (its deadline starts when
+    /// it is dequeued), priority, deduplication ID, partition key, delay and schedule.
+    pub(crate) fn with_enqueue_options(self, options: &WorkflowOptions) -> NewWorkflow {
+        let mut row = self.delayed_until(options.delay.map(|d| now_ms() + d.as_millis() as i64));
+        row.timeout_ms = options.timeout.map(|t| t.as_millis() as i64);
+        row.priority = options.priority.unwrap_or(0);
+        row.deduplication_id = options.deduplication_id.clone();
+        row.partition_key = options.partition_key.clone();
+        row.schedule_name = options.schedule_name.clone();
+        row
+    }
+
     /// A row waiting on `queue` for a worker to claim it (`ENQUEUED`; see
     /// [`NewWorkflow::delayed_until`]), of no executor yet.
     pub(crate) fn enqueued(
@@ -241,27 +238,20 @@ struct Sql {
     register_queues: Arc<str>,
     registered_queues: Arc<str>,
     cancelled_among: Arc<str>,
+    /// Every statement above, for the test that has Postgres prepare each.
+    all: Vec<Arc<str>>,
 }
 
 impl Sql {
     fn new(schema: &str) -> Sql {
-        let s = format!("\"{schema}\"");
-        let f = |text: &str| -> Arc<str> {
-            Arc::from(
-                text.replace("{scope}", APP_SCOPE)
-                    .replace("{retention2}", &RETENTION_SCOPE.replace("{app}", "$2"))
-                    .replace("{retention3}", &RETENTION_SCOPE.replace("{app}", "$3"))
-                    .replace("{s}", &s)
-                    .replace("{now}", NOW_MS)
-                    .replace("{clock}", CLOCK_MS),
-            )
-        };
-        Sql {
-            batch: batch::Statements::new(&f),
-            queues: queues::Statements::new(&f),
-            management: management::Statements::new(&f),
-            messaging: messaging::Statements::new(&f),
-            schedules: schedules::Statements::new(&f),
+        let r = Renderer::new(schema);
+        let f = |text: &str| r.sql(text);
+        let mut sql = Sql {
+            batch: batch::Statements::new(&r),
+            queues: queues::Statements::new(&r),
+            management: management::Statements::new(&r),
+            messaging: messaging::Statements::new(&r),
+            schedules: schedules::Statements::new(&r),
             existing_workflows: f("SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])"),
             existing_steps: f(r#"
@@ -302,12 +292,12 @@ SELECT (SELECT count(*) FROM own) AS owned, (SELECT count(*) FROM child) AS crea
        (SELECT count(*) FROM rec) AS recorded"#),
             recorded_steps: f("SELECT function_id, function_name, output, error, child_workflow_id, serialization \
                  FROM {s}.operation_outputs WHERE workflow_uuid = $1"),
-            get_status: f(&format!(
-                "SELECT {} FROM {{s}}.workflow_status ws \
-                 LEFT JOIN {{s}}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid \
+            get_status: r.sql_with(
+                "SELECT {columns} FROM {s}.workflow_status ws \
+                 LEFT JOIN {s}.workflow_output o ON o.workflow_uuid = ws.workflow_uuid \
                  WHERE ws.workflow_uuid = $1",
-                management::STATUS_COLUMNS
-            )),
+                &[("columns", management::STATUS_COLUMNS)],
+            ),
             recover_executor: f(r#"
 UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', queue_name = COALESCE(queue_name, $3), owner_xid = NULL,
@@ -388,7 +378,10 @@ UPDATE {s}.workflow_status
 SET status = 'ENQUEUED', owner_xid = NULL, executor_id = NULL, started_at_epoch_ms = NULL,
     recovery_attempts = GREATEST(COALESCE(recovery_attempts, 1) - 1, 0), updated_at = {now}
 WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'"#),
-        }
+            all: Vec::new(),
+        };
+        sql.all = r.rendered();
+        sql
     }
 }
 
@@ -413,6 +406,32 @@ pub(crate) fn duplicate_of(e: &sqlx::Error, row: &NewWorkflow) -> Option<Error> 
         queue: row.queue_name.clone().unwrap_or_default(),
         deduplication_id: row.deduplication_id.clone().unwrap_or_default(),
     })
+}
+
+/// Has Postgres prepare (parse, analyze, not run) every statement of a handle on `schema`;
+/// returns how many, or each failure with its statement.
+pub(crate) async fn prepare_every_statement(pool: &PgPool, schema: &str) -> std::result::Result<usize, Vec<String>> {
+    use sqlx::{Executor, SqlSafeStr};
+    let all = Sql::new(schema).all;
+    let mut conn = pool.acquire().await.map_err(|e| vec![format!("connect: {e}")])?;
+    let mut failed = Vec::new();
+    for text in &all {
+        if let Err(e) = conn.prepare(AssertSqlSafe(text.to_string()).into_sql_str()).await {
+            failed.push(format!("{e}\n{text}"));
+        }
+    }
+    // The application database's statements, on a table created in the same schema.
+    let app = AppDatabase::open(pool.clone(), schema).await.map_err(|e| vec![e.to_string()])?;
+    for text in app.statements() {
+        if let Err(e) = conn.prepare(AssertSqlSafe(text.to_string()).into_sql_str()).await {
+            failed.push(format!("{e}\n{text}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(all.len() + app.statements().len())
+    } else {
+        Err(failed)
+    }
 }
 
 /// A pool for `url`, retrying an unreachable server with backoff until `connect_timeout`;

@@ -2,8 +2,8 @@
 //!
 //! Invariants of a claim: a queue with a shared budget (global or partition concurrency, a rate
 //! limit) is claimed under a transaction-level advisory lock on the queue, and the counting
-//! claim runs on a snapshot taken after the lock was granted (inside the `mainstay_claim`
-//! function, migration 0003), so it counts every claim committed before it: no two claimers
+//! claim runs on a snapshot taken after the lock was granted (inside the `mainstay_claim_app`
+//! function, migration 0004), so it counts every claim committed before it: no two claimers
 //! can spend the same budget. A queue without one is claimed with `SKIP LOCKED` alone. Either
 //! way a claim is one round trip (partitioned queues: one per partition, in one transaction).
 //! Every claimed row gets a fresh owner token.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sqlx::{Acquire, Row};
 
-use super::{q, Claimed, SystemDatabase};
+use super::{q, Claimed, Renderer, SystemDatabase};
 use crate::model::error::{Error, Result};
 use crate::model::queue::{Queue, RateLimit};
 use crate::model::status::Status;
@@ -30,27 +30,26 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
-        let columns = "name, concurrency, worker_concurrency, rate_limit_max, rate_limit_period_sec, \
-                       priority_enabled, partition_queue, polling_interval_sec, partition_concurrency, \
-                       partition_worker_concurrency, partition_rate_limit_max, \
-                       partition_rate_limit_period_sec";
+    pub(super) fn new(r: &Renderer) -> Statements {
+        let f = |text: &str| r.sql(text);
+        let columns = [("columns", COLUMNS)];
         Statements {
             claim: f(CLAIM),
             partitions: f("SELECT DISTINCT queue_partition_key FROM {s}.workflow_status \
                  WHERE queue_name = $1 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL"),
-            declare: f(&format!(
-                "INSERT INTO {{s}}.queues ({columns}) \
+            declare: r.sql_with(
+                "INSERT INTO {s}.queues ({columns}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (name) DO NOTHING"
-            )),
+                 ON CONFLICT (name) DO NOTHING",
+                &columns,
+            ),
             // A queue's settings belong to one application (DBOS's rule): an application may
             // take a queue of none, or update its own; `$13` NULL (no application) may update
             // any. No row back: another application owns it.
-            update: f(&format!(
-                "INSERT INTO {{s}}.queues ({columns}, application_name) \
+            update: r.sql_with(
+                "INSERT INTO {s}.queues ({columns}, application_name) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (name) DO UPDATE SET application_name = COALESCE({{s}}.queues.application_name, EXCLUDED.application_name), \
+                 ON CONFLICT (name) DO UPDATE SET application_name = COALESCE({s}.queues.application_name, EXCLUDED.application_name), \
                    concurrency = EXCLUDED.concurrency, \
                    worker_concurrency = EXCLUDED.worker_concurrency, \
                    rate_limit_max = EXCLUDED.rate_limit_max, \
@@ -62,13 +61,15 @@ impl Statements {
                    partition_worker_concurrency = EXCLUDED.partition_worker_concurrency, \
                    partition_rate_limit_max = EXCLUDED.partition_rate_limit_max, \
                    partition_rate_limit_period_sec = EXCLUDED.partition_rate_limit_period_sec, \
-                   updated_at = {{now}} \
-                 WHERE {{s}}.queues.application_name IS NULL OR EXCLUDED.application_name IS NULL \
-                    OR {{s}}.queues.application_name = EXCLUDED.application_name \
-                 RETURNING 1"
-            )),
+                   updated_at = {now} \
+                 WHERE {s}.queues.application_name IS NULL OR EXCLUDED.application_name IS NULL \
+                    OR {s}.queues.application_name = EXCLUDED.application_name \
+                 RETURNING 1",
+                &columns,
+            ),
             owner: f("SELECT application_name FROM {s}.queues WHERE name = $1"),
-            settings: f(&format!("SELECT {columns} FROM {{s}}.queues WHERE $1::text[] IS NULL OR name = ANY($1::text[]) ORDER BY name")),
+            settings: r
+                .sql_with("SELECT {columns} FROM {s}.queues WHERE $1::text[] IS NULL OR name = ANY($1::text[]) ORDER BY name", &columns),
             promote_delayed: f("UPDATE {s}.workflow_status SET status = 'ENQUEUED', updated_at = {now} \
                  WHERE status = 'DELAYED' AND delay_until_epoch_ms <= {now} \
                    AND queue_name = ANY($1::text[]) \
@@ -84,6 +85,11 @@ impl Statements {
         }
     }
 }
+
+/// The settings columns of `queues`, in the order the statements bind them.
+const COLUMNS: &str = "name, concurrency, worker_concurrency, rate_limit_max, rate_limit_period_sec, \
+    priority_enabled, partition_queue, polling_interval_sec, partition_concurrency, \
+    partition_worker_concurrency, partition_rate_limit_max, partition_rate_limit_period_sec";
 
 /// `$1` queue, `$2` version, `$3` executor, `$4` max recovery attempts, `$5` free local slots,
 /// `$6` concurrency, `$7` worker concurrency, `$8`/`$9` rate limit max/period, `$10` partition

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use chrono::{DateTime, Utc};
 
-use super::{q, NewWorkflow, SystemDatabase};
+use super::{q, NewWorkflow, Renderer, SystemDatabase};
 use crate::model::error::{Error, Result};
 use crate::model::names::INTERNAL_QUEUE;
 use crate::model::schedule::{Schedule, ScheduleStatus};
@@ -29,7 +29,8 @@ const COLUMNS: &str = "schedule_name, workflow_name, schedule, cron_timezone, qu
                        automatic_backfill, last_fired_at, context, application_name";
 
 impl Statements {
-    pub(super) fn new(f: &dyn Fn(&str) -> Arc<str>) -> Statements {
+    pub(super) fn new(r: &Renderer) -> Statements {
+        let f = |text: &str| r.sql(text);
         Statements {
             create: f(r#"
 INSERT INTO {s}.workflow_schedules (schedule_id, schedule_name, workflow_name, schedule,
@@ -64,17 +65,19 @@ ON CONFLICT (schedule_name) DO UPDATE SET workflow_name = EXCLUDED.workflow_name
 WHERE {s}.workflow_schedules.application_name IS NOT DISTINCT FROM EXCLUDED.application_name
 RETURNING 1"#),
             owner: f("SELECT application_name FROM {s}.workflow_schedules WHERE schedule_name = $1"),
-            list: f(&format!(
-                "SELECT {COLUMNS} FROM {{s}}.workflow_schedules \
-                 WHERE $1::text IS NULL OR schedule_name = $1 ORDER BY schedule_name"
-            )),
+            list: r.sql_with(
+                "SELECT {columns} FROM {s}.workflow_schedules \
+                 WHERE $1::text IS NULL OR schedule_name = $1 ORDER BY schedule_name",
+                &[("columns", COLUMNS)],
+            ),
             // The schedules an application fires: its own and those of no application (DBOS's
             // rule), never another application's.
-            list_for_app: f(&format!(
-                "SELECT {COLUMNS} FROM {{s}}.workflow_schedules \
+            list_for_app: r.sql_with(
+                "SELECT {columns} FROM {s}.workflow_schedules \
                  WHERE application_name IS NOT DISTINCT FROM $1 OR application_name IS NULL \
-                 ORDER BY schedule_name"
-            )),
+                 ORDER BY schedule_name",
+                &[("columns", COLUMNS)],
+            ),
             set_status: f("UPDATE {s}.workflow_schedules SET status = $2 WHERE schedule_name = $1 RETURNING 1"),
             delete: f("DELETE FROM {s}.workflow_schedules WHERE schedule_name = $1 RETURNING 1"),
             // Text comparison orders these timestamps: all are written in the same UTC form.

@@ -7,9 +7,12 @@
 //! instead of running the body again. The table is created idempotently, under an advisory
 //! lock, the first time a process runs a transaction.
 
+use std::sync::Arc;
+
 use sqlx::postgres::Postgres;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
+use super::Renderer;
 use crate::model::error::{Error, Result};
 
 /// Advisory lock key serializing the creation of the outputs table (an arbitrary constant).
@@ -27,17 +30,18 @@ pub(crate) struct TransactionRecord {
 #[derive(Clone)]
 pub(crate) struct AppDatabase {
     pool: PgPool,
-    recorded: String,
-    record: String,
+    recorded: Arc<str>,
+    record: Arc<str>,
 }
 
 impl AppDatabase {
     /// Uses `pool`, creating the outputs table in `schema` if it is missing.
     pub(crate) async fn open(pool: PgPool, schema: &str) -> Result<AppDatabase> {
-        let s = format!("\"{schema}\"");
+        let r = Renderer::new(schema);
         let mut tx = pool.begin().await.map_err(|e| Error::db("prepare the application database", e))?;
-        let create = format!(
-            "SELECT pg_advisory_xact_lock({CREATE_LOCK});
+        let lock = CREATE_LOCK.to_string();
+        let create = r.sql_with(
+            "SELECT pg_advisory_xact_lock({lock});
              CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.datasource_outputs (
                  workflow_id TEXT NOT NULL,
@@ -47,12 +51,13 @@ impl AppDatabase {
                  serialization TEXT,
                  created_at BIGINT NOT NULL DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::bigint,
                  PRIMARY KEY (workflow_id, step_id)
-             );"
+             );",
+            &[("lock", &lock)],
         );
-        sqlx::raw_sql(AssertSqlSafe(create)).execute(&mut *tx).await.map_err(|e| {
+        sqlx::raw_sql(AssertSqlSafe(create.to_string())).execute(&mut *tx).await.map_err(|e| {
             Error::db(
                 format!(
-                    "create {s}.datasource_outputs in the application database (the role needs \
+                    "create \"{schema}\".datasource_outputs in the application database (the role needs \
                      CREATE on the database, or create the table beforehand)"
                 ),
                 e,
@@ -61,15 +66,20 @@ impl AppDatabase {
         tx.commit().await.map_err(|e| Error::db("prepare the application database", e))?;
         Ok(AppDatabase {
             pool,
-            recorded: format!(
+            recorded: r.sql(
                 "SELECT output, error, serialization FROM {s}.datasource_outputs \
-                 WHERE workflow_id = $1 AND step_id = $2"
+                 WHERE workflow_id = $1 AND step_id = $2",
             ),
-            record: format!(
+            record: r.sql(
                 "INSERT INTO {s}.datasource_outputs (workflow_id, step_id, output, serialization) \
-                 VALUES ($1, $2, $3, 'portable_json')"
+                 VALUES ($1, $2, $3, 'portable_json')",
             ),
         })
+    }
+
+    /// The statements it runs on each transaction.
+    pub(crate) fn statements(&self) -> [&Arc<str>; 2] {
+        [&self.recorded, &self.record]
     }
 
     /// A connection of the application's pool, to run one transaction on.
