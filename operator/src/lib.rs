@@ -6,6 +6,7 @@
 //! each app's system database only through mainstay's client API; the operator writes no SQL.
 
 pub mod api_requests;
+pub mod app_decision;
 pub mod conditions;
 pub mod controller;
 pub mod database;

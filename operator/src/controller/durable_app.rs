@@ -1,14 +1,17 @@
 //! The DurableApp controller: migrations, queue settings, worker Deployments per version,
 //! autoscaling on queue depth, recovery of dead workers' workflows, retention, status.
 //!
-//! Pipeline per reconcile: validate the spec → reach the database (migrate once, then read
-//! queue depths, outstanding work per version and pending work per executor) → recover dead
-//! executors → decide scaling and roll-out → apply Deployments and the Service → write status.
+//! Pipeline per reconcile: validate the spec → reach the database (migrate once, write queue
+//! settings, reserve the version) → observe (the app's share of the database's work, its
+//! Deployments and pods, what its versions registered) → decide (`app_decision::decide`:
+//! recovery, scaling, roll-out) → apply (recover, sweep retention, Deployments, the Service,
+//! the latest version) → status (`app_decision::status`, a function of what was observed and
+//! decided). Every stage but apply and the reads of observe takes no client.
 //! It runs again when the observer sees its share of the database's work change, at once when a
 //! worker pod or Deployment changes, every poll interval while something is settling, and
 //! otherwise at its next retention sweep or after 5 min.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,11 +25,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
-use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus};
+use mainstay_crds::{DurableApp, DurableAppStatus};
 
 use super::{
     error_policy, forget_deleted, is_paused, kube_err, log_outcome, object_key, primary, reconciled, write_status, Context, Error,
 };
+use crate::app_decision::{self, Applied, Decision, Observed};
 use crate::conditions::{set, set_unknown};
 use crate::database::DatabaseError;
 use crate::metrics::{ObjectLabels, QueueLabels};
@@ -34,10 +38,10 @@ use crate::names::{
     condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY,
     MANAGED_BY,
 };
-use crate::recovery::{dead_executors, is_gone};
+use crate::recovery::is_gone;
 use crate::stores::scoped_api;
-use crate::workload::{app_selector_string, deployed_image, http_service, unchanged, with_spec_hash, worker_deployment};
-use crate::{rollout, scaling, validate};
+use crate::validate;
+use crate::workload::{app_selector_string, http_service, with_spec_hash};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "durableapp";
@@ -204,18 +208,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     // on the database), read again here only when it is older than the poll interval.
     let app_name = crate::workload::application_name(&app);
     let pool = ctx.databases.pool_of(&app).await.unwrap_or_default();
-    let observed = ctx.observer.unfinished(&pool, &db, ctx.settings.poll_interval).await;
-    let (executors, by_version, depths, work) = match observed {
-        Ok(reading) => {
-            ctx.observer.watch_app(&pool, &db, &key, Some(app_name.clone()), ObjectRef::from_obj(app.as_ref()), &reading);
-            let work = &reading.work;
-            (
-                work.pending_by_executor(Some(&app_name)),
-                work.outstanding_by_version(Some(&app_name)),
-                work.queue_depths(Some(&app_name)),
-                reading.clone(),
-            )
-        }
+    let reading = match ctx.observer.unfinished(&pool, &db, ctx.settings.poll_interval).await {
+        Ok(reading) => reading,
         Err(e) => {
             if e.is_schema_missing() {
                 // The database was replaced since it was migrated: migrate again next time.
@@ -230,156 +224,150 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
     };
+    ctx.observer.watch_app(&pool, &db, &key, Some(app_name.clone()), ObjectRef::from_obj(app.as_ref()), &reading);
     let pods = ctx.stores.app_pods(&ns, &name);
-    let live: BTreeSet<String> = pods
-        .iter()
-        .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            let deadline =
-                p.metadata.deletion_timestamp.as_ref().and_then(|t| chrono::DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()));
-            !is_gone(phase, deadline, now)
-        })
-        .map(|p| p.name_any())
+    let deployments: BTreeMap<String, Deployment> = ctx
+        .stores
+        .app_deployments(&ns, &name)
+        .into_iter()
+        .filter_map(|d| Some((d.annotations().get(ANNOTATION_VERSION).cloned()?, d.as_ref().clone())))
         .collect();
+    let mut registered = BTreeMap::new();
+    for v in deployments.keys().chain([&valid.version]) {
+        match ctx.registered_workflows(&db, &app, v, false).await {
+            Ok(r) => {
+                registered.insert(v.clone(), r);
+            }
+            Err(e) => tracing::warn!(app = %key, version = %v, error = %e, "cannot read the version's workflows"),
+        }
+    }
+    // Queued work the current version does not register is never claimed by it: it must not
+    // keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
+    let unrunnable = match registered.get(&valid.version) {
+        Some(r) => reading.work.unrunnable(Some(&app_name), &valid.version, r),
+        None => Vec::new(),
+    };
+    let observed = Observed {
+        app: &app,
+        version: valid.version.clone(),
+        version_conflict: conflict,
+        queue_conflicts,
+        secret_version,
+        executors: reading.work.pending_by_executor(Some(&app_name)),
+        by_version: reading.work.outstanding_by_version(Some(&app_name)),
+        depths: reading.work.queue_depths(Some(&app_name)),
+        unrunnable,
+        registered,
+        deployments,
+        live_pods: pods
+            .iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                let deadline = p
+                    .metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .and_then(|t| chrono::DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()));
+                !is_gone(phase, deadline, now)
+            })
+            .map(|p| p.name_any())
+            .collect(),
+        terminating: pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()),
+        now,
+    };
 
-    // 4. Recover the workflows of workers that are gone.
-    let dead = dead_executors(&name, &executors, &live);
-    for dead in &dead {
-        match db.recover_executor(&dead.executor_id).await {
+    // 4. Decide.
+    let decision = {
+        let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
+        app_decision::decide(&observed, histories.entry(key.clone()).or_default())
+    };
+
+    // 5. Apply.
+    let applied = apply_decision(&app, ctx, &db, &observed, &decision).await?;
+
+    // 6. Status.
+    let status = app_decision::status(&observed, &decision, status);
+    for q in &status.queues {
+        for (state, n) in [("enqueued", q.enqueued), ("pending", q.pending)] {
+            let labels = QueueLabels { namespace: ns.clone(), app: name.clone(), queue: q.name.clone(), state: state.into() };
+            ctx.metrics.queue_depth.get_or_create(&labels).set(n);
+        }
+    }
+    let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
+    ctx.metrics.desired_workers.get_or_create(&labels).set(i64::from(decision.desired));
+    write_status(&api, &app, current.as_ref(), &status).await?;
+    warn_if_new(ctx, &app, current.as_ref(), &status).await;
+    ctx.succeeded(&key);
+    // While something is settling, look again every poll interval. At rest, the observer asks
+    // for a reconcile when the app's work changes and the watches when its objects do; the
+    // resync only refreshes what neither sees (what workers recorded).
+    let next = match (app_decision::settling(&observed, &decision, &applied), &app.spec.retention) {
+        (true, _) => ctx.settings.poll_interval,
+        // The next retention sweep is due then.
+        (false, Some(_)) => ctx.settings.retention_interval.min(IDLE_RESYNC),
+        (false, None) => IDLE_RESYNC,
+    };
+    Ok(Action::requeue(next))
+}
+
+/// Applies a decision: recovers dead workers' workflows, sweeps retention, applies, resizes
+/// and deletes worker Deployments, the Service, and makes the current version the latest once
+/// it has a ready worker.
+async fn apply_decision(app: &DurableApp, ctx: &Context, db: &mainstay::Client, o: &Observed<'_>, d: &Decision) -> Result<Applied, Error> {
+    let key = object_key(app);
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    for executor in &d.dead {
+        match db.recover_executor(executor).await {
             Ok(ids) if !ids.is_empty() => {
                 let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
                 ctx.metrics.recovered_workflows.get_or_create(&labels).inc_by(ids.len() as u64);
                 let note = format!(
-                    "re-enqueued {} workflow(s) of worker {}, which is gone: {}",
+                    "re-enqueued {} workflow(s) of worker {executor}, which is gone: {}",
                     ids.len(),
-                    dead.executor_id,
                     ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
                 );
-                tracing::info!(app = %key, executor = %dead.executor_id, workflows = ids.len(), "recovered workflows of a dead worker");
-                ctx.event(app.as_ref(), false, event::RECOVERED, "Recover", note).await;
+                tracing::info!(app = %key, executor = %executor, workflows = ids.len(), "recovered workflows of a dead worker");
+                ctx.event(app, false, event::RECOVERED, "Recover", note).await;
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(app = %key, executor = %dead.executor_id, error = %e, "recovery failed; retrying"),
+            Err(e) => tracing::warn!(app = %key, executor = %executor, error = %e, "recovery failed; retrying"),
         }
     }
+    sweep(app, ctx, db).await;
 
-    // 5. Retention.
-    sweep(&app, ctx, &db).await;
-
-    // 6. Decide: scaling of the current version, roll-out of old ones.
+    if !d.blocked && d.desired != d.current_replicas && o.deployments.contains_key(&o.version) {
+        let (from, to, depth) = (d.current_replicas, d.desired, d.depth);
+        let note = format!("scaling version {} from {from} to {to} workers ({depth} workflows queued or running)", o.version);
+        tracing::info!(app = %key, from, to, depth, "scaling workers");
+        ctx.event(app, false, event::SCALED, "Scale", note).await;
+    }
     let deployments = Api::<Deployment>::namespaced(ctx.kube.clone(), &ns);
-    let mut by_version_deployment: BTreeMap<String, Deployment> = BTreeMap::new();
-    for d in ctx.stores.app_deployments(&ns, &name) {
-        if let Some(v) = d.annotations().get(ANNOTATION_VERSION).cloned() {
-            by_version_deployment.insert(v, d.as_ref().clone());
-        }
-    }
-    let deployed: Vec<String> = by_version_deployment.keys().cloned().collect();
-    let outstanding: rollout::Outstanding = by_version.iter().filter_map(|w| w.app_version.clone().map(|v| (v, w.outstanding()))).collect();
-    let plan = rollout::decide(&valid.version, &deployed, &outstanding);
-    // Only work the current version can run sizes it: its own, and work without a version
-    // (it is the latest). An old version's backlog is its own draining Deployment's business.
-    let depth: i64 = by_version
-        .iter()
-        .filter(|w| w.app_version.is_none() || w.app_version.as_deref() == Some(valid.version.as_str()))
-        .map(|w| w.pending + w.enqueued)
-        .sum();
-    // Queued work the current version does not register is never claimed by it: it must not
-    // keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
-    let unrunnable = match ctx.registered_workflows(&db, &app, &valid.version, false).await {
-        Ok(registered) => work.work.unrunnable(Some(&app_name), &valid.version, &registered),
-        Err(e) => {
-            tracing::warn!(app = %key, error = %e, "cannot count unrunnable work");
-            Vec::new()
-        }
-    };
-    let depth = depth - unrunnable.iter().map(|u| u.queued).sum::<i64>();
-    let stranded = rollout::stranded(&valid.version, &deployed, &outstanding);
-    // A version's image never changes while it has work: a new image under the same version
-    // would finish that version's workflows on other code. (With none in flight, say to fix a
-    // typo in an image that never ran, the change is harmless and applied.)
-    let in_flight = outstanding.get(&valid.version).copied().unwrap_or(0);
-    let reimaged = by_version_deployment
-        .get(&valid.version)
-        .and_then(deployed_image)
-        .filter(|old| *old != app.spec.image && in_flight > 0)
-        .map(str::to_string);
-    let blocked = conflict.is_some() || reimaged.is_some();
-    let replicas_of = |v: &str| by_version_deployment.get(v).and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
-    let current_replicas = replicas_of(&valid.version);
-    let desired = {
-        let s = &app.spec.scaling;
-        let keep = chrono::Duration::seconds(i64::from(s.scale_up_stabilization_seconds.max(s.scale_down_stabilization_seconds)) + 60);
-        let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
-        let history = histories.entry(key.clone()).or_default();
-        history.seed(now, current_replicas);
-        history.record(now, scaling::recommend(depth, s), keep);
-        scaling::desired(&app.spec, current_replicas, history, now)
-    };
-    if !blocked && desired != current_replicas && by_version_deployment.contains_key(&valid.version) {
-        let note =
-            format!("scaling version {} from {current_replicas} to {desired} workers ({depth} workflows queued or running)", valid.version);
-        tracing::info!(app = %key, from = current_replicas, to = desired, depth, "scaling workers");
-        ctx.event(app.as_ref(), false, event::SCALED, "Scale", note).await;
-    }
-
-    // 7. Apply.
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
-    for v in &plan.keep {
-        if *v == valid.version {
-            if blocked {
-                continue;
-            }
-            // The Secret's version is in the pod template, so a rotated URL rolls the workers
-            // onto it (a draining version keeps its pods: they read it when they restart).
-            let d = with_spec_hash(worker_deployment(&app, v, desired, secret_version.as_deref()));
-            if unchanged(by_version_deployment.get(v), &d) {
-                continue;
-            }
-            let dname = d.metadata.name.clone().unwrap_or_default();
-            deployments.patch(&dname, &ssa, &Patch::Apply(&d)).await.map_err(kube_err(format!("apply worker Deployment {ns}/{dname}")))?;
-            continue;
-        }
-        // A draining version keeps its own template (image and settings, as recorded in its
-        // Deployment) and at least one worker until its own work is done; only its size moves.
-        let left = outstanding.get(v).copied().unwrap_or(0);
-        let replicas = match app.spec.replicas {
-            Some(fixed) => fixed.max(1),
-            None => scaling::recommend(left, &app.spec.scaling).max(1),
-        };
-        if let Some(d) = by_version_deployment.get(v) {
-            if d.spec.as_ref().and_then(|s| s.replicas) != Some(replicas) {
-                let dname = d.name_any();
-                deployments
-                    .patch_scale(&dname, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})))
-                    .await
-                    .map_err(kube_err(format!("scale draining worker Deployment {ns}/{dname}")))?;
-            }
-        }
+    if let Some(wanted) = &d.apply {
+        let dname = wanted.metadata.name.clone().unwrap_or_default();
+        deployments.patch(&dname, &ssa, &Patch::Apply(wanted)).await.map_err(kube_err(format!("apply worker Deployment {ns}/{dname}")))?;
     }
-    for v in &plan.remove {
-        if let Some(d) = by_version_deployment.get(v) {
-            let dname = d.name_any();
-            match deployments.delete(&dname, &DeleteParams::background()).await {
-                Ok(_) => {
-                    ctx.event(
-                        app.as_ref(),
-                        false,
-                        event::DRAINED,
-                        "RollOut",
-                        format!("version {v} has no workflows left; removed its Deployment {dname}"),
-                    )
-                    .await;
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(kube_err(format!("delete drained Deployment {ns}/{dname}"))(e)),
+    for r in &d.rescale {
+        let dname = &r.deployment;
+        deployments
+            .patch_scale(dname, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": r.replicas}})))
+            .await
+            .map_err(kube_err(format!("scale draining worker Deployment {ns}/{dname}")))?;
+    }
+    for (v, dname) in &d.remove {
+        match deployments.delete(dname, &DeleteParams::background()).await {
+            Ok(_) => {
+                let note = format!("version {v} has no workflows left; removed its Deployment {dname}");
+                ctx.event(app, false, event::DRAINED, "RollOut", note).await;
             }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("delete drained Deployment {ns}/{dname}"))(e)),
         }
     }
     // The Service: applied when what it should be changed since this process last applied it
     // (or looked), so an idle app costs no request for it.
     let services = Api::<Service>::namespaced(ctx.kube.clone(), &ns);
-    let wanted = http_service(&app).map(with_spec_hash);
+    let wanted = http_service(app).map(with_spec_hash);
     let wanted_hash = wanted.as_ref().and_then(|s| s.annotations().get(ANNOTATION_SPEC_HASH).cloned());
     let known = ctx.services_applied.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
     if known != Some(wanted_hash.clone()) {
@@ -398,160 +386,25 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         ctx.services_applied.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), wanted_hash);
     }
 
-    // 8. Status.
-    let ready_of = |v: &str| by_version_deployment.get(v).and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
-    let ready_current = ready_of(&valid.version);
     // The current version becomes the one that takes work enqueued without a version (DBOS's
     // latest) once it has a ready worker: a new version whose pods never start does not take
     // that work from the old one, and a rollback's older version gets it back. (A version
     // registered for the first time becomes the latest by itself when its first worker starts.)
-    let mut latest_failed = false;
-    if !blocked && ready_current > 0 {
-        match make_latest(&db, &valid.version).await {
+    let mut applied = Applied::default();
+    if d.may_take_latest() && app_decision::ready_current(o) > 0 {
+        match make_latest(db, &o.version).await {
             Ok(false) => {}
             Ok(true) => {
-                let note = format!("version {} now takes the work enqueued without a version", valid.version);
-                ctx.event(app.as_ref(), false, event::LATEST_VERSION, "RollOut", note).await;
+                let note = format!("version {} now takes the work enqueued without a version", o.version);
+                ctx.event(app, false, event::LATEST_VERSION, "RollOut", note).await;
             }
             Err(e) => {
-                latest_failed = true;
+                applied.latest_failed = true;
                 tracing::warn!(app = %key, error = %e, "cannot make the current version the latest; retrying");
             }
         }
     }
-    status.ready_workers = plan.keep.iter().map(|v| ready_of(v)).sum();
-    status.replicas = by_version_deployment.values().filter_map(|d| d.status.as_ref().and_then(|s| s.replicas)).sum();
-    status.desired_workers = desired;
-    status.queued_workflows = by_version.iter().map(|w| w.enqueued).sum();
-    status.pending_workflows = by_version.iter().map(|w| w.pending).sum();
-    let mut queues: BTreeMap<String, QueueStatus> =
-        app.spec.queues.iter().map(|q| (q.name.clone(), QueueStatus { name: q.name.clone(), ..Default::default() })).collect();
-    for d in &depths {
-        let q = queues.entry(d.queue.clone()).or_insert_with(|| QueueStatus { name: d.queue.clone(), ..Default::default() });
-        q.enqueued = d.enqueued;
-        q.pending = d.pending;
-    }
-    for q in queues.values() {
-        for (state, n) in [("enqueued", q.enqueued), ("pending", q.pending)] {
-            let labels = QueueLabels { namespace: ns.clone(), app: name.clone(), queue: q.name.clone(), state: state.into() };
-            ctx.metrics.queue_depth.get_or_create(&labels).set(n);
-        }
-    }
-    ctx.metrics.desired_workers.get_or_create(&ObjectLabels { namespace: ns.clone(), name: name.clone() }).set(i64::from(desired));
-    status.queues = queues.into_values().collect();
-    status.versions = plan.keep.clone();
-    let mut workflows = Vec::new();
-    for v in &plan.keep {
-        match ctx.registered_workflows(&db, &app, v, false).await {
-            Ok(registered) if !registered.is_empty() => {
-                let schedules = registered.iter().filter_map(|w| Some(format!("{}: {}", w.name, w.schedule.as_deref()?))).collect();
-                let names = registered.into_iter().map(|w| w.name).collect();
-                workflows.push(mainstay_crds::VersionWorkflows { version: v.clone(), workflows: names, schedules })
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(app = %key, version = %v, error = %e, "cannot read the version's workflows"),
-        }
-    }
-    status.workflows = workflows;
-    // What needs fixing, most pressing first; the first is the Degraded condition.
-    let mut problems: Vec<(&str, String)> = Vec::new();
-    if let Some(msg) = &conflict {
-        problems.push((reason::VERSION_CONFLICT, msg.clone()));
-    }
-    if let Some(old) = &reimaged {
-        problems.push((
-            reason::IMAGE_CHANGED,
-            format!(
-                "spec.image changed from {old} to {} but the application version is still {}, which has {in_flight} \
-             workflow(s) in flight: they would finish on other code. Give the new image a new version \
-             (spec.appVersion, or an image tag that differs), or restore spec.image",
-                app.spec.image, valid.version
-            ),
-        ));
-    }
-    let own_unrunnable: Vec<String> =
-        unrunnable.iter().filter(|u| u.own > 0).map(|u| format!("{} ({} queued)", u.workflow_name, u.own)).collect();
-    if !own_unrunnable.is_empty() {
-        problems.push((
-            reason::UNRUNNABLE_WORK,
-            format!(
-                "queued workflows that version {} does not register wait forever: {}. Fix the workflow name where \
-             they are enqueued, or deploy a version that has them; cancel the queued ones",
-                valid.version,
-                own_unrunnable.join(", ")
-            ),
-        ));
-    }
-    if !queue_conflicts.is_empty() {
-        problems.push((reason::QUEUE_CONFLICT, queue_conflicts.join("; ")));
-    }
-    if !stranded.is_empty() {
-        let list = stranded.iter().map(|(v, n)| format!("{n} of version {v}")).collect::<Vec<_>>().join(", ");
-        problems.push((
-            reason::STRANDED_WORK,
-            format!(
-                "workflows wait for versions no worker runs: {list}. Deploy that version again, or fork them \
-             onto the current one (`mainstay workflow fork ID --app-version {}`) and cancel the originals",
-                valid.version
-            ),
-        ));
-    }
-    match problems.into_iter().next() {
-        // Published as an Event below, when its message is new.
-        Some((why, msg)) => set(&mut status.conditions, condition::DEGRADED, true, why, &msg, generation, now),
-        None => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
-    }
-    let draining: Vec<String> = plan.keep.iter().filter(|v| **v != valid.version).cloned().collect();
-    if !draining.is_empty() {
-        let left: i64 = draining.iter().map(|v| outstanding.get(v).copied().unwrap_or(0)).sum();
-        let msg = format!("version {} is current; draining {} ({left} workflows left)", valid.version, draining.join(", "));
-        set(&mut status.conditions, condition::PROGRESSING, true, reason::ROLLING_OUT, msg, generation, now);
-    } else if ready_current != desired {
-        let msg = format!("{ready_current} of {desired} workers ready");
-        set(&mut status.conditions, condition::PROGRESSING, true, reason::SCALING, msg, generation, now);
-    } else {
-        set(&mut status.conditions, condition::PROGRESSING, false, reason::STABLE, format!("{desired} workers"), generation, now);
-    }
-    if let Some(msg) = &conflict {
-        set(&mut status.conditions, condition::READY, false, reason::VERSION_CONFLICT, msg, generation, now);
-    } else if desired == 0 && ready_current == 0 {
-        set(&mut status.conditions, condition::READY, true, reason::SCALED_TO_ZERO, "no work queued; scaled to zero", generation, now);
-    } else if ready_current > 0 {
-        let msg = format!("{ready_current} of {desired} workers of version {} ready", valid.version);
-        set(&mut status.conditions, condition::READY, true, reason::AVAILABLE, msg, generation, now);
-    } else {
-        let msg = format!("no worker of version {} is ready yet ({desired} wanted)", valid.version);
-        set(&mut status.conditions, condition::READY, false, reason::WORKERS_NOT_READY, msg, generation, now);
-    }
-    write_status(&api, &app, current.as_ref(), &status).await?;
-    warn_if_new(ctx, &app, current.as_ref(), &status).await;
-    ctx.succeeded(&key);
-    // While something is on its way (a scaling decision waiting out its stabilization window,
-    // workers starting, a version draining, a recovery), look again every poll interval. At
-    // rest, the observer asks for a reconcile when the app's work changes and the watches when
-    // its objects do; the resync only refreshes what neither sees (what workers recorded).
-    // A terminating worker pod is settling too: it counts as gone once past its deadline (a
-    // lost node's pods never finish terminating), and no event says when that is.
-    let terminating = pods.iter().any(|p| p.metadata.deletion_timestamp.is_some());
-    // So is what is retried until it goes through: a version or queue conflict (fixed
-    // elsewhere, then seen here), or a failed promotion to latest.
-    let settling = !dead.is_empty()
-        || terminating
-        || conflict.is_some()
-        || !queue_conflicts.is_empty()
-        || latest_failed
-        || plan.keep.len() > 1
-        || !plan.remove.is_empty()
-        || desired != current_replicas
-        || ready_current != desired
-        || (app.spec.replicas.is_none() && scaling::recommend(depth, &app.spec.scaling) != desired);
-    let next = match (settling, &app.spec.retention) {
-        (true, _) => ctx.settings.poll_interval,
-        // The next retention sweep is due then.
-        (false, Some(_)) => ctx.settings.retention_interval.min(IDLE_RESYNC),
-        (false, None) => IDLE_RESYNC,
-    };
-    Ok(Action::requeue(next))
+    Ok(applied)
 }
 
 /// How often an app at rest is reconciled when nothing asks for it (a safety net: the observer
