@@ -7,19 +7,7 @@ use std::process::Output;
 use mainstay::{Client, Schedule, WorkflowOptions};
 use serde_json::Value;
 
-fn admin_url() -> String {
-    std::env::var("MAINSTAY_TEST_DATABASE_URL")
-        .expect("MAINSTAY_TEST_DATABASE_URL points at a Postgres superuser URL (bash .ci/run sets it)")
-}
-
-async fn fresh_database(name: &str) -> String {
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url()).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    let mut u = url::Url::parse(&admin_url()).unwrap();
-    u.set_path(&format!("/{name}"));
-    u.to_string()
-}
+use mainstay_testkit::fresh_database;
 
 fn mainstay(dir: &Path, url: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mainstay"));
@@ -47,7 +35,7 @@ fn json(out: &Output) -> Value {
 
 #[tokio::test]
 async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_cli() {
-    let url = fresh_database("t_cli_ops").await;
+    let url = fresh_database("cli_ops").await;
     let dir = tempdir("ops");
     std::fs::write(
         dir.join("mainstay.yaml"),
@@ -68,7 +56,7 @@ async fn migrate_runs_the_project_commands_and_workflows_are_operated_from_the_c
 
     let client = Client::connect(&url).await.unwrap();
     for id in ["w-1", "w-2"] {
-        let opts = WorkflowOptions { id: Some(id.into()), ..Default::default() };
+        let opts = WorkflowOptions::new().id(id);
         client.enqueue("demo", "jobs", vec![serde_json::json!(1)], opts).await.unwrap();
     }
     let here = Path::new(".");
@@ -183,7 +171,7 @@ async fn cli_approval() -> mainstay::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_are_started_and_signalled_from_the_cli() {
-    let url = fresh_database("t_cli_start").await;
+    let url = fresh_database("cli_start").await;
     // A worker in this process runs what the CLI starts.
     let mut config = mainstay::Config::new(&url);
     config.app_version = Some("cli-v1".into());
@@ -201,7 +189,7 @@ async fn workflows_are_started_and_signalled_from_the_cli() {
         assert_eq!(out["workflow_id"], "add-once");
     }
     let client = Client::connect(&url).await.unwrap();
-    let runs = client.list_workflows(&mainstay::WorkflowFilter { id_prefix: Some("add-once".into()), ..Default::default() }).await.unwrap();
+    let runs = client.list_workflows(&mainstay::WorkflowFilter::new().id_prefix("add-once")).await.unwrap();
     assert_eq!(runs.len(), 1);
     // A single argument needs no array; a failure is shown and exits 1.
     let failed = mainstay(&dir, u, &["workflow", "start", "cli_fails", "--input", "\"no stock\"", "--wait"]);

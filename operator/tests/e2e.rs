@@ -314,14 +314,14 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     // back to zero.
     let client = Client::connect(&url).await?;
     for i in 0..500 {
-        let opts = WorkflowOptions { id: Some(format!("order-{i}")), ..Default::default() };
+        let opts = WorkflowOptions::new().id(format!("order-{i}"));
         client.enqueue("process_order", "orders", vec![serde_json::json!(i)], opts).await?;
     }
     let most = std::sync::atomic::AtomicI32::new(0);
     wait_for("500 orders to succeed", 3 * MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;
         most.fetch_max(d.iter().map(|x| x.1).sum::<i32>(), std::sync::atomic::Ordering::SeqCst);
-        let done = count(&client, WorkflowFilter { statuses: vec![Status::Success], ..Default::default() }).await?;
+        let done = count(&client, WorkflowFilter::new().statuses([Status::Success])).await?;
         Ok((done == 500).then_some(()))
     })
     .await?;
@@ -341,19 +341,16 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     })
     .await?;
     for i in 0..6 {
-        let opts = WorkflowOptions { id: Some(format!("hold-{i}")), ..Default::default() };
+        let opts = WorkflowOptions::new().id(format!("hold-{i}"));
         // Held until released below (at most ten minutes), so the victim surely holds work.
         client.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
     let victim = wait_for("the held workflows to be running", MINUTE, || async {
-        let running = client
-            .list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Pending], ..Default::default() })
-            .await?;
+        let running = client.list_workflows(&WorkflowFilter::new().id_prefix("hold-").statuses([Status::Pending])).await?;
         Ok((running.len() == 6).then(|| running[0].executor_id.clone()).flatten())
     })
     .await?;
-    let held_by_victim =
-        count(&client, WorkflowFilter { executor_id: Some(victim.clone()), statuses: vec![Status::Pending], ..Default::default() }).await?;
+    let held_by_victim = count(&client, WorkflowFilter::new().executor_id(victim.clone()).statuses([Status::Pending])).await?;
     cluster.kubectl(&["delete", "pod", &victim, "-n", ns, "--wait=false"])?;
     wait_for("the victim's process to be killed", MINUTE, || async {
         Ok((!runner.running().iter().any(|k| k.ends_with(&format!("/{victim}")))).then_some(()))
@@ -361,9 +358,7 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     .await?;
     release(&client, "hold-", 6).await?;
     wait_for("all held workflows to succeed", 2 * MINUTE, || async {
-        let done = client
-            .list_workflows(&WorkflowFilter { id_prefix: Some("hold-".into()), statuses: vec![Status::Success], ..Default::default() })
-            .await?;
+        let done = client.list_workflows(&WorkflowFilter::new().id_prefix("hold-").statuses([Status::Success])).await?;
         Ok((done.len() == 6).then_some(done))
     })
     .await
@@ -437,14 +432,11 @@ async fn new_version_rolls_out(cluster: &Cluster, runner: &PodRunner) -> Result<
     .await?;
     let client = Client::connect(&url).await?;
     for i in 0..3 {
-        let opts = WorkflowOptions { id: Some(format!("v1-hold-{i}")), app_version: Some("v1".into()), ..Default::default() };
+        let opts = WorkflowOptions::new().id(format!("v1-hold-{i}")).app_version("v1");
         client.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
     wait_for("v1 work to be running", 2 * MINUTE, || async {
-        Ok((count(&client, WorkflowFilter { app_version: Some("v1".into()), statuses: vec![Status::Pending], ..Default::default() })
-            .await?
-            == 3)
-            .then_some(()))
+        Ok((count(&client, WorkflowFilter::new().app_version("v1").statuses([Status::Pending])).await? == 3).then_some(()))
     })
     .await?;
     let (_, v1_pods) = version_workers(cluster, ns, "shop", "v1").await?.context("the v1 Deployment")?;
@@ -469,9 +461,7 @@ async fn new_version_rolls_out(cluster: &Cluster, runner: &PodRunner) -> Result<
     release(&client, "v1-hold-", 3).await?;
     wait_for("v1 to drain and its Deployment to go", 2 * MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;
-        let done = client
-            .list_workflows(&WorkflowFilter { id_prefix: Some("v1-hold-".into()), statuses: vec![Status::Success], ..Default::default() })
-            .await?;
+        let done = client.list_workflows(&WorkflowFilter::new().id_prefix("v1-hold-").statuses([Status::Success])).await?;
         // The status is patched after the Deployment is removed, in the same reconcile: wait
         // for both rather than reading the status at the moment the Deployment is gone.
         let versions = app(cluster, ns, "shop").await?.status.map(|s| s.versions);
@@ -568,7 +558,7 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
         (Client::connect_with(&app_client_config(&url, "alpha")).await?, Client::connect_with(&app_client_config(&url, "steady")).await?);
     // Work without a version, on the same queue name, for each app.
     for i in 0..3 {
-        let opts = WorkflowOptions { id: Some(format!("steady-hold-{i}")), ..Default::default() };
+        let opts = WorkflowOptions::new().id(format!("steady-hold-{i}"));
         steady.enqueue("hold", "orders", vec![serde_json::json!(600_000)], opts).await?;
     }
     let mut orders = Vec::new();
@@ -584,13 +574,7 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
         );
     }
     wait_for("steady to run its three held workflows on three workers", 2 * MINUTE, || async {
-        let running = steady
-            .list_workflows(&WorkflowFilter {
-                id_prefix: Some("steady-hold-".into()),
-                statuses: vec![Status::Pending],
-                ..Default::default()
-            })
-            .await?;
+        let running = steady.list_workflows(&WorkflowFilter::new().id_prefix("steady-hold-").statuses([Status::Pending])).await?;
         let d = worker_deployments(cluster, &ns, "steady").await?;
         Ok((running.len() == 3 && d.iter().map(|x| x.1).sum::<i32>() == 3).then_some(running))
     })
@@ -604,11 +588,7 @@ async fn apps_share_a_database(cluster: &Cluster) -> Result<Shared> {
     })?;
     release(&steady, "steady-hold-", 3).await?;
     wait_for("steady's work to finish", 2 * MINUTE, || async {
-        let done = count(
-            &steady,
-            WorkflowFilter { id_prefix: Some("steady-hold-".into()), statuses: vec![Status::Success], ..Default::default() },
-        )
-        .await?;
+        let done = count(&steady, WorkflowFilter::new().id_prefix("steady-hold-").statuses([Status::Success])).await?;
         Ok((done == 3).then_some(()))
     })
     .await?;
@@ -744,10 +724,7 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     // Applying the same file again starts nothing new.
     let again = cluster.kubectl_stdin(&["apply", "-f", "-"], &order)?;
     ensure!(String::from_utf8_lossy(&again.stdout).contains("unchanged"), "re-apply: {}", String::from_utf8_lossy(&again.stdout));
-    ensure!(
-        count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.order-7.")), ..Default::default() }).await? == 1,
-        "a second run started"
-    );
+    ensure!(count(&client, WorkflowFilter::new().id_prefix(format!("{ns}.order-7."))).await? == 1, "a second run started");
 
     // What to run cannot change once the object exists (a second workflow would start).
     let moved = cluster.kubectl_stdin(&["apply", "-f", "-"], &order.replace("appRef: shop", "appRef: other"))?;
@@ -783,15 +760,9 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
         })
         .await?;
     }
-    ensure!(
-        count(&client, WorkflowFilter { name: Some("proces_order".into()), ..Default::default() }).await? == 0,
-        "a misnamed run was enqueued"
-    );
+    ensure!(count(&client, WorkflowFilter::new().name("proces_order")).await? == 0, "a misnamed run was enqueued");
     for name in ["two-args", "no-queue"] {
-        ensure!(
-            count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.{name}.")), ..Default::default() }).await? == 0,
-            "{name} was enqueued"
-        );
+        ensure!(count(&client, WorkflowFilter::new().id_prefix(format!("{ns}.{name}."))).await? == 0, "{name} was enqueued");
     }
     let msg = runs
         .get("two-args")
@@ -895,7 +866,7 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     cluster.kubectl(&["wait", "--for=condition=Succeeded", "workflowrun/orphan", "-n", ns, "--timeout=120s"])?;
     let again = runs.get("orphan").await?.status.and_then(|s| s.workflow_id).context("a workflow ID")?;
     ensure!(
-        again != orphan_id && count(&client, WorkflowFilter { id_prefix: Some(format!("{ns}.orphan.")), ..Default::default() }).await? == 2,
+        again != orphan_id && count(&client, WorkflowFilter::new().id_prefix(format!("{ns}.orphan."))).await? == 2,
         "re-creating the object did not start a new run"
     );
 
@@ -903,13 +874,7 @@ async fn workflow_runs_from_manifests(cluster: &Cluster) -> Result<()> {
     apply(cluster, &run("brief", "  appRef: shop\n  workflowName: process_order\n  input: 9\n  ttlSecondsAfterFinished: 0\n"))?;
     let brief = wait_for("the brief run's object to go after it finished", 2 * MINUTE, || async {
         let found = runs.get_opt("brief").await?;
-        let done = client
-            .list_workflows(&WorkflowFilter {
-                id_prefix: Some(format!("{ns}.brief.")),
-                statuses: vec![Status::Success],
-                ..Default::default()
-            })
-            .await?;
+        let done = client.list_workflows(&WorkflowFilter::new().id_prefix(format!("{ns}.brief.")).statuses([Status::Success])).await?;
         Ok((found.is_none() && done.len() == 1).then_some(done))
     })
     .await?;
@@ -1034,8 +999,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     let client = Client::connect(&url).await?;
     let runs = || async {
-        let all =
-            client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), ..Default::default() }).await?;
+        let all = client.list_workflows(&WorkflowFilter::new().schedule_name(format!("{ns}/every-second"))).await?;
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
     let first =
@@ -1070,11 +1034,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     let expected = (last - first).num_seconds() as usize + 1;
     ensure!(fired.len() == expected, "ticks missing between {first} and {last}: {} fired, {expected} expected", fired.len());
     wait_for("every run to succeed", 2 * MINUTE, || async {
-        Ok((count(
-            &client,
-            WorkflowFilter { schedule_name: Some(format!("{ns}/every-second")), statuses: vec![Status::Success], ..Default::default() },
-        )
-        .await?
+        Ok((count(&client, WorkflowFilter::new().schedule_name(format!("{ns}/every-second")).statuses([Status::Success])).await?
             == fired.len())
         .then_some(()))
     })
@@ -1155,8 +1115,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     apply(cluster, &twin_range)?;
     let ours_before = runs().await?;
     let twin_runs = || async {
-        let all =
-            client.list_workflows(&WorkflowFilter { schedule_name: Some(format!("{ns2}/every-second")), ..Default::default() }).await?;
+        let all = client.list_workflows(&WorkflowFilter::new().schedule_name(format!("{ns2}/every-second"))).await?;
         Ok::<Vec<String>, anyhow::Error>(all.into_iter().map(|w| w.workflow_id).collect())
     };
     wait_for("the twin Schedule's three backfilled ticks", MINUTE, || async { Ok((twin_runs().await?.len() == 3).then_some(())) }).await?;
@@ -1204,10 +1163,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(msg.contains("nightly_reprot") && msg.contains("nightly_report"), "unclear message: {msg}");
-    ensure!(
-        count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/typo")), ..Default::default() }).await? == 0,
-        "a misnamed schedule fired"
-    );
+    ensure!(count(&client, WorkflowFilter::new().schedule_name(format!("{ns}/typo"))).await? == 0, "a misnamed schedule fired");
     // A workflow that does not take (scheduled_at, context) is reported, and nothing fires.
     apply(cluster, &other("one-arg", "process_order"))?;
     let msg = wait_for("Schedule one-arg to report InvalidInput", MINUTE, || async {
@@ -1216,7 +1172,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     .await?;
     ensure!(msg.contains("(scheduled_at, context)"), "unclear message: {msg}");
     ensure!(
-        count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/one-arg")), ..Default::default() }).await? == 0,
+        count(&client, WorkflowFilter::new().schedule_name(format!("{ns}/one-arg"))).await? == 0,
         "a schedule of the wrong workflow fired"
     );
     // Runs whose workflow fails: the context asks the report to fail.
@@ -1231,11 +1187,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     );
     // Failed runs are kept to their own limit (the default, 1), and shown with their error.
     wait_for("three failed runs and one failed WorkflowRun", MINUTE, || async {
-        let failed = count(
-            &client,
-            WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), statuses: vec![Status::Error], ..Default::default() },
-        )
-        .await?;
+        let failed = count(&client, WorkflowFilter::new().schedule_name(format!("{ns}/failing")).statuses([Status::Error])).await?;
         let shown = schedule_runs(cluster, ns, "failing").await?;
         let finished: Vec<_> = shown.iter().filter(|r| r.2.as_deref() != Some("Enqueued") && r.2.as_deref() != Some("Running")).collect();
         Ok((failed >= 3 && finished.len() == 1 && finished[0].2.as_deref() == Some("Failed")).then_some(()))
@@ -1248,7 +1200,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
     })
     .await?;
     ensure!(
-        count(&client, WorkflowFilter { schedule_name: Some(format!("{ns}/failing")), ..Default::default() }).await? >= 3,
+        count(&client, WorkflowFilter::new().schedule_name(format!("{ns}/failing"))).await? >= 3,
         "deleting the Schedule deleted its workflows"
     );
 
@@ -1268,7 +1220,7 @@ async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, o
 }
 
 async fn uninstall_keeps_the_database(cluster: &Cluster) -> Result<()> {
-    let url = url_with_db(&cluster.database_url, &namespace("e2e-scale").replace('-', "_"));
+    let url = mainstay_testkit::with_database(&cluster.database_url, &mainstay_testkit::database_name(&namespace("e2e-scale")));
     let client = Client::connect(&url).await?;
     let before = count(&client, WorkflowFilter::default()).await?;
     let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client.clone(), RELEASE_NAMESPACE);

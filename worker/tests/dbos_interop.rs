@@ -142,7 +142,7 @@ async fn schedules_of_the_dbos_python_client_run_with_their_context_unless_pickl
     let runs = |name: &'static str| {
         let rs = &rs;
         async move {
-            let filter = WorkflowFilter { schedule_name: Some(name.into()), ..Default::default() };
+            let filter = WorkflowFilter::new().schedule_name(name);
             rs.list_workflows(&filter).await.unwrap()
         }
     };

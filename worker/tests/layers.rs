@@ -2,14 +2,16 @@
 //! only from `model` (and itself), `runtime` may import anything. So the import graph has no
 //! cycle through `sysdb` or `model`.
 //!
-//! The check reads the source with `syn`: every `use` and every path in code (expressions,
-//! types, patterns) that starts with `crate::` or `super::` is resolved to the module it names.
+//! The check tokenizes the source with `proc-macro2` (comments and string literals are not
+//! code) and resolves every path that starts with `crate::` or `super::` (in `use` trees,
+//! expressions, types, patterns) to the module it names, tracking inline modules for `super`.
 //! Inside `model` and `sysdb` a path must name its layer (`crate::model::error::Error`, not the
 //! root re-export `crate::Error`), so no import hides where it comes from.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use syn::visit::Visit;
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
 
 const LAYERS: [&str; 3] = ["model", "sysdb", "runtime"];
 
@@ -22,81 +24,108 @@ fn allowed(layer: &str) -> &'static [&'static str] {
     }
 }
 
-struct Imports<'a> {
-    /// The module the visitor is in (file module plus inline modules), from the crate root.
-    module: Vec<String>,
-    file: &'a Path,
-    found: Vec<(Vec<String>, String)>,
+fn is_path_sep(tokens: &[TokenTree], i: usize) -> bool {
+    matches!((tokens.get(i), tokens.get(i + 1)), (Some(TokenTree::Punct(a)), Some(TokenTree::Punct(b))) if a.as_char() == ':' && b.as_char() == ':')
 }
 
-impl Imports<'_> {
-    /// Resolves a path's leading `crate`/`super`/`self` segments to an absolute module path.
-    fn record(&mut self, segments: Vec<String>) {
-        let (mut base, rest) = match segments.first().map(String::as_str) {
-            Some("crate") => (Vec::new(), &segments[1..]),
-            Some("super") | Some("self") => (self.module.clone(), &segments[..]),
-            _ => return,
-        };
-        let mut rest = rest;
-        while let Some(first) = rest.first() {
-            match first.as_str() {
-                "super" => {
-                    base.pop();
+/// Every `crate::`/`super::`/`self::` path in a token stream, resolved from `module`.
+fn paths(stream: TokenStream, module: &[String], out: &mut Vec<Vec<String>>) {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i] {
+            // `mod name { ... }`: an inline module, for `super` inside it.
+            TokenTree::Ident(m) if m == "mod" => {
+                if let (Some(TokenTree::Ident(name)), Some(TokenTree::Group(g))) = (tokens.get(i + 1), tokens.get(i + 2)) {
+                    if g.delimiter() == Delimiter::Brace {
+                        let mut inner = module.to_vec();
+                        inner.push(name.to_string());
+                        paths(g.stream(), &inner, out);
+                        i += 3;
+                        continue;
+                    }
                 }
-                "self" => {}
-                _ => break,
+                i += 1;
             }
-            rest = &rest[1..];
-        }
-        base.extend(rest.iter().cloned());
-        self.found.push((base, format!("{}: {}", self.file.display(), segments.join("::"))));
-    }
-
-    fn use_tree(&mut self, prefix: Vec<String>, tree: &syn::UseTree) {
-        match tree {
-            syn::UseTree::Path(p) => {
-                let mut next = prefix;
-                next.push(p.ident.to_string());
-                self.use_tree(next, &p.tree);
-            }
-            syn::UseTree::Name(n) => {
-                let mut full = prefix;
-                full.push(n.ident.to_string());
-                self.record(full);
-            }
-            syn::UseTree::Rename(r) => {
-                let mut full = prefix;
-                full.push(r.ident.to_string());
-                self.record(full);
-            }
-            syn::UseTree::Glob(_) => self.record(prefix),
-            syn::UseTree::Group(g) => {
-                for t in &g.items {
-                    self.use_tree(prefix.clone(), t);
+            TokenTree::Ident(start) if (start == "crate" || start == "super" || start == "self") && is_path_sep(&tokens, i + 1) => {
+                let mut segments = vec![start.to_string()];
+                let mut j = i + 1;
+                while is_path_sep(&tokens, j) {
+                    match tokens.get(j + 2) {
+                        Some(TokenTree::Ident(seg)) => {
+                            segments.push(seg.to_string());
+                            j += 3;
+                        }
+                        // `crate::{a::b, c}`: each item continues the path.
+                        Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Brace => {
+                            for item in split_commas(g.stream()) {
+                                let mut full: Vec<String> = segments.clone();
+                                full.extend(
+                                    item.iter()
+                                        .filter_map(|t| match t {
+                                            TokenTree::Ident(id) => Some(id.to_string()),
+                                            _ => None,
+                                        })
+                                        .take_while(|s| s != "as"),
+                                );
+                                out.push(resolve(module, &full));
+                            }
+                            j += 3;
+                            segments.clear();
+                            break;
+                        }
+                        _ => {
+                            j += 2;
+                            break;
+                        }
+                    }
                 }
+                if !segments.is_empty() {
+                    out.push(resolve(module, &segments));
+                }
+                i = j;
             }
+            TokenTree::Group(g) => {
+                paths(g.stream(), module, out);
+                i += 1;
+            }
+            _ => i += 1,
         }
     }
 }
 
-impl<'ast> Visit<'ast> for Imports<'_> {
-    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
-        self.use_tree(Vec::new(), &u.tree);
+/// The items of a `use` group, split at top-level commas (nested groups stay whole: their
+/// first identifiers name the module, which is what the check needs).
+fn split_commas(stream: TokenStream) -> Vec<Vec<TokenTree>> {
+    let mut items = vec![Vec::new()];
+    for t in stream {
+        match &t {
+            TokenTree::Punct(p) if p.as_char() == ',' => items.push(Vec::new()),
+            _ => items.last_mut().unwrap().push(t),
+        }
     }
+    items.retain(|i| !i.is_empty());
+    items
+}
 
-    fn visit_path(&mut self, p: &'ast syn::Path) {
-        self.record(p.segments.iter().map(|s| s.ident.to_string()).collect());
-        syn::visit::visit_path(self, p);
+/// An absolute module path for `segments` written in `module`.
+fn resolve(module: &[String], segments: &[String]) -> Vec<String> {
+    let (mut base, mut rest) = match segments.first().map(String::as_str) {
+        Some("crate") => (Vec::new(), &segments[1..]),
+        _ => (module.to_vec(), segments),
+    };
+    while let Some(first) = rest.first() {
+        match first.as_str() {
+            "super" => {
+                base.pop();
+            }
+            "self" => {}
+            _ => break,
+        }
+        rest = &rest[1..];
     }
-
-    // `pub(crate)` and `pub(super)` name who may see an item, not an import.
-    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
-
-    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
-        self.module.push(m.ident.to_string());
-        syn::visit::visit_item_mod(self, m);
-        self.module.pop();
-    }
+    base.extend(rest.iter().cloned());
+    base
 }
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -131,10 +160,11 @@ fn violations(src: &Path) -> (usize, Vec<String>) {
         let Some(layer) = module.first().cloned() else { continue }; // lib.rs: the public API
         assert!(LAYERS.contains(&layer.as_str()), "{}: a module outside the layers {LAYERS:?}", file.display());
         let text = std::fs::read_to_string(file).unwrap();
-        let ast = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let mut imports = Imports { module, file, found: Vec::new() };
-        imports.visit_file(&ast);
-        for (target, shown) in imports.found {
+        let stream = TokenStream::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let mut found = Vec::new();
+        paths(stream, &module, &mut found);
+        for target in found {
+            let shown = format!("{}: crate::{}", file.display(), target.join("::"));
             checked += 1;
             match target.first().map(String::as_str) {
                 Some(to) if LAYERS.contains(&to) => {

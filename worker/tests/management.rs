@@ -78,7 +78,7 @@ async fn outstanding_work_is_reported_per_version_and_executor_and_a_dead_execut
     client.migrate().await.unwrap();
     // Queued work for two versions on a queue nobody listens to.
     for (i, v) in ["v-old", "v-old", "v-new"].iter().enumerate() {
-        let opts = WorkflowOptions { id: Some(format!("q-{i}")), app_version: Some(v.to_string()), ..Default::default() };
+        let opts = WorkflowOptions::new().id(format!("q-{i}")).app_version(v.to_string());
         client.enqueue("mg_double", "unlistened", vec![serde_json::json!(i)], opts).await.unwrap();
     }
     // A running workflow on executor "dead-1", which then goes away without finishing it.
@@ -129,32 +129,18 @@ async fn workflows_are_listed_by_filter_and_schedule_runs_carry_their_schedule()
     let client = Client::connect(&url).await.unwrap();
     client.migrate().await.unwrap();
     for tick in ["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00"] {
-        let opts =
-            WorkflowOptions { id: Some(format!("sched-nightly-{tick}")), schedule_name: Some("nightly".into()), ..Default::default() };
+        let opts = WorkflowOptions::new().id(format!("sched-nightly-{tick}")).schedule_name("nightly");
         client.enqueue("mg_double", "unlistened", vec![serde_json::json!(tick), serde_json::Value::Null], opts).await.unwrap();
     }
-    client
-        .enqueue(
-            "mg_double",
-            "unlistened",
-            vec![serde_json::json!(1)],
-            WorkflowOptions { id: Some("sched-nightly-x".into()), ..Default::default() },
-        )
-        .await
-        .unwrap();
-    let by_schedule = client
-        .list_workflows(&WorkflowFilter { schedule_name: Some("nightly".into()), oldest_first: true, ..Default::default() })
-        .await
-        .unwrap();
+    client.enqueue("mg_double", "unlistened", vec![serde_json::json!(1)], WorkflowOptions::new().id("sched-nightly-x")).await.unwrap();
+    let by_schedule = client.list_workflows(&WorkflowFilter::new().schedule_name("nightly").oldest_first(true)).await.unwrap();
     let ids: Vec<&str> = by_schedule.iter().map(|s| s.workflow_id.as_str()).collect();
     assert_eq!(ids, ["sched-nightly-2026-01-01T00:00:00+00:00", "sched-nightly-2026-01-01T00:00:01+00:00"]);
-    let by_prefix =
-        client.list_workflows(&WorkflowFilter { id_prefix: Some("sched-nightly-".into()), ..WorkflowFilter::active() }).await.unwrap();
+    let by_prefix = client.list_workflows(&WorkflowFilter::active().id_prefix("sched-nightly-")).await.unwrap();
     assert_eq!(by_prefix.len(), 3);
-    let limited =
-        client.list_workflows(&WorkflowFilter { limit: Some(1), statuses: vec![Status::Success], ..Default::default() }).await.unwrap();
+    let limited = client.list_workflows(&WorkflowFilter::new().limit(1).statuses([Status::Success])).await.unwrap();
     assert!(limited.is_empty());
-    let one = client.list_workflows(&WorkflowFilter { limit: Some(1), ..Default::default() }).await.unwrap();
+    let one = client.list_workflows(&WorkflowFilter::new().limit(1)).await.unwrap();
     assert_eq!(one.len(), 1);
 }
 
@@ -166,15 +152,7 @@ async fn retention_deletes_only_finished_workflows_by_age_and_count() {
         app.run(mg_double(i).id(format!("done-{i}"))).await.unwrap();
     }
     let client = Client::connect(&url).await.unwrap();
-    client
-        .enqueue(
-            "mg_double",
-            "unlistened",
-            vec![serde_json::json!(0)],
-            WorkflowOptions { id: Some("waiting".into()), ..Default::default() },
-        )
-        .await
-        .unwrap();
+    client.enqueue("mg_double", "unlistened", vec![serde_json::json!(0)], WorkflowOptions::new().id("waiting")).await.unwrap();
     // Distinct, old creation times: done-i is i hours old plus two days; `waiting` is oldest.
     let mut c = connect(&url).await;
     sqlx::raw_sql(
@@ -250,10 +228,7 @@ async fn steps_are_listed_and_workflows_forked_from_a_step_and_deleted() {
     assert_eq!(client.count_steps("orig").await.unwrap(), 4, "the count agrees with the list");
 
     // Forked from step 4: steps 1-3 are replayed from the copy, step 4 runs again.
-    let fork = app
-        .fork::<String>("orig", &mainstay::ForkOptions { start_step: 4, new_id: Some("fork-1".into()), app_version: None })
-        .await
-        .unwrap();
+    let fork = app.fork::<String>("orig", &mainstay::ForkOptions::new().start_step(4).new_id("fork-1")).await.unwrap();
     assert_eq!(tokio::time::timeout(Duration::from_secs(30), fork.get_result()).await.unwrap().unwrap(), "ab2");
     assert_eq!(runs_of("fork-1"), ["fork-1:b2"], "only the step from the fork point on ran again");
     let event: Option<String> = client.get_event("fork-1", "seen", Duration::ZERO).await.unwrap();
@@ -269,12 +244,12 @@ async fn steps_are_listed_and_workflows_forked_from_a_step_and_deleted() {
     assert_eq!((forked_from.as_deref(), was_forked), (Some("orig"), true));
 
     // From step 1 on another version: nothing is copied; no worker of that version runs it.
-    let id = client.fork("orig", &mainstay::ForkOptions { start_step: 1, new_id: None, app_version: Some("v-next".into()) }).await.unwrap();
+    let id = client.fork("orig", &mainstay::ForkOptions::new().start_step(1).app_version("v-next")).await.unwrap();
     let status = client.status(&id).await.unwrap().unwrap();
     assert_eq!((status.status, status.app_version.as_deref()), (Status::Enqueued, Some("v-next")));
     assert!(client.list_steps(&id).await.unwrap().is_empty());
     assert_eq!(client.count_steps(&id).await.unwrap(), 0);
-    let taken = client.fork("orig", &mainstay::ForkOptions { new_id: Some("fork-1".into()), ..Default::default() }).await;
+    let taken = client.fork("orig", &mainstay::ForkOptions::new().new_id("fork-1")).await;
     assert!(taken.unwrap_err().to_string().contains("exists"));
     assert!(matches!(client.fork("ghost", &Default::default()).await, Err(mainstay::Error::NotFound { .. })));
 
@@ -332,7 +307,7 @@ async fn workflows_are_filtered_by_name_queue_version_and_time_and_paged() {
     let enqueue = |id: &str, name: &str, queue: &str, version: &str| {
         let (client, id, name, queue, version) = (client.clone(), id.to_string(), name.to_string(), queue.to_string(), version.to_string());
         async move {
-            let opts = WorkflowOptions { id: Some(id), app_version: Some(version), ..Default::default() };
+            let opts = WorkflowOptions::new().id(id).app_version(version);
             client.enqueue(&name, &queue, vec![], opts).await.unwrap();
         }
     };
@@ -349,11 +324,11 @@ async fn workflows_are_filtered_by_name_queue_version_and_time_and_paged() {
         let client = client.clone();
         async move { ids(client.list_workflows(&filter).await.unwrap()) }
     };
-    assert_eq!(f(WorkflowFilter { name: Some("alpha".into()), oldest_first: true, ..Default::default() }).await, ["f1", "f2"]);
-    assert_eq!(f(WorkflowFilter { queue: Some("q1".into()), oldest_first: true, ..Default::default() }).await, ["f1", "f3"]);
-    assert_eq!(f(WorkflowFilter { app_version: Some("v2".into()), ..Default::default() }).await, ["f3"]);
-    assert_eq!(f(WorkflowFilter { created_from_ms: Some(created_f2 + 1), ..Default::default() }).await, ["f3"]);
-    assert_eq!(f(WorkflowFilter { created_before_ms: Some(created_f2 + 1), oldest_first: true, ..Default::default() }).await, ["f1", "f2"]);
-    assert_eq!(f(WorkflowFilter { limit: Some(2), offset: 1, oldest_first: true, ..Default::default() }).await, ["f2", "f3"]);
-    assert_eq!(f(WorkflowFilter { statuses: vec![Status::Enqueued], limit: Some(1), ..Default::default() }).await, ["f3"]);
+    assert_eq!(f(WorkflowFilter::new().name("alpha").oldest_first(true)).await, ["f1", "f2"]);
+    assert_eq!(f(WorkflowFilter::new().queue("q1").oldest_first(true)).await, ["f1", "f3"]);
+    assert_eq!(f(WorkflowFilter::new().app_version("v2")).await, ["f3"]);
+    assert_eq!(f(WorkflowFilter::new().created_from_ms(created_f2 + 1)).await, ["f3"]);
+    assert_eq!(f(WorkflowFilter::new().created_before_ms(created_f2 + 1).oldest_first(true)).await, ["f1", "f2"]);
+    assert_eq!(f(WorkflowFilter::new().limit(2).offset(1).oldest_first(true)).await, ["f2", "f3"]);
+    assert_eq!(f(WorkflowFilter::new().statuses([Status::Enqueued]).limit(1)).await, ["f3"]);
 }

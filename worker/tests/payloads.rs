@@ -99,7 +99,7 @@ async fn inputs_too_large_are_refused_before_anything_is_written() {
 
     // The client: enqueue, send and a schedule's context.
     let client = Client::connect_with(&limited(&url, "client")).await.unwrap();
-    let options = WorkflowOptions { id: Some("big-client".into()), ..Default::default() };
+    let options = WorkflowOptions::new().id("big-client");
     let err = client.enqueue("echo", "big", vec![serde_json::json!(big())], options).await.unwrap_err();
     assert_too_large(&err, "the inputs of workflow big-client");
     assert_eq!(rows(&url, "workflow_status", "big-client").await, 0);

@@ -16,7 +16,7 @@ use mainstay::{Client, Queue, WorkflowOptions};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::OnceCell;
 
 const URL_ENV: &str = "MAINSTAY_QW_URL";
@@ -91,32 +91,18 @@ async fn queue_worker_child() {
 }
 
 fn spawn_worker(url: &str, executor: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "queue_worker_child", "--nocapture", "--test-threads=1"])
+    self_command("queue_worker_child")
         .env(URL_ENV, url)
         .env(EXECUTOR_ENV, executor)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn a worker process")
 }
 
 async fn enqueue(client: &Client, queue: &str, part: Option<&str>, ms: u64, priority: Option<i32>) -> String {
-    client
-        .enqueue(
-            "observed",
-            queue,
-            vec![json!(queue), json!(part), json!(ms)],
-            WorkflowOptions {
-                partition_key: part.map(str::to_string),
-                priority,
-                app_version: Some("test-v1".into()),
-                ..WorkflowOptions::default()
-            },
-        )
-        .await
-        .expect("enqueue")
+    let mut options = WorkflowOptions::new().priority(priority).app_version("test-v1");
+    options.partition_key = part.map(str::to_string);
+    client.enqueue("observed", queue, vec![json!(queue), json!(part), json!(ms)], options).await.expect("enqueue")
 }
 
 async fn wait_all(client: &Client, ids: &[String]) {

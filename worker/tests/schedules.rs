@@ -34,7 +34,7 @@ async fn report(scheduled_at: DateTime<Utc>, context: Value) -> mainstay::Result
 }
 
 async fn runs(client: &Client, schedule: &str) -> Vec<mainstay::WorkflowStatus> {
-    client.list_workflows(&WorkflowFilter { schedule_name: Some(schedule.into()), oldest_first: true, ..Default::default() }).await.unwrap()
+    client.list_workflows(&WorkflowFilter::new().schedule_name(schedule).oldest_first(true)).await.unwrap()
 }
 
 fn tick_of(id: &str, schedule: &str) -> DateTime<Utc> {

@@ -85,7 +85,8 @@ async fn client_of(url: &str, app: Option<&str>) -> Client {
 }
 
 async fn enqueue(client: &Client, name: &str, arg: serde_json::Value, version: Option<&str>) -> String {
-    let options = WorkflowOptions { app_version: version.map(str::to_string), ..Default::default() };
+    let mut options = WorkflowOptions::new();
+    options.app_version = version.map(str::to_string);
     client.enqueue(name, QUEUE, vec![arg], options).await.expect("enqueue")
 }
 
@@ -261,7 +262,7 @@ async fn applications_and_versions_share_one_database() {
 
     // Figures of one application leave the others' out, also work of no application pinned
     // to another application's version (a DBOS client without a name enqueues so).
-    let options = WorkflowOptions { app_version: Some("py-v1".into()), delay: Some(Duration::from_secs(3600)), ..Default::default() };
+    let options = WorkflowOptions::new().app_version("py-v1").delay(Duration::from_secs(3600));
     anyone.enqueue("py_task", QUEUE, vec![json!("later")], options).await.expect("enqueue for later");
     let of_py = cpy.outstanding_by_version().await.unwrap();
     assert!(of_py.iter().any(|w| w.app_version.as_deref() == Some("py-v1") && w.delayed == 1), "{of_py:?}");

@@ -221,10 +221,7 @@ async fn operations_inside_a_step_take_no_ids_so_replays_line_up() {
     let steps: Vec<(i32, String)> = app.list_steps("nest-1").await.unwrap().into_iter().map(|s| (s.function_id, s.name)).collect();
     assert_eq!(steps, vec![(1, "outer_step".to_string()), (2, "double".to_string())]);
     // A replay skips the step body, so the operations after it keep their IDs.
-    let forked = app
-        .fork::<String>("nest-1", &mainstay::ForkOptions { start_step: 2, new_id: Some("nest-2".into()), app_version: None })
-        .await
-        .unwrap();
+    let forked = app.fork::<String>("nest-1", &mainstay::ForkOptions::new().start_step(2).new_id("nest-2")).await.unwrap();
     assert_eq!(forked.get_result().await.unwrap(), out);
     assert_eq!(runs("nest-2", "outer"), 0, "the replayed step did not run");
     assert_eq!(runs("nest-2", "double"), 1);

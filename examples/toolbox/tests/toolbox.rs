@@ -3,17 +3,14 @@
 //! completes, the every-minute schedule is declared and runs when triggered, and `/queue`
 //! survives a SIGKILL of the server mid-way, finishing after a restart with every task run once.
 
-#[path = "../../../worker/tests/common/mod.rs"]
-mod common;
-
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
+use mainstay_testkit::{connect, fresh_database, kill_child, wait_for};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

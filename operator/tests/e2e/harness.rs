@@ -5,13 +5,12 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Api;
-use sqlx::{AssertSqlSafe, Connection};
 
 /// Variables `.ci/run` sets for the suite.
 pub const KUBECONFIG_ENV: &str = "MAINSTAY_E2E_KUBECONFIG";
@@ -100,12 +99,9 @@ impl Cluster {
         ok(self.tool("helm", args, None)?, "helm", args)
     }
 
-    /// A new empty database on the test Postgres; returns its URL.
+    /// A new empty database on the test Postgres (`t_<name>`); returns its URL.
     pub async fn fresh_database(&self, name: &str) -> Result<String> {
-        let mut conn = sqlx::PgConnection::connect(&self.database_url).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
-        Ok(url_with_db(&self.database_url, name))
+        Ok(mainstay_testkit::fresh_database_on(&self.database_url, name).await?)
     }
 
     /// A kubeconfig that authenticates as a ServiceAccount with a fresh token.
@@ -145,36 +141,21 @@ fn ok(out: std::process::Output, tool: &str, args: &[&str]) -> Result<String> {
     )
 }
 
-pub fn url_with_db(url: &str, db: &str) -> String {
-    let mut u = url::Url::parse(url).expect("database URL parses");
-    u.set_path(&format!("/{db}"));
-    u.to_string()
-}
-
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Polls `check` until it yields a value; fails after `timeout` naming what it waited for.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+/// Polls `check` until it yields a value; fails after `timeout` naming what it waited for and
+/// the last error the check saw.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
 {
-    let start = Instant::now();
-    let mut last_err = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        if start.elapsed() > timeout {
-            let why = last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
-            bail!("timed out after {timeout:?} waiting for {what}{why}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    mainstay_testkit::poll_until(timeout, Duration::from_millis(200), check).await.map_err(|t| {
+        let why = t.last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
+        anyhow::anyhow!("timed out after {timeout:?} waiting for {what}{why}")
+    })
 }
 
 /// The operator binary, run as a local process with the chart's arguments.

@@ -48,16 +48,34 @@ fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
         };
         match (key.as_str(), lit) {
             ("name", Lit::Str(s)) => o.name = Some(s.value()),
-            ("isolation", Lit::Str(s)) => o.isolation = Some(s.value()),
-            ("max_attempts", Lit::Int(i)) => o.max_attempts = Some(i.base10_parse()?),
+            ("isolation", Lit::Str(s)) => match s.value().as_str() {
+                "serializable" | "repeatable_read" | "read_committed" => o.isolation = Some(s.value()),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        s,
+                        format!("unknown isolation `{other}`; expected \"serializable\", \"repeatable_read\" or \"read_committed\""),
+                    ))
+                }
+            },
+            ("max_attempts", Lit::Int(i)) => {
+                let n: u32 = i.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new_spanned(i, "max_attempts must be at least 1 (1 runs the step once, without retries)"));
+                }
+                o.max_attempts = Some(n);
+            }
             ("interval_ms", Lit::Int(i)) => o.interval_ms = Some(i.base10_parse()?),
             ("backoff_rate", Lit::Float(f)) => o.backoff_rate = Some(f.base10_parse()?),
             ("backoff_rate", Lit::Int(i)) => o.backoff_rate = Some(i.base10_parse::<u32>()? as f64),
-            _ => return Err(syn::Error::new_spanned(lit, format!("wrong type of value for `{key}`"))),
+            _ => {
+                let expected = match key.as_str() {
+                    "name" | "isolation" => "a string, e.g. `name = \"charge_card\"`",
+                    "backoff_rate" => "a number, e.g. `backoff_rate = 2.0`",
+                    _ => "an integer, e.g. `max_attempts = 3`",
+                };
+                return Err(syn::Error::new_spanned(lit, format!("wrong type of value for `{key}`: expected {expected}")));
+            }
         }
-    }
-    if o.max_attempts == Some(0) {
-        return Err(syn::Error::new(Span::call_site(), "max_attempts must be at least 1"));
     }
     Ok(o)
 }
@@ -71,23 +89,34 @@ struct Parts {
 
 fn check_fn(f: &ItemFn, what: &str) -> syn::Result<Parts> {
     if f.sig.asyncness.is_none() {
-        return Err(syn::Error::new_spanned(f.sig.fn_token, format!("a {what} must be an `async fn`")));
+        let ident = &f.sig.ident;
+        return Err(syn::Error::new_spanned(f.sig.fn_token, format!("a {what} must be an `async fn`: write `async fn {ident}`")));
     }
     if !f.sig.generics.params.is_empty() || f.sig.generics.where_clause.is_some() {
         return Err(syn::Error::new_spanned(
             &f.sig.generics,
-            format!("a {what} cannot be generic: its name and argument types are recorded"),
+            format!("a {what} cannot be generic: its name and argument types are recorded, so use concrete types"),
         ));
     }
     let ret = match &f.sig.output {
         ReturnType::Type(_, ty) => ty.clone(),
-        ReturnType::Default => return Err(syn::Error::new_spanned(&f.sig, format!("a {what} must return mainstay::Result<T>"))),
+        ReturnType::Default => {
+            return Err(syn::Error::new_spanned(
+                &f.sig,
+                format!("a {what} must return mainstay::Result<T>: add `-> mainstay::Result<()>` and end it with `Ok(())`"),
+            ))
+        }
     };
     let mut args = Vec::new();
     let mut arg_pats = Vec::new();
     for (i, input) in f.sig.inputs.iter().enumerate() {
         match input {
-            FnArg::Receiver(r) => return Err(syn::Error::new_spanned(r, format!("a {what} cannot take `self`"))),
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new_spanned(
+                    r,
+                    format!("a {what} cannot take `self`: it is called by name after a restart, with no value to call it on; make it a free function"),
+                ))
+            }
             FnArg::Typed(pt) => {
                 args.push((format_ident!("__mainstay_arg{}", i), pt.ty.clone()));
                 arg_pats.push((*pt.pat).clone());
@@ -202,12 +231,16 @@ fn workflow_tokens(opts: Options, item: TokenStream, schedule: Option<(String, O
         None => quote! { ::mainstay::Registration::of::<#ty>() },
         Some((cron, zone)) => {
             if args.len() != 2 {
-                return Err(syn::Error::new_spanned(
-                    &f.sig.inputs,
-                    "a scheduled workflow takes (scheduled_at, context): the tick, a \
-                     mainstay::chrono::DateTime<mainstay::chrono::Utc>, and the schedule's context, \
-                     any serde type (e.g. serde_json::Value, Option<T> or ())",
-                ));
+                let found = args.len();
+                let msg = format!(
+                    "a scheduled workflow takes 2 parameters, (scheduled_at, context), not {found}: the tick, a \
+                     mainstay::chrono::DateTime<mainstay::chrono::Utc>, and the schedule's context, any serde type \
+                     (e.g. serde_json::Value, Option<T> or ())"
+                );
+                return Err(match found {
+                    0 => syn::Error::new_spanned(&f.sig, msg),
+                    _ => syn::Error::new_spanned(&f.sig.inputs, msg),
+                });
             }
             let zone = match zone {
                 Some(z) => quote! { ::std::option::Option::Some(#z) },
@@ -360,16 +393,11 @@ fn expand_transaction(attr: TokenStream, item: TokenStream) -> syn::Result<Token
              `conn: &mut mainstay::sqlx::PgConnection`",
         ));
     }
+    // Checked by `parse_options`, with the literal's place.
     let isolation = match opts.isolation.as_deref() {
-        None | Some("serializable") => quote! { ::mainstay::Isolation::Serializable },
         Some("repeatable_read") => quote! { ::mainstay::Isolation::RepeatableRead },
         Some("read_committed") => quote! { ::mainstay::Isolation::ReadCommitted },
-        Some(other) => {
-            return Err(syn::Error::new(
-                Span::call_site(),
-                format!("unknown isolation `{other}`; expected serializable, repeatable_read or read_committed"),
-            ))
-        }
+        _ => quote! { ::mainstay::Isolation::Serializable },
     };
     let vis = &f.vis;
     let ident = &f.sig.ident;

@@ -1,0 +1,6 @@
+#[mainstay::step(max_attempts = 0)]
+async fn charge() -> mainstay::Result<()> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[mainstay::transaction]
+async fn insert() -> mainstay::Result<()> {
+    Ok(())
+}
+
+fn main() {}

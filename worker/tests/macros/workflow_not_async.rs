@@ -1,0 +1,6 @@
+#[mainstay::workflow]
+fn checkout() -> mainstay::Result<()> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[mainstay::workflow]
+async fn checkout() {}
+
+fn main() {}
