@@ -46,8 +46,13 @@ pub fn version_slug(version: &str, max: usize) -> String {
     }
 }
 
+/// FNV-1a (64 bits) of `text`. Deployment names derive from it, so it must never change (an
+/// upgrade would rename every worker Deployment): the test vectors below hold it.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(text.as_bytes());
+    h.finish()
 }
 
 /// Name of the worker Deployment of `version`.
@@ -306,6 +311,15 @@ pub fn http_service(app: &DurableApp) -> Option<Service> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_hash_with_fnv1a_forever() {
+        // FNV-1a test vectors, and a name computed independently: a change of the hash would
+        // rename every worker Deployment on upgrade.
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(deployment_name("shop", "1.4.2+build/7"), "shop-1-4-2-build-7-abdb4bab");
+    }
 
     fn app(yaml: &str) -> DurableApp {
         let mut app: DurableApp = yaml_serde::from_str(yaml).expect("fixture parses");

@@ -197,8 +197,8 @@ pub struct Context {
     pub(crate) queues_written: Mutex<HashMap<String, Vec<mainstay::Queue>>>,
     /// When retention last ran per DurableApp.
     pub(crate) retention_ran: Mutex<HashMap<String, std::time::Instant>>,
-    /// Consecutive failures per object, for backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// The retry delays of each object whose reconciles are failing (see `retry`).
+    failures: Mutex<HashMap<String, backon::ExponentialBackoff>>,
     /// The spec hash of the Service last applied per DurableApp (`None`: known to have none).
     pub(crate) services_applied: Mutex<HashMap<String, Option<String>>>,
     /// The version reserved per DurableApp by this process.
@@ -360,12 +360,11 @@ impl Context {
         self.scaling.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// The next retry delay for `key` after a failure: 2 s doubling to 5 min.
+    /// The next retry delay for `key` after a failure: about 2 s, doubling to 5 min, jittered.
     pub(crate) fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(key.to_string()).or_insert(0);
-        *n = (*n + 1).min(16);
-        Duration::from_secs(2).saturating_mul(1 << (*n - 1).min(8)).min(Duration::from_secs(300))
+        let delays = failures.entry(key.to_string()).or_insert_with(crate::retry::object_delays);
+        delays.next().unwrap_or(Duration::from_secs(300))
     }
 
     /// Forgets `key`'s failures after a success (an apply that ends in a retry with backoff
