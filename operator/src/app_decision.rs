@@ -10,7 +10,8 @@
 //!   work is done; only its size moves;
 //! - only work the current version can run sizes it: its own and work without a version,
 //!   minus queued work it does not register;
-//! - the status is a function of the observation and the decision alone.
+//! - the status is a function of the observation, the decision and the status before (whose
+//!   conditions carry over their transition times).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -11,7 +11,7 @@
 //! worker pod or Deployment changes, every poll interval while something is settling, and
 //! otherwise at its next retention sweep or after 5 min.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -233,7 +233,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         .filter_map(|d| Some((d.annotations().get(ANNOTATION_VERSION).cloned()?, d.as_ref().clone())))
         .collect();
     let mut registered = BTreeMap::new();
-    for v in deployments.keys().chain([&valid.version]) {
+    let versions: BTreeSet<&String> = deployments.keys().chain([&valid.version]).collect();
+    for v in versions {
         match ctx.registered_workflows(&db, &app, v, false).await {
             Ok(r) => {
                 registered.insert(v.clone(), r);

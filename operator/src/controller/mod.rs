@@ -360,7 +360,7 @@ impl Context {
         self.scaling.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// The next retry delay for `key` after a failure: about 2 s, doubling to 5 min, jittered.
+    /// The next retry delay for `key` after a failure: 1–2 s, doubling, at most 5 min (jittered).
     pub(crate) fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let delays = failures.entry(key.to_string()).or_insert_with(crate::retry::object_delays);

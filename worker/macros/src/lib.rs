@@ -69,9 +69,11 @@ fn parse_options(attr: TokenStream, allowed: &[&str]) -> syn::Result<Options> {
             ("backoff_rate", Lit::Int(i)) => o.backoff_rate = Some(i.base10_parse::<u32>()? as f64),
             _ => {
                 let expected = match key.as_str() {
-                    "name" | "isolation" => "a string, e.g. `name = \"charge_card\"`",
-                    "backoff_rate" => "a number, e.g. `backoff_rate = 2.0`",
-                    _ => "an integer, e.g. `max_attempts = 3`",
+                    "enqueue" => return Err(syn::Error::new_spanned(&meta, "`enqueue` takes no value: write `enqueue`")),
+                    "name" => "a string, e.g. `name = \"charge_card\"`".to_string(),
+                    "isolation" => "a string, e.g. `isolation = \"repeatable_read\"`".to_string(),
+                    "backoff_rate" => "a number, e.g. `backoff_rate = 2.0`".to_string(),
+                    _ => format!("an integer, e.g. `{key} = 3`"),
                 };
                 return Err(syn::Error::new_spanned(lit, format!("wrong type of value for `{key}`: expected {expected}")));
             }

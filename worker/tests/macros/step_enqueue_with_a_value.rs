@@ -1,0 +1,6 @@
+#[mainstay::step(enqueue = true)]
+async fn charge() -> mainstay::Result<()> {
+    Ok(())
+}
+
+fn main() {}
