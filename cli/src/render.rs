@@ -14,7 +14,7 @@ pub fn print<T: Serialize>(json: bool, value: &T, headers: &[&str], rows: Vec<Ve
         return Ok(());
     }
     let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(headers.to_vec());
+    table.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(headers.to_vec());
     for row in rows {
         table.add_row(row);
     }
