@@ -3,7 +3,8 @@
 # plane from Go modules (no container engine needed) and prints the directory
 # holding them on stdout. Everything else it says goes to stderr.
 #
-#   bin_dir=$(tests/cluster/build.sh)
+#   bin_dir=$(tests/cluster/build.sh)          # the control plane
+#   node_dir=$(tests/cluster/build.sh node)    # a real node's binaries
 #
 # What it builds, at pinned versions (see the variables below):
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
@@ -19,11 +20,20 @@
 #       module replaces with relative paths.
 #   kwok, helm
 #       with plain `go install module/cmd@version`.
+# With `node`, instead, what a real node needs besides containerd, runc and the
+# CNI plugins (Debian packages, see node-up.sh):
+#   kubelet, kube-proxy
+#       from k8s.io/kubernetes, through the same wrapper module
+#   crictl
+#       `go install sigs.k8s.io/cri-tools/cmd/crictl@version`
+#   pause
+#       the sandbox process, compiled with `gcc -static` from
+#       build/pause/linux/pause.c in the k8s.io/kubernetes module
 #
 # Caches live outside the repository, under
 #   ${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s/
 # with the Go module and build caches in gomod/ and gocache/, and the binaries
-# in bin-<k8s>-<etcd>-<kwok>-<helm>/. When that directory is complete the
+# in bin-<k8s>-<etcd>-<kwok>-<helm>/ (node: node-bin-<k8s>-<crictl>/). When that directory is complete the
 # script only prints it. A build happens in a temporary directory beside it and
 # is renamed into place at the end, so an interrupted build leaves no half
 # cache; a lock file serialises concurrent builds.
@@ -36,11 +46,24 @@ K8S_VERSION=v1.35.8
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.21.4
+CRICTL_VERSION=v1.34.0
 
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
-
+set_name=${1:-control-plane}
 cache_dir="${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s"
-bin_dir="$cache_dir/bin-$K8S_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION"
+case "$set_name" in
+control-plane)
+    BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+    bin_dir="$cache_dir/bin-$K8S_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION"
+    ;;
+node)
+    BINARIES=(kubelet kube-proxy crictl pause)
+    bin_dir="$cache_dir/node-bin-$K8S_VERSION-$CRICTL_VERSION"
+    ;;
+*)
+    printf 'usage: %s [control-plane|node]\n' "${0##*/}" >&2
+    exit 2
+    ;;
+esac
 
 have_all() {
     local b
@@ -122,9 +145,10 @@ locally_replaced_modules() {
     ' "$1"
 }
 
+# build_kubernetes COMPONENT...: builds cmd/COMPONENT of k8s.io/kubernetes.
 build_kubernetes() {
     local dir="$work/kubernetes" upstream staging_version m
-    local components=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+    local components=("$@")
     staging_version="v0.${K8S_VERSION#v1.}"
     log "kubernetes $K8S_VERSION (staging modules at $staging_version)"
     upstream=$(module_gomod "k8s.io/kubernetes@$K8S_VERSION")
@@ -233,10 +257,35 @@ build_helm() {
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "building helm failed"
 }
 
-build_kwok
-build_helm
-build_etcd
-build_kubernetes
+build_crictl() {
+    log "crictl $CRICTL_VERSION"
+    (cd "$work" && GOBIN="$work/bin" go install \
+        -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+        "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION") || die "building crictl failed"
+}
+
+build_pause() {
+    local json src
+    log "pause (from k8s.io/kubernetes $K8S_VERSION)"
+    command -v gcc >/dev/null || die "gcc is required to build the pause binary"
+    json=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION") ||
+        die "cannot download k8s.io/kubernetes@$K8S_VERSION"
+    src="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")/build/pause/linux/pause.c"
+    [[ -f "$src" ]] || die "no $src"
+    gcc -Os -static -Wall -Werror -DVERSION="$K8S_VERSION" -o "$work/bin/pause" "$src" ||
+        die "compiling pause failed"
+}
+
+if [[ "$set_name" == node ]]; then
+    build_crictl
+    build_pause
+    build_kubernetes kubelet kube-proxy
+else
+    build_kwok
+    build_helm
+    build_etcd
+    build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
+fi
 
 # A binary that does not start, or reports another version, is not worth caching.
 check_version() {
@@ -246,13 +295,21 @@ check_version() {
     log "$name: $(head -n1 <<<"$got")"
     [[ "$got" == *"$want"* ]] || die "$name reports '$got', expected $want"
 }
-check_version etcd "${ETCD_VERSION#v}" --version
-for b in kube-apiserver kube-controller-manager kube-scheduler; do
-    check_version "$b" "$K8S_VERSION" --version
-done
-check_version kubectl "$K8S_VERSION" version --client
-check_version kwok "${KWOK_VERSION#v}" --version
-check_version helm "$HELM_VERSION" version --short
+if [[ "$set_name" == node ]]; then
+    for b in kubelet kube-proxy; do
+        check_version "$b" "$K8S_VERSION" --version
+    done
+    check_version crictl "${CRICTL_VERSION#v}" --version
+    [[ -x "$work/bin/pause" ]] || die "no pause binary"
+else
+    check_version etcd "${ETCD_VERSION#v}" --version
+    for b in kube-apiserver kube-controller-manager kube-scheduler; do
+        check_version "$b" "$K8S_VERSION" --version
+    done
+    check_version kubectl "$K8S_VERSION" version --client
+    check_version kwok "${KWOK_VERSION#v}" --version
+    check_version helm "$HELM_VERSION" version --short
+fi
 
 rm -rf "$bin_dir"
 mv -T "$work/bin" "$bin_dir"

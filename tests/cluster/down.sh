@@ -36,6 +36,10 @@ state=$(cd "$1" && pwd)
 [[ -f "$state/$CLUSTER_MARKER" ]] ||
     die "$state has no $CLUSTER_MARKER, so up.sh did not make it; leaving it alone"
 
+# A real node (node-up.sh) goes first, through its runtime, so nothing it made is left.
+if [[ -d "$state/node" ]]; then
+    "$script_dir/node-down.sh" "$state" || log "removing the real node failed; stopping the rest anyway"
+fi
 stop_processes "$state" 15 || die "could not stop every process of $state"
 
 if ((keep_state)); then

@@ -69,3 +69,29 @@ stop_processes() {
     done <<<"$live"
     return "$failed"
 }
+
+# The real node of node-up.sh: a bridge of its own, an address range no one else uses (the
+# kwok nodes' pod range is 10.244.0.0/16), and the locally built sandbox image.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+NODE_BRIDGE=mstest0
+# shellcheck disable=SC2034
+NODE_IP=10.245.0.1
+# shellcheck disable=SC2034
+NODE_POD_CIDR=10.245.0.0/24
+# shellcheck disable=SC2034
+NODE_NAME=mainstay-node-0
+# shellcheck disable=SC2034
+PAUSE_IMAGE=mainstay.test/pause:v1
+
+# free_port_on ADDRESS: prints a random port of ADDRESS that nothing listens on.
+free_port_on() {
+    local p tries
+    for ((tries = 0; tries < 500; tries++)); do
+        p=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/$1/$p") 2>/dev/null; then
+            printf '%s\n' "$p"
+            return 0
+        fi
+    done
+    return 1
+}

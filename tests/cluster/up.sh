@@ -187,6 +187,8 @@ issue serving "/CN=$CLUSTER_NAME-components" serving
 issue admin "/O=system:masters/CN=$CLUSTER_NAME-admin" client
 issue controller-manager "/CN=system:kube-controller-manager" client
 issue scheduler "/CN=system:kube-scheduler" client
+# How the apiserver authenticates to kubelets (logs, exec) of real nodes (node-up.sh).
+issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client
 # Service account tokens are signed with RSA, as in most clusters (RS256).
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>>"$openssl_log"
 openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>>"$openssl_log"
@@ -298,6 +300,9 @@ start kube-apiserver "$bin_dir/kube-apiserver" \
     --tls-cert-file="$pki/apiserver.crt" \
     --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --requestheader-client-ca-file="$pki/front-proxy-ca.crt" \
     --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User \

@@ -171,13 +171,15 @@ impl Operator {
     pub async fn start(cluster: &Cluster, kubeconfig: &Path, identity: &str) -> Result<Operator> {
         let deploy = Api::<Deployment>::namespaced(cluster.client.clone(), RELEASE_NAMESPACE).get(RELEASE).await?;
         let container = deploy.spec.unwrap().template.spec.unwrap().containers.remove(0);
+        let args: Vec<String> = container.args.unwrap_or_default().into_iter().filter(|a| !a.starts_with("--metrics-addr=")).collect();
+        Operator::start_with(cluster, kubeconfig, identity, &args).await
+    }
+
+    /// Starts the operator with `args` (and a metrics address on a free local port).
+    pub async fn start_with(cluster: &Cluster, kubeconfig: &Path, identity: &str, args: &[String]) -> Result<Operator> {
         let port = free_port();
-        let args: Vec<String> = container
-            .args
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| if a.starts_with("--metrics-addr=") { format!("--metrics-addr=127.0.0.1:{port}") } else { a })
-            .collect();
+        let mut args = args.to_vec();
+        args.push(format!("--metrics-addr=127.0.0.1:{port}"));
         let log = cluster.work_dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log)?;
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mainstay-operator"))

@@ -1,0 +1,252 @@
+//! The real-pod tier: DurableApp workers as real containers on a real kubelet and containerd
+//! (`tests/cluster/node-up.sh`), from an image built from this repository
+//! (`tests/cluster/images.sh`), with the operator's pod spec unchanged. The kubelet calls the
+//! probes, the root filesystem is read-only, the user is not root, the limits hold, and a
+//! killed container is a real SIGKILL.
+//!
+//! `.ci/run` adds the node where it can (Linux, as root) and sets `MAINSTAY_E2E_NODE_ENV`;
+//! where it cannot it sets `MAINSTAY_E2E_NODE_SKIP` to the reason, which this test prints.
+//! Neither set is a failure in CI.
+
+// The end-to-end suite's harness; this tier uses part of it.
+#[allow(dead_code)]
+#[path = "e2e/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use harness::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use mainstay::{Client, Status, WorkflowFilter, WorkflowOptions};
+use mainstay_crds::DurableApp;
+use mainstay_operator::names::LABEL_APP;
+use serde_json::json;
+
+const NODE_ENV: &str = "MAINSTAY_E2E_NODE_ENV";
+const NODE_SKIP: &str = "MAINSTAY_E2E_NODE_SKIP";
+const WORKER_IMAGE: &str = "mainstay.test/mainstay-example-worker:dev";
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The real node, as `node-up.sh` describes it in its env file.
+struct Node {
+    name: String,
+    socket: String,
+    bin: String,
+    /// `host:port` on the node's bridge forwarding to the test Postgres.
+    postgres: String,
+}
+
+fn node() -> Result<Option<Node>> {
+    let path = match (std::env::var(NODE_ENV), std::env::var(NODE_SKIP)) {
+        (Ok(path), _) => path,
+        (Err(_), Ok(why)) => {
+            eprintln!("SKIPPED: the real-pod tier cannot run here: {why}");
+            return Ok(None);
+        }
+        (Err(_), Err(_)) if std::env::var("CI").as_deref() == Ok("true") => {
+            bail!("neither {NODE_ENV} nor {NODE_SKIP} is set: .ci/run must add a real node or say why it cannot")
+        }
+        (Err(_), Err(_)) => {
+            eprintln!(
+                "NOTICE: skipping the real-pod tier: {NODE_ENV} is not set (run tests/cluster/node-up.sh as root \
+                 and point it at the node's env file, or run bash .ci/run)"
+            );
+            return Ok(None);
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let vars: BTreeMap<&str, &str> = text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=')).collect();
+    let var = |k: &str| vars.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow!("{path} has no {k}"));
+    Ok(Some(Node {
+        name: var("MAINSTAY_NODE_NAME")?,
+        socket: var("MAINSTAY_NODE_SOCKET")?,
+        bin: var("MAINSTAY_NODE_BIN")?,
+        postgres: var("MAINSTAY_NODE_POSTGRES")?,
+    }))
+}
+
+impl Node {
+    /// `crictl` against the node's containerd.
+    fn crictl(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new(format!("{}/crictl", self.bin))
+            .arg("--runtime-endpoint")
+            .arg(format!("unix://{}", self.socket))
+            .args(args)
+            .output()
+            .context("run crictl")?;
+        ensure!(out.status.success(), "crictl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The host PID of the running container `container` of pod `pod`.
+    fn container_pid(&self, pod: &str, container: &str) -> Result<u32> {
+        let id = self.crictl(&["ps", "--quiet", "--state", "running", "--pod", &self.pod_id(pod)?, "--name", container])?;
+        let id = id.lines().next().ok_or_else(|| anyhow!("no running container {container} in pod {pod}"))?.to_string();
+        let info: serde_json::Value = serde_json::from_str(&self.crictl(&["inspect", &id])?)?;
+        info["info"]["pid"].as_u64().map(|p| p as u32).ok_or_else(|| anyhow!("no pid for container {id}"))
+    }
+
+    fn pod_id(&self, pod: &str) -> Result<String> {
+        let id = self.crictl(&["pods", "--quiet", "--name", pod, "--state", "ready"])?;
+        id.lines().next().map(str::to_string).ok_or_else(|| anyhow!("no ready sandbox for pod {pod}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_run_as_real_containers() -> Result<()> {
+    let Some(node) = node()? else { return Ok(()) };
+    let cluster = Cluster::from_env().await?;
+    cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
+    let ns = format!("real-{:x}", std::process::id());
+    cluster.kubectl(&["create", "namespace", &ns])?;
+
+    // The operator reaches the database from the host, the workers from the pod network
+    // (the node's forward): the same database under two addresses.
+    let db = mainstay_testkit::database_name(&ns);
+    let host_url = cluster.fresh_database(&ns).await?;
+    let (credentials, _) = host_url.split_once('@').ok_or_else(|| anyhow!("no user in {host_url}"))?;
+    let pod_url = format!("{credentials}@{}/{db}", node.postgres);
+    cluster.kubectl(&["-n", &ns, "create", "secret", "generic", "shop-db", &format!("--from-literal=url={pod_url}")])?;
+
+    let args: Vec<String> = ["--namespace", &ns, "--leader-elect=false"].iter().map(|s| s.to_string()).collect();
+    let operator = Operator::start_with(&cluster, &cluster.kubeconfig, "real-pods-operator", &args).await?;
+    let outcome = async {
+        let app = serde_json::json!({
+            "apiVersion": "mainstay.dev/v1alpha1",
+            "kind": "DurableApp",
+            "metadata": {"name": "shop", "namespace": ns},
+            "spec": {
+                "image": WORKER_IMAGE,
+                "imagePullPolicy": "Never",
+                "database": {"urlSecret": {"name": "shop-db", "key": "url"}},
+                "queues": [{"name": "orders", "concurrency": 50, "workerConcurrency": 10}],
+                "scaling": {"minReplicas": 0, "maxReplicas": 1, "targetQueueDepth": 100, "scaleDownStabilizationSeconds": 600},
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "podTemplate": {
+                    "nodeSelector": {"mainstay.dev/node": "real"},
+                    "tolerations": [{"key": "mainstay.dev/node", "value": "real", "effect": "NoSchedule"}],
+                },
+            },
+        });
+        cluster.kubectl_stdin(&["apply", "-f", "-"], &app.to_string())?;
+        let apps = Api::<DurableApp>::namespaced(cluster.client.clone(), &ns);
+        wait_for("the system database to be migrated", MINUTE, || async {
+            let app = apps.get("shop").await?;
+            let migrated = app.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == "Migrated" && c.status == "True");
+            Ok(migrated.then_some(()))
+        })
+        .await?;
+        let mut conn = mainstay_testkit::connect(&host_url).await;
+        mainstay_testkit::count_outcome_writes(&mut conn).await;
+        let client = Client::connect(&host_url).await?;
+
+        scales_from_zero_and_finishes_work(&cluster, &node, &ns, &client).await.context("scenario: scale from zero on a real node")?;
+        a_killed_container_restarts_and_finishes_its_work_once(&cluster, &node, &ns, &client, &host_url)
+            .await
+            .context("scenario: a worker container killed")?;
+        client.close().await;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let stopped = operator.stop().await;
+    let _ = cluster.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+    outcome?;
+    stopped
+}
+
+/// The worker pods of the app in `ns`.
+async fn worker_pods(cluster: &Cluster, ns: &str) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
+    Ok(pods.list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?.items)
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn enqueue(client: &Client, workflow: &str, input: serde_json::Value, id: &str) -> Result<()> {
+    client.enqueue(workflow, "orders", vec![input], WorkflowOptions::new().id(id).app_version("dev")).await?;
+    Ok(())
+}
+
+async fn statuses(client: &Client, prefix: &str) -> Result<Vec<mainstay::WorkflowStatus>> {
+    Ok(client.list_workflows(&WorkflowFilter::new().id_prefix(prefix)).await?)
+}
+
+/// Queued work brings a worker up from zero on the real node; its readiness probe passes (the
+/// kubelet calls it), and the work finishes.
+async fn scales_from_zero_and_finishes_work(cluster: &Cluster, node: &Node, ns: &str, client: &Client) -> Result<()> {
+    ensure!(worker_pods(cluster, ns).await?.is_empty(), "a worker runs before any work was queued");
+    for i in 0..20 {
+        enqueue(client, "process_order", json!(i), &format!("order-{i}")).await?;
+    }
+    let pod = wait_for("a worker pod Ready on the real node", 2 * MINUTE, || async {
+        Ok(worker_pods(cluster, ns).await?.into_iter().find(is_ready))
+    })
+    .await?;
+    let spec = pod.spec.as_ref().context("pod spec")?;
+    ensure!(spec.node_name.as_deref() == Some(node.name.as_str()), "the worker ran on {:?}, not the real node", spec.node_name);
+    let container = &spec.containers[0];
+    ensure!(container.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).is_some(), "the worker has no HTTP readiness probe");
+    let security = container.security_context.as_ref().context("no container security context")?;
+    ensure!(security.read_only_root_filesystem == Some(true) && security.run_as_non_root == Some(true), "{security:?}");
+    wait_for("the 20 orders to succeed", 2 * MINUTE, || async {
+        let done = statuses(client, "order-").await?.iter().filter(|w| w.status == Status::Success).count();
+        Ok((done == 20).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// SIGKILL of the worker's container (not a pod deletion): the kubelet restarts it in the same
+/// pod, the restarted worker recovers its own workflows, and each finishes exactly once.
+async fn a_killed_container_restarts_and_finishes_its_work_once(
+    cluster: &Cluster,
+    node: &Node,
+    ns: &str,
+    client: &Client,
+    host_url: &str,
+) -> Result<()> {
+    for i in 0..4 {
+        enqueue(client, "hold", json!(15_000), &format!("hold-{i}")).await?;
+    }
+    let pod = wait_for("the held workflows to be running on one worker", MINUTE, || async {
+        let running = statuses(client, "hold-").await?.iter().filter(|w| w.status == Status::Pending).count();
+        if running < 4 {
+            return Ok(None);
+        }
+        Ok(worker_pods(cluster, ns).await?.into_iter().find(is_ready))
+    })
+    .await?;
+    let name = pod.name_any();
+    let restarts_before = restarts(&pod);
+    let pid = node.container_pid(&name, "worker")?;
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    ensure!(killed.success(), "kill -KILL {pid} failed");
+    wait_for("the killed container to be restarted in the same pod", 2 * MINUTE, || async {
+        let pods = worker_pods(cluster, ns).await?;
+        Ok(pods.into_iter().find(|p| p.name_any() == name && restarts(p) > restarts_before && is_ready(p)).map(|_| ()))
+    })
+    .await?;
+    wait_for("the held workflows to succeed after the restart", 2 * MINUTE, || async {
+        let done = statuses(client, "hold-").await?.iter().filter(|w| w.status == Status::Success).count();
+        Ok((done == 4).then_some(()))
+    })
+    .await?;
+    let mut conn = mainstay_testkit::connect(host_url).await;
+    for i in 0..4 {
+        let id = format!("hold-{i}");
+        let writes: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outcome_writes WHERE workflow_uuid = $1").bind(&id).fetch_one(&mut conn).await?;
+        ensure!(writes == 1, "the outcome of {id} was written {writes} times");
+    }
+    Ok(())
+}
+
+fn restarts(p: &Pod) -> i32 {
+    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).map_or(0, |c| c.restart_count)
+}
