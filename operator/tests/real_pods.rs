@@ -194,6 +194,11 @@ async fn scales_from_zero_and_finishes_work(cluster: &Cluster, node: &Node, ns: 
     ensure!(container.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).is_some(), "the worker has no HTTP readiness probe");
     let security = container.security_context.as_ref().context("no container security context")?;
     ensure!(security.read_only_root_filesystem == Some(true) && security.run_as_non_root == Some(true), "{security:?}");
+    // The kubelet serves the container's log (the apiserver reaches it with its client
+    // certificate): plain text, no terminal escape codes.
+    let log = cluster.kubectl(&["-n", ns, "logs", &pod.name_any()])?;
+    ensure!(log.contains("mainstay launched"), "the worker's log lacks its launch line:\n{log}");
+    ensure!(!log.contains('\u{1b}'), "the worker's log holds terminal escape codes:\n{log}");
     wait_for("the 20 orders to succeed", 2 * MINUTE, || async {
         let done = statuses(client, "order-").await?.iter().filter(|w| w.status == Status::Success).count();
         Ok((done == 20).then_some(()))
