@@ -148,6 +148,9 @@ async fn workers_run_as_real_containers() -> Result<()> {
         a_killed_container_restarts_and_finishes_its_work_once(&cluster, &node, &ns, &client, &host_url)
             .await
             .context("scenario: a worker container killed")?;
+        a_deleted_pod_stops_on_sigterm_and_its_work_moves(&cluster, &ns, &client, &host_url)
+            .await
+            .context("scenario: a worker pod deleted mid-workflow")?;
         client.close().await;
         Ok::<_, anyhow::Error>(())
     }
@@ -249,6 +252,47 @@ async fn a_killed_container_restarts_and_finishes_its_work_once(
             sqlx::query_scalar("SELECT count(*) FROM outcome_writes WHERE workflow_uuid = $1").bind(&id).fetch_one(&mut conn).await?;
         ensure!(writes == 1, "the outcome of {id} was written {writes} times");
     }
+    Ok(())
+}
+
+/// A worker pod deleted while its workflows run: the kubelet sends SIGTERM, the worker stops
+/// at once (well inside the 30 s grace period), its Deployment starts another pod, the operator
+/// re-enqueues the gone worker's workflows, and each finishes exactly once on the new pod.
+async fn a_deleted_pod_stops_on_sigterm_and_its_work_moves(cluster: &Cluster, ns: &str, client: &Client, host_url: &str) -> Result<()> {
+    for i in 0..3 {
+        enqueue(client, "hold", json!(10_000), &format!("moved-{i}")).await?;
+    }
+    let pod = wait_for("the held workflows to be running on one worker", MINUTE, || async {
+        let running = statuses(client, "moved-").await?.iter().filter(|w| w.status == Status::Pending).count();
+        if running < 3 {
+            return Ok(None);
+        }
+        Ok(worker_pods(cluster, ns).await?.into_iter().find(is_ready))
+    })
+    .await?;
+    let old = pod.name_any();
+    cluster.kubectl(&["-n", ns, "delete", "pod", &old, "--wait=false"])?;
+    // The default grace period is 30 s: a worker that ignored SIGTERM would be SIGKILLed then.
+    wait_for("the deleted pod to stop on SIGTERM, inside its grace period", Duration::from_secs(25), || async {
+        Ok((!worker_pods(cluster, ns).await?.iter().any(|p| p.name_any() == old)).then_some(()))
+    })
+    .await?;
+    let new = wait_for("a new worker pod Ready", 2 * MINUTE, || async {
+        Ok(worker_pods(cluster, ns).await?.into_iter().find(|p| p.name_any() != old && is_ready(p)).map(|p| p.name_any()))
+    })
+    .await?;
+    let finished = wait_for("the moved workflows to succeed", 2 * MINUTE, || async {
+        let all = statuses(client, "moved-").await?;
+        Ok((all.iter().filter(|w| w.status == Status::Success).count() == 3).then_some(all))
+    })
+    .await?;
+    for w in &finished {
+        ensure!(w.executor_id.as_deref() == Some(new.as_str()), "{} finished on {:?}, not the new pod {new}", w.workflow_id, w.executor_id);
+    }
+    let mut conn = mainstay_testkit::connect(host_url).await;
+    let writes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outcome_writes WHERE workflow_uuid LIKE 'moved-%'").fetch_one(&mut conn).await?;
+    ensure!(writes == 3, "3 moved workflows wrote {writes} outcomes");
     Ok(())
 }
 
