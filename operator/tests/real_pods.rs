@@ -29,6 +29,8 @@ use serde_json::json;
 const NODE_ENV: &str = "MAINSTAY_E2E_NODE_ENV";
 const NODE_SKIP: &str = "MAINSTAY_E2E_NODE_SKIP";
 const WORKER_IMAGE: &str = "mainstay.test/mainstay-example-worker:dev";
+/// The same image under another tag: the next version.
+const WORKER_IMAGE_V2: &str = "mainstay.test/mainstay-example-worker:v2";
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// The real node, as `node-up.sh` describes it in its env file.
@@ -151,6 +153,7 @@ async fn workers_run_as_real_containers() -> Result<()> {
         a_deleted_pod_stops_on_sigterm_and_its_work_moves(&cluster, &ns, &client, &host_url)
             .await
             .context("scenario: a worker pod deleted mid-workflow")?;
+        a_new_version_rolls_out_while_the_old_one_drains(&cluster, &node, &ns, &client).await.context("scenario: a roll-out")?;
         client.close().await;
         Ok::<_, anyhow::Error>(())
     }
@@ -293,6 +296,58 @@ async fn a_deleted_pod_stops_on_sigterm_and_its_work_moves(cluster: &Cluster, ns
     let writes: i64 =
         sqlx::query_scalar("SELECT count(*) FROM outcome_writes WHERE workflow_uuid LIKE 'moved-%'").fetch_one(&mut conn).await?;
     ensure!(writes == 3, "3 moved workflows wrote {writes} outcomes");
+    Ok(())
+}
+
+/// A new image (its tag is the new version) rolls out on the real node while the old version's
+/// worker finishes its own work, after which the old Deployment goes; new work then brings the
+/// new version up from zero.
+async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, node: &Node, ns: &str, client: &Client) -> Result<()> {
+    // The same binary under a second tag: a second version to the operator.
+    let tagged = std::process::Command::new("ctr")
+        .args(["--address", &node.socket, "--namespace", "k8s.io", "images", "tag", "--force", WORKER_IMAGE, WORKER_IMAGE_V2])
+        .output()?;
+    ensure!(tagged.status.success(), "ctr images tag failed: {}", String::from_utf8_lossy(&tagged.stderr));
+    for i in 0..2 {
+        enqueue(client, "hold", json!(8_000), &format!("drain-{i}")).await?;
+    }
+    wait_for("the old version's work to be running", MINUTE, || async {
+        let running = statuses(client, "drain-").await?.iter().filter(|w| w.status == Status::Pending).count();
+        Ok((running == 2).then_some(()))
+    })
+    .await?;
+    let patch = json!({"spec": {"image": WORKER_IMAGE_V2}}).to_string();
+    cluster.kubectl(&["-n", ns, "patch", "durableapp", "shop", "--type=merge", "-p", &patch])?;
+    let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(cluster.client.clone(), ns);
+    // v2 has no work yet, so it stays at zero workers; dev keeps its worker for its own work.
+    wait_for("v2 deployed next to the draining dev version", 2 * MINUTE, || async {
+        let names: Vec<String> = deployments.list(&ListParams::default()).await?.items.iter().map(|d| d.name_any()).collect();
+        let dev_ready = worker_pods(cluster, ns).await?.iter().any(|p| p.name_any().starts_with("shop-dev-") && is_ready(p));
+        Ok((names.contains(&"shop-dev".to_string()) && names.contains(&"shop-v2".to_string()) && dev_ready).then_some(()))
+    })
+    .await?;
+    let finished = wait_for("the old version's work to succeed", 2 * MINUTE, || async {
+        let all = statuses(client, "drain-").await?;
+        Ok((all.iter().filter(|w| w.status == Status::Success).count() == 2).then_some(all))
+    })
+    .await?;
+    for w in &finished {
+        let executor = w.executor_id.clone().unwrap_or_default();
+        ensure!(executor.starts_with("shop-dev-"), "{} of version dev finished on {executor}", w.workflow_id);
+    }
+    wait_for("the drained dev Deployment to be removed", 2 * MINUTE, || async {
+        let names: Vec<String> = deployments.list(&ListParams::default()).await?.items.iter().map(|d| d.name_any()).collect();
+        Ok((names == ["shop-v2"]).then_some(()))
+    })
+    .await?;
+    // Without a version: v2 (current) scales from zero for it, becomes the latest once it has
+    // a ready worker, and runs it.
+    client.enqueue("process_order", "orders", vec![json!(99)], WorkflowOptions::new().id("order-after-rollout")).await?;
+    wait_for("an order to succeed on v2", 2 * MINUTE, || async {
+        let w = statuses(client, "order-after-rollout").await?;
+        Ok(w.first().filter(|w| w.status == Status::Success).and_then(|w| w.executor_id.clone()).filter(|e| e.starts_with("shop-v2-")))
+    })
+    .await?;
     Ok(())
 }
 
