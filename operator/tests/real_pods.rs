@@ -35,6 +35,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// The real node, as `node-up.sh` describes it in its env file.
 struct Node {
+    /// The test cluster's state directory.
+    state: std::path::PathBuf,
     name: String,
     socket: String,
     bin: String,
@@ -63,7 +65,9 @@ fn node() -> Result<Option<Node>> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     let vars: BTreeMap<&str, &str> = text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=')).collect();
     let var = |k: &str| vars.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow!("{path} has no {k}"));
+    let state = std::path::Path::new(&path).parent().and_then(|p| p.parent()).context("the node env file's cluster directory")?;
     Ok(Some(Node {
+        state: state.to_path_buf(),
         name: var("MAINSTAY_NODE_NAME")?,
         socket: var("MAINSTAY_NODE_SOCKET")?,
         bin: var("MAINSTAY_NODE_BIN")?,
@@ -82,6 +86,14 @@ impl Node {
             .context("run crictl")?;
         ensure!(out.status.success(), "crictl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stops or restarts the node's forward `name` (`tests/cluster/node-forward.sh`).
+    fn forward(&self, cluster: &Cluster, name: &str, action: &str) -> Result<()> {
+        let script = cluster.repo.join("tests/cluster/node-forward.sh");
+        let out = std::process::Command::new("bash").arg(script).arg(&self.state).args([name, action]).output()?;
+        ensure!(out.status.success(), "node-forward.sh {name} {action} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
     }
 
     /// The host PID of the running container `container` of pod `pod`.
@@ -154,6 +166,7 @@ async fn workers_run_as_real_containers() -> Result<()> {
             .await
             .context("scenario: a worker pod deleted mid-workflow")?;
         a_new_version_rolls_out_while_the_old_one_drains(&cluster, &node, &ns, &client).await.context("scenario: a roll-out")?;
+        probes_follow_the_database(&cluster, &node, &ns).await.context("scenario: the database unreachable")?;
         client.close().await;
         Ok::<_, anyhow::Error>(())
     }
@@ -349,6 +362,49 @@ async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, nod
     })
     .await?;
     Ok(())
+}
+
+/// The database cut off from the pods (the node's Postgres forward stopped): the worker's
+/// readiness probe fails, so the kubelet marks it not Ready, while its liveness endpoint still
+/// answers 200 (a restart would not bring the database back, and a crash loop would only add
+/// load); with the database back, it is Ready again, never restarted.
+async fn probes_follow_the_database(cluster: &Cluster, node: &Node, ns: &str) -> Result<()> {
+    let pod = wait_for("a Ready worker", 2 * MINUTE, || async { Ok(worker_pods(cluster, ns).await?.into_iter().find(is_ready)) }).await?;
+    let name = pod.name_any();
+    let before = restarts(&pod);
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).context("the worker has no pod IP")?;
+    let port = pod.spec.as_ref().context("pod spec")?.containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("health"))
+        .map(|p| p.container_port)
+        .context("the worker has no health port")?;
+    node.forward(cluster, "postgres", "stop")?;
+    let outcome = async {
+        wait_for("the kubelet to mark the worker not Ready", MINUTE, || async {
+            let pods = worker_pods(cluster, ns).await?;
+            Ok(pods.iter().find(|p| p.name_any() == name).filter(|p| !is_ready(p)).map(|_| ()))
+        })
+        .await?;
+        let ready = http_get(&format!("http://{ip}:{port}/readyz")).await;
+        ensure!(ready.as_ref().is_some_and(|(code, _)| *code == 503), "/readyz with the database gone: {ready:?}");
+        let live = http_get(&format!("http://{ip}:{port}/healthz")).await;
+        ensure!(live.as_ref().is_some_and(|(code, _)| *code == 200), "/healthz with the database gone: {live:?}");
+        Ok(())
+    }
+    .await;
+    node.forward(cluster, "postgres", "start")?;
+    outcome?;
+    wait_for("the worker to be Ready again", MINUTE, || async {
+        let pods = worker_pods(cluster, ns).await?;
+        Ok(pods.into_iter().find(|p| p.name_any() == name && is_ready(p)))
+    })
+    .await
+    .and_then(|p| {
+        ensure!(restarts(&p) == before, "the worker was restarted while the database was away");
+        Ok(())
+    })
 }
 
 fn restarts(p: &Pod) -> i32 {

@@ -95,3 +95,41 @@ free_port_on() {
     done
     return 1
 }
+
+# start_forward STATE NAME PORT TARGET: forwards connections to port PORT of the node's
+# address to TARGET (host:port) with socat, records the process as forward-NAME and remembers
+# the forward in STATE/node/forward-NAME.conf (so node-forward.sh can restart it on the same
+# port). argv[0] names the node's directory, so is_ours recognises the process.
+start_forward() {
+    local state=$1 name=$2 port=$3 target=$4 pid i
+    printf '%s %s\n' "$port" "$target" >"$state/node/forward-$name.conf"
+    setsid bash -c 'exec -a "$0" socat "TCP-LISTEN:$1,bind=$2,reuseaddr,fork" "TCP:$3"' \
+        "$state/node/forward-$name" "$port" "$NODE_IP" "$target" </dev/null >>"$state/logs/forward-$name.log" 2>&1 &
+    pid=$!
+    printf '%s %s\n' "forward-$name" "$pid" >>"$state/pids"
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/$NODE_IP/$port") 2>/dev/null && return 0
+        is_ours "$state" "$pid" || kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# stop_forward STATE NAME: stops the forward-NAME listener of STATE and the per-connection
+# children socat forked from it (they carry the same argv[0]), so open connections break too.
+stop_forward() {
+    local state=$1 marker="$1/node/forward-$2 " proc cmdline pids=() i
+    for proc in /proc/[0-9]*; do
+        cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+        [[ "$cmdline" == "$marker"* ]] && pids+=("${proc#/proc/}")
+    done
+    ((${#pids[@]})) || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        local alive=0 pid
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || return 0
+        sleep 0.05
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+}

@@ -75,13 +75,11 @@ if ((${#kubepods[@]})); then
     done
 fi
 # The forwards to the apiserver and Postgres.
-if [[ -f "$state/pids" ]]; then
-    while read -r name pid; do
-        if [[ "$name" == forward-* ]] && is_ours "$state" "$pid"; then
-            stop_process "$state" "$name" "$pid" 5 || true
-        fi
-    done <"$state/pids"
-fi
+for conf in "$node"/forward-*.conf; do
+    [[ -f "$conf" ]] || continue
+    name=${conf##*/forward-}
+    stop_forward "$state" "${name%.conf}" || true
+done
 # 4. Mounts under the node's directory, deepest first.
 awk -v prefix="$node/" 'index($5, prefix) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "cannot unmount $m"

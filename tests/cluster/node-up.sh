@@ -168,15 +168,12 @@ wait_until() {
     done
 }
 
-# forward NAME HOST:PORT: listens on a free port of the node's address and forwards every
-# connection to HOST:PORT; prints the address pods use. (argv[0] names the node's directory,
-# so the process is recognised as this cluster's by lib.sh and stopped by node-down.sh.)
+# forward NAME HOST:PORT: forwards a free port of the node's address to HOST:PORT (see
+# start_forward in lib.sh); prints the address pods use.
 forward() {
     local name=$1 target=$2 port
     port=$(free_port_on "$NODE_IP") || die "no free port on $NODE_IP"
-    start_node_process "forward-$name" bash -c 'exec -a "$0" socat "TCP-LISTEN:$1,bind=$2,reuseaddr,fork" "TCP:$3"' \
-        "$node/forward-$name" "$port" "$NODE_IP" "$target"
-    wait_until "the $name forward" 10 "forward-$name" bash -c "exec 3<>/dev/tcp/$NODE_IP/$port"
+    start_forward "$state" "$name" "$port" "$target" || die "the $name forward did not start; see $state/logs/forward-$name.log"
     printf '%s:%s\n' "$NODE_IP" "$port"
 }
 apiserver_forward=$(forward apiserver "${MAINSTAY_CLUSTER_APISERVER#https://}")
