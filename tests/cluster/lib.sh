@@ -70,6 +70,50 @@ stop_processes() {
     return "$failed"
 }
 
+# Starting and watching processes, for up.sh and node-up.sh. These use the sourcing script's
+# $state (the state directory) and its die.
+
+# start NAME COMMAND...: runs COMMAND in a session of its own (so a terminal's
+# signals do not reach it), logging to logs/NAME.log, and records its pid.
+start() {
+    local name=$1 pid i
+    shift
+    setsid "$@" </dev/null >"$state/logs/$name.log" 2>&1 &
+    pid=$!
+    printf '%s %s\n' "$name" "$pid" >>"$state/pids"
+    # Until the background shell has exec'd the command, its command line does not name the
+    # state directory and `running` would take it for an exited process: wait for the exec.
+    for ((i = 0; i < 200; i++)); do
+        is_ours "$state" "$pid" && return 0
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.05
+    done
+}
+
+# running NAME: true while the process recorded as NAME runs.
+running() {
+    local name pid
+    while read -r name pid; do
+        [[ "$name" == "$1" ]] && is_ours "$state" "$pid" && return 0
+    done <"$state/pids"
+    return 1
+}
+
+# wait_until WHAT TIMEOUT PROCESS COMMAND...: retries COMMAND until it succeeds;
+# fails after TIMEOUT seconds, or at once if PROCESS (when not empty) exits.
+wait_until() {
+    local what=$1 timeout=$2 process=$3 deadline
+    shift 3
+    deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        if [[ -n "$process" ]] && ! running "$process"; then
+            die "$process exited while waiting for $what; see $state/logs/$process.log"
+        fi
+        ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what"
+        sleep 0.2
+    done
+}
+
 # The real node of node-up.sh: a bridge of its own, an address range no one else uses (the
 # kwok nodes' pod range is 10.244.0.0/16), and the locally built sandbox image.
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -96,29 +140,22 @@ free_port_on() {
     return 1
 }
 
-# start_forward STATE NAME PORT TARGET: forwards connections to port PORT of the node's
-# address to TARGET (host:port) with socat, records the process as forward-NAME and remembers
-# the forward in STATE/node/forward-NAME.conf (so node-forward.sh can restart it on the same
-# port). argv[0] names the node's directory, so is_ours recognises the process.
+# start_forward NAME PORT TARGET: forwards connections to port PORT of the node's address to
+# TARGET (host:port) with socat, started as forward-NAME, and remembers the forward in
+# $state/node/forward-NAME.conf (so node-forward.sh can restart it on the same port).
+# argv[0] names the node's directory, so is_ours recognises the process.
 start_forward() {
-    local state=$1 name=$2 port=$3 target=$4 pid i
+    local name=$1 port=$2 target=$3
     printf '%s %s\n' "$port" "$target" >"$state/node/forward-$name.conf"
-    setsid bash -c 'exec -a "$0" socat "TCP-LISTEN:$1,bind=$2,reuseaddr,fork" "TCP:$3"' \
-        "$state/node/forward-$name" "$port" "$NODE_IP" "$target" </dev/null >>"$state/logs/forward-$name.log" 2>&1 &
-    pid=$!
-    printf '%s %s\n' "forward-$name" "$pid" >>"$state/pids"
-    for ((i = 0; i < 100; i++)); do
-        (exec 3<>"/dev/tcp/$NODE_IP/$port") 2>/dev/null && return 0
-        is_ours "$state" "$pid" || kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
+    start "forward-$name" bash -c 'exec -a "$0" socat "TCP-LISTEN:$1,bind=$2,reuseaddr,fork" "TCP:$3"' \
+        "$state/node/forward-$name" "$port" "$NODE_IP" "$target"
+    wait_until "the $name forward" 10 "forward-$name" bash -c "exec 3<>/dev/tcp/$NODE_IP/$port"
 }
 
-# stop_forward STATE NAME: stops the forward-NAME listener of STATE and the per-connection
-# children socat forked from it (they carry the same argv[0]), so open connections break too.
+# stop_forward NAME: stops the forward-NAME listener and the per-connection children socat
+# forked from it (they carry the same argv[0]), so open connections break too.
 stop_forward() {
-    local state=$1 marker="$1/node/forward-$2 " proc cmdline pids=() i
+    local marker="$state/node/forward-$1 " proc cmdline pids=() i
     for proc in /proc/[0-9]*; do
         cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
         [[ "$cmdline" == "$marker"* ]] && pids+=("${proc#/proc/}")

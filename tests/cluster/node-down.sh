@@ -25,16 +25,9 @@ node=$state/node
 SECONDS=0
 sock=$node/containerd/containerd.sock
 
+# pid_of NAME: the pid of the live process recorded as NAME.
 pid_of() {
-    local name pid
-    [[ -f "$state/pids" ]] || return 1
-    while read -r name pid; do
-        if [[ "$name" == "$1" ]] && is_ours "$state" "$pid"; then
-            printf '%s\n' "$pid"
-            return 0
-        fi
-    done <"$state/pids"
-    return 1
+    live_processes "$state" | awk -v name="$1" '$1 == name { print $2; found = 1; exit } END { exit !found }'
 }
 
 # 1. The kubelet first, so it restarts nothing.
@@ -78,7 +71,7 @@ fi
 for conf in "$node"/forward-*.conf; do
     [[ -f "$conf" ]] || continue
     name=${conf##*/forward-}
-    stop_forward "$state" "${name%.conf}" || true
+    stop_forward "${name%.conf}" || true
 done
 # 4. Mounts under the node's directory, deepest first.
 awk -v prefix="$node/" 'index($5, prefix) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do

@@ -17,11 +17,11 @@ name=$2
 conf=$state/node/forward-$name.conf
 [[ -f "$conf" ]] || die "$state has no forward named $name"
 case "$3" in
-stop) stop_forward "$state" "$name" ;;
+stop) stop_forward "$name" ;;
 start)
     read -r port target <"$conf"
-    stop_forward "$state" "$name"
-    start_forward "$state" "$name" "$port" "$target" || die "the $name forward did not start"
+    stop_forward "$name"
+    start_forward "$name" "$port" "$target"
     ;;
 *) die "expected stop or start, not $3" ;;
 esac

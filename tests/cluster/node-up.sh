@@ -141,39 +141,12 @@ state = "$node/containerd/state"
     conf_dir = "$node/cni"
 EOF
 
-start_node_process() {
-    local name=$1 pid
-    shift
-    setsid "$@" </dev/null >"$state/logs/$name.log" 2>&1 &
-    pid=$!
-    printf '%s %s\n' "$name" "$pid" >>"$state/pids"
-}
-running() {
-    local name pid
-    while read -r name pid; do
-        [[ "$name" == "$1" ]] && is_ours "$state" "$pid" && return 0
-    done <"$state/pids"
-    return 1
-}
-wait_until() {
-    local what=$1 timeout=$2 process=$3 deadline
-    shift 3
-    deadline=$((SECONDS + timeout))
-    until "$@" >/dev/null 2>&1; do
-        if [[ -n "$process" ]] && ! running "$process"; then
-            die "$process exited while waiting for $what; see $state/logs/$process.log"
-        fi
-        ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what"
-        sleep 0.2
-    done
-}
-
 # forward NAME HOST:PORT: forwards a free port of the node's address to HOST:PORT (see
 # start_forward in lib.sh); prints the address pods use.
 forward() {
     local name=$1 target=$2 port
     port=$(free_port_on "$NODE_IP") || die "no free port on $NODE_IP"
-    start_forward "$state" "$name" "$port" "$target" || die "the $name forward did not start; see $state/logs/forward-$name.log"
+    start_forward "$name" "$port" "$target"
     printf '%s:%s\n' "$NODE_IP" "$port"
 }
 apiserver_forward=$(forward apiserver "${MAINSTAY_CLUSTER_APISERVER#https://}")
@@ -184,7 +157,7 @@ if [[ -n "${MAINSTAY_TEST_DATABASE_URL:-}" ]]; then
     postgres_forward=$(forward postgres "$pg_hostport")
 fi
 
-start_node_process containerd containerd --config "$node/containerd/config.toml"
+start containerd containerd --config "$node/containerd/config.toml"
 ctr_() { ctr --address "$sock" --namespace k8s.io "$@"; }
 wait_until "containerd" 30 containerd ctr_ version
 
@@ -257,7 +230,7 @@ syncFrequency: 10s
 fileCheckFrequency: 20s
 EOF
 
-start_node_process kubelet "$node_bin/kubelet" \
+start kubelet "$node_bin/kubelet" \
     --config="$node/kubelet.yaml" \
     --kubeconfig="$node/kubelet.kubeconfig" \
     --root-dir="$node/kubelet" \

@@ -225,46 +225,6 @@ write_kubeconfig "$pki/scheduler.kubeconfig" scheduler
 
 # --- processes ----------------------------------------------------------------------------
 
-# start NAME COMMAND...: runs COMMAND in a session of its own (so a terminal's
-# signals do not reach it), logging to logs/NAME.log, and records its pid.
-start() {
-    local name=$1 pid i
-    shift
-    setsid "$@" </dev/null >"$state/logs/$name.log" 2>&1 &
-    pid=$!
-    printf '%s %s\n' "$name" "$pid" >>"$state/pids"
-    # Until the background shell has exec'd the command, its command line does not name the
-    # state directory and `running` would take it for an exited process: wait for the exec.
-    for ((i = 0; i < 200; i++)); do
-        is_ours "$state" "$pid" && return 0
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.05
-    done
-}
-
-# running NAME: true while the process recorded as NAME runs.
-running() {
-    local name pid
-    while read -r name pid; do
-        [[ "$name" == "$1" ]] && is_ours "$state" "$pid" && return 0
-    done <"$state/pids"
-    return 1
-}
-
-# wait_until WHAT TIMEOUT PROCESS COMMAND...: retries COMMAND until it succeeds;
-# fails after TIMEOUT seconds, or at once if PROCESS (when not empty) exits.
-wait_until() {
-    local what=$1 timeout=$2 process=$3 deadline
-    shift 3
-    deadline=$((SECONDS + timeout))
-    until "$@" >/dev/null 2>&1; do
-        if [[ -n "$process" ]] && ! running "$process"; then
-            die "$process exited while waiting for $what; see $state/logs/$process.log"
-        fi
-        ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what"
-        sleep 0.2
-    done
-}
 
 https_ok() {
     curl -fsS --max-time 5 --cacert "$pki/ca.crt" "$@"
