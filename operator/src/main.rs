@@ -1,5 +1,7 @@
 //! `mainstay-operator`: runs the DurableApp and Schedule controllers while this replica holds
-//! the leader lease, and serves `/metrics`, `/healthz` and `/readyz`.
+//! the leader lease, and serves `/metrics`, `/healthz` and `/readyz`. `mainstay-operator check`
+//! asks a running operator whether it is ready: the chart's `helm test` pod runs it, so the
+//! test needs no image but the operator's own (whose root filesystem has no shell or `wget`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::ListParams;
 use kube::Api;
 use mainstay_crds::{DurableApp, Schedule};
@@ -28,6 +30,8 @@ enum LogFormat {
 #[derive(Parser, Debug)]
 #[command(name = "mainstay-operator", version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = env::WATCH_NAMESPACE)]
     namespace: Option<String>,
@@ -59,6 +63,23 @@ struct Args {
     log_format: LogFormat,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fetch http://HOST:PORT/PATH and exit 0 if it answers 2xx (the chart's `helm test`).
+    Check {
+        /// Host name or IP address (an IPv6 address without brackets, as in `*_SERVICE_HOST`).
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_seconds: u64,
+    },
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Colour only on a terminal: in a container, escape codes would end up in `kubectl logs`.
@@ -72,15 +93,38 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     init_logging(args.log_format);
-    match run(args).await {
+    let outcome = match args.command.take() {
+        Some(Command::Check { host, port, path, timeout_seconds }) => check(&host, port, &path, Duration::from_secs(timeout_seconds)).await,
+        None => run(args).await,
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// One GET; the answer's status decides.
+async fn check(host: &str, port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let url = format!("http://{host}:{port}{path}");
+    let uri: http::Uri = url.parse().with_context(|| format!("{url} is not a valid URL; check --host, --port and --path"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<String>();
+    let answer = tokio::time::timeout(timeout, client.get(uri))
+        .await
+        .with_context(|| format!("GET {url}: no answer within {}s", timeout.as_secs()))?
+        .with_context(|| format!("GET {url} failed"))?;
+    let status = answer.status();
+    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
+    println!("GET {url}: {status}");
+    Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

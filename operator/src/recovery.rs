@@ -11,7 +11,9 @@
 //!   its process, if it still runs, loses ownership of its workflows when they are recovered;
 //! - the caller reads the pending executors *before* it lists the pods. A pod that appears in
 //!   the database existed before that read, so if it is missing from the later listing it is
-//!   really gone (Deployment pod names are never reused).
+//!   really gone (Deployment pod names are never reused). The listing comes from a watch,
+//!   which can lag the database (a pod that started and claimed work since the watch's last
+//!   event), so before recovering, the API server is asked about each dead pod directly.
 
 use std::collections::BTreeSet;
 
@@ -28,6 +30,14 @@ pub const LOST_AFTER_DEADLINE: chrono::Duration = chrono::Duration::seconds(30);
 /// Whether a pod's worker process can no longer be running workflows as their owner.
 pub fn is_gone(phase: Option<&str>, deletion_deadline: Option<chrono::DateTime<chrono::Utc>>, now: chrono::DateTime<chrono::Utc>) -> bool {
     phase.is_some_and(|p| TERMINAL_PHASES.contains(&p)) || deletion_deadline.is_some_and(|d| now > d + LOST_AFTER_DEADLINE)
+}
+
+/// [`is_gone`] of a pod object.
+pub fn pod_is_gone(pod: &k8s_openapi::api::core::v1::Pod, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let deadline =
+        pod.metadata.deletion_timestamp.as_ref().and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t.0.as_millisecond()));
+    is_gone(phase, deadline, now)
 }
 
 /// The executors among `pending` whose pods are not in `live_pods`.

@@ -96,9 +96,13 @@ fn install_chart(cluster: &Cluster) -> Result<()> {
     let _ = cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"]);
     cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
     apply(cluster, &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {RELEASE_NAMESPACE}}}\n"))?;
-    // The `helm test` image is a value (for clusters that pull through a mirror).
-    let mirrored = cluster.helm(&["template", RELEASE, "charts/mainstay", "--set", "test.image=mirror.example/tools/busybox:1.37"])?;
-    ensure!(mirrored.contains("image: \"mirror.example/tools/busybox:1.37\""), "test.image is not used by the test pod:\n{mirrored}");
+    // The `helm test` pod runs the operator's own image (a mirror's too), nothing else.
+    let mirrored = cluster.helm(&["template", RELEASE, "charts/mainstay", "--set", "image.repository=mirror.example/mainstay-operator"])?;
+    let images: Vec<&str> = mirrored.lines().filter_map(|l| l.trim().strip_prefix("image: ")).collect();
+    ensure!(
+        images.len() == 2 && images.iter().all(|i| i.starts_with("\"mirror.example/mainstay-operator:")),
+        "the operator and its test pod should both run the operator's image: {images:?}"
+    );
     let rendered = cluster.helm(&["template", RELEASE, "charts/mainstay", "-n", RELEASE_NAMESPACE])?;
     let dry = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)?;
     ensure!(dry.status.success(), "the rendered chart is refused by the apiserver: {}", String::from_utf8_lossy(&dry.stderr));

@@ -2,7 +2,8 @@
 //! (`tests/cluster/node-up.sh`), from an image built from this repository
 //! (`tests/cluster/images.sh`), with the operator's pod spec unchanged. The kubelet calls the
 //! probes, the root filesystem is read-only, the user is not root, the limits hold, and a
-//! killed container is a real SIGKILL.
+//! killed container is a real SIGKILL. The operator runs in the cluster too, installed by
+//! `helm install` from the chart, reaching the apiserver through the `kubernetes` Service.
 //!
 //! `.ci/run` adds the node where it can (Linux, as root) and sets `MAINSTAY_E2E_NODE_ENV`;
 //! where it cannot it sets `MAINSTAY_E2E_NODE_SKIP` to the reason, which this test prints.
@@ -32,6 +33,8 @@ const WORKER_IMAGE: &str = "mainstay.test/mainstay-example-worker:dev";
 /// The same image under another tag: the next version.
 const WORKER_IMAGE_V2: &str = "mainstay.test/mainstay-example-worker:v2";
 const MINUTE: Duration = Duration::from_secs(60);
+/// The operator image `tests/cluster/images.sh` builds, tag `dev`.
+const OPERATOR_REPOSITORY: &str = "mainstay.test/mainstay-operator";
 
 /// The real node, as `node-up.sh` describes it in its env file.
 struct Node {
@@ -126,9 +129,8 @@ async fn workers_run_as_real_containers() -> Result<()> {
     let pod_url = format!("{credentials}@{}/{db}", node.postgres);
     cluster.kubectl(&["-n", &ns, "create", "secret", "generic", "shop-db", &format!("--from-literal=url={pod_url}")])?;
 
-    let args: Vec<String> = ["--namespace", &ns, "--leader-elect=false"].iter().map(|s| s.to_string()).collect();
-    let operator = Operator::start_with(&cluster, &cluster.kubeconfig, "real-pods-operator", &args).await?;
     let outcome = async {
+        let operator = install_operator(&cluster, &node, &ns).await.context("the operator from the chart, in the cluster")?;
         let app = serde_json::json!({
             "apiVersion": "mainstay.dev/v1alpha1",
             "kind": "DurableApp",
@@ -166,15 +168,77 @@ async fn workers_run_as_real_containers() -> Result<()> {
             .await
             .context("scenario: a worker pod deleted mid-workflow")?;
         a_new_version_rolls_out_while_the_old_one_drains(&cluster, &node, &ns, &client).await.context("scenario: a roll-out")?;
+        a_killed_operator_loses_no_tick(&cluster, &node, &ns, &client, &host_url, &operator)
+            .await
+            .context("scenario: the operator killed during a schedule")?;
         probes_follow_the_database(&cluster, &node, &ns).await.context("scenario: the database unreachable")?;
         client.close().await;
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let stopped = operator.stop().await;
+    if outcome.is_err() {
+        // What the operator saw, from the kubelet (the previous container's too, if it restarted).
+        for previous in ["--previous=false", "--previous=true"] {
+            if let Ok(log) = cluster.kubectl(&["-n", &ns, "logs", "deployment/mainstay", previous, "--tail=200"]) {
+                eprintln!("==> operator log ({previous}) <==\n{log}");
+            }
+        }
+    }
+    // The apps first, while the operator still runs to release them; then everything else.
+    let _ = cluster.kubectl(&["-n", &ns, "delete", "schedules,durableapps", "--all", "--timeout=60s"]);
     let _ = cluster.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
-    outcome?;
-    stopped
+    outcome
+}
+
+/// The operator's pod, from the chart.
+struct InCluster {
+    pod: String,
+}
+
+/// `helm install` of the chart with the operator image built from this repository, on the real
+/// node: its ServiceAccount and RBAC (the namespace only), leader election, probes, security
+/// context and resource limits as the chart has them. Then `helm test`, whose pod reaches the
+/// operator through its metrics Service (kube-proxy on the node).
+async fn install_operator(cluster: &Cluster, node: &Node, ns: &str) -> Result<InCluster> {
+    let values = cluster.work_dir.join(format!("values-{ns}.yaml"));
+    std::fs::write(
+        &values,
+        format!(
+            "image: {{repository: {OPERATOR_REPOSITORY}, tag: dev, pullPolicy: Never}}\nwatchNamespace: {ns}\n\
+             nodeSelector: {{mainstay.dev/node: real}}\n\
+             tolerations: [{{key: mainstay.dev/node, value: real, effect: NoSchedule}}]\n"
+        ),
+    )?;
+    let values = values.to_string_lossy();
+    cluster.helm(&["install", "mainstay", "charts/mainstay", "-n", ns, "-f", &values, "--wait", "--timeout", "3m"])?;
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
+    let selector = "app.kubernetes.io/name=mainstay,app.kubernetes.io/instance=mainstay";
+    let pod = wait_for("the operator pod Ready on the real node", 2 * MINUTE, || async {
+        Ok(pods.list(&ListParams::default().labels(selector)).await?.items.into_iter().find(is_ready))
+    })
+    .await?;
+    let name = pod.name_any();
+    let spec = pod.spec.as_ref().context("operator pod spec")?;
+    ensure!(spec.node_name.as_deref() == Some(node.name.as_str()), "the operator ran on {:?}, not the real node", spec.node_name);
+    let container = &spec.containers[0];
+    let security = container.security_context.as_ref().context("no container security context")?;
+    ensure!(security.read_only_root_filesystem == Some(true) && security.run_as_non_root == Some(true), "{security:?}");
+    let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref()).context("no resource limits")?;
+    ensure!(limits.contains_key("memory"), "the operator has no memory limit: {limits:?}");
+    // It talks to the apiserver as its ServiceAccount, through the `kubernetes` Service, and
+    // leads: the Lease names it.
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client.clone(), ns);
+    wait_for("the operator pod to hold the leader Lease", MINUTE, || async {
+        let lease = leases.get_opt(mainstay_operator::names::LEASE_NAME).await?;
+        let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+        Ok((holder.as_deref() == Some(name.as_str())).then_some(()))
+    })
+    .await?;
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).context("the operator has no pod IP")?;
+    let metrics = http_get(&format!("http://{ip}:8080/metrics")).await.context("no answer on the operator's metrics port")?;
+    ensure!(metrics.0 == 200 && metrics.1.contains("mainstay_operator_leader 1"), "the operator's /metrics: {metrics:?}");
+    cluster.helm(&["test", "mainstay", "-n", ns, "--timeout", "2m"]).context("helm test")?;
+    Ok(InCluster { pod: name })
 }
 
 /// The worker pods of the app in `ns`.
@@ -334,7 +398,13 @@ async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, nod
     let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(cluster.client.clone(), ns);
     // v2 has no work yet, so it stays at zero workers; dev keeps its worker for its own work.
     wait_for("v2 deployed next to the draining dev version", 2 * MINUTE, || async {
-        let names: Vec<String> = deployments.list(&ListParams::default()).await?.items.iter().map(|d| d.name_any()).collect();
+        let names: Vec<String> = deployments
+            .list(&ListParams::default().labels(&format!("{LABEL_APP}=shop")))
+            .await?
+            .items
+            .iter()
+            .map(|d| d.name_any())
+            .collect();
         let dev_ready = worker_pods(cluster, ns).await?.iter().any(|p| p.name_any().starts_with("shop-dev-") && is_ready(p));
         Ok((names.contains(&"shop-dev".to_string()) && names.contains(&"shop-v2".to_string()) && dev_ready).then_some(()))
     })
@@ -349,7 +419,13 @@ async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, nod
         ensure!(executor.starts_with("shop-dev-"), "{} of version dev finished on {executor}", w.workflow_id);
     }
     wait_for("the drained dev Deployment to be removed", 2 * MINUTE, || async {
-        let names: Vec<String> = deployments.list(&ListParams::default()).await?.items.iter().map(|d| d.name_any()).collect();
+        let names: Vec<String> = deployments
+            .list(&ListParams::default().labels(&format!("{LABEL_APP}=shop")))
+            .await?
+            .items
+            .iter()
+            .map(|d| d.name_any())
+            .collect();
         Ok((names == ["shop-v2"]).then_some(()))
     })
     .await?;
@@ -361,6 +437,85 @@ async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, nod
         Ok(w.first().filter(|w| w.status == Status::Success).and_then(|w| w.executor_id.clone()).filter(|e| e.starts_with("shop-v2-")))
     })
     .await?;
+    Ok(())
+}
+
+/// The operator's container killed (SIGKILL, as the OOM killer does) while a Schedule fires every
+/// second: the kubelet restarts it, it leads again, catches up the ticks it missed (within the
+/// starting deadline), and no tick runs twice or goes missing.
+async fn a_killed_operator_loses_no_tick(
+    cluster: &Cluster,
+    node: &Node,
+    ns: &str,
+    client: &Client,
+    host_url: &str,
+    operator: &InCluster,
+) -> Result<()> {
+    let name = format!("{ns}/every-second");
+    let schedule = |suspend: bool| {
+        json!({
+            "apiVersion": "mainstay.dev/v1alpha1",
+            "kind": "Schedule",
+            "metadata": {"name": "every-second", "namespace": ns},
+            "spec": {"appRef": "shop", "workflowName": "nightly_report", "schedule": "* * * * * *",
+                     "input": {"n": 1}, "startingDeadlineSeconds": 60, "suspend": suspend},
+        })
+        .to_string()
+    };
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &schedule(false))?;
+    let ticks = || async {
+        let ids: Vec<String> =
+            client.list_workflows(&WorkflowFilter::new().schedule_name(name.clone())).await?.into_iter().map(|w| w.workflow_id).collect();
+        let mut ticks = Vec::new();
+        for id in &ids {
+            let t = id.strip_prefix(&format!("sched-{name}-")).with_context(|| format!("unexpected ID {id}"))?;
+            ticks.push(chrono::DateTime::parse_from_rfc3339(t)?.with_timezone(&chrono::Utc));
+        }
+        ticks.sort();
+        Ok::<_, anyhow::Error>(ticks)
+    };
+    let first = wait_for("the first tick", MINUTE, || async { Ok(ticks().await?.first().copied()) }).await?;
+    wait_for("5 s of ticks", MINUTE, || async {
+        Ok(ticks().await?.last().filter(|t| **t >= first + chrono::Duration::seconds(5)).map(|_| ()))
+    })
+    .await?;
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
+    let before = restarts(&pods.get(&operator.pod).await?);
+    let pid = node.container_pid(&operator.pod, "operator")?;
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    ensure!(killed.success(), "kill -KILL {pid} failed");
+    let killed_at = chrono::Utc::now();
+    wait_for("the operator container to be restarted and Ready", 2 * MINUTE, || async {
+        let p = pods.get(&operator.pod).await?;
+        Ok((restarts(&p) > before && is_ready(&p)).then_some(()))
+    })
+    .await?;
+    wait_for("ticks 10 s past the kill", MINUTE, || async {
+        Ok(ticks().await?.last().filter(|t| **t >= killed_at + chrono::Duration::seconds(10)).map(|_| ()))
+    })
+    .await?;
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &schedule(true))?;
+    let schedules = Api::<mainstay_crds::Schedule>::namespaced(cluster.client.clone(), ns);
+    wait_for("the schedule to report Suspended", MINUTE, || async {
+        let s = schedules.get("every-second").await?;
+        Ok(s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Ready" && c.reason == "Suspended")).map(|_| ()))
+    })
+    .await?;
+    let fired = ticks().await?;
+    let (first, last) = (fired[0], *fired.last().context("no tick")?);
+    let expected = (last - first).num_seconds() as usize + 1;
+    ensure!(fired.len() == expected, "ticks missing between {first} and {last}: {} fired, {expected} expected", fired.len());
+    wait_for("every tick's run to succeed", 2 * MINUTE, || async {
+        let done = client.list_workflows(&WorkflowFilter::new().schedule_name(name.clone()).statuses([Status::Success])).await?.len();
+        Ok((done == fired.len()).then_some(()))
+    })
+    .await?;
+    let mut conn = mainstay_testkit::connect(host_url).await;
+    let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM outcome_writes WHERE workflow_uuid LIKE $1")
+        .bind(format!("sched-{name}-%"))
+        .fetch_one(&mut conn)
+        .await?;
+    ensure!(writes as usize == fired.len(), "{} ticks wrote {writes} outcomes", fired.len());
     Ok(())
 }
 

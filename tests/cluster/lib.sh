@@ -114,6 +114,13 @@ wait_until() {
     done
 }
 
+# The Service ClusterIP range and the `kubernetes` Service's address in it (the
+# apiserver's certificate names it).
+# shellcheck disable=SC2034
+SERVICE_CIDR=10.0.0.0/24
+# shellcheck disable=SC2034
+SERVICE_IP=10.0.0.1
+
 # The real node of node-up.sh: a bridge of its own, an address range no one else uses (the
 # kwok nodes' pod range is 10.244.0.0/16), and the locally built sandbox image.
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -126,6 +133,12 @@ NODE_POD_CIDR=10.245.0.0/24
 NODE_NAME=mainstay-node-0
 # shellcheck disable=SC2034
 PAUSE_IMAGE=mainstay.test/pause:v1
+# The EndpointSlice that points the `kubernetes` Service at the node's apiserver forward.
+# shellcheck disable=SC2034
+NODE_APISERVER_SLICE=kubernetes-mainstay-node
+# kube-proxy's nftables tables (family and name).
+# shellcheck disable=SC2034
+NODE_PROXY_TABLES=("ip kube-proxy" "ip6 kube-proxy")
 
 # free_port_on ADDRESS: prints a random port of ADDRESS that nothing listens on.
 free_port_on() {

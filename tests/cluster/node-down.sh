@@ -34,6 +34,16 @@ pid_of() {
 if pid=$(pid_of kubelet); then
     stop_process "$state" kubelet "$pid" 15 || true
 fi
+# kube-proxy next, then its rules (it would write them again).
+if pid=$(pid_of kube-proxy); then
+    stop_process "$state" kube-proxy "$pid" 15 || true
+fi
+for table in "${NODE_PROXY_TABLES[@]}"; do
+    # shellcheck disable=SC2086 # "family name"
+    if nft list table $table >/dev/null 2>&1; then
+        nft delete table $table || log "cannot delete the nftables table $table"
+    fi
+done
 # 2. Every pod, through the runtime: containers stopped, CNI DEL run, sandboxes removed.
 if pid_of containerd >/dev/null; then
     crictl=$(ls "${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}"/k8s/node-bin-*/crictl 2>/dev/null | head -n1)
@@ -87,12 +97,14 @@ if [[ -f "$node/sysctl.saved" ]]; then
         sysctl -q -w "$key=$value" >/dev/null || log "cannot restore $key=$value"
     done <"$node/sysctl.saved"
 fi
-# 7. The Node object, if the control plane still answers.
+# 7. The Node object and the apiserver's EndpointSlice, if the control plane still answers.
 if [[ -f "$state/env" ]]; then
     # shellcheck disable=SC1091
     source "$state/env"
     KUBECONFIG="$state/kubeconfig" timeout 20 "$MAINSTAY_CLUSTER_BIN/kubectl" delete node "$NODE_NAME" \
         --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    KUBECONFIG="$state/kubeconfig" timeout 20 "$MAINSTAY_CLUSTER_BIN/kubectl" -n default delete endpointslice \
+        "$NODE_APISERVER_SLICE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 fi
 rm -rf "$node"
 log "node removed in ${SECONDS}s"

@@ -11,10 +11,11 @@
 #
 # What it sets up, all under <state-dir>/node unless said otherwise:
 #   packages   containerd, runc and containernetworking-plugins from apt when missing
-#   binaries   kubelet, crictl and the pause binary, built by `build.sh node`
+#   binaries   kubelet, kube-proxy, crictl and the pause binary, built by `build.sh node`
 #   network    bridge $NODE_BRIDGE with $NODE_IP/24, the node's address; pods get
 #              addresses of 10.245.0.0/24 on it (CNI bridge + host-local + portmap,
-#              no masquerade: traffic stays on this machine)
+#              no masquerade) and one route, to the Service range through the node:
+#              no default route, so traffic stays on this machine
 #   containerd own root, state, socket and config; overlayfs; cgroupfs; the sandbox
 #              image is the locally built pause image, so nothing is ever pulled;
 #              restrict_oom_score_adj (this host refuses negative OOM scores)
@@ -23,6 +24,9 @@
 #              Postgres listen: socat forwards a port of $NODE_IP to each (the
 #              apiserver always; Postgres when MAINSTAY_TEST_DATABASE_URL names one),
 #              so pods reach them on the bridge this run created and nowhere else
+#   services   kube-proxy (nftables mode, its own tables) gives ClusterIP Services; the
+#              `kubernetes` Service gets an EndpointSlice pointing at the apiserver
+#              forward, so in-cluster clients (the operator's pod) reach the apiserver
 #   kubelet    node $NODE_NAME, labelled mainstay.dev/node=real and tainted
 #              mainstay.dev/node=real:NoSchedule, so only pods that ask for it (the
 #              real-pod tests) land there and the kwok tier is unaffected; x509 client
@@ -106,6 +110,7 @@ cat >"$node/cni/10-mainstay.conflist" <<EOF
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$NODE_POD_CIDR", "gateway": "$NODE_IP"}]],
+        "routes": [{"dst": "$SERVICE_CIDR"}],
         "dataDir": "$node/cni-ipam"
       }
     },
@@ -166,14 +171,16 @@ python3 "$script_dir/oci-image.py" --name "$PAUSE_IMAGE" --out "$node/images/pau
     --file "$node_bin/pause:/pause:0755" --entrypoint /pause --user 65535
 ctr_ images import --no-unpack=false "$node/images/pause.tar" >&2 || die "importing the pause image failed"
 
-# The kubelet's identity: a client certificate the Node authorizer knows.
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$node/certs/kubelet-client.key" 2>/dev/null
-openssl req -new -key "$node/certs/kubelet-client.key" -subj "/O=system:nodes/CN=system:node:$NODE_NAME" \
-    -out "$node/certs/kubelet-client.csr" 2>/dev/null
-openssl x509 -req -in "$node/certs/kubelet-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 365 -extfile "$pki/openssl.cnf" -extensions client \
-    -out "$node/certs/kubelet-client.crt" 2>/dev/null
-cat >"$node/kubelet.kubeconfig" <<EOF
+# client_kubeconfig NAME SUBJECT: a client certificate signed by the cluster CA for SUBJECT
+# and a kubeconfig using it, $node/NAME.kubeconfig.
+client_kubeconfig() {
+    local name=$1 subject=$2
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$node/certs/$name-client.key" 2>/dev/null
+    openssl req -new -key "$node/certs/$name-client.key" -subj "$subject" -out "$node/certs/$name-client.csr" 2>/dev/null
+    openssl x509 -req -in "$node/certs/$name-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" -days 365 -extfile "$pki/openssl.cnf" -extensions client \
+        -out "$node/certs/$name-client.crt" 2>/dev/null
+    cat >"$node/$name.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -182,15 +189,20 @@ clusters:
     server: $MAINSTAY_CLUSTER_APISERVER
     certificate-authority: $pki/ca.crt
 users:
-- name: kubelet
+- name: $name
   user:
-    client-certificate: $node/certs/kubelet-client.crt
-    client-key: $node/certs/kubelet-client.key
+    client-certificate: $node/certs/$name-client.crt
+    client-key: $node/certs/$name-client.key
 contexts:
 - name: test
-  context: {cluster: test, user: kubelet}
+  context: {cluster: test, user: $name}
 current-context: test
 EOF
+}
+# The kubelet's identity is one the Node authorizer knows; kube-proxy's is bound to the
+# system:node-proxier role by default.
+client_kubeconfig kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
+client_kubeconfig kube-proxy "/CN=system:kube-proxy"
 
 kubelet_port=$(free_port_on "$NODE_IP")
 healthz_port=$(free_port_on 127.0.0.1)
@@ -241,6 +253,53 @@ start kubelet "$node_bin/kubelet" \
     --v=1
 
 kubectl_() { KUBECONFIG="$state/kubeconfig" "$MAINSTAY_CLUSTER_BIN/kubectl" "$@"; }
+
+# In-cluster clients (the operator's pod) reach the apiserver through the `kubernetes`
+# Service. up.sh's apiserver advertises 127.0.0.1 and manages no endpoints for it
+# (--endpoint-reconciler-type=none), so the node publishes the one pods can use, its
+# apiserver forward, and kube-proxy routes the Service's ClusterIP there.
+kubectl_ apply -f - >/dev/null <<EOF || die "publishing the apiserver's endpoints failed"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $NODE_APISERVER_SLICE
+  namespace: default
+  labels:
+    kubernetes.io/service-name: kubernetes
+    endpointslice.kubernetes.io/managed-by: mainstay.dev-test-node
+addressType: IPv4
+endpoints:
+- addresses: [$NODE_IP]
+  conditions: {ready: true}
+ports:
+- {name: https, port: ${apiserver_forward##*:}, protocol: TCP}
+EOF
+# kube-proxy in nftables mode: its rules live in tables of its own (node-down.sh deletes
+# them). NodePorts open on the node's address only; conntrack sysctls are left alone.
+proxy_healthz_port=$(free_port_on 127.0.0.1)
+proxy_metrics_port=$(free_port_on 127.0.0.1)
+cat >"$node/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection:
+  kubeconfig: $node/kube-proxy.kubeconfig
+hostnameOverride: $NODE_NAME
+bindAddress: $NODE_IP
+healthzBindAddress: 127.0.0.1:$proxy_healthz_port
+metricsBindAddress: 127.0.0.1:$proxy_metrics_port
+clusterCIDR: $NODE_POD_CIDR
+nodePortAddresses: [$NODE_IP/32]
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+start kube-proxy "$node_bin/kube-proxy" --config="$node/kube-proxy.yaml" --v=1
+proxy_synced() { curl -fsS --max-time 2 "http://127.0.0.1:$proxy_healthz_port/healthz" >/dev/null; }
+wait_until "kube-proxy to program the Services" 60 kube-proxy proxy_synced
+
 node_ready() {
     [[ $(kubectl_ get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }

@@ -45,8 +45,6 @@ node_count=${MAINSTAY_CLUSTER_NODES:-3}
 [[ "$node_count" =~ ^[1-9][0-9]*$ && "$node_count" -le 250 ]] ||
     die "MAINSTAY_CLUSTER_NODES must be a number from 1 to 250"
 
-SERVICE_CIDR=10.0.0.0/24
-SERVICE_IP=10.0.0.1
 POD_CIDR=10.244.0.0/16
 CLUSTER_NAME=mainstay-test
 

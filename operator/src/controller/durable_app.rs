@@ -38,7 +38,7 @@ use crate::names::{
     condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY,
     MANAGED_BY,
 };
-use crate::recovery::is_gone;
+use crate::recovery::pod_is_gone;
 use crate::stores::scoped_api;
 use crate::validate;
 use crate::workload::{app_selector_string, http_service, with_spec_hash};
@@ -260,19 +260,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         unrunnable,
         registered,
         deployments,
-        live_pods: pods
-            .iter()
-            .filter(|p| {
-                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                let deadline = p
-                    .metadata
-                    .deletion_timestamp
-                    .as_ref()
-                    .and_then(|t| chrono::DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()));
-                !is_gone(phase, deadline, now)
-            })
-            .map(|p| p.name_any())
-            .collect(),
+        live_pods: pods.iter().filter(|p| !pod_is_gone(p, now)).map(|p| p.name_any()).collect(),
         terminating: pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()),
         now,
     };
@@ -317,7 +305,22 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
 async fn apply_decision(app: &DurableApp, ctx: &Context, db: &mainstay::Client, o: &Observed<'_>, d: &Decision) -> Result<Applied, Error> {
     let key = object_key(app);
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let pods = Api::<Pod>::namespaced(ctx.kube.clone(), &ns);
     for executor in &d.dead {
+        // The pod store can lag the database: a worker that started and claimed work since the
+        // watch's last event would look dead. Its workflows are taken only if the API server
+        // agrees the pod is gone; when it cannot say, the next reconcile asks again.
+        match pods.get_opt(executor).await {
+            Ok(Some(pod)) if !pod_is_gone(&pod, Utc::now()) => {
+                tracing::info!(app = %key, executor = %executor, "worker pod not yet in the watch's view but alive; its workflows stay");
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(app = %key, executor = %executor, error = %e, "cannot confirm that the worker pod is gone; not recovering yet");
+                continue;
+            }
+        }
         match db.recover_executor(executor).await {
             Ok(ids) if !ids.is_empty() => {
                 let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
