@@ -92,6 +92,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether applying it stops worker pods (of what `o` observed): a drained version's
+    /// Deployment removed, or a Deployment scaled down.
+    pub fn stops_workers(&self, o: &Observed) -> bool {
+        let replicas = |name: &str| o.deployments.values().find(|d| d.name_any() == name).and_then(|d| d.spec.as_ref()?.replicas);
+        let scales_down = !self.blocked && self.desired < self.current_replicas;
+        let rescales_down = self.rescale.iter().any(|r| replicas(&r.deployment).is_some_and(|now| r.replicas < now));
+        !self.remove.is_empty() || scales_down || rescales_down
+    }
+
     /// Whether the current version may be made the latest (given a ready worker).
     pub fn may_take_latest(&self) -> bool {
         !self.blocked
@@ -382,6 +391,7 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         let applied = d.apply.as_ref().expect("the Deployment is resized");
         assert_eq!(applied.spec.as_ref().unwrap().replicas, Some(3));
         assert!(d.rescale.is_empty() && d.remove.is_empty() && d.dead.is_empty());
+        assert!(!d.stops_workers(&o), "scaling up stops no worker");
         let s = status(&o, &d, DurableAppStatus::default());
         assert_eq!((s.desired_workers, s.queued_workflows), (3, 25));
         assert_eq!(s.queues.len(), 1);
@@ -421,6 +431,7 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         let d = decide(&o, &mut scaling::History::default());
         assert_eq!(d.plan.keep, vec!["v2".to_string(), "v1".to_string()]);
         assert_eq!(d.rescale, vec![Rescale { deployment: old.name_any(), replicas: 1 }], "4 left: one worker");
+        assert!(d.stops_workers(&o), "3 draining workers down to 1: decided again on a reading of now");
         let s = status(&o, &d, DurableAppStatus::default());
         assert_eq!(condition(&s, "Progressing"), ("True", reason::ROLLING_OUT, "version v2 is current; draining v1 (4 workflows left)"));
         assert_eq!(s.ready_workers, 4);
@@ -428,6 +439,7 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         let o = observed(&app, vec![old.clone(), deployment(&app, "v2", "shop-worker:2", 1, 1)], vec![work(Some("v2"), 1, 0)]);
         let d = decide(&o, &mut scaling::History::default());
         assert_eq!(d.remove, vec![("v1".to_string(), old.name_any())]);
+        assert!(d.stops_workers(&o), "a drained version's removal is decided again on a reading of now");
         assert_eq!(status(&o, &d, DurableAppStatus::default()).versions, vec!["v2".to_string()]);
     }
 

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -38,6 +38,7 @@ use crate::names::{
     condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY,
     MANAGED_BY,
 };
+use crate::observer::Reading;
 use crate::recovery::pod_is_gone;
 use crate::stores::scoped_api;
 use crate::validate;
@@ -225,7 +226,6 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     ctx.observer.watch_app(&pool, &db, &key, Some(app_name.clone()), ObjectRef::from_obj(app.as_ref()), &reading);
-    let pods = ctx.stores.app_pods(&ns, &name);
     let deployments: BTreeMap<String, Deployment> = ctx
         .stores
         .app_deployments(&ns, &name)
@@ -242,34 +242,56 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             Err(e) => tracing::warn!(app = %key, version = %v, error = %e, "cannot read the version's workflows"),
         }
     }
-    // Queued work the current version does not register is never claimed by it: it must not
-    // keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
-    let unrunnable = match registered.get(&valid.version) {
-        Some(r) => reading.work.unrunnable(Some(&app_name), &valid.version, r),
-        None => Vec::new(),
+    let observe = |reading: &Reading| {
+        // Pods after the database (see `recovery`).
+        let pods = ctx.stores.app_pods(&ns, &name);
+        // Queued work the current version does not register is never claimed by it: it must
+        // not keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
+        let unrunnable = match registered.get(&valid.version) {
+            Some(r) => reading.work.unrunnable(Some(&app_name), &valid.version, r),
+            None => Vec::new(),
+        };
+        Observed {
+            app: &app,
+            version: valid.version.clone(),
+            version_conflict: conflict.clone(),
+            queue_conflicts: queue_conflicts.clone(),
+            secret_version: secret_version.clone(),
+            executors: reading.work.pending_by_executor(Some(&app_name)),
+            by_version: reading.work.outstanding_by_version(Some(&app_name)),
+            depths: reading.work.queue_depths(Some(&app_name)),
+            unrunnable,
+            registered: registered.clone(),
+            deployments: deployments.clone(),
+            live_pods: pods.iter().filter(|p| !pod_is_gone(p, now)).map(|p| p.name_any()).collect(),
+            terminating: pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()),
+            now,
+        }
     };
-    let observed = Observed {
-        app: &app,
-        version: valid.version.clone(),
-        version_conflict: conflict,
-        queue_conflicts,
-        secret_version,
-        executors: reading.work.pending_by_executor(Some(&app_name)),
-        by_version: reading.work.outstanding_by_version(Some(&app_name)),
-        depths: reading.work.queue_depths(Some(&app_name)),
-        unrunnable,
-        registered,
-        deployments,
-        live_pods: pods.iter().filter(|p| !pod_is_gone(p, now)).map(|p| p.name_any()).collect(),
-        terminating: pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()),
-        now,
+    let decide = |observed: &Observed| {
+        let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
+        app_decision::decide(observed, histories.entry(key.clone()).or_default())
     };
 
     // 4. Decide.
-    let decision = {
-        let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
-        app_decision::decide(&observed, histories.entry(key.clone()).or_default())
-    };
+    let mut observed = observe(&reading);
+    let mut decision = decide(&observed);
+    // The shared reading may be up to a poll interval old. Removing a drained version's
+    // Deployment or scaling workers down stops pods, which on an old reading may be running
+    // work enqueued since (a drained version's Deployment cannot be brought back: its template
+    // is gone). Such a decision is taken again on a reading of now.
+    if decision.stops_workers(&observed) {
+        match ctx.observer.unfinished(&pool, &db, Duration::ZERO).await {
+            Ok(now_reading) => {
+                observed = observe(&now_reading);
+                decision = decide(&observed);
+            }
+            Err(e) => {
+                tracing::warn!(app = %key, error = %e, "cannot read the database again before stopping workers; retrying");
+                return Ok(Action::requeue(ctx.backoff(&key)));
+            }
+        }
+    }
 
     // 5. Apply.
     let applied = apply_decision(&app, ctx, &db, &observed, &decision).await?;
