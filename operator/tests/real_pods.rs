@@ -99,6 +99,15 @@ impl Node {
         Ok(())
     }
 
+    /// Takes the node away (`off`: every process of it SIGKILLed, a machine losing its power)
+    /// or brings it back (`on`), with `tests/cluster/node-power.sh`.
+    fn power(&self, cluster: &Cluster, action: &str) -> Result<()> {
+        let script = cluster.repo.join("tests/cluster/node-power.sh");
+        let out = std::process::Command::new("bash").arg(script).arg(&self.state).arg(action).output()?;
+        ensure!(out.status.success(), "node-power.sh {action} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
     /// The host PID of the running container `container` of pod `pod`.
     fn container_pid(&self, pod: &str, container: &str) -> Result<u32> {
         let id = self.crictl(&["ps", "--quiet", "--state", "running", "--pod", &self.pod_id(pod)?, "--name", container])?;
@@ -144,7 +153,13 @@ async fn workers_run_as_real_containers() -> Result<()> {
                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
                 "podTemplate": {
                     "nodeSelector": {"mainstay.dev/node": "real"},
-                    "tolerations": [{"key": "mainstay.dev/node", "value": "real", "effect": "NoSchedule"}],
+                    // How long a pod stays bound to a lost node before it is evicted: the
+                    // cluster's default is 300 s; the node-loss scenario waits for it.
+                    "tolerations": [
+                        {"key": "mainstay.dev/node", "value": "real", "effect": "NoSchedule"},
+                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5},
+                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5},
+                    ],
                 },
             },
         });
@@ -172,6 +187,7 @@ async fn workers_run_as_real_containers() -> Result<()> {
             .await
             .context("scenario: the operator killed during a schedule")?;
         probes_follow_the_database(&cluster, &node, &ns).await.context("scenario: the database unreachable")?;
+        a_lost_nodes_work_is_recovered(&cluster, &node, &ns, &client, &host_url).await.context("scenario: the node lost")?;
         client.close().await;
         Ok::<_, anyhow::Error>(())
     }
@@ -560,6 +576,98 @@ async fn probes_follow_the_database(cluster: &Cluster, node: &Node, ns: &str) ->
         ensure!(restarts(&p) == before, "the worker was restarted while the database was away");
         Ok(())
     })
+}
+
+/// The node lost with work on it: kubelet, runtime and containers gone at once. The control
+/// plane marks the node NotReady, evicts its pods (after their 5 s toleration), which then stay
+/// Terminating since no kubelet confirms; the operator recovers their workflows once a pod is
+/// past its deletion deadline. With the node back, a new worker finishes each workflow once,
+/// from its last completed step.
+///
+/// The operator must outlive the node, and this cluster has one real node, so for this scenario
+/// the operator runs on the host (another machine, as far as the node is concerned) and the
+/// chart's replica is scaled to zero.
+async fn a_lost_nodes_work_is_recovered(cluster: &Cluster, node: &Node, ns: &str, client: &Client, host_url: &str) -> Result<()> {
+    cluster.kubectl(&["-n", ns, "scale", "deployment/mainstay", "--replicas=0"])?;
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
+    wait_for("the in-cluster operator to stop", MINUTE, || async {
+        let left = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=mainstay")).await?.items;
+        Ok(left.is_empty().then_some(()))
+    })
+    .await?;
+    let args: Vec<String> = ["--namespace", ns, "--leader-elect=false"].iter().map(|s| s.to_string()).collect();
+    let operator = Operator::start_with(cluster, &cluster.kubeconfig, "real-pods-operator", &args).await?;
+    let outcome = async {
+        let ids: Vec<String> = (0..3).map(|i| format!("lost-{i}")).collect();
+        for id in &ids {
+            // Held until released, at most 10 minutes.
+            client.enqueue("hold", "orders", vec![json!(600_000)], WorkflowOptions::new().id(id)).await?;
+        }
+        let pod = wait_for("the held workflows to be running on one worker", 2 * MINUTE, || async {
+            let running: Vec<_> = statuses(client, "lost-").await?.into_iter().filter(|w| w.status == Status::Pending).collect();
+            let Some(executor) = running.first().and_then(|w| w.executor_id.clone()) else { return Ok(None) };
+            Ok((running.len() == 3 && running.iter().all(|w| w.executor_id.as_deref() == Some(&executor))).then_some(executor))
+        })
+        .await?;
+        node.power(cluster, "off")?;
+        let recovered = async {
+            wait_for("the node to be NotReady", MINUTE, || async {
+                let n = Api::<k8s_openapi::api::core::v1::Node>::all(cluster.client.clone()).get(&node.name).await?;
+                let ready = n.status.and_then(|s| s.conditions).into_iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status);
+                Ok((ready.as_deref() != Some("True")).then_some(()))
+            })
+            .await?;
+            wait_for("the lost worker's workflows to be re-enqueued", 3 * MINUTE, || async {
+                let all = statuses(client, "lost-").await?;
+                Ok(all.iter().all(|w| w.status == Status::Enqueued).then_some(()))
+            })
+            .await?;
+            // Recovered while its pod is still there, Terminating, its kubelet gone.
+            let stuck = pods.get_opt(&pod).await?.context("the lost worker's pod was removed before its work was recovered")?;
+            ensure!(stuck.metadata.deletion_timestamp.is_some(), "the lost worker's pod is not terminating");
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        node.power(cluster, "on")?;
+        recovered?;
+        let moved = wait_for("the recovered workflows to be running on a new worker", 3 * MINUTE, || async {
+            let all = statuses(client, "lost-").await?;
+            let on_new = all.iter().all(|w| w.status == Status::Pending && w.executor_id.as_deref().is_some_and(|e| e != pod));
+            Ok(on_new.then(|| all[0].executor_id.clone().unwrap_or_default()))
+        })
+        .await?;
+        for id in &ids {
+            client.send(id, "go", Some("release"), None).await?;
+        }
+        let finished = wait_for("the recovered workflows to succeed", 2 * MINUTE, || async {
+            let all = statuses(client, "lost-").await?;
+            Ok(all.iter().all(|w| w.status == Status::Success).then_some(all))
+        })
+        .await?;
+        let mut conn = mainstay_testkit::connect(host_url).await;
+        for w in &finished {
+            let out: String = client.get_result(&w.workflow_id).await?;
+            ensure!(out == format!("released on {moved}"), "{}: {out}", w.workflow_id);
+            let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM outcome_writes WHERE workflow_uuid = $1")
+                .bind(&w.workflow_id)
+                .fetch_one(&mut conn)
+                .await?;
+            ensure!(writes == 1, "the outcome of {} was written {writes} times", w.workflow_id);
+            // Its first step ran on the lost node and was not run again.
+            let started: Vec<String> =
+                sqlx::query_scalar("SELECT output FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND output LIKE '%started%'")
+                    .bind(&w.workflow_id)
+                    .fetch_all(&mut conn)
+                    .await?;
+            ensure!(started.len() == 1, "{}: first step outputs {started:?}", w.workflow_id);
+        }
+        Ok(())
+    }
+    .await;
+    let stopped = operator.stop().await;
+    cluster.kubectl(&["-n", ns, "scale", "deployment/mainstay", "--replicas=1"])?;
+    outcome?;
+    stopped
 }
 
 fn restarts(p: &Pod) -> i32 {

@@ -78,7 +78,8 @@ stop_processes() {
 start() {
     local name=$1 pid i
     shift
-    setsid "$@" </dev/null >"$state/logs/$name.log" 2>&1 &
+    # Appending: a process started again (node-power.sh) keeps its earlier log.
+    setsid "$@" </dev/null >>"$state/logs/$name.log" 2>&1 &
     pid=$!
     printf '%s %s\n' "$name" "$pid" >>"$state/pids"
     # Until the background shell has exec'd the command, its command line does not name the
@@ -88,6 +89,44 @@ start() {
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.05
     done
+}
+
+# start_node_part NAME COMMAND...: start, recording COMMAND in node/cmd-NAME so that
+# node-power.sh can start the node's part NAME again the same way.
+start_node_part() {
+    local name=$1
+    shift
+    printf '%s\0' "$@" >"$state/node/cmd-$name"
+    start "$name" "$@"
+}
+
+# restart_node_part NAME: starts the node's part NAME again as start_node_part recorded it.
+restart_node_part() {
+    local cmd=()
+    mapfile -d '' cmd <"$state/node/cmd-$1"
+    start "$1" "${cmd[@]}"
+}
+
+# kill_node_processes STATE: SIGKILL for the node's kubelet, kube-proxy and containerd, its
+# shims and every container process (they live in the kubepods cgroups): a node that loses
+# its power. Mounts, network and files stay.
+kill_node_processes() {
+    local state=$1 name pid proc cmdline dirs=() dir
+    while read -r name pid; do
+        case $name in kubelet | kube-proxy | containerd) kill -KILL "$pid" 2>/dev/null || true ;; esac
+    done < <(live_processes "$state")
+    for proc in /proc/[0-9]*; do
+        cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+        if [[ "$cmdline" == *containerd-shim* && "$cmdline" == *"$state/node/"* ]]; then
+            kill -KILL "${proc#/proc/}" 2>/dev/null || true
+        fi
+    done
+    for dir in /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/kubepods*; do
+        [[ -d "$dir" ]] && dirs+=("$dir")
+    done
+    if ((${#dirs[@]})); then
+        find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u | xargs -r kill -KILL 2>/dev/null || true
+    fi
 }
 
 # running NAME: true while the process recorded as NAME runs.

@@ -55,20 +55,13 @@ fi
 if pid=$(pid_of containerd); then
     stop_process "$state" containerd "$pid" 15 || true
 fi
-for proc in /proc/[0-9]*; do
-    cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
-    if [[ "$cmdline" == *containerd-shim* && "$cmdline" == *"$node/"* ]]; then
-        kill -KILL "${proc#/proc/}" 2>/dev/null || true
-    fi
-done
-# Container processes live in the kubepods cgroups: kill what is there, then remove the
-# cgroups, leaves first.
+kill_node_processes "$state"
+# Then the kubepods cgroups, leaves first.
 kubepods=()
 for dir in /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/kubepods*; do
     [[ -d "$dir" ]] && kubepods+=("$dir")
 done
 if ((${#kubepods[@]})); then
-    find "${kubepods[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u | xargs -r kill -KILL 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
         find "${kubepods[@]}" -depth -type d -exec rmdir {} + 2>/dev/null || true
         remaining=0

@@ -162,7 +162,7 @@ if [[ -n "${MAINSTAY_TEST_DATABASE_URL:-}" ]]; then
     postgres_forward=$(forward postgres "$pg_hostport")
 fi
 
-start containerd containerd --config "$node/containerd/config.toml"
+start_node_part containerd containerd --config "$node/containerd/config.toml"
 ctr_() { ctr --address "$sock" --namespace k8s.io "$@"; }
 wait_until "containerd" 30 containerd ctr_ version
 
@@ -242,7 +242,7 @@ syncFrequency: 10s
 fileCheckFrequency: 20s
 EOF
 
-start kubelet "$node_bin/kubelet" \
+start_node_part kubelet "$node_bin/kubelet" \
     --config="$node/kubelet.yaml" \
     --kubeconfig="$node/kubelet.kubeconfig" \
     --root-dir="$node/kubelet" \
@@ -296,7 +296,7 @@ conntrack:
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
 EOF
-start kube-proxy "$node_bin/kube-proxy" --config="$node/kube-proxy.yaml" --v=1
+start_node_part kube-proxy "$node_bin/kube-proxy" --config="$node/kube-proxy.yaml" --v=1
 proxy_synced() { curl -fsS --max-time 2 "http://127.0.0.1:$proxy_healthz_port/healthz" >/dev/null; }
 wait_until "kube-proxy to program the Services" 60 kube-proxy proxy_synced
 

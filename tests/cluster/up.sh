@@ -13,9 +13,11 @@
 #   etcd        etcd on two free random ports of 127.0.0.1
 #   kube-apiserver      on a free random port of 127.0.0.1, RBAC and Node
 #                       authorisation, service accounts, service range
-#                       10.0.0.0/24 (no kube-proxy: nothing routes to it)
+#                       10.0.0.0/24 (routed only on node-up.sh's real node, by
+#                       its kube-proxy)
 #   kube-controller-manager   all controllers, per-controller service account
-#                             credentials, no leader election
+#                             credentials, no leader election; a node that stops
+#                             reporting is NotReady after 30 s (not 50 s)
 #   kube-scheduler      no leader election
 #   kwok        fakes a kubelet for nodes annotated kwok.x-k8s.io/node=fake,
 #               with the stages in kwok-stages.yaml: pods bound to them become
@@ -298,6 +300,7 @@ start kube-controller-manager "$bin_dir/kube-controller-manager" \
     --cluster-signing-key-file="$pki/ca.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --cluster-name="$CLUSTER_NAME" \
+    --node-monitor-grace-period=30s \
     --leader-elect=false \
     --profiling=false \
     --v=1
