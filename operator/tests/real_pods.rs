@@ -35,6 +35,7 @@ const WORKER_IMAGE_V2: &str = "mainstay.test/mainstay-example-worker:v2";
 const MINUTE: Duration = Duration::from_secs(60);
 /// The operator image `tests/cluster/images.sh` builds, tag `dev`.
 const OPERATOR_REPOSITORY: &str = "mainstay.test/mainstay-operator";
+const OPERATOR_IMAGE: &str = "mainstay.test/mainstay-operator:dev";
 
 /// The real node, as `node-up.sh` describes it in its env file.
 struct Node {
@@ -139,6 +140,7 @@ async fn workers_run_as_real_containers() -> Result<()> {
     cluster.kubectl(&["-n", &ns, "create", "secret", "generic", "shop-db", &format!("--from-literal=url={pod_url}")])?;
 
     let outcome = async {
+        images_match_their_dockerfiles(&cluster, &node).context("the images and tests/kind's Dockerfiles")?;
         let operator = install_operator(&cluster, &node, &ns).await.context("the operator from the chart, in the cluster")?;
         let app = serde_json::json!({
             "apiVersion": "mainstay.dev/v1alpha1",
@@ -206,6 +208,28 @@ async fn workers_run_as_real_containers() -> Result<()> {
     outcome
 }
 
+/// The images `tests/cluster/images.sh` built (and the node runs) have the user and entrypoint
+/// that the Dockerfiles for people with Docker (`tests/kind/*.Dockerfile`) give theirs.
+fn images_match_their_dockerfiles(cluster: &Cluster, node: &Node) -> Result<()> {
+    for (image, dockerfile) in [(OPERATOR_IMAGE, "tests/kind/operator.Dockerfile"), (WORKER_IMAGE, "tests/kind/worker.Dockerfile")] {
+        let text = std::fs::read_to_string(cluster.repo.join(dockerfile))?;
+        let last = |instruction: &str| text.lines().filter_map(|l| l.strip_prefix(instruction)).last().map(str::trim).map(str::to_string);
+        let user = last("USER ").with_context(|| format!("{dockerfile} has no USER"))?;
+        let entrypoint: Vec<String> =
+            serde_json::from_str(&last("ENTRYPOINT ").with_context(|| format!("{dockerfile} has no ENTRYPOINT"))?)
+                .with_context(|| format!("{dockerfile}'s ENTRYPOINT is not in exec form"))?;
+        let info: serde_json::Value = serde_json::from_str(&node.crictl(&["inspecti", image])?)?;
+        let config = &info["info"]["imageSpec"]["config"];
+        ensure!(config["User"] == json!(user), "{image} runs as {}, {dockerfile} as {user}", config["User"]);
+        ensure!(
+            config["Entrypoint"] == json!(entrypoint),
+            "{image}'s entrypoint is {}, {dockerfile}'s {entrypoint:?}",
+            config["Entrypoint"]
+        );
+    }
+    Ok(())
+}
+
 /// The operator's pod, from the chart.
 struct InCluster {
     pod: String,
@@ -241,6 +265,10 @@ async fn install_operator(cluster: &Cluster, node: &Node, ns: &str) -> Result<In
     ensure!(security.read_only_root_filesystem == Some(true) && security.run_as_non_root == Some(true), "{security:?}");
     let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref()).context("no resource limits")?;
     ensure!(limits.contains_key("memory"), "the operator has no memory limit: {limits:?}");
+    // What the chart asks for is what the kernel enforces (256Mi, no CPU limit).
+    let held = confinement(node.container_pid(&pod.name_any(), "operator")?)?;
+    let expected = Confinement { uid: 65532, read_only_root: true, memory_limit: Some(256 << 20), cpu_quota: None };
+    ensure!(held == expected, "operator: {held:?}, expected {expected:?}");
     // It talks to the apiserver as its ServiceAccount, through the `kubernetes` Service, and
     // leads: the Lease names it.
     let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client.clone(), ns);
@@ -293,6 +321,10 @@ async fn scales_from_zero_and_finishes_work(cluster: &Cluster, node: &Node, ns: 
     ensure!(container.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).is_some(), "the worker has no HTTP readiness probe");
     let security = container.security_context.as_ref().context("no container security context")?;
     ensure!(security.read_only_root_filesystem == Some(true) && security.run_as_non_root == Some(true), "{security:?}");
+    // The app's limits (256Mi, 500m) and the operator's security defaults, as the kernel holds them.
+    let held = confinement(node.container_pid(&pod.name_any(), "worker")?)?;
+    let expected = Confinement { uid: 65532, read_only_root: true, memory_limit: Some(256 << 20), cpu_quota: Some(50_000) };
+    ensure!(held == expected, "worker: {held:?}, expected {expected:?}");
     // The kubelet serves the container's log (the apiserver reaches it with its client
     // certificate): plain text, no terminal escape codes.
     let log = cluster.kubectl(&["-n", ns, "logs", &pod.name_any()])?;
@@ -401,8 +433,9 @@ async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, nod
         .args(["--address", &node.socket, "--namespace", "k8s.io", "images", "tag", "--force", WORKER_IMAGE, WORKER_IMAGE_V2])
         .output()?;
     ensure!(tagged.status.success(), "ctr images tag failed: {}", String::from_utf8_lossy(&tagged.stderr));
+    // Held until released, so they are still running whatever the roll-out's pace.
     for i in 0..2 {
-        enqueue(client, "hold", json!(8_000), &format!("drain-{i}")).await?;
+        enqueue(client, "hold", json!(600_000), &format!("drain-{i}")).await?;
     }
     wait_for("the old version's work to be running", MINUTE, || async {
         let running = statuses(client, "drain-").await?.iter().filter(|w| w.status == Status::Pending).count();
@@ -412,19 +445,20 @@ async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, nod
     let patch = json!({"spec": {"image": WORKER_IMAGE_V2}}).to_string();
     cluster.kubectl(&["-n", ns, "patch", "durableapp", "shop", "--type=merge", "-p", &patch])?;
     let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(cluster.client.clone(), ns);
+    let worker_deployments = || async {
+        let list = deployments.list(&ListParams::default().labels(&format!("{LABEL_APP}=shop"))).await?;
+        Ok::<Vec<String>, anyhow::Error>(list.items.iter().map(|d| d.name_any()).collect())
+    };
     // v2 has no work yet, so it stays at zero workers; dev keeps its worker for its own work.
     wait_for("v2 deployed next to the draining dev version", 2 * MINUTE, || async {
-        let names: Vec<String> = deployments
-            .list(&ListParams::default().labels(&format!("{LABEL_APP}=shop")))
-            .await?
-            .items
-            .iter()
-            .map(|d| d.name_any())
-            .collect();
+        let names = worker_deployments().await?;
         let dev_ready = worker_pods(cluster, ns).await?.iter().any(|p| p.name_any().starts_with("shop-dev-") && is_ready(p));
         Ok((names.contains(&"shop-dev".to_string()) && names.contains(&"shop-v2".to_string()) && dev_ready).then_some(()))
     })
     .await?;
+    for i in 0..2 {
+        client.send(&format!("drain-{i}"), "go", Some("release"), None).await?;
+    }
     let finished = wait_for("the old version's work to succeed", 2 * MINUTE, || async {
         let all = statuses(client, "drain-").await?;
         Ok((all.iter().filter(|w| w.status == Status::Success).count() == 2).then_some(all))
@@ -435,14 +469,7 @@ async fn a_new_version_rolls_out_while_the_old_one_drains(cluster: &Cluster, nod
         ensure!(executor.starts_with("shop-dev-"), "{} of version dev finished on {executor}", w.workflow_id);
     }
     wait_for("the drained dev Deployment to be removed", 2 * MINUTE, || async {
-        let names: Vec<String> = deployments
-            .list(&ListParams::default().labels(&format!("{LABEL_APP}=shop")))
-            .await?
-            .items
-            .iter()
-            .map(|d| d.name_any())
-            .collect();
-        Ok((names == ["shop-v2"]).then_some(()))
+        Ok((worker_deployments().await? == ["shop-v2"]).then_some(()))
     })
     .await?;
     // Without a version: v2 (current) scales from zero for it, becomes the latest once it has
@@ -610,6 +637,7 @@ async fn a_lost_nodes_work_is_recovered(cluster: &Cluster, node: &Node, ns: &str
         })
         .await?;
         node.power(cluster, "off")?;
+        let lost = std::time::Instant::now();
         let recovered = async {
             wait_for("the node to be NotReady", MINUTE, || async {
                 let n = Api::<k8s_openapi::api::core::v1::Node>::all(cluster.client.clone()).get(&node.name).await?;
@@ -617,11 +645,17 @@ async fn a_lost_nodes_work_is_recovered(cluster: &Cluster, node: &Node, ns: &str
                 Ok((ready.as_deref() != Some("True")).then_some(()))
             })
             .await?;
+            let not_ready = lost.elapsed();
             wait_for("the lost worker's workflows to be re-enqueued", 3 * MINUTE, || async {
                 let all = statuses(client, "lost-").await?;
                 Ok(all.iter().all(|w| w.status == Status::Enqueued).then_some(()))
             })
             .await?;
+            eprintln!(
+                "node lost: NotReady after {:.0} s, its worker's workflows re-enqueued after {:.0} s",
+                not_ready.as_secs_f64(),
+                lost.elapsed().as_secs_f64()
+            );
             // Recovered while its pod is still there, Terminating, its kubelet gone.
             let stuck = pods.get_opt(&pod).await?.context("the lost worker's pod was removed before its work was recovered")?;
             ensure!(stuck.metadata.deletion_timestamp.is_some(), "the lost worker's pod is not terminating");
@@ -668,6 +702,49 @@ async fn a_lost_nodes_work_is_recovered(cluster: &Cluster, node: &Node, ns: &str
     cluster.kubectl(&["-n", ns, "scale", "deployment/mainstay", "--replicas=1"])?;
     outcome?;
     stopped
+}
+
+/// What the kernel holds a container's process to: its user, whether its root filesystem is
+/// read-only, its memory limit in bytes and its CPU quota in microseconds per 100 ms period
+/// (cgroup v1 or v2).
+#[derive(Debug, PartialEq)]
+struct Confinement {
+    uid: u32,
+    read_only_root: bool,
+    memory_limit: Option<u64>,
+    cpu_quota: Option<u64>,
+}
+
+fn confinement(pid: u32) -> Result<Confinement> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|u| u.split_whitespace().nth(1))
+        .context("no effective uid")?
+        .parse()?;
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    let root = mounts.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.len() > 5 && f[4] == "/").context("no root mount")?;
+    let read_only_root = root[5].split(',').any(|o| o == "ro");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let path_of = |controller: &str| {
+        cgroups.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, list, path) = (f.next()?, f.next()?, f.next()?);
+            if list.is_empty() {
+                Some(format!("/sys/fs/cgroup{path}"))
+            } else {
+                list.split(',').any(|c| c == controller).then(|| format!("/sys/fs/cgroup/{controller}{path}"))
+            }
+        })
+    };
+    let read = |controller: &str, v1: &str, v2: &str| -> Option<String> {
+        let dir = path_of(controller)?;
+        std::fs::read_to_string(format!("{dir}/{v1}")).or_else(|_| std::fs::read_to_string(format!("{dir}/{v2}"))).ok()
+    };
+    let memory_limit = read("memory", "memory.limit_in_bytes", "memory.max").and_then(|v| v.trim().parse().ok());
+    let cpu_quota = read("cpu", "cpu.cfs_quota_us", "cpu.max").and_then(|v| v.split_whitespace().next().and_then(|q| q.parse().ok()));
+    Ok(Confinement { uid, read_only_root, memory_limit, cpu_quota })
 }
 
 fn restarts(p: &Pod) -> i32 {
