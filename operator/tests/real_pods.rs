@@ -213,7 +213,7 @@ async fn workers_run_as_real_containers() -> Result<()> {
 fn images_match_their_dockerfiles(cluster: &Cluster, node: &Node) -> Result<()> {
     for (image, dockerfile) in [(OPERATOR_IMAGE, "tests/kind/operator.Dockerfile"), (WORKER_IMAGE, "tests/kind/worker.Dockerfile")] {
         let text = std::fs::read_to_string(cluster.repo.join(dockerfile))?;
-        let last = |instruction: &str| text.lines().filter_map(|l| l.strip_prefix(instruction)).last().map(str::trim).map(str::to_string);
+        let last = |instruction: &str| text.lines().rev().find_map(|l| l.strip_prefix(instruction)).map(str::trim).map(str::to_string);
         let user = last("USER ").with_context(|| format!("{dockerfile} has no USER"))?;
         let entrypoint: Vec<String> =
             serde_json::from_str(&last("ENTRYPOINT ").with_context(|| format!("{dockerfile} has no ENTRYPOINT"))?)
