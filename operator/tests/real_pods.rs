@@ -267,7 +267,7 @@ async fn install_operator(cluster: &Cluster, node: &Node, ns: &str) -> Result<In
     ensure!(limits.contains_key("memory"), "the operator has no memory limit: {limits:?}");
     // What the chart asks for is what the kernel enforces (256Mi, no CPU limit).
     let held = confinement(node.container_pid(&pod.name_any(), "operator")?)?;
-    let expected = Confinement { uid: 65532, read_only_root: true, memory_limit: Some(256 << 20), cpu_quota: None };
+    let expected = Confinement::locked_down(Some(256 << 20), None);
     ensure!(held == expected, "operator: {held:?}, expected {expected:?}");
     // It talks to the apiserver as its ServiceAccount, through the `kubernetes` Service, and
     // leads: the Lease names it.
@@ -282,6 +282,8 @@ async fn install_operator(cluster: &Cluster, node: &Node, ns: &str) -> Result<In
     let metrics = http_get(&format!("http://{ip}:8080/metrics")).await.context("no answer on the operator's metrics port")?;
     ensure!(metrics.0 == 200 && metrics.1.contains("mainstay_operator_leader 1"), "the operator's /metrics: {metrics:?}");
     cluster.helm(&["test", "mainstay", "-n", ns, "--timeout", "2m"]).context("helm test")?;
+    // Its liveness probe has been called all along, never failing.
+    ensure!(restarts(&pods.get(&name).await?) == 0, "the operator restarted before any test touched it");
     Ok(InCluster { pod: name })
 }
 
@@ -323,7 +325,7 @@ async fn scales_from_zero_and_finishes_work(cluster: &Cluster, node: &Node, ns: 
     ensure!(security.read_only_root_filesystem == Some(true) && security.run_as_non_root == Some(true), "{security:?}");
     // The app's limits (256Mi, 500m) and the operator's security defaults, as the kernel holds them.
     let held = confinement(node.container_pid(&pod.name_any(), "worker")?)?;
-    let expected = Confinement { uid: 65532, read_only_root: true, memory_limit: Some(256 << 20), cpu_quota: Some(50_000) };
+    let expected = Confinement::locked_down(Some(256 << 20), Some(50_000));
     ensure!(held == expected, "worker: {held:?}, expected {expected:?}");
     // The kubelet serves the container's log (the apiserver reaches it with its client
     // certificate): plain text, no terminal escape codes.
@@ -706,23 +708,34 @@ async fn a_lost_nodes_work_is_recovered(cluster: &Cluster, node: &Node, ns: &str
 
 /// What the kernel holds a container's process to: its user, whether its root filesystem is
 /// read-only, its memory limit in bytes and its CPU quota in microseconds per 100 ms period
-/// (cgroup v1 or v2).
+/// (cgroup v1 or v2), its seccomp mode (2: a filter, `RuntimeDefault`), whether it may gain
+/// privileges (`allowPrivilegeEscalation: false` sets no_new_privs) and its effective
+/// capabilities (none, once `drop: [ALL]`).
 #[derive(Debug, PartialEq)]
 struct Confinement {
     uid: u32,
     read_only_root: bool,
     memory_limit: Option<u64>,
     cpu_quota: Option<u64>,
+    seccomp: u8,
+    no_new_privs: bool,
+    capabilities: u64,
+}
+
+impl Confinement {
+    /// A non-root (65532), read-only, filtered, unprivileged process with these limits.
+    fn locked_down(memory_limit: Option<u64>, cpu_quota: Option<u64>) -> Confinement {
+        Confinement { uid: 65532, read_only_root: true, memory_limit, cpu_quota, seccomp: 2, no_new_privs: true, capabilities: 0 }
+    }
 }
 
 fn confinement(pid: u32) -> Result<Confinement> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|u| u.split_whitespace().nth(1))
-        .context("no effective uid")?
-        .parse()?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).with_context(|| format!("no {name}"));
+    let uid = field("Uid:")?.split_whitespace().nth(1).context("no effective uid")?.parse()?;
+    let seccomp = field("Seccomp:")?.parse()?;
+    let no_new_privs = field("NoNewPrivs:")? == "1";
+    let capabilities = u64::from_str_radix(field("CapEff:")?, 16)?;
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
     let root = mounts.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.len() > 5 && f[4] == "/").context("no root mount")?;
     let read_only_root = root[5].split(',').any(|o| o == "ro");
@@ -744,7 +757,7 @@ fn confinement(pid: u32) -> Result<Confinement> {
     };
     let memory_limit = read("memory", "memory.limit_in_bytes", "memory.max").and_then(|v| v.trim().parse().ok());
     let cpu_quota = read("cpu", "cpu.cfs_quota_us", "cpu.max").and_then(|v| v.split_whitespace().next().and_then(|q| q.parse().ok()));
-    Ok(Confinement { uid, read_only_root, memory_limit, cpu_quota })
+    Ok(Confinement { uid, read_only_root, memory_limit, cpu_quota, seccomp, no_new_privs, capabilities })
 }
 
 fn restarts(p: &Pod) -> i32 {

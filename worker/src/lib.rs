@@ -55,6 +55,7 @@ pub use runtime::client::Client;
 pub use runtime::context::workflow_id;
 pub use runtime::event::{get_event, set_event};
 pub use runtime::health;
+pub use runtime::logging::{init_logging, init_logging_as, LogFormat};
 pub use runtime::message::{recv, send};
 pub use runtime::registry::Registration;
 pub use runtime::sleep::sleep;

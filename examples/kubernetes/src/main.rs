@@ -94,11 +94,8 @@ async fn yearly_report(scheduled_at: DateTime<Utc>, _context: ()) -> mainstay::R
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Colour only on a terminal: in a pod, escape codes would end up in `kubectl logs`.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .try_init();
+    // Lines name the workflow and step they come from; MAINSTAY_LOG_FORMAT=json for collectors.
+    mainstay::init_logging()?;
     let config = Config::from_env()?;
     let app = Mainstay::builder(config).queue(Queue::new(ORDERS)).launch().await?;
     app.run_until_signal().await?;

@@ -50,9 +50,8 @@ async fn start_workflow() -> (StatusCode, String) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .try_init();
+    // Lines name the workflow and step they come from; MAINSTAY_LOG_FORMAT=json for collectors.
+    mainstay::init_logging()?;
     let config = mainstay_dev::development_config("queues").await?;
     let app = Mainstay::builder(config).queue(example_queue()).launch().await?;
 

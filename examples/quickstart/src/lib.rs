@@ -39,9 +39,8 @@ pub async fn sleepy_workflow() -> mainstay::Result<()> {
 
 /// Launches mainstay on the configured database, or on a private local Postgres.
 pub async fn launch() -> anyhow::Result<Mainstay> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .try_init();
+    // Lines name the workflow and step they come from; MAINSTAY_LOG_FORMAT=json for collectors.
+    mainstay::init_logging()?;
     let config = mainstay_dev::development_config("quickstart").await?;
     Ok(Mainstay::launch(config).await?)
 }

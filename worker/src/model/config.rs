@@ -34,6 +34,8 @@ pub mod env {
     pub const HEALTH_PORT: &str = "MAINSTAY_HEALTH_PORT";
     /// The largest payload (input, output, message, event or stream value) written, in bytes.
     pub const MAX_PAYLOAD_BYTES: &str = "MAINSTAY_MAX_PAYLOAD_BYTES";
+    /// The log format of `mainstay::init_logging`: `text` (default) or `json`.
+    pub const LOG_FORMAT: &str = "MAINSTAY_LOG_FORMAT";
 }
 
 /// The schema DBOS and mainstay use by default.

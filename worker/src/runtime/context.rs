@@ -55,6 +55,11 @@ impl WorkflowContext {
         }
     }
 
+    /// Whether this execution replays an earlier one's recorded operations.
+    pub(crate) fn is_replay(&self) -> bool {
+        self.recorded.is_some()
+    }
+
     pub(crate) fn next_function_id(&self) -> i32 {
         self.next_function_id.fetch_add(1, Ordering::SeqCst)
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::model::clock::now_ms;
 use crate::model::error::{Error, Result};
@@ -20,6 +21,7 @@ use crate::model::names::{NOTIFICATIONS_CHANNEL, NULL_TOPIC, RECV_OPERATION, SEN
 use crate::model::serialization::{decode, encode};
 use crate::runtime::context::{self};
 use crate::runtime::sleep::durable_deadline;
+use crate::runtime::spans::{self, Operation};
 use crate::runtime::step::recorded_result;
 use crate::runtime::wakeup::{self, next_wait};
 use crate::sysdb::{OpWrite, Received, SystemDatabase};
@@ -61,6 +63,7 @@ pub fn send<T: Serialize + ?Sized>(
     let destination = destination_id.into();
     let topic = stored_topic(topic);
     let encoded = encode_message(&destination, message, context::payload_limit());
+    let span = spans::operation(Operation::Send, SEND_OPERATION, position.as_ref());
     async move {
         let message = encoded?;
         let Some((ctx, function_id)) = position else {
@@ -77,6 +80,7 @@ pub fn send<T: Serialize + ?Sized>(
             OpWrite::NotOwner => Err(ctx.lost_ownership().await),
         }
     }
+    .instrument(span)
 }
 
 /// Receives the oldest message sent to the calling workflow under `topic`, waiting up to
@@ -84,6 +88,7 @@ pub fn send<T: Serialize + ?Sized>(
 pub fn recv<T: DeserializeOwned>(topic: Option<&str>, timeout: Duration) -> impl Future<Output = Result<Option<T>>> + Send {
     let position = context::position_with_timeout();
     let topic = stored_topic(topic);
+    let span = spans::operation(Operation::Recv, RECV_OPERATION, position.as_ref());
     async move {
         let Some((ctx, function_id)) = position else {
             return Err(Error::OutsideWorkflow(format!(
@@ -112,4 +117,5 @@ pub fn recv<T: DeserializeOwned>(topic: Option<&str>, timeout: Duration) -> impl
             }
         }
     }
+    .instrument(span)
 }

@@ -8,16 +8,20 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::model::clock::now_ms;
 use crate::model::error::Result;
 use crate::model::names::SLEEP_OPERATION;
 use crate::model::serialization::encode;
 use crate::runtime::context::{self, WorkflowContext};
+use crate::runtime::spans::{self, Operation};
 use crate::runtime::step::recorded_result;
 
 /// Sleeps durably inside a workflow (plainly outside one).
 pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
     let position = context::position();
+    let span = spans::operation(Operation::Sleep, SLEEP_OPERATION, position.as_ref());
     async move {
         let Some((ctx, function_id)) = position else {
             tokio::time::sleep(duration).await;
@@ -27,6 +31,7 @@ pub fn sleep(duration: Duration) -> impl Future<Output = Result<()>> + Send {
         let remaining = Duration::from_millis((wake_ms - now_ms()).max(0) as u64);
         ctx.sleep_until(tokio::time::Instant::now() + remaining).await
     }
+    .instrument(span)
 }
 
 /// The wake-up time (epoch ms) of the durable timer at `function_id`: the recorded one on a

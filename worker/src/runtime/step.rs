@@ -18,11 +18,13 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tracing::Instrument;
 
 use crate::model::clock::now_ms;
 use crate::model::error::{Error, Result};
 use crate::model::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
 use crate::runtime::context::{self, WorkflowContext};
+use crate::runtime::spans::{self, Operation};
 use crate::runtime::workflow::{Workflow, WorkflowCall};
 use crate::sysdb::{CheckpointOutcome, RecordedOp};
 
@@ -113,6 +115,7 @@ where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<T>> + Send,
 {
+    let span = spans::operation(Operation::Step, &name, position.as_ref());
     async move {
         let Some((ctx, function_id)) = position else {
             return attempt(&options, &mut f, None).await;
@@ -145,6 +148,7 @@ where
             CheckpointOutcome::NotOwner => Err(ctx.lost_ownership().await),
         }
     }
+    .instrument(span)
 }
 
 async fn attempt<T, F, Fut>(options: &StepOptions, f: &mut F, ctx: Option<&Arc<WorkflowContext>>) -> Result<T>
@@ -165,7 +169,10 @@ where
                     None => tokio::time::sleep(delay).await,
                 }
             }
-            other => return other,
+            other => {
+                spans::record_attempts(tries);
+                return other;
+            }
         }
     }
 }

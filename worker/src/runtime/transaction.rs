@@ -18,12 +18,14 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::PgConnection;
+use tracing::Instrument;
 
 use crate::model::clock::now_ms;
 use crate::model::error::{is_conflict, is_transient};
 use crate::model::error::{Error, Failure, Result};
 use crate::model::serialization::{decode, decode_failure, encode, encode_failure, fit_failure};
 use crate::runtime::context::{self};
+use crate::runtime::spans::{self, Operation};
 use crate::runtime::step::recorded_result;
 use crate::sysdb::{AppDatabase, CheckpointOutcome, TransactionRecord};
 
@@ -111,6 +113,7 @@ where
 {
     let position = context::position();
     let name = name.into();
+    let span = spans::operation(Operation::Transaction, &name, position.as_ref());
     async move {
         let Some((ctx, function_id)) = position else {
             let rt = crate::runtime::app::global()?;
@@ -158,6 +161,7 @@ where
             CheckpointOutcome::NotOwner => Err(ctx.lost_ownership().await),
         }
     }
+    .instrument(span)
 }
 
 fn unreachable_record<T>(name: &str) -> Result<T> {

@@ -18,6 +18,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
+use tracing::{Instrument, Span};
 
 use crate::model::clock::now_ms;
 use crate::model::error::{Error, Failure, Result};
@@ -27,6 +28,7 @@ use crate::model::serialization::{decode, decode_args, decode_failure, encode, e
 use crate::model::status::{Status, WorkflowStatus};
 use crate::runtime::app::{LocalOutcome, Mainstay, Runtime};
 use crate::runtime::context::{self, WorkflowContext};
+use crate::runtime::spans::{self, Operation};
 use crate::runtime::step::IntoWorkflowCall;
 use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
 
@@ -343,6 +345,18 @@ async fn start_child<W: Workflow>(
     options: WorkflowOptions,
     queue: Option<&str>,
 ) -> Result<Started<W>> {
+    let span = spans::operation(Operation::Child, W::NAME, Some(&(parent.clone(), function_id)));
+    start_child_at::<W>(rt, parent, function_id, args, options, queue).instrument(span).await
+}
+
+async fn start_child_at<W: Workflow>(
+    rt: Arc<Runtime>,
+    parent: Arc<WorkflowContext>,
+    function_id: i32,
+    args: W::Args,
+    options: WorkflowOptions,
+    queue: Option<&str>,
+) -> Result<Started<W>> {
     if let Some(op) = parent.replayed(function_id, W::NAME)? {
         let child = op.child_workflow_id.clone().ok_or_else(|| Error::NonDeterministic {
             workflow_id: parent.workflow_id.to_string(),
@@ -354,6 +368,7 @@ async fn start_child<W: Workflow>(
     }
     parent.check_interrupted()?;
     let id = options.id.clone().unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
+    Span::current().record("child.id", id.as_str());
     let inputs = encode_args(&args, &format!("the inputs of workflow {id}"), rt.db.payload_limit())?;
     let mut row = new_row::<W>(&rt, id.clone(), inputs, &options, queue);
     row.parent_id = Some(parent.workflow_id.to_string());
@@ -381,18 +396,20 @@ async fn start_child<W: Workflow>(
     Ok((WorkflowHandle::new(rt, id), Some(join)))
 }
 
-/// Runs a workflow in a task of the runtime.
+/// Runs a workflow in a task of the runtime, its span a child of the caller's (a request's, or
+/// the parent workflow's child operation).
 fn spawn_run<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args) -> tokio::task::JoinHandle<Result<W::Output>> {
     let tasks = rt.tasks.clone();
-    tasks.spawn(run_local::<W>(rt, ctx, args))
+    tasks.spawn(run_local::<W>(rt, ctx, args, Span::current()))
 }
 
 /// Runs a workflow to its outcome, publishing it to local waiters.
-async fn run_local<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args) -> Result<W::Output> {
+async fn run_local<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args, caller: Span) -> Result<W::Output> {
     let id = ctx.workflow_id.to_string();
     let (done, _) = watch::channel(None);
     rt.register_local(&id, ctx.cancel.clone(), done.subscribe());
-    let (result, outcome) = execute::<W>(&rt, ctx, args).await;
+    let span = spans::workflow(&caller, W::NAME, &id, &rt.app_version, &rt.config.executor_id, ctx.is_replay());
+    let (result, outcome) = execute::<W>(&rt, ctx, args).instrument(span).await;
     let _ = done.send(Some(outcome));
     rt.deregister_local(&id);
     result
@@ -487,7 +504,7 @@ pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> Bo
         let ctx = Arc::new(WorkflowContext::new(rt.clone(), &id, &claimed.owner, recorded, claimed.deadline_ms));
         match decode_args::<W::Args>(claimed.inputs.as_deref(), claimed.serialization.as_deref(), &what) {
             Ok(args) => {
-                let _ = run_local::<W>(rt, ctx, args).await;
+                let _ = run_local::<W>(rt, ctx, args, Span::none()).await;
             }
             Err(e) => {
                 tracing::error!(workflow_id = %id, error = %e, "cannot decode workflow inputs");
