@@ -63,6 +63,7 @@ pub(crate) struct Runtime {
     health_addr: OnceLock<SocketAddr>,
     /// Waiters for messages, events and stream values.
     pub(crate) wakeups: Arc<Wakeups>,
+    pub(crate) metrics: crate::runtime::metrics::Metrics,
     /// The application database, opened by the first transaction.
     app_db: tokio::sync::OnceCell<AppDatabase>,
 }
@@ -255,6 +256,7 @@ impl MainstayBuilder {
             heartbeat_ms: AtomicI64::new(crate::model::clock::now_ms()),
             health_addr: OnceLock::new(),
             wakeups: Arc::new(Wakeups::default()),
+            metrics: crate::runtime::metrics::Metrics::new(),
             app_db: tokio::sync::OnceCell::new(),
         });
         if let Some(addr) = rt.config.health_addr {

@@ -5,6 +5,7 @@
 //!   probe that fails on one would turn a database outage into a crash loop.
 //! - `GET /readyz` (readiness): 200 when the system database answers within two seconds and the
 //!   process is not shutting down; 503 with the reason otherwise.
+//! - `GET /metrics`: the worker's Prometheus metrics (see `metrics`).
 //!
 //! Served only when [`Config::health_addr`](crate::Config::health_addr) is set (the
 //! `MAINSTAY_HEALTH_PORT` variable); it stops with the runtime.
@@ -27,6 +28,10 @@ use crate::model::error::{Error, Result};
 pub const LIVENESS_PATH: &str = "/healthz";
 /// Path of the readiness check.
 pub const READINESS_PATH: &str = "/readyz";
+/// Path of the Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// The media type of the metrics (OpenMetrics text).
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How long the database may take to answer a readiness check.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,7 +44,11 @@ pub(crate) async fn serve(rt: Arc<Runtime>, addr: std::net::SocketAddr) -> Resul
         source,
     })?;
     let bound = listener.local_addr().map_err(|source| Error::Io { what: "health endpoint".into(), source })?;
-    let router = Router::new().route(LIVENESS_PATH, get(live)).route(READINESS_PATH, get(ready)).with_state(rt.clone());
+    let router = Router::new()
+        .route(LIVENESS_PATH, get(live))
+        .route(READINESS_PATH, get(ready))
+        .route(METRICS_PATH, get(metrics))
+        .with_state(rt.clone());
     let stop = rt.shutdown.clone();
     rt.tasks.spawn(async move {
         let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
@@ -47,7 +56,7 @@ pub(crate) async fn serve(rt: Arc<Runtime>, addr: std::net::SocketAddr) -> Resul
             tracing::error!(error = %e, "health endpoint failed");
         }
     });
-    tracing::info!(addr = %bound, "serving {LIVENESS_PATH} and {READINESS_PATH}");
+    tracing::info!(addr = %bound, "serving {LIVENESS_PATH}, {READINESS_PATH} and {METRICS_PATH}");
     Ok(bound)
 }
 
@@ -67,6 +76,13 @@ async fn live(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
         );
     }
     (StatusCode::OK, "ok\n".to_string())
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let pool = rt.db.pool();
+    rt.metrics.pool_connections.set(i64::from(pool.size()));
+    rt.metrics.pool_idle.set(pool.num_idle() as i64);
+    ([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], rt.metrics.encode())
 }
 
 async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {

@@ -10,6 +10,7 @@ pub mod event;
 pub mod health;
 pub mod logging;
 pub mod message;
+pub(crate) mod metrics;
 pub mod recovery;
 pub mod registry;
 pub mod scheduler;

@@ -15,6 +15,7 @@ use crate::runtime::app::Runtime;
 /// Re-enqueues this process's own `PENDING` workflows; returns how many.
 pub(crate) async fn recover_own(rt: &Arc<Runtime>) -> Result<usize> {
     let ids = rt.db.recover_executor(&rt.config.executor_id, Some(&rt.app_version), Some(rt.config.app_name.as_deref())).await?;
+    rt.metrics.recovered.inc_by(ids.len() as u64);
     if !ids.is_empty() {
         tracing::info!(
             executor_id = %rt.config.executor_id,

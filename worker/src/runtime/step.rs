@@ -118,7 +118,7 @@ where
     let span = spans::operation(Operation::Step, &name, position.as_ref());
     async move {
         let Some((ctx, function_id)) = position else {
-            return attempt(&options, &mut f, None).await;
+            return attempt(&options, &mut f, None).await.0;
         };
         if let Some(op) = ctx.replayed(function_id, &name)? {
             return recorded_result(op, &ctx.workflow_id);
@@ -128,9 +128,14 @@ where
         // An output too large to record is the step's failure, recorded like any other, so a
         // replay sees the same outcome; it is not retried (it would be as large again).
         let limit = ctx.rt.db.payload_limit();
-        let result = attempt(&options, &mut f, Some(&ctx))
-            .await
-            .and_then(|value| Ok((encode(&value, &format!("the output of step {name}"), limit)?, value)));
+        let timer = std::time::Instant::now();
+        let (result, tries) = attempt(&options, &mut f, Some(&ctx)).await;
+        let labels = ctx.rt.metrics.step(&name);
+        ctx.rt.metrics.step_seconds.get_or_create(&labels).observe(timer.elapsed().as_secs_f64());
+        if tries > 1 {
+            ctx.rt.metrics.step_retries.get_or_create(&labels).inc_by(u64::from(tries - 1));
+        }
+        let result = result.and_then(|value| Ok((encode(&value, &format!("the output of step {name}"), limit)?, value)));
         let (result, output, error) = match result {
             Ok((json, value)) => (Ok(value), Some(json), None),
             Err(e) => match e.to_failure() {
@@ -151,7 +156,9 @@ where
     .instrument(span)
 }
 
-async fn attempt<T, F, Fut>(options: &StepOptions, f: &mut F, ctx: Option<&Arc<WorkflowContext>>) -> Result<T>
+/// Runs the step's body until it succeeds, fails for good or runs out of attempts; returns the
+/// last result and how many attempts it took.
+async fn attempt<T, F, Fut>(options: &StepOptions, f: &mut F, ctx: Option<&Arc<WorkflowContext>>) -> (Result<T>, u32)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -165,13 +172,17 @@ where
                 let delay = options.delay_before(tries);
                 tracing::debug!(error = %e, attempt = tries, ?delay, "step failed; retrying");
                 match ctx {
-                    Some(ctx) => ctx.sleep_until(tokio::time::Instant::now() + delay).await?,
+                    Some(ctx) => {
+                        if let Err(e) = ctx.sleep_until(tokio::time::Instant::now() + delay).await {
+                            return (Err(e), tries);
+                        }
+                    }
                     None => tokio::time::sleep(delay).await,
                 }
             }
             other => {
                 spans::record_attempts(tries);
-                return other;
+                return (other, tries);
             }
         }
     }

@@ -1,0 +1,126 @@
+//! The worker's Prometheus metrics, served at `/metrics` on the health port
+//! (`MAINSTAY_HEALTH_PORT`) in the OpenMetrics text format, names prefixed `mainstay_`.
+//!
+//! Invariants: label values are bounded by the code, never by the data: workflow and step
+//! names (the registered functions), queue names, outcomes; never a workflow ID. Counters count
+//! what this process did since it started; the pool gauges are read at each scrape.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WorkflowLabels {
+    pub workflow: String,
+}
+
+/// How an execution of a workflow in this process ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Recorded `SUCCESS`.
+    Success,
+    /// Recorded `ERROR`.
+    Error,
+    /// Stopped without an outcome (shutdown, cancellation, lost ownership, database outage):
+    /// it finishes elsewhere or later.
+    Interrupted,
+}
+
+impl Outcome {
+    /// Its label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FinishedLabels {
+    pub workflow: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StepLabels {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueueLabels {
+    pub queue: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// From 1 ms to about 9 hours, doubling.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 25))
+}
+
+/// Every metric a worker exports.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub workflows_started: Family<WorkflowLabels, Counter>,
+    pub workflows_finished: Family<FinishedLabels, Counter>,
+    pub workflow_seconds: Histograms<WorkflowLabels>,
+    pub step_seconds: Histograms<StepLabels>,
+    pub step_retries: Family<StepLabels, Counter>,
+    pub claimed: Family<QueueLabels, Counter>,
+    pub recovered: Counter,
+    pub pool_connections: Gauge,
+    pub pool_idle: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("mainstay"),
+            workflows_started: Family::default(),
+            workflows_finished: Family::default(),
+            workflow_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
+            step_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
+            step_retries: Family::default(),
+            claimed: Family::default(),
+            recovered: Counter::default(),
+            pool_connections: Gauge::default(),
+            pool_idle: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "workflows_started",
+            "Workflow executions started in this process (a recovery is a new one)",
+            m.workflows_started.clone(),
+        );
+        r.register("workflows_finished", "Workflow executions ended in this process, by outcome", m.workflows_finished.clone());
+        r.register("workflow_duration_seconds", "Time from an execution's start here to its outcome", m.workflow_seconds.clone());
+        r.register("step_duration_seconds", "Time a step took, its retries included (replayed steps not counted)", m.step_seconds.clone());
+        r.register("step_retries", "Step attempts that failed and were retried", m.step_retries.clone());
+        r.register("queue_claims", "Queued workflows this process claimed, per queue", m.claimed.clone());
+        r.register("recovered_workflows", "Workflows of this executor recovered at launch", m.recovered.clone());
+        r.register("db_pool_connections", "Open connections of the system database pool", m.pool_connections.clone());
+        r.register("db_pool_idle_connections", "Idle connections of the system database pool", m.pool_idle.clone());
+        m
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub(crate) fn workflow(&self, name: &str) -> WorkflowLabels {
+        WorkflowLabels { workflow: name.to_string() }
+    }
+
+    pub(crate) fn step(&self, name: &str) -> StepLabels {
+        StepLabels { step: name.to_string() }
+    }
+}

@@ -1,0 +1,110 @@
+//! The worker's Prometheus metrics on its health port, against a real Postgres: after a known
+//! amount of work (workflows started directly and from a queue, one that fails, a step that is
+//! retried), `/metrics` counts exactly that work, in the OpenMetrics text format, with no
+//! workflow ID among its labels.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::*;
+use mainstay::{Failure, Mainstay, Queue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[mainstay::step]
+async fn mx_add(x: u32) -> mainstay::Result<u32> {
+    Ok(x + 1)
+}
+
+/// Fails twice, then succeeds.
+#[mainstay::step(max_attempts = 3, interval_ms = 1)]
+async fn mx_flaky() -> mainstay::Result<u32> {
+    if FLAKY_CALLS.fetch_add(1, Ordering::SeqCst) < 2 {
+        return Err(Failure::new("NotYet", "try again").into());
+    }
+    Ok(7)
+}
+
+#[mainstay::workflow]
+async fn mx_ok(x: u32) -> mainstay::Result<u32> {
+    mx_add(x).await
+}
+
+#[mainstay::workflow]
+async fn mx_fails() -> mainstay::Result<u32> {
+    Err(Failure::new("Declined", "always").into())
+}
+
+#[mainstay::workflow]
+async fn mx_retries() -> mainstay::Result<u32> {
+    mx_flaky().await
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("the health port answers");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// The value of the sample `series` (name and labels exactly as exported).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_the_work_done() {
+    let url = fresh_database("mx_metrics").await;
+    let mut c = config(&url, "metrics-1");
+    c.health_addr = Some("127.0.0.1:0".parse().unwrap());
+    let q = Queue::new("mx_q");
+    let app = Mainstay::builder(c).global(false).queue(q.clone()).launch().await.unwrap();
+    let addr = app.health_addr().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = format!("mx-direct-{i}");
+        assert_eq!(app.start(mx_ok(i).id(&id)).await.unwrap().get_result().await.unwrap(), i + 1);
+        ids.push(id);
+    }
+    for i in 0..4 {
+        let id = format!("mx-queued-{i}");
+        assert_eq!(app.enqueue(mx_ok(i).id(&id), &q).await.unwrap().get_result().await.unwrap(), i + 1);
+        ids.push(id);
+    }
+    assert!(app.start(mx_fails().id("mx-fails")).await.unwrap().get_result().await.is_err());
+    assert_eq!(app.start(mx_retries().id("mx-retries")).await.unwrap().get_result().await.unwrap(), 7);
+    ids.extend(["mx-fails".to_string(), "mx-retries".to_string()]);
+
+    // A workflow's result is published a moment before its execution's counters move on.
+    let text = wait_for("the metrics to count every execution", Duration::from_secs(10), || async {
+        let (status, head, text) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: application/openmetrics-text"), "{head}");
+        let done = text.contains("mainstay_workflows_finished_total{workflow=\"mx_retries\",outcome=\"success\"} 1");
+        done.then_some(text)
+    })
+    .await;
+    assert_eq!(sample(&text, "mainstay_workflows_started_total{workflow=\"mx_ok\"}"), 7.0);
+    assert_eq!(sample(&text, "mainstay_workflows_finished_total{workflow=\"mx_ok\",outcome=\"success\"}"), 7.0);
+    assert_eq!(sample(&text, "mainstay_workflows_finished_total{workflow=\"mx_fails\",outcome=\"error\"}"), 1.0);
+    assert_eq!(sample(&text, "mainstay_workflow_duration_seconds_count{workflow=\"mx_ok\"}"), 7.0);
+    assert_eq!(sample(&text, "mainstay_step_duration_seconds_count{step=\"mx_add\"}"), 7.0);
+    assert_eq!(sample(&text, "mainstay_step_retries_total{step=\"mx_flaky\"}"), 2.0);
+    assert_eq!(sample(&text, "mainstay_queue_claims_total{queue=\"mx_q\"}"), 4.0);
+    assert!(sample(&text, "mainstay_db_pool_connections") >= 1.0);
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF:\n{text}");
+    for id in &ids {
+        assert!(!text.contains(id.as_str()), "workflow ID {id} in the metrics:\n{text}");
+    }
+    app.shutdown().await;
+}
