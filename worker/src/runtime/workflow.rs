@@ -347,54 +347,47 @@ async fn start_child<W: Workflow>(
     queue: Option<&str>,
 ) -> Result<Started<W>> {
     let span = spans::operation(Operation::Child, W::NAME, Some(&(parent.clone(), function_id)));
-    start_child_at::<W>(rt, parent, function_id, args, options, queue).instrument(span).await
-}
-
-async fn start_child_at<W: Workflow>(
-    rt: Arc<Runtime>,
-    parent: Arc<WorkflowContext>,
-    function_id: i32,
-    args: W::Args,
-    options: WorkflowOptions,
-    queue: Option<&str>,
-) -> Result<Started<W>> {
-    if let Some(op) = parent.replayed(function_id, W::NAME)? {
-        let child = op.child_workflow_id.clone().ok_or_else(|| Error::NonDeterministic {
-            workflow_id: parent.workflow_id.to_string(),
-            function_id,
-            recorded: format!("{} (a step)", op.name),
-            called: format!("{} (a child workflow)", W::NAME),
-        })?;
-        return Ok((WorkflowHandle::new(rt, child), None));
+    async move {
+        if let Some(op) = parent.replayed(function_id, W::NAME)? {
+            let child = op.child_workflow_id.clone().ok_or_else(|| Error::NonDeterministic {
+                workflow_id: parent.workflow_id.to_string(),
+                function_id,
+                recorded: format!("{} (a step)", op.name),
+                called: format!("{} (a child workflow)", W::NAME),
+            })?;
+            return Ok((WorkflowHandle::new(rt, child), None));
+        }
+        parent.check_interrupted()?;
+        let id = options.id.clone().unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
+        Span::current().record("child.id", id.as_str());
+        let inputs = encode_args(&args, &format!("the inputs of workflow {id}"), rt.db.payload_limit())?;
+        let mut row = new_row::<W>(&rt, id.clone(), inputs, &options, queue);
+        row.parent_id = Some(parent.workflow_id.to_string());
+        // A child cannot outlive its parent's deadline.
+        row.deadline_ms = match (row.deadline_ms, parent.deadline_ms) {
+            (Some(own), Some(inherited)) => Some(own.min(inherited)),
+            (own, inherited) => own.or(inherited),
+        };
+        let (owner, deadline) = (row.owner.clone(), row.deadline_ms);
+        let (owned, created) = rt.db.start_child(&parent.workflow_id, &parent.owner, function_id, &row).await?;
+        if !owned {
+            return Err(parent.lost_ownership().await);
+        }
+        if !created {
+            let existing = rt.db.get_status(&id).await?.and_then(|s| s.name);
+            check_same_workflow::<W>(&id, existing)?;
+            return Ok((WorkflowHandle::new(rt, id), None));
+        }
+        let Some(owner) = owner else {
+            // Enqueued: a worker of the queue runs it.
+            return Ok((WorkflowHandle::new(rt, id), None));
+        };
+        let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, deadline);
+        let join = spawn_run::<W>(rt.clone(), Arc::new(ctx), args);
+        Ok((WorkflowHandle::new(rt, id), Some(join)))
     }
-    parent.check_interrupted()?;
-    let id = options.id.clone().unwrap_or_else(|| format!("{}-{function_id}", parent.workflow_id));
-    Span::current().record("child.id", id.as_str());
-    let inputs = encode_args(&args, &format!("the inputs of workflow {id}"), rt.db.payload_limit())?;
-    let mut row = new_row::<W>(&rt, id.clone(), inputs, &options, queue);
-    row.parent_id = Some(parent.workflow_id.to_string());
-    // A child cannot outlive its parent's deadline.
-    row.deadline_ms = match (row.deadline_ms, parent.deadline_ms) {
-        (Some(own), Some(inherited)) => Some(own.min(inherited)),
-        (own, inherited) => own.or(inherited),
-    };
-    let (owner, deadline) = (row.owner.clone(), row.deadline_ms);
-    let (owned, created) = rt.db.start_child(&parent.workflow_id, &parent.owner, function_id, &row).await?;
-    if !owned {
-        return Err(parent.lost_ownership().await);
-    }
-    if !created {
-        let existing = rt.db.get_status(&id).await?.and_then(|s| s.name);
-        check_same_workflow::<W>(&id, existing)?;
-        return Ok((WorkflowHandle::new(rt, id), None));
-    }
-    let Some(owner) = owner else {
-        // Enqueued: a worker of the queue runs it.
-        return Ok((WorkflowHandle::new(rt, id), None));
-    };
-    let ctx = WorkflowContext::new(rt.clone(), &id, &owner, None, deadline);
-    let join = spawn_run::<W>(rt.clone(), Arc::new(ctx), args);
-    Ok((WorkflowHandle::new(rt, id), Some(join)))
+    .instrument(span)
+    .await
 }
 
 /// Runs a workflow in a task of the runtime, its span a child of the caller's (a request's, or
