@@ -42,8 +42,11 @@ pub async fn serve(
     }))
 }
 
-async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
+async fn metrics_text(State(s): State<Shared>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    // OpenMetrics to Prometheus, the classic text format to curl and promtool (as the workers).
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let (content_type, body) = mainstay::health::negotiate_metrics(accept, s.metrics.encode());
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {

@@ -81,6 +81,9 @@ async fn expect_metrics(operator: &Operator, names: &[&str]) -> Result<()> {
     for name in names {
         ensure!(metrics.contains(&format!("mainstay_operator_{name}")), "/metrics lacks mainstay_operator_{name}:\n{metrics}");
     }
+    // Asked without an Accept header, as promtool's users do: the classic format, which
+    // Prometheus's own checker accepts without a finding.
+    mainstay_testkit::check_metrics(&metrics);
     Ok(())
 }
 

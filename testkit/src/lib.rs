@@ -9,10 +9,12 @@ mod database;
 mod logs;
 mod outcomes;
 mod process;
+mod promtool;
 mod wait;
 
 pub use database::{admin_url, connect, database_name, fresh_database, fresh_database_on, with_database, TEST_URL_ENV};
 pub use logs::{capture_logs, init_tracing, logged};
 pub use outcomes::count_outcome_writes;
 pub use process::{kill_child, self_command, spawn_self};
+pub use promtool::{check_metrics, PROMTOOL_ENV};
 pub use wait::{poll_until, wait_for, TimedOut};

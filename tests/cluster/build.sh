@@ -5,6 +5,7 @@
 #
 #   bin_dir=$(tests/cluster/build.sh)          # the control plane
 #   node_dir=$(tests/cluster/build.sh node)    # a real node's binaries
+#   obs_dir=$(tests/cluster/build.sh observability)   # tools that check telemetry
 #
 # What it builds, at pinned versions (see the variables below):
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
@@ -29,11 +30,16 @@
 #   pause
 #       the sandbox process, compiled with `gcc -static` from
 #       build/pause/linux/pause.c in the k8s.io/kubernetes module
+# With `observability`, the tools the tests hold Mainstay's telemetry to:
+#   promtool
+#       Prometheus's own checker of the metrics text format,
+#       `go install github.com/prometheus/prometheus/cmd/promtool@version`
 #
 # Caches live outside the repository, under
 #   ${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s/
 # with the Go module and build caches in gomod/ and gocache/, and the binaries
-# in bin-<k8s>-<etcd>-<kwok>-<helm>/ (node: node-bin-<k8s>-<crictl>/). When that directory is complete the
+# in bin-<k8s>-<etcd>-<kwok>-<helm>/ (node: node-bin-<k8s>-<crictl>/; observability:
+# obs-bin-<prometheus>/). When that directory is complete the
 # script only prints it. A build happens in a temporary directory beside it and
 # is renamed into place at the end, so an interrupted build leaves no half
 # cache; a lock file serialises concurrent builds.
@@ -47,6 +53,9 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.21.4
 CRICTL_VERSION=v1.34.0
+# Prometheus v3.16.0: its Go module numbers v3.x.y as v0.3xx.y.
+PROMETHEUS_MODULE_VERSION=v0.316.0
+PROMETHEUS_VERSION=3.16.0
 
 set_name=${1:-control-plane}
 cache_dir="${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s"
@@ -59,8 +68,12 @@ node)
     BINARIES=(kubelet kube-proxy crictl pause)
     bin_dir="$cache_dir/node-bin-$K8S_VERSION-$CRICTL_VERSION"
     ;;
+observability)
+    BINARIES=(promtool)
+    bin_dir="$cache_dir/obs-bin-v$PROMETHEUS_VERSION"
+    ;;
 *)
-    printf 'usage: %s [control-plane|node]\n' "${0##*/}" >&2
+    printf 'usage: %s [control-plane|node|observability]\n' "${0##*/}" >&2
     exit 2
     ;;
 esac
@@ -276,10 +289,19 @@ build_pause() {
         die "compiling pause failed"
 }
 
+build_promtool() {
+    log "promtool $PROMETHEUS_VERSION"
+    (cd "$work" && GOBIN="$work/bin" go install \
+        -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+        "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION") || die "building promtool failed"
+}
+
 if [[ "$set_name" == node ]]; then
     build_crictl
     build_pause
     build_kubernetes kubelet kube-proxy
+elif [[ "$set_name" == observability ]]; then
+    build_promtool
 else
     build_kwok
     build_helm
@@ -301,6 +323,8 @@ if [[ "$set_name" == node ]]; then
     done
     check_version crictl "${CRICTL_VERSION#v}" --version
     [[ -x "$work/bin/pause" ]] || die "no pause binary"
+elif [[ "$set_name" == observability ]]; then
+    check_version promtool "$PROMETHEUS_VERSION" --version
 else
     check_version etcd "${ETCD_VERSION#v}" --version
     for b in kube-apiserver kube-controller-manager kube-scheduler; do

@@ -1,7 +1,8 @@
 //! The worker's Prometheus metrics on its health port, against a real Postgres: after a known
 //! amount of work (workflows started directly and from a queue, one that fails, a step that is
-//! retried), `/metrics` counts exactly that work, in the OpenMetrics text format, with no
-//! workflow ID among its labels.
+//! retried), `/metrics` counts exactly that work, with no workflow ID among its labels: in the
+//! OpenMetrics text format to a scraper that asks for it, in the classic text format otherwise,
+//! which Prometheus's `promtool check metrics` accepts without a finding.
 
 mod common;
 
@@ -43,9 +44,11 @@ async fn mx_retries() -> mainstay::Result<u32> {
     mx_flaky().await
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+/// A GET of `/metrics` with `accept` (none when empty): `(status, lowercase head, body)`.
+async fn scrape(addr: std::net::SocketAddr, accept: &str) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("the health port answers");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let accept = if accept.is_empty() { String::new() } else { format!("Accept: {accept}\r\n") };
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
     let (head, body) = buf.split_once("\r\n\r\n").unwrap();
@@ -86,8 +89,10 @@ async fn metrics_count_the_work_done() {
     ids.extend(["mx-fails".to_string(), "mx-retries".to_string()]);
 
     // A workflow's result is published a moment before its execution's counters move on.
+    // What Prometheus asks for.
+    const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
     let text = wait_for("the metrics to count every execution", Duration::from_secs(10), || async {
-        let (status, head, text) = http_get(addr, "/metrics").await;
+        let (status, head, text) = scrape(addr, PROMETHEUS_ACCEPT).await;
         assert_eq!(status, 200);
         assert!(head.contains("content-type: application/openmetrics-text"), "{head}");
         let done = text.contains("mainstay_workflows_finished_total{workflow=\"mx_retries\",outcome=\"success\"} 1");
@@ -106,5 +111,12 @@ async fn metrics_count_the_work_done() {
     for id in &ids {
         assert!(!text.contains(id.as_str()), "workflow ID {id} in the metrics:\n{text}");
     }
+    // Without an Accept header (curl, promtool): the classic format, the same samples.
+    let (status, head, classic) = scrape(addr, "").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(classic.contains("# TYPE mainstay_workflows_started_total counter") && !classic.contains("# EOF"), "{classic}");
+    assert_eq!(sample(&classic, "mainstay_workflows_started_total{workflow=\"mx_ok\"}"), 7.0);
+    check_metrics(&classic);
     app.shutdown().await;
 }

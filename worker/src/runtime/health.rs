@@ -5,7 +5,8 @@
 //!   probe that fails on one would turn a database outage into a crash loop.
 //! - `GET /readyz` (readiness): 200 when the system database answers within two seconds and the
 //!   process is not shutting down; 503 with the reason otherwise.
-//! - `GET /metrics`: the worker's Prometheus metrics (see `metrics`).
+//! - `GET /metrics`: the worker's Prometheus metrics (see `metrics`), in the format the request
+//!   asks for ([`negotiate_metrics`]).
 //!
 //! Served only when [`Config::health_addr`](crate::Config::health_addr) is set (the
 //! `MAINSTAY_HEALTH_PORT` variable); it stops with the runtime.
@@ -30,8 +31,45 @@ pub const LIVENESS_PATH: &str = "/healthz";
 pub const READINESS_PATH: &str = "/readyz";
 /// Path of the Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
-/// The media type of the metrics (OpenMetrics text).
-const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The media type of OpenMetrics text.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The media type of the classic Prometheus text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `/metrics` answer to a request with this `Accept` header, from the metrics' OpenMetrics
+/// text: itself to a scraper that asks for OpenMetrics (Prometheus does), the classic text
+/// format otherwise (`curl`, `promtool check metrics`, older scrapers). Returns the content
+/// type and the body. The operator's `/metrics` answers the same way.
+pub fn negotiate_metrics(accept: &str, openmetrics: String) -> (&'static str, String) {
+    if accept.contains("application/openmetrics-text") {
+        (OPENMETRICS_CONTENT_TYPE, openmetrics)
+    } else {
+        (CLASSIC_CONTENT_TYPE, classic_text(&openmetrics))
+    }
+}
+
+/// The classic text format of OpenMetrics text. They differ, for what the encoder writes, in
+/// three things: OpenMetrics names a counter's family without the `_total` its samples carry
+/// (the classic format names the family after its samples), and ends with `# EOF`; `# UNIT`
+/// lines are OpenMetrics only.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|kind| {
+            let rest = line.strip_prefix(kind)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{kind}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
 
 /// How long the database may take to answer a readiness check.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,11 +116,16 @@ async fn live(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
     (StatusCode::OK, "ok\n".to_string())
 }
 
-async fn metrics(State(rt): State<Arc<Runtime>>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+async fn metrics(
+    State(rt): State<Arc<Runtime>>,
+    headers: axum::http::HeaderMap,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
     let pool = rt.db.pool();
     rt.metrics.pool_connections.set(i64::from(pool.size()));
     rt.metrics.pool_idle.set(pool.num_idle() as i64);
-    ([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], rt.metrics.encode())
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let (content_type, body) = negotiate_metrics(accept, rt.metrics.encode());
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
@@ -93,5 +136,21 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
         Ok(Ok(())) => (StatusCode::OK, "ok\n".to_string()),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("system database: {e}\n")),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("system database did not answer within {} s\n", READY_TIMEOUT.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counter_families_after_their_samples() {
+        let open = "# HELP a_started Started.\n# TYPE a_started counter\na_started_total{w=\"x\"} 3\n\
+                    # HELP a_pool Pool.\n# TYPE a_pool gauge\na_pool 2\n# UNIT a_pool connections\n# EOF\n";
+        assert_eq!(
+            classic_text(open),
+            "# HELP a_started_total Started.\n# TYPE a_started_total counter\na_started_total{w=\"x\"} 3\n\
+             # HELP a_pool Pool.\n# TYPE a_pool gauge\na_pool 2\n"
+        );
     }
 }

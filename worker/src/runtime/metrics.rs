@@ -1,5 +1,5 @@
 //! The worker's Prometheus metrics, served at `/metrics` on the health port
-//! (`MAINSTAY_HEALTH_PORT`) in the OpenMetrics text format, names prefixed `mainstay_`.
+//! (`MAINSTAY_HEALTH_PORT`, see `health` for the formats), names prefixed `mainstay_`.
 //!
 //! Invariants: label values are bounded by the code, never by the data: workflow and step
 //! names (the registered functions), queue names, outcomes; never a workflow ID. Counters count
