@@ -34,12 +34,16 @@
 #   promtool
 #       Prometheus's own checker of the metrics text format,
 #       `go install github.com/prometheus/prometheus/cmd/promtool@version`
+#   monitoring-crds/
+#       the Prometheus Operator's ServiceMonitor and PodMonitor CRDs, generated
+#       with controller-gen from its published API module (the CRD YAML itself
+#       is not in a module the proxy serves), for the chart's monitors
 #
 # Caches live outside the repository, under
 #   ${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s/
 # with the Go module and build caches in gomod/ and gocache/, and the binaries
 # in bin-<k8s>-<etcd>-<kwok>-<helm>/ (node: node-bin-<k8s>-<crictl>/; observability:
-# obs-bin-<prometheus>/). When that directory is complete the
+# obs-bin-<prometheus>-<prometheus-operator>/). When that directory is complete the
 # script only prints it. A build happens in a temporary directory beside it and
 # is renamed into place at the end, so an interrupted build leaves no half
 # cache; a lock file serialises concurrent builds.
@@ -56,6 +60,8 @@ CRICTL_VERSION=v1.34.0
 # Prometheus v3.16.0: its Go module numbers v3.x.y as v0.3xx.y.
 PROMETHEUS_MODULE_VERSION=v0.316.0
 PROMETHEUS_VERSION=3.16.0
+PROMETHEUS_OPERATOR_VERSION=v0.95.2
+CONTROLLER_TOOLS_VERSION=v0.19.0
 
 set_name=${1:-control-plane}
 cache_dir="${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s"
@@ -69,8 +75,8 @@ node)
     bin_dir="$cache_dir/node-bin-$K8S_VERSION-$CRICTL_VERSION"
     ;;
 observability)
-    BINARIES=(promtool)
-    bin_dir="$cache_dir/obs-bin-v$PROMETHEUS_VERSION"
+    BINARIES=(promtool monitoring-crds/monitoring.coreos.com_servicemonitors.yaml monitoring-crds/monitoring.coreos.com_podmonitors.yaml)
+    bin_dir="$cache_dir/obs-bin-v$PROMETHEUS_VERSION-$PROMETHEUS_OPERATOR_VERSION"
     ;;
 *)
     printf 'usage: %s [control-plane|node|observability]\n' "${0##*/}" >&2
@@ -81,7 +87,7 @@ esac
 have_all() {
     local b
     for b in "${BINARIES[@]}"; do
-        [[ -x "$bin_dir/$b" ]] || return 1
+        [[ -x "$bin_dir/$b" || ( "$b" == *.yaml && -s "$bin_dir/$b" ) ]] || return 1
     done
 }
 
@@ -296,12 +302,33 @@ build_promtool() {
         "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION") || die "building promtool failed"
 }
 
+build_monitoring_crds() {
+    local json src
+    log "ServiceMonitor and PodMonitor CRDs (prometheus-operator $PROMETHEUS_OPERATOR_VERSION, controller-gen $CONTROLLER_TOOLS_VERSION)"
+    (cd "$work" && GOBIN="$work/tools" go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION") ||
+        die "building controller-gen failed"
+    json=$(cd "$work" && go mod download -json "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring@$PROMETHEUS_OPERATOR_VERSION") ||
+        die "cannot download the prometheus-operator API module"
+    src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+    [[ -d "$src/v1" ]] || die "no v1 API in $src"
+    # The module cache is read-only: generate from a copy.
+    cp -r "$src" "$work/monitoring" && chmod -R u+w "$work/monitoring"
+    (cd "$work/monitoring" && "$work/tools/controller-gen" crd:crdVersions=v1,allowDangerousTypes=true paths=./v1/... \
+        output:crd:dir="$work/crds") >&2 || die "generating the monitoring CRDs failed"
+    mkdir -p "$work/bin/monitoring-crds"
+    local kind
+    for kind in servicemonitors podmonitors; do
+        cp "$work/crds/monitoring.coreos.com_$kind.yaml" "$work/bin/monitoring-crds/" || die "no $kind CRD generated"
+    done
+}
+
 if [[ "$set_name" == node ]]; then
     build_crictl
     build_pause
     build_kubernetes kubelet kube-proxy
 elif [[ "$set_name" == observability ]]; then
     build_promtool
+    build_monitoring_crds
 else
     build_kwok
     build_helm
