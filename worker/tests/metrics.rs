@@ -107,6 +107,10 @@ async fn metrics_count_the_work_done() {
     assert_eq!(sample(&text, "mainstay_step_retries_total{step=\"mx_flaky\"}"), 2.0);
     assert_eq!(sample(&text, "mainstay_queue_claims_total{queue=\"mx_q\"}"), 4.0);
     assert!(sample(&text, "mainstay_db_pool_connections") >= 1.0);
+    // Every start, checkpoint and outcome went through a group commit: at least 3 writes per
+    // workflow that ran a step (start, step, outcome) went into the batches counted.
+    assert!(sample(&text, "mainstay_commit_batch_size_sum") >= 3.0 * 7.0, "{text}");
+    assert!(sample(&text, "mainstay_commit_batch_size_count") >= 1.0);
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF:\n{text}");
     for id in &ids {
         assert!(!text.contains(id.as_str()), "workflow ID {id} in the metrics:\n{text}");

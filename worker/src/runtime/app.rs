@@ -228,7 +228,8 @@ impl MainstayBuilder {
             .collect::<Result<_>>()?;
         db.register_workflows(config.app_name.as_deref(), &app_version, &workflows).await?;
         let workflow_names: Vec<String> = workflows.into_iter().map(|w| w.name).collect();
-        let committer = Committer::start(db.clone(), config.commit_concurrency);
+        let metrics = crate::runtime::metrics::Metrics::new();
+        let committer = Committer::start(db.clone(), config.commit_concurrency, metrics.commit_batch_size.clone());
         // The application's queues first: claim rounds visit them in this order.
         let mut queues: Vec<String> = Vec::new();
         for q in self.queues.into_iter().chain([INTERNAL_QUEUE.to_string()]) {
@@ -256,7 +257,7 @@ impl MainstayBuilder {
             heartbeat_ms: AtomicI64::new(crate::model::clock::now_ms()),
             health_addr: OnceLock::new(),
             wakeups: Arc::new(Wakeups::default()),
-            metrics: crate::runtime::metrics::Metrics::new(),
+            metrics,
             app_db: tokio::sync::OnceCell::new(),
         });
         if let Some(addr) = rt.config.health_addr {

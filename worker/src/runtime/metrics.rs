@@ -73,6 +73,7 @@ pub(crate) struct Metrics {
     pub step_retries: Family<StepLabels, Counter>,
     pub claimed: Family<QueueLabels, Counter>,
     pub recovered: Counter,
+    pub commit_batch_size: Histogram,
     pub pool_connections: Gauge,
     pub pool_idle: Gauge,
 }
@@ -88,6 +89,8 @@ impl Metrics {
             step_retries: Family::default(),
             claimed: Family::default(),
             recovered: Counter::default(),
+            // 1 to 512 writes (the committer's largest batch), doubling.
+            commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             pool_connections: Gauge::default(),
             pool_idle: Gauge::default(),
         };
@@ -103,6 +106,7 @@ impl Metrics {
         r.register("step_retries", "Step attempts that failed and were retried", m.step_retries.clone());
         r.register("queue_claims", "Queued workflows this process claimed, per queue", m.claimed.clone());
         r.register("recovered_workflows", "Workflows of this executor recovered at launch", m.recovered.clone());
+        r.register("commit_batch_size", "Writes (starts, checkpoints, outcomes) per group commit", m.commit_batch_size.clone());
         r.register("db_pool_connections", "Open connections of the system database pool", m.pool_connections.clone());
         r.register("db_pool_idle_connections", "Idle connections of the system database pool", m.pool_idle.clone());
         m

@@ -13,6 +13,8 @@ use std::time::Duration;
 use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::batch::{Batch, Written};
 use super::{CheckpointOutcome, NewWorkflow, Outcome, StartOutcome, StepRecord, SystemDatabase};
 use crate::model::error::is_transient;
@@ -39,13 +41,14 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Starts `writers` writer tasks on the current runtime. They stop when every `Committer`
-    /// is dropped, after writing what was already submitted.
-    pub(crate) fn start(db: SystemDatabase, writers: usize) -> Committer {
+    /// is dropped, after writing what was already submitted. Each batch's size (writes in one
+    /// commit) is observed in `batch_sizes`.
+    pub(crate) fn start(db: SystemDatabase, writers: usize, batch_sizes: Histogram) -> Committer {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(Mutex::new(rx));
         let busy = Arc::new(Semaphore::new(writers));
         for _ in 0..writers {
-            tokio::spawn(writer(db.clone(), queue.clone(), busy.clone()));
+            tokio::spawn(writer(db.clone(), queue.clone(), busy.clone(), batch_sizes.clone()));
         }
         Committer { tx, busy, writers }
     }
@@ -79,7 +82,7 @@ impl Committer {
     }
 }
 
-async fn writer(db: SystemDatabase, queue: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>, busy: Arc<Semaphore>) {
+async fn writer(db: SystemDatabase, queue: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>, busy: Arc<Semaphore>, batch_sizes: Histogram) {
     let mut conn: Option<PgConnection> = None;
     loop {
         let batch = {
@@ -95,6 +98,7 @@ async fn writer(db: SystemDatabase, queue: Arc<Mutex<mpsc::UnboundedReceiver<Wri
             batch
         };
         let Ok(_writing) = busy.acquire().await else { return };
+        batch_sizes.observe(batch.len() as f64);
         flush(&db, &mut conn, batch).await;
     }
 }
