@@ -242,39 +242,46 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             Err(e) => tracing::warn!(app = %key, version = %v, error = %e, "cannot read the version's workflows"),
         }
     }
-    let observe = |reading: &Reading| {
-        // Pods after the database (see `recovery`).
+    // What the database says (the shared reading) and, after it, the pods (see `recovery`):
+    // the parts of the observation a newer reading changes.
+    let observe = |o: &mut Observed, reading: &Reading| {
         let pods = ctx.stores.app_pods(&ns, &name);
         // Queued work the current version does not register is never claimed by it: it must
         // not keep workers up, and when it is the app's own (a misnamed workflow) it is reported.
-        let unrunnable = match registered.get(&valid.version) {
-            Some(r) => reading.work.unrunnable(Some(&app_name), &valid.version, r),
+        o.unrunnable = match o.registered.get(&o.version) {
+            Some(r) => reading.work.unrunnable(Some(&app_name), &o.version, r),
             None => Vec::new(),
         };
-        Observed {
-            app: &app,
-            version: valid.version.clone(),
-            version_conflict: conflict.clone(),
-            queue_conflicts: queue_conflicts.clone(),
-            secret_version: secret_version.clone(),
-            executors: reading.work.pending_by_executor(Some(&app_name)),
-            by_version: reading.work.outstanding_by_version(Some(&app_name)),
-            depths: reading.work.queue_depths(Some(&app_name)),
-            unrunnable,
-            registered: registered.clone(),
-            deployments: deployments.clone(),
-            live_pods: pods.iter().filter(|p| !pod_is_gone(p, now)).map(|p| p.name_any()).collect(),
-            terminating: pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()),
-            now,
-        }
+        o.executors = reading.work.pending_by_executor(Some(&app_name));
+        o.by_version = reading.work.outstanding_by_version(Some(&app_name));
+        o.depths = reading.work.queue_depths(Some(&app_name));
+        o.live_pods = pods.iter().filter(|p| !pod_is_gone(p, now)).map(|p| p.name_any()).collect();
+        o.terminating = pods.iter().any(|p| p.metadata.deletion_timestamp.is_some());
     };
     let decide = |observed: &Observed| {
         let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
         app_decision::decide(observed, histories.entry(key.clone()).or_default())
     };
 
+    let mut observed = Observed {
+        app: &app,
+        version: valid.version.clone(),
+        version_conflict: conflict,
+        queue_conflicts,
+        secret_version,
+        executors: Vec::new(),
+        by_version: Vec::new(),
+        depths: Vec::new(),
+        unrunnable: Vec::new(),
+        registered,
+        deployments,
+        live_pods: BTreeSet::new(),
+        terminating: false,
+        now,
+    };
+    observe(&mut observed, &reading);
+
     // 4. Decide.
-    let mut observed = observe(&reading);
     let mut decision = decide(&observed);
     // The shared reading may be up to a poll interval old. Removing a drained version's
     // Deployment or scaling workers down stops pods, which on an old reading may be running
@@ -283,7 +290,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     if decision.stops_workers(&observed) {
         match ctx.observer.unfinished(&pool, &db, Duration::ZERO).await {
             Ok(now_reading) => {
-                observed = observe(&now_reading);
+                observe(&mut observed, &now_reading);
                 decision = decide(&observed);
             }
             Err(e) => {
