@@ -12,38 +12,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::runtime::app::LocalOutcome;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct WorkflowLabels {
     pub workflow: String,
 }
 
-/// How an execution of a workflow in this process ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Recorded `SUCCESS`.
-    Success,
-    /// Recorded `ERROR`.
-    Error,
-    /// Stopped without an outcome (shutdown, cancellation, lost ownership, database outage):
-    /// it finishes elsewhere or later.
-    Interrupted,
-}
-
-impl Outcome {
-    /// Its label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Error => "error",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-}
-
+/// `outcome`: `success` or `error` (recorded), or `interrupted` (shutdown, cancellation, lost
+/// ownership, database outage: it finishes elsewhere or later).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FinishedLabels {
     pub workflow: String,
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,11 +101,28 @@ impl Metrics {
         out
     }
 
-    pub(crate) fn workflow(&self, name: &str) -> WorkflowLabels {
-        WorkflowLabels { workflow: name.to_string() }
+    /// An execution of workflow `name` started here.
+    pub(crate) fn workflow_started(&self, name: &str) {
+        self.workflows_started.get_or_create(&WorkflowLabels { workflow: name.to_string() }).inc();
     }
 
-    pub(crate) fn step(&self, name: &str) -> StepLabels {
-        StepLabels { step: name.to_string() }
+    /// An execution of workflow `name` ended here after `seconds`, with `outcome`.
+    pub(crate) fn workflow_finished(&self, name: &str, seconds: f64, outcome: &LocalOutcome) {
+        self.workflow_seconds.get_or_create(&WorkflowLabels { workflow: name.to_string() }).observe(seconds);
+        let outcome = match outcome {
+            LocalOutcome::Success(_) => "success",
+            LocalOutcome::Failed(_) => "error",
+            LocalOutcome::Interrupted => "interrupted",
+        };
+        self.workflows_finished.get_or_create(&FinishedLabels { workflow: name.to_string(), outcome }).inc();
+    }
+
+    /// Step `name` ran (not replayed) for `seconds` in `attempts` attempts.
+    pub(crate) fn step_ran(&self, name: &str, seconds: f64, attempts: u32) {
+        let labels = StepLabels { step: name.to_string() };
+        self.step_seconds.get_or_create(&labels).observe(seconds);
+        if attempts > 1 {
+            self.step_retries.get_or_create(&labels).inc_by(u64::from(attempts - 1));
+        }
     }
 }

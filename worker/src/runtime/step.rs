@@ -129,12 +129,9 @@ where
         // replay sees the same outcome; it is not retried (it would be as large again).
         let limit = ctx.rt.db.payload_limit();
         let timer = std::time::Instant::now();
-        let (result, tries) = attempt(&options, &mut f, Some(&ctx)).await;
-        let labels = ctx.rt.metrics.step(&name);
-        ctx.rt.metrics.step_seconds.get_or_create(&labels).observe(timer.elapsed().as_secs_f64());
-        if tries > 1 {
-            ctx.rt.metrics.step_retries.get_or_create(&labels).inc_by(u64::from(tries - 1));
-        }
+        let (result, attempts) = attempt(&options, &mut f, Some(&ctx)).await;
+        spans::record_attempts(attempts);
+        ctx.rt.metrics.step_ran(&name, timer.elapsed().as_secs_f64(), attempts);
         let result = result.and_then(|value| Ok((encode(&value, &format!("the output of step {name}"), limit)?, value)));
         let (result, output, error) = match result {
             Ok((json, value)) => (Ok(value), Some(json), None),
@@ -180,10 +177,7 @@ where
                     None => tokio::time::sleep(delay).await,
                 }
             }
-            other => {
-                spans::record_attempts(tries);
-                return (other, tries);
-            }
+            other => return (other, tries),
         }
     }
 }

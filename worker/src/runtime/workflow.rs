@@ -28,7 +28,6 @@ use crate::model::serialization::{decode, decode_args, decode_failure, encode, e
 use crate::model::status::{Status, WorkflowStatus};
 use crate::runtime::app::{LocalOutcome, Mainstay, Runtime};
 use crate::runtime::context::{self, WorkflowContext};
-use crate::runtime::metrics;
 use crate::runtime::spans::{self, Operation};
 use crate::runtime::step::IntoWorkflowCall;
 use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
@@ -403,20 +402,10 @@ async fn run_local<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, arg
     let (done, _) = watch::channel(None);
     rt.register_local(&id, ctx.cancel.clone(), done.subscribe());
     let span = spans::workflow(&caller, W::NAME, &id, &rt.app_version, &rt.config.executor_id, ctx.is_replay());
-    let labels = rt.metrics.workflow(W::NAME);
-    rt.metrics.workflows_started.get_or_create(&labels).inc();
+    rt.metrics.workflow_started(W::NAME);
     let started = std::time::Instant::now();
     let (result, outcome) = execute::<W>(&rt, ctx, args).instrument(span).await;
-    let ended = match outcome {
-        LocalOutcome::Success(_) => metrics::Outcome::Success,
-        LocalOutcome::Failed(_) => metrics::Outcome::Error,
-        LocalOutcome::Interrupted => metrics::Outcome::Interrupted,
-    };
-    rt.metrics.workflow_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    rt.metrics
-        .workflows_finished
-        .get_or_create(&metrics::FinishedLabels { workflow: labels.workflow, outcome: ended.as_str().to_string() })
-        .inc();
+    rt.metrics.workflow_finished(W::NAME, started.elapsed().as_secs_f64(), &outcome);
     let _ = done.send(Some(outcome));
     rt.deregister_local(&id);
     result
