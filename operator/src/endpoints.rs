@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -42,11 +42,9 @@ pub async fn serve(
     }))
 }
 
-async fn metrics_text(State(s): State<Shared>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+async fn metrics_text(State(s): State<Shared>, request: HeaderMap) -> impl IntoResponse {
     // OpenMetrics to Prometheus, the classic text format to curl and promtool (as the workers).
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let (content_type, body) = mainstay::health::negotiate_metrics(accept, s.metrics.encode());
-    ([(header::CONTENT_TYPE, content_type)], body)
+    mainstay::health::negotiate_metrics(&request, s.metrics.encode())
 }
 
 async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {

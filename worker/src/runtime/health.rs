@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{self, HeaderName};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
 
@@ -36,15 +37,16 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 /// The media type of the classic Prometheus text format.
 pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The `/metrics` answer to a request with this `Accept` header, from the metrics' OpenMetrics
-/// text: itself to a scraper that asks for OpenMetrics (Prometheus does), the classic text
-/// format otherwise (`curl`, `promtool check metrics`, older scrapers). Returns the content
-/// type and the body. The operator's `/metrics` answers the same way.
-pub fn negotiate_metrics(accept: &str, openmetrics: String) -> (&'static str, String) {
+/// The `/metrics` answer (content type header and body) to a request with these headers, from
+/// the metrics' OpenMetrics text: itself to a scraper whose `Accept` asks for OpenMetrics
+/// (Prometheus does), the classic text format otherwise (`curl`, `promtool check metrics`,
+/// older scrapers). The operator's `/metrics` answers the same way.
+pub fn negotiate_metrics(request: &HeaderMap, openmetrics: String) -> ([(HeaderName, &'static str); 1], String) {
+    let accept = request.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if accept.contains("application/openmetrics-text") {
-        (OPENMETRICS_CONTENT_TYPE, openmetrics)
+        ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], openmetrics)
     } else {
-        (CLASSIC_CONTENT_TYPE, classic_text(&openmetrics))
+        ([(header::CONTENT_TYPE, CLASSIC_CONTENT_TYPE)], classic_text(&openmetrics))
     }
 }
 
@@ -116,16 +118,11 @@ async fn live(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
     (StatusCode::OK, "ok\n".to_string())
 }
 
-async fn metrics(
-    State(rt): State<Arc<Runtime>>,
-    headers: axum::http::HeaderMap,
-) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+async fn metrics(State(rt): State<Arc<Runtime>>, request: HeaderMap) -> ([(HeaderName, &'static str); 1], String) {
     let pool = rt.db.pool();
     rt.metrics.pool_connections.set(i64::from(pool.size()));
     rt.metrics.pool_idle.set(pool.num_idle() as i64);
-    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let (content_type, body) = negotiate_metrics(accept, rt.metrics.encode());
-    ([(axum::http::header::CONTENT_TYPE, content_type)], body)
+    negotiate_metrics(&request, rt.metrics.encode())
 }
 
 async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, String) {
