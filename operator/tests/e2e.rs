@@ -1013,18 +1013,6 @@ async fn schedule_runs(cluster: &Cluster, ns: &str, schedule: &str) -> Result<Ve
         .collect())
 }
 
-/// Ticks (from workflow IDs `sched-{name}-{tick}`) of a schedule's runs.
-fn ticks(ids: &[String], name: &str) -> Result<Vec<DateTime<Utc>>> {
-    let prefix = format!("sched-{name}-");
-    let mut out = Vec::new();
-    for id in ids {
-        let t = id.strip_prefix(&prefix).with_context(|| format!("unexpected ID {id}"))?;
-        out.push(DateTime::parse_from_rfc3339(t)?.with_timezone(&Utc));
-    }
-    out.sort();
-    Ok(out)
-}
-
 async fn schedule_fires_once_per_tick(cluster: &Cluster, sa: &std::path::Path, operator: Operator) -> Result<Operator> {
     let ns = &namespace("e2e-sched");
     let url = namespace_with_database(cluster, ns).await?;

@@ -117,6 +117,14 @@ impl Node {
         info["info"]["pid"].as_u64().map(|p| p as u32).ok_or_else(|| anyhow!("no pid for container {id}"))
     }
 
+    /// SIGKILL for the running container `container` of pod `pod`, as the OOM killer sends.
+    fn kill_container(&self, pod: &str, container: &str) -> Result<()> {
+        let pid = self.container_pid(pod, container)?;
+        let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+        ensure!(killed.success(), "kill -KILL {pid} failed");
+        Ok(())
+    }
+
     fn pod_id(&self, pod: &str) -> Result<String> {
         let id = self.crictl(&["pods", "--quiet", "--name", pod, "--state", "ready"])?;
         id.lines().next().map(str::to_string).ok_or_else(|| anyhow!("no ready sandbox for pod {pod}"))
@@ -279,8 +287,8 @@ async fn install_operator(cluster: &Cluster, node: &Node, ns: &str) -> Result<In
     })
     .await?;
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).context("the operator has no pod IP")?;
-    let metrics = http_get(&format!("http://{ip}:8080/metrics")).await.context("no answer on the operator's metrics port")?;
-    ensure!(metrics.0 == 200 && metrics.1.contains("mainstay_operator_leader 1"), "the operator's /metrics: {metrics:?}");
+    let metrics = http_get(&format!("http://{ip}:8080/metrics"), &[]).await.context("no answer on the operator's metrics port")?;
+    ensure!(metrics.status == 200 && metrics.body.contains("mainstay_operator_leader 1"), "the operator's /metrics: {metrics:?}");
     cluster.helm(&["test", "mainstay", "-n", ns, "--timeout", "2m"]).context("helm test")?;
     // Its liveness probe has been called all along, never failing.
     ensure!(restarts(&pods.get(&name).await?) == 0, "the operator restarted before any test touched it");
@@ -300,6 +308,22 @@ fn is_ready(p: &Pod) -> bool {
 async fn enqueue(client: &Client, workflow: &str, input: serde_json::Value, id: &str) -> Result<()> {
     client.enqueue(workflow, "orders", vec![input], WorkflowOptions::new().id(id).app_version("dev")).await?;
     Ok(())
+}
+
+/// Enqueues `n` holds of `ms` (IDs `{prefix}0`…) and waits until they all run; returns a Ready
+/// worker pod.
+async fn held_on_a_worker(cluster: &Cluster, ns: &str, client: &Client, prefix: &str, n: usize, ms: u64) -> Result<Pod> {
+    for i in 0..n {
+        enqueue(client, "hold", json!(ms), &format!("{prefix}{i}")).await?;
+    }
+    wait_for("the held workflows to be running on one worker", MINUTE, || async {
+        let running = statuses(client, prefix).await?.iter().filter(|w| w.status == Status::Pending).count();
+        if running < n {
+            return Ok(None);
+        }
+        Ok(worker_pods(cluster, ns).await?.into_iter().find(is_ready))
+    })
+    .await
 }
 
 async fn statuses(client: &Client, prefix: &str) -> Result<Vec<mainstay::WorkflowStatus>> {
@@ -349,22 +373,10 @@ async fn a_killed_container_restarts_and_finishes_its_work_once(
     client: &Client,
     host_url: &str,
 ) -> Result<()> {
-    for i in 0..4 {
-        enqueue(client, "hold", json!(15_000), &format!("hold-{i}")).await?;
-    }
-    let pod = wait_for("the held workflows to be running on one worker", MINUTE, || async {
-        let running = statuses(client, "hold-").await?.iter().filter(|w| w.status == Status::Pending).count();
-        if running < 4 {
-            return Ok(None);
-        }
-        Ok(worker_pods(cluster, ns).await?.into_iter().find(is_ready))
-    })
-    .await?;
+    let pod = held_on_a_worker(cluster, ns, client, "hold-", 4, 15_000).await?;
     let name = pod.name_any();
     let restarts_before = restarts(&pod);
-    let pid = node.container_pid(&name, "worker")?;
-    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
-    ensure!(killed.success(), "kill -KILL {pid} failed");
+    node.kill_container(&name, "worker")?;
     wait_for("the killed container to be restarted in the same pod", 2 * MINUTE, || async {
         let pods = worker_pods(cluster, ns).await?;
         Ok(pods.into_iter().find(|p| p.name_any() == name && restarts(p) > restarts_before && is_ready(p)).map(|_| ()))
@@ -389,18 +401,7 @@ async fn a_killed_container_restarts_and_finishes_its_work_once(
 /// at once (well inside the 30 s grace period), its Deployment starts another pod, the operator
 /// re-enqueues the gone worker's workflows, and each finishes exactly once on the new pod.
 async fn a_deleted_pod_stops_on_sigterm_and_its_work_moves(cluster: &Cluster, ns: &str, client: &Client, host_url: &str) -> Result<()> {
-    for i in 0..3 {
-        enqueue(client, "hold", json!(10_000), &format!("moved-{i}")).await?;
-    }
-    let pod = wait_for("the held workflows to be running on one worker", MINUTE, || async {
-        let running = statuses(client, "moved-").await?.iter().filter(|w| w.status == Status::Pending).count();
-        if running < 3 {
-            return Ok(None);
-        }
-        Ok(worker_pods(cluster, ns).await?.into_iter().find(is_ready))
-    })
-    .await?;
-    let old = pod.name_any();
+    let old = held_on_a_worker(cluster, ns, client, "moved-", 3, 10_000).await?.name_any();
     cluster.kubectl(&["-n", ns, "delete", "pod", &old, "--wait=false"])?;
     // The default grace period is 30 s: a worker that ignored SIGTERM would be SIGKILLed then.
     wait_for("the deleted pod to stop on SIGTERM, inside its grace period", Duration::from_secs(25), || async {
@@ -511,13 +512,7 @@ async fn a_killed_operator_loses_no_tick(
     let ticks = || async {
         let ids: Vec<String> =
             client.list_workflows(&WorkflowFilter::new().schedule_name(name.clone())).await?.into_iter().map(|w| w.workflow_id).collect();
-        let mut ticks = Vec::new();
-        for id in &ids {
-            let t = id.strip_prefix(&format!("sched-{name}-")).with_context(|| format!("unexpected ID {id}"))?;
-            ticks.push(chrono::DateTime::parse_from_rfc3339(t)?.with_timezone(&chrono::Utc));
-        }
-        ticks.sort();
-        Ok::<_, anyhow::Error>(ticks)
+        harness::ticks(&ids, &name)
     };
     let first = wait_for("the first tick", MINUTE, || async { Ok(ticks().await?.first().copied()) }).await?;
     wait_for("5 s of ticks", MINUTE, || async {
@@ -526,9 +521,7 @@ async fn a_killed_operator_loses_no_tick(
     .await?;
     let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns);
     let before = restarts(&pods.get(&operator.pod).await?);
-    let pid = node.container_pid(&operator.pod, "operator")?;
-    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
-    ensure!(killed.success(), "kill -KILL {pid} failed");
+    node.kill_container(&operator.pod, "operator")?;
     let killed_at = chrono::Utc::now();
     wait_for("the operator container to be restarted and Ready", 2 * MINUTE, || async {
         let p = pods.get(&operator.pod).await?;
@@ -587,10 +580,10 @@ async fn probes_follow_the_database(cluster: &Cluster, node: &Node, ns: &str) ->
             Ok(pods.iter().find(|p| p.name_any() == name).filter(|p| !is_ready(p)).map(|_| ()))
         })
         .await?;
-        let ready = http_get(&format!("http://{ip}:{port}/readyz")).await;
-        ensure!(ready.as_ref().is_some_and(|(code, _)| *code == 503), "/readyz with the database gone: {ready:?}");
-        let live = http_get(&format!("http://{ip}:{port}/healthz")).await;
-        ensure!(live.as_ref().is_some_and(|(code, _)| *code == 200), "/healthz with the database gone: {live:?}");
+        let ready = http_get(&format!("http://{ip}:{port}/readyz"), &[]).await;
+        ensure!(ready.as_ref().is_some_and(|a| a.status == 503), "/readyz with the database gone: {ready:?}");
+        let live = http_get(&format!("http://{ip}:{port}/healthz"), &[]).await;
+        ensure!(live.as_ref().is_some_and(|a| a.status == 200), "/healthz with the database gone: {live:?}");
         Ok(())
     }
     .await;

@@ -6,6 +6,7 @@
 //! a missing prerequisite fails the test with what to set, never passes it.
 
 mod database;
+mod http;
 mod logs;
 mod outcomes;
 mod process;
@@ -13,6 +14,7 @@ mod promtool;
 mod wait;
 
 pub use database::{admin_url, connect, database_name, fresh_database, fresh_database_on, with_database, TEST_URL_ENV};
+pub use http::{http_get, HttpAnswer};
 pub use logs::{capture_logs, init_tracing, logged};
 pub use outcomes::count_outcome_writes;
 pub use process::{kill_child, self_command, spawn_self};

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use mainstay::{Client, Mainstay, Status, WorkflowFilter, WorkflowOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[mainstay::workflow]
 async fn mg_double(x: i64) -> mainstay::Result<i64> {
@@ -33,17 +32,6 @@ async fn mg_hold(ms: u64) -> mainstay::Result<u64> {
     Ok(ms)
 }
 
-/// A bare HTTP/1.1 GET: `(status, body)`, or `None` when nothing listens.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Some((status, body))
-}
-
 #[tokio::test]
 async fn the_health_endpoint_answers_liveness_and_readiness_until_shutdown() {
     let url = fresh_database("mg_health").await;
@@ -52,13 +40,14 @@ async fn the_health_endpoint_answers_liveness_and_readiness_until_shutdown() {
     let app = Mainstay::builder(c).global(false).launch().await.unwrap();
     let addr = app.health_addr().expect("the health endpoint is bound");
     assert_ne!(addr.port(), 0);
-    assert_eq!(http_get(addr, "/healthz").await.map(|r| r.0), Some(200));
-    assert_eq!(http_get(addr, "/readyz").await.map(|r| r.0), Some(200));
-    assert_eq!(http_get(addr, "/nope").await.map(|r| r.0), Some(404));
+    let get = |path: &'static str| async move { http_get(&format!("http://{addr}{path}"), &[]).await.map(|a| a.status) };
+    assert_eq!(get("/healthz").await, Some(200));
+    assert_eq!(get("/readyz").await, Some(200));
+    assert_eq!(get("/nope").await, Some(404));
     app.shutdown().await;
     // After shutdown nothing answers ready: the endpoint is closed or reports shutting down.
-    let after = http_get(addr, "/readyz").await;
-    assert!(after.is_none() || after.as_ref().map(|r| r.0) == Some(503), "{after:?}");
+    let after = get("/readyz").await;
+    assert!(after.is_none() || after == Some(503), "{after:?}");
 }
 
 #[tokio::test]

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use mainstay::{Failure, Mainstay, Queue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
 
@@ -44,16 +43,10 @@ async fn mx_retries() -> mainstay::Result<u32> {
     mx_flaky().await
 }
 
-/// A GET of `/metrics` with `accept` (none when empty): `(status, lowercase head, body)`.
-async fn scrape(addr: std::net::SocketAddr, accept: &str) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("the health port answers");
-    let accept = if accept.is_empty() { String::new() } else { format!("Accept: {accept}\r\n") };
-    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_string())
+/// A GET of `/metrics` with `accept` (none when empty).
+async fn scrape(addr: std::net::SocketAddr, accept: &str) -> HttpAnswer {
+    let headers: &[(&str, &str)] = if accept.is_empty() { &[] } else { &[("Accept", accept)] };
+    http_get(&format!("http://{addr}/metrics"), headers).await.expect("the health port answers")
 }
 
 /// The value of the sample `series` (name and labels exactly as exported).
@@ -92,9 +85,11 @@ async fn metrics_count_the_work_done() {
     // What Prometheus asks for.
     const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
     let text = wait_for("the metrics to count every execution", Duration::from_secs(10), || async {
-        let (status, head, text) = scrape(addr, PROMETHEUS_ACCEPT).await;
-        assert_eq!(status, 200);
-        assert!(head.contains("content-type: application/openmetrics-text"), "{head}");
+        let answer = scrape(addr, PROMETHEUS_ACCEPT).await;
+        assert_eq!(answer.status, 200);
+        let content_type = answer.header("content-type").unwrap_or_default();
+        assert!(content_type.starts_with("application/openmetrics-text"), "{}", answer.head);
+        let text = answer.body;
         let done = text.contains("mainstay_workflows_finished_total{workflow=\"mx_retries\",outcome=\"success\"} 1");
         done.then_some(text)
     })
@@ -116,9 +111,10 @@ async fn metrics_count_the_work_done() {
         assert!(!text.contains(id.as_str()), "workflow ID {id} in the metrics:\n{text}");
     }
     // Without an Accept header (curl, promtool): the classic format, the same samples.
-    let (status, head, classic) = scrape(addr, "").await;
-    assert_eq!(status, 200);
-    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let answer = scrape(addr, "").await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.header("content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"), "{}", answer.head);
+    let classic = answer.body;
     assert!(classic.contains("# TYPE mainstay_workflows_started_total counter") && !classic.contains("# EOF"), "{classic}");
     assert_eq!(sample(&classic, "mainstay_workflows_started_total{workflow=\"mx_ok\"}"), 7.0);
     check_metrics(&classic);

@@ -12,6 +12,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Api;
 
+pub use mainstay_testkit::http_get;
+
 /// Variables `.ci/run` sets for the suite.
 pub const KUBECONFIG_ENV: &str = "MAINSTAY_E2E_KUBECONFIG";
 pub const BIN_DIR_ENV: &str = "MAINSTAY_E2E_BIN_DIR";
@@ -196,7 +198,7 @@ impl Operator {
         let op = Operator { child, metrics_port: port, log };
         let url = format!("http://127.0.0.1:{port}/readyz");
         wait_for("the operator to be ready", Duration::from_secs(60), || async {
-            Ok(http_get(&url).await.filter(|(code, _)| *code == 200).map(|_| ()))
+            Ok(http_get(&url, &[]).await.filter(|a| a.status == 200).map(|_| ()))
         })
         .await?;
         Ok(op)
@@ -204,7 +206,7 @@ impl Operator {
 
     /// `/metrics` text.
     pub async fn metrics(&self) -> Option<String> {
-        http_get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await.map(|r| r.1)
+        http_get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port), &[]).await.map(|a| a.body)
     }
 
     /// SIGTERM, then waits for a graceful exit (it releases its lease).
@@ -228,16 +230,14 @@ impl Operator {
     }
 }
 
-/// A bare HTTP/1.1 GET to a local address: `(status, body)`.
-pub async fn http_get(url: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://")?;
-    let (addr, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+/// Ticks (from workflow IDs `sched-{name}-{tick}`) of a schedule's runs.
+pub fn ticks(ids: &[String], name: &str) -> Result<Vec<chrono::DateTime<chrono::Utc>>> {
+    let prefix = format!("sched-{name}-");
+    let mut out = Vec::new();
+    for id in ids {
+        let t = id.strip_prefix(&prefix).with_context(|| format!("unexpected ID {id}"))?;
+        out.push(chrono::DateTime::parse_from_rfc3339(t)?.with_timezone(&chrono::Utc));
+    }
+    out.sort();
+    Ok(out)
 }
