@@ -16,8 +16,6 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$script_dir/lib.sh"
 
-log() { printf 'down.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 usage() { printf 'usage: %s [--keep-state] <state-dir>\n' "${0##*/}" >&2; exit 2; }
 
 keep_state=0

@@ -1,10 +1,15 @@
 # shellcheck shell=bash
-# tests/cluster/lib.sh: helpers shared by up.sh and down.sh. Sourced, not run.
+# tests/cluster/lib.sh: helpers shared by the scripts of the test cluster and its real node
+# (up.sh, down.sh, node-up.sh, node-down.sh, node-power.sh, node-forward.sh). Sourced, not run.
 #
 # A state directory made by up.sh holds a marker file, a "pids" file with one
 # "<name> <pid>" line per process it started, and logs/. A recorded pid counts
 # as one of ours only while /proc shows a live process whose command line
 # mentions a path inside the state directory, so a recycled pid is never signalled.
+
+# log MESSAGE / die MESSAGE: to stderr, prefixed with the script's name; die exits 1.
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
 
 # The file that marks a directory as a test cluster's state directory; down.sh
 # removes only directories that carry it.
@@ -71,7 +76,7 @@ stop_processes() {
 }
 
 # Starting and watching processes, for up.sh and node-up.sh. These use the sourcing script's
-# $state (the state directory) and its die.
+# $state (the state directory).
 
 # start NAME COMMAND...: runs COMMAND in a session of its own (so a terminal's
 # signals do not reach it), logging to logs/NAME.log, and records its pid.
@@ -105,6 +110,13 @@ restart_node_part() {
     local cmd=()
     mapfile -d '' cmd <"$state/node/cmd-$1"
     start "$1" "${cmd[@]}"
+}
+
+# node_ready: true while the real node reports Ready (uses $state and the cluster's env file,
+# which the sourcing script has read).
+node_ready() {
+    [[ $(KUBECONFIG="$state/kubeconfig" "$MAINSTAY_CLUSTER_BIN/kubectl" get node "$NODE_NAME" \
+        -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
 
 # kill_node_processes STATE: SIGKILL for the node's kubelet, kube-proxy and containerd, its

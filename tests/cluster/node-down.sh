@@ -13,8 +13,6 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$script_dir/lib.sh"
 
-log() { printf 'node-down.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 [[ $# -eq 1 && -n "$1" ]] || { printf 'usage: %s <state-dir>\n' "${0##*/}" >&2; exit 2; }
 [[ -d "$1" ]] || { log "$1 does not exist; nothing to remove"; exit 0; }

@@ -9,7 +9,6 @@ set -euo pipefail
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$script_dir/lib.sh"
-die() { printf 'node-forward.sh: error: %s\n' "$*" >&2; exit 1; }
 
 [[ $# -eq 3 ]] || { printf 'usage: %s <state-dir> <name> stop|start\n' "${0##*/}" >&2; exit 2; }
 state=$(cd "$1" && pwd)

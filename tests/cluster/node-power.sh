@@ -16,8 +16,6 @@ set -euo pipefail
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$script_dir/lib.sh"
-log() { printf 'node-power.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 [[ $# -eq 2 ]] || { printf 'usage: %s <state-dir> off|on\n' "${0##*/}" >&2; exit 2; }
 state=$(cd "$1" && pwd)
@@ -44,10 +42,6 @@ on)
         ctr --address "$node/containerd/containerd.sock" --namespace k8s.io version
     restart_node_part kube-proxy
     restart_node_part kubelet
-    node_ready() {
-        [[ $(KUBECONFIG="$state/kubeconfig" "$MAINSTAY_CLUSTER_BIN/kubectl" get node "$NODE_NAME" \
-            -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
-    }
     wait_until "node $NODE_NAME to be Ready again" 90 kubelet node_ready
     log "node $NODE_NAME back and Ready in ${SECONDS}s"
     ;;

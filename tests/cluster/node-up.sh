@@ -40,8 +40,6 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$script_dir/lib.sh"
 
-log() { printf 'node-up.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 usage() { printf 'usage: %s <state-dir>\n' "${0##*/}" >&2; exit 2; }
 
 [[ $# -eq 1 && -n "$1" ]] || usage
@@ -300,9 +298,6 @@ start_node_part kube-proxy "$node_bin/kube-proxy" --config="$node/kube-proxy.yam
 proxy_synced() { curl -fsS --max-time 2 "http://127.0.0.1:$proxy_healthz_port/healthz" >/dev/null; }
 wait_until "kube-proxy to program the Services" 60 kube-proxy proxy_synced
 
-node_ready() {
-    [[ $(kubectl_ get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
-}
 wait_until "node $NODE_NAME to be Ready" 90 kubelet node_ready
 
 cat >"$node/env" <<EOF

@@ -38,8 +38,6 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$script_dir/lib.sh"
 
-log() { printf 'up.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 usage() { printf 'usage: %s <state-dir>\n' "${0##*/}" >&2; exit 2; }
 
 [[ $# -eq 1 && -n "$1" ]] || usage
