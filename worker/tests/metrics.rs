@@ -1,6 +1,6 @@
 //! The worker's Prometheus metrics on its health port, against a real Postgres: after a known
 //! amount of work (workflows started directly and from a queue, one that fails, a step that is
-//! retried), `/metrics` counts exactly that work, with no workflow ID among its labels: in the
+//! retried, one that waited in its queue for a known time), `/metrics` counts exactly that work, with no workflow ID among its labels: in the
 //! OpenMetrics text format to a scraper that asks for it, in the classic text format otherwise,
 //! which Prometheus's `promtool check metrics` accepts without a finding.
 
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::*;
-use mainstay::{Failure, Mainstay, Queue};
+use mainstay::{Client, Failure, Mainstay, Queue, WorkflowOptions};
 
 static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
 
@@ -64,9 +64,15 @@ async fn metrics_count_the_work_done() {
     let mut c = config(&url, "metrics-1");
     c.health_addr = Some("127.0.0.1:0".parse().unwrap());
     let q = Queue::new("mx_q");
+    // Queued before any worker listens: it waits at least as long as the pause below.
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    client.enqueue("mx_ok", "mx_q", vec![serde_json::json!(41)], WorkflowOptions::new().id("mx-early")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let app = Mainstay::builder(c).global(false).queue(q.clone()).launch().await.unwrap();
+    assert_eq!(app.retrieve::<u32>("mx-early").get_result().await.unwrap(), 42);
     let addr = app.health_addr().unwrap();
-    let mut ids = Vec::new();
+    let mut ids = vec!["mx-early".to_string()];
     for i in 0..3 {
         let id = format!("mx-direct-{i}");
         assert_eq!(app.start(mx_ok(i).id(&id)).await.unwrap().get_result().await.unwrap(), i + 1);
@@ -94,17 +100,21 @@ async fn metrics_count_the_work_done() {
         done.then_some(text)
     })
     .await;
-    assert_eq!(sample(&text, "mainstay_workflows_started_total{workflow=\"mx_ok\"}"), 7.0);
-    assert_eq!(sample(&text, "mainstay_workflows_finished_total{workflow=\"mx_ok\",outcome=\"success\"}"), 7.0);
+    assert_eq!(sample(&text, "mainstay_workflows_started_total{workflow=\"mx_ok\"}"), 8.0);
+    assert_eq!(sample(&text, "mainstay_workflows_finished_total{workflow=\"mx_ok\",outcome=\"success\"}"), 8.0);
     assert_eq!(sample(&text, "mainstay_workflows_finished_total{workflow=\"mx_fails\",outcome=\"error\"}"), 1.0);
-    assert_eq!(sample(&text, "mainstay_workflow_duration_seconds_count{workflow=\"mx_ok\"}"), 7.0);
-    assert_eq!(sample(&text, "mainstay_step_duration_seconds_count{step=\"mx_add\"}"), 7.0);
+    assert_eq!(sample(&text, "mainstay_workflow_duration_seconds_count{workflow=\"mx_ok\"}"), 8.0);
+    assert_eq!(sample(&text, "mainstay_step_duration_seconds_count{step=\"mx_add\"}"), 8.0);
     assert_eq!(sample(&text, "mainstay_step_retries_total{step=\"mx_flaky\"}"), 2.0);
-    assert_eq!(sample(&text, "mainstay_queue_claims_total{queue=\"mx_q\"}"), 4.0);
+    assert_eq!(sample(&text, "mainstay_queue_claims_total{queue=\"mx_q\"}"), 5.0);
+    // Every claim's wait is observed; the early one waited the pause at least.
+    assert_eq!(sample(&text, "mainstay_queue_wait_seconds_count{queue=\"mx_q\"}"), 5.0);
+    let waited = sample(&text, "mainstay_queue_wait_seconds_sum{queue=\"mx_q\"}");
+    assert!(waited >= 0.3, "queue wait {waited}s, the early workflow alone waited at least 0.3s");
     assert!(sample(&text, "mainstay_db_pool_connections") >= 1.0);
     // Every start, checkpoint and outcome went through a group commit: at least 3 writes per
     // workflow that ran a step (start, step, outcome) went into the batches counted.
-    assert!(sample(&text, "mainstay_commit_batch_size_sum") >= 3.0 * 7.0, "{text}");
+    assert!(sample(&text, "mainstay_commit_batch_size_sum") >= 3.0 * 8.0, "{text}");
     assert!(sample(&text, "mainstay_commit_batch_size_count") >= 1.0);
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF:\n{text}");
     for id in &ids {
@@ -116,7 +126,7 @@ async fn metrics_count_the_work_done() {
     assert!(answer.header("content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"), "{}", answer.head);
     let classic = answer.body;
     assert!(classic.contains("# TYPE mainstay_workflows_started_total counter") && !classic.contains("# EOF"), "{classic}");
-    assert_eq!(sample(&classic, "mainstay_workflows_started_total{workflow=\"mx_ok\"}"), 7.0);
+    assert_eq!(sample(&classic, "mainstay_workflows_started_total{workflow=\"mx_ok\"}"), 8.0);
     check_metrics(&classic);
     app.shutdown().await;
 }

@@ -13,7 +13,6 @@ use crate::model::names::{CANCELLED_CHANNEL, ENQUEUED_CHANNEL};
 use crate::model::queue::Queue;
 use crate::model::status::Status;
 use crate::runtime::app::Runtime;
-use crate::runtime::metrics::QueueLabels;
 use crate::runtime::wakeup;
 use crate::sysdb::Claimer;
 
@@ -140,7 +139,7 @@ async fn claim_round(rt: &Arc<Runtime>, queues: &[&Queue]) -> Result<bool> {
         let claimed = rt.db.claim_queue(queue, &who).await?;
         tracing::trace!(queue = %queue.name, claimed = claimed.len(), "claimed");
         if !claimed.is_empty() {
-            rt.metrics.claimed.get_or_create(&QueueLabels { queue: queue.name.clone() }).inc_by(claimed.len() as u64);
+            rt.metrics.claimed(&queue.name, claimed.iter().map(|c| c.wait_ms));
         }
         more |= claimed.len() == free;
         for c in claimed {

@@ -53,6 +53,7 @@ pub(crate) struct Metrics {
     pub step_seconds: Histograms<StepLabels>,
     pub step_retries: Family<StepLabels, Counter>,
     pub claimed: Family<QueueLabels, Counter>,
+    pub queue_wait_seconds: Histograms<QueueLabels>,
     pub recovered: Counter,
     pub commit_batch_size: Histogram,
     pub pool_connections: Gauge,
@@ -69,6 +70,7 @@ impl Metrics {
             step_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
             step_retries: Family::default(),
             claimed: Family::default(),
+            queue_wait_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
             recovered: Counter::default(),
             // 1 to 512 writes (the committer's largest batch), doubling.
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
@@ -86,6 +88,11 @@ impl Metrics {
         r.register("step_duration_seconds", "Time a step took, its retries included (replayed steps not counted)", m.step_seconds.clone());
         r.register("step_retries", "Step attempts that failed and were retried", m.step_retries.clone());
         r.register("queue_claims", "Queued workflows this process claimed, per queue", m.claimed.clone());
+        r.register(
+            "queue_wait_seconds",
+            "Time from a workflow becoming ready in a queue (enqueued, its delay over, re-enqueued by a recovery) to its claim here",
+            m.queue_wait_seconds.clone(),
+        );
         r.register("recovered_workflows", "Workflows of this executor recovered at launch", m.recovered.clone());
         r.register("commit_batch_size", "Writes (starts, checkpoints, outcomes) per group commit", m.commit_batch_size.clone());
         r.register("db_pool_connections", "Open connections of the system database pool", m.pool_connections.clone());
@@ -104,6 +111,22 @@ impl Metrics {
     /// An execution of workflow `name` started here.
     pub(crate) fn workflow_started(&self, name: &str) {
         self.workflows_started.get_or_create(&WorkflowLabels { workflow: name.to_string() }).inc();
+    }
+
+    /// This process claimed workflows of `queue` that had waited `waits_ms` (`None`: not known).
+    pub(crate) fn claimed(&self, queue: &str, waits_ms: impl Iterator<Item = Option<i64>>) {
+        let labels = QueueLabels { queue: queue.to_string() };
+        let mut n = 0;
+        let waits = self.queue_wait_seconds.get_or_create(&labels);
+        for wait in waits_ms {
+            n += 1;
+            if let Some(ms) = wait {
+                // A writer's clock may run ahead of the database's: a negative wait is 0.
+                waits.observe(ms.max(0) as f64 / 1000.0);
+            }
+        }
+        drop(waits);
+        self.claimed.get_or_create(&labels).inc_by(n);
     }
 
     /// An execution of workflow `name` ended here after `seconds`, with `outcome`.

@@ -211,6 +211,9 @@ pub(crate) struct Claimed {
     pub deadline_ms: Option<i64>,
     /// Whether an earlier execution recorded steps (a replay must load them).
     pub has_steps: bool,
+    /// How long it waited since it became ready to run (enqueued, its delay over, or
+    /// re-enqueued by a recovery), in milliseconds.
+    pub wait_ms: Option<i64>,
 }
 
 /// All statements, with the schema name spliced in once.

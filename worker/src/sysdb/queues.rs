@@ -2,8 +2,8 @@
 //!
 //! Invariants of a claim: a queue with a shared budget (global or partition concurrency, a rate
 //! limit) is claimed under a transaction-level advisory lock on the queue, and the counting
-//! claim runs on a snapshot taken after the lock was granted (inside the `mainstay_claim_app`
-//! function, migration 0004), so it counts every claim committed before it: no two claimers
+//! claim runs on a snapshot taken after the lock was granted (inside the `mainstay_claim_queued`
+//! function, migrations 0004 and 0007), so it counts every claim committed before it: no two claimers
 //! can spend the same budget. A queue without one is claimed with `SKIP LOCKED` alone. Either
 //! way a claim is one round trip (partitioned queues: one per partition, in one transaction).
 //! Every claimed row gets a fresh owner token.
@@ -96,8 +96,8 @@ const COLUMNS: &str = "name, concurrency, worker_concurrency, rate_limit_max, ra
 /// key (NULL: not partitioned), `$11` partition concurrency, `$12` partition worker concurrency,
 /// `$13`/`$14` partition rate limit max/period, `$15` take the queue's lock, `$16` the
 /// claimer's application (NULL: none), `$17` the workflow names it can run. NULL limits do not
-/// limit. See migration 0004 for what a claim may take.
-const CLAIM: &str = "SELECT * FROM {s}.mainstay_claim_app($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+/// limit. See migrations 0004 for what a claim may take and 0007 for the wait it returns.
+const CLAIM: &str = "SELECT * FROM {s}.mainstay_claim_queued($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
 fn limit(v: Option<u32>) -> Option<i64> {
     v.map(i64::from)
@@ -157,6 +157,7 @@ fn claimed(row: sqlx::postgres::PgRow) -> Claimed {
         serialization: row.get(5),
         deadline_ms: row.get(6),
         has_steps: row.get(7),
+        wait_ms: row.get(8),
     }
 }
 
