@@ -412,6 +412,7 @@ mod tests {
                 status: Status::Enqueued,
                 workflow_name: Some("f".into()),
                 count: enqueued,
+                oldest_ready_ms: None,
             }],
         }
     }

@@ -50,6 +50,9 @@ pub use model::queue::{Queue, RateLimit};
 pub use model::schedule::{format_tick, tick_workflow_id, CronSchedule, InvalidSchedule, Schedule, ScheduleStatus};
 pub use model::serialization::PORTABLE_JSON;
 pub use model::status::{Status, WorkflowStatus};
+pub use model::stuck::{
+    ParkedWorkflow, QueueWait, StalledWorkflow, StrandedReason, StrandedWork, StuckCriteria, StuckWork, StuckWorkflows,
+};
 pub use runtime::app::{wait_for_signal, Mainstay, MainstayBuilder};
 pub use runtime::client::Client;
 pub use runtime::context::workflow_id;

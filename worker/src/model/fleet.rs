@@ -16,7 +16,7 @@ use crate::model::management::{ExecutorWork, RegisteredWorkflow, VersionWork};
 use crate::model::status::Status;
 
 /// Unfinished workflows sharing every attribute below, counted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkGroup {
     pub application_name: Option<String>,
     pub app_version: Option<String>,
@@ -28,6 +28,19 @@ pub struct WorkGroup {
     pub status: Status,
     pub workflow_name: Option<String>,
     pub count: i64,
+    /// For `Enqueued` groups, when the longest-waiting one became ready to run (epoch ms):
+    /// enqueued, its delay over, or re-enqueued by a recovery.
+    pub oldest_ready_ms: Option<i64>,
+}
+
+/// Everything but `oldest_ready_ms`, which moves with every claim from a busy queue: a digest
+/// of the work changes when its amounts do, and what depends on waiting times is judged again
+/// on a clock (see [`UnfinishedWork::slow_queues`]).
+impl std::hash::Hash for WorkGroup {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (&self.application_name, &self.app_version, &self.version_owners, &self.queue_name, &self.executor_id).hash(h);
+        (self.status.as_str(), &self.workflow_name, self.count).hash(h);
+    }
 }
 
 impl WorkGroup {
@@ -196,6 +209,7 @@ mod tests {
             status,
             workflow_name: Some(name.into()),
             count,
+            oldest_ready_ms: None,
         }
     }
 

@@ -16,3 +16,4 @@ pub mod queue;
 pub mod schedule;
 pub mod serialization;
 pub mod status;
+pub mod stuck;

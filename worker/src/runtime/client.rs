@@ -2,6 +2,7 @@
 //! resume them, list them, manage queue settings and retention, from any process (a web tier,
 //! a script, the operator). It runs no workflows, and migrates only when asked to.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::model::queue::Queue;
 use crate::model::schedule::{Schedule, ScheduleStatus};
 use crate::model::serialization::{decode, encode};
 use crate::model::status::WorkflowStatus;
+use crate::model::stuck::{millis, StuckCriteria, StuckWork, StuckWorkflows};
 use crate::runtime::event::wait_for_event;
 use crate::runtime::message::{encode_message, send_outside, stored_topic};
 use crate::runtime::stream;
@@ -320,6 +322,33 @@ impl Client {
     /// on one database at the cost of one.
     pub async fn unfinished_work(&self) -> Result<UnfinishedWork> {
         self.db.unfinished_work().await
+    }
+
+    /// This client's application's stalled `PENDING` workflows (no new checkpoint for
+    /// `stalled_after`, see [`crate::StuckWork`]) and parked ones, the oldest `limit` of each
+    /// listed, with whole counts.
+    pub async fn stuck_workflows(&self, stalled_after: Duration, limit: usize) -> Result<StuckWorkflows> {
+        self.db.stuck_workflows(self.app_name.as_deref(), millis(stalled_after), limit.min(i64::MAX as usize) as i64).await
+    }
+
+    /// Everything stuck or stranded of this client's application, by `criteria`: stalled and
+    /// parked workflows, queued work no running version can run, slow queues.
+    pub async fn stuck_work(&self, criteria: &StuckCriteria) -> Result<StuckWork> {
+        let app = self.app_name.as_deref();
+        let workflows = self.stuck_workflows(criteria.stalled_after, criteria.limit).await?;
+        let latest = self.latest_version().await?;
+        let running_versions = match &criteria.running_versions {
+            Some(v) => v.clone(),
+            None => latest.iter().cloned().collect(),
+        };
+        let mut running = BTreeMap::new();
+        for v in &running_versions {
+            running.insert(v.clone(), self.registered_workflows(v).await?);
+        }
+        let work = self.unfinished_work().await?;
+        let stranded = work.stranded(app, &running, latest.as_deref());
+        let slow_queues = work.queue_waits(app, now_ms()).into_iter().filter(|w| w.oldest_wait_ms >= millis(criteria.queue_wait)).collect();
+        Ok(StuckWork { running_versions, workflows, stranded, slow_queues })
     }
 
     /// How far each of the workflows among `ids` that exist has got, in one query: compare

@@ -18,6 +18,12 @@ use crate::model::status::{Status, WorkflowStatus};
 /// Finished workflows deleted per statement by a retention sweep.
 const DELETE_BATCH: i64 = 5_000;
 
+/// When a queued workflow became ready to run (epoch ms): enqueued, its delay over, or (once it
+/// ran, so recovery attempts count) re-enqueued by a recovery. As the claim of migration 0007
+/// measures its wait.
+const READY_AT: &str = "CASE WHEN COALESCE(recovery_attempts, 0) = 0 \
+    THEN GREATEST(created_at, COALESCE(delay_until_epoch_ms, created_at)) ELSE updated_at END";
+
 /// Columns of a status read, in the order [`status_from_row`] expects.
 pub(super) const STATUS_COLUMNS: &str = r#"
 ws.workflow_uuid, ws.status, ws.name, ws.executor_id, ws.application_version,
@@ -138,15 +144,20 @@ SELECT count(*) FROM gone"#),
             count_steps: f("SELECT count(*) FROM {s}.operation_outputs WHERE workflow_uuid = $1"),
             // Every unfinished workflow, grouped by what the per-application figures divide
             // on, with the owners of each group's version (see `fleet`).
-            unfinished_work: f(r#"
+            unfinished_work: r.sql_with(
+                r#"
 SELECT g.application_name, g.application_version, g.queue_name, g.executor_id, g.status, g.name, g.n,
        ARRAY(SELECT av.application_name FROM {s}.application_versions av
              WHERE av.version_name = g.application_version AND av.application_name IS NOT NULL
-             ORDER BY 1) AS owners
-FROM (SELECT application_name, application_version, queue_name, executor_id, status, name, count(*) AS n
+             ORDER BY 1) AS owners,
+       g.oldest_ready
+FROM (SELECT application_name, application_version, queue_name, executor_id, status, name, count(*) AS n,
+             min({ready_at}) FILTER (WHERE status = 'ENQUEUED') AS oldest_ready
       FROM {s}.workflow_status
       WHERE status IN ('PENDING', 'ENQUEUED', 'DELAYED')
-      GROUP BY application_name, application_version, queue_name, executor_id, status, name) g"#),
+      GROUP BY application_name, application_version, queue_name, executor_id, status, name) g"#,
+                &[("ready_at", READY_AT)],
+            ),
             registration_marks: f(r#"
 SELECT application_name, application_version,
        md5(string_agg(workflow_name || '(' || COALESCE(arguments::text, '?') || ')' || COALESCE(schedule, ''), ',' ORDER BY workflow_name))
@@ -367,6 +378,7 @@ impl SystemDatabase {
                 workflow_name: r.get(5),
                 count: r.get(6),
                 version_owners: r.get::<Vec<String>, _>(7),
+                oldest_ready_ms: r.get(8),
             })
             .collect();
         Ok(UnfinishedWork { groups })

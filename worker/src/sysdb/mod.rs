@@ -16,6 +16,7 @@ mod migrate;
 mod queues;
 mod schedules;
 mod sql;
+mod stuck;
 mod transactions;
 
 use std::sync::Arc;
@@ -229,6 +230,7 @@ struct Sql {
     management: management::Statements,
     messaging: messaging::Statements,
     schedules: schedules::Statements,
+    stuck: stuck::Statements,
     recover_executor: Arc<str>,
     cancel: Arc<str>,
     resume: Arc<str>,
@@ -255,6 +257,7 @@ impl Sql {
             management: management::Statements::new(&r),
             messaging: messaging::Statements::new(&r),
             schedules: schedules::Statements::new(&r),
+            stuck: stuck::Statements::new(&r),
             existing_workflows: f("SELECT workflow_uuid, name FROM {s}.workflow_status \
                  WHERE workflow_uuid = ANY($1::text[])"),
             existing_steps: f(r#"

@@ -1,0 +1,116 @@
+//! Statements finding stalled and parked workflows (see `model::stuck` for what they are).
+//!
+//! Invariants: both are scoped as an application's figures are (`{scope}`); the stalled one
+//! reads only `PENDING` rows (a partial index holds them) and, per row, its latest operation by
+//! primary key, so its cost follows the work in flight, not the history; the parked one reads
+//! the failed-status index. Counts are whole; the rows listed are the oldest, up to a limit.
+
+use std::sync::Arc;
+
+use sqlx::Row;
+
+use super::{q, Renderer, SystemDatabase};
+use crate::model::error::{Error, Result};
+use crate::model::names::SLEEP_OPERATION;
+use crate::model::stuck::{ParkedWorkflow, StalledWorkflow, StuckWorkflows};
+
+pub(super) struct Statements {
+    stalled: Arc<str>,
+    parked: Arc<str>,
+}
+
+/// `$1` application (NULL: every one), `$2` stalled after (ms), `$3` rows listed.
+/// A workflow last moved at the latest of its start, its record's update, its latest
+/// operation's start and end, and the wake-up time of the timer that operation set (a sleep,
+/// or a `recv`/`get_event` timeout: waiting by design). One waiting on an unfinished child is
+/// not judged (the child is). The last row (`workflow_uuid` NULL) carries the totals.
+const STALLED: &str = r#"
+WITH pending AS (
+    SELECT workflow_uuid, name, executor_id, application_version, queue_name, updated_at, started_at_epoch_ms
+    FROM {s}.workflow_status WHERE status = 'PENDING' AND {scope}
+), judged AS (
+    SELECT p.*, op.function_name,
+           GREATEST(p.updated_at, p.started_at_epoch_ms, op.started_at_epoch_ms, op.completed_at_epoch_ms,
+                    CASE WHEN op.function_name = {sleep} AND op.output ~ '^[0-9]+(\.[0-9]+)?$'
+                         THEN (op.output::float8 * 1000)::bigint END) AS active_at
+    FROM pending p
+    LEFT JOIN LATERAL (
+        SELECT o.function_name, o.started_at_epoch_ms, o.completed_at_epoch_ms, o.output, o.child_workflow_id
+        FROM {s}.operation_outputs o WHERE o.workflow_uuid = p.workflow_uuid
+        ORDER BY o.function_id DESC LIMIT 1) op ON true
+    WHERE op.child_workflow_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM {s}.workflow_status c
+        WHERE c.workflow_uuid = op.child_workflow_id AND c.status IN ('PENDING', 'ENQUEUED', 'DELAYED'))
+), stalled AS (
+    SELECT * FROM judged WHERE active_at <= {clock} - $2::bigint
+)
+(SELECT workflow_uuid, name, executor_id, application_version, queue_name, active_at, function_name, NULL::bigint, NULL::bigint
+ FROM stalled ORDER BY active_at, workflow_uuid LIMIT $3)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT count(*) FROM stalled),
+       (SELECT min(active_at) + $2::bigint FROM judged WHERE active_at > {clock} - $2::bigint)"#;
+
+/// `$1` application (NULL: every one), `$2` rows listed. The last row carries the total.
+const PARKED: &str = r#"
+WITH parked AS (
+    SELECT workflow_uuid, name, application_version, COALESCE(recovery_attempts, 0) AS attempts, updated_at, created_at
+    FROM {s}.workflow_status WHERE status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED' AND {scope}
+)
+(SELECT workflow_uuid, name, application_version, attempts, updated_at, NULL::bigint
+ FROM parked ORDER BY created_at, workflow_uuid LIMIT $2)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM parked)"#;
+
+impl Statements {
+    pub(super) fn new(r: &Renderer) -> Statements {
+        let sleep = format!("'{SLEEP_OPERATION}'");
+        Statements { stalled: r.sql_with(STALLED, &[("sleep", &sleep)]), parked: r.sql(PARKED) }
+    }
+}
+
+impl SystemDatabase {
+    /// The stalled and parked workflows of application `app` (`None`: of every application).
+    pub(crate) async fn stuck_workflows(&self, app: Option<&str>, stalled_after_ms: i64, limit: i64) -> Result<StuckWorkflows> {
+        let stmts = &self.sql.stuck;
+        let rows = q(&stmts.stalled)
+            .bind(app)
+            .bind(stalled_after_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::db("find stalled workflows", e))?;
+        let mut out = StuckWorkflows::default();
+        for r in rows {
+            match r.get::<Option<String>, _>(0) {
+                Some(workflow_id) => out.stalled.push(StalledWorkflow {
+                    workflow_id,
+                    name: r.get(1),
+                    executor_id: r.get(2),
+                    app_version: r.get(3),
+                    queue_name: r.get(4),
+                    active_at_ms: r.get::<Option<i64>, _>(5).unwrap_or_default(),
+                    last_step: r.get(6),
+                }),
+                None => {
+                    out.stalled_total = r.get::<Option<i64>, _>(7).unwrap_or_default();
+                    out.next_stall_at_ms = r.get(8);
+                }
+            }
+        }
+        let rows = q(&stmts.parked).bind(app).bind(limit).fetch_all(&self.pool).await.map_err(|e| Error::db("find parked workflows", e))?;
+        for r in rows {
+            match r.get::<Option<String>, _>(0) {
+                Some(workflow_id) => out.parked.push(ParkedWorkflow {
+                    workflow_id,
+                    name: r.get(1),
+                    app_version: r.get(2),
+                    recovery_attempts: r.get::<Option<i64>, _>(3).unwrap_or_default(),
+                    updated_at_ms: r.get(4),
+                }),
+                None => out.parked_total = r.get::<Option<i64>, _>(5).unwrap_or_default(),
+            }
+        }
+        Ok(out)
+    }
+}
