@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use mainstay::{Client, ForkOptions, Status, WorkflowFilter};
+use mainstay::{Client, ForkOptions, Status, StuckCriteria, WorkflowFilter};
 use mainstay_dev::LocalPostgres;
 use project::Project;
 use render::{opt, short, time};
@@ -71,11 +71,36 @@ enum Command {
         #[command(subcommand)]
         action: ScheduleAction,
     },
+    /// Report stuck and stranded work: workflows running without progress, parked ones, queued
+    /// work no running version can run, queues whose oldest item waits too long.
+    Stuck(StuckArgs),
     /// A private local Postgres for development, from the system's PostgreSQL binaries.
     Postgres {
         #[command(subcommand)]
         action: PostgresAction,
     },
+}
+
+#[derive(Args)]
+struct StuckArgs {
+    /// A PENDING workflow without a new checkpoint for this long is stalled (a durable sleep,
+    /// recv or get_event waiting for its timer is not).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    stalled_after: Duration,
+    /// A queue whose oldest ready workflow has waited this long is slow.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    queue_wait: Duration,
+    /// A version that has workers; repeat for several (default: the application's latest
+    /// version). Queued work no such version can run is stranded.
+    #[arg(long = "running-version", value_name = "VERSION")]
+    running_versions: Vec<String>,
+    /// The application whose work to judge (default: MAINSTAY_APP_NAME, else every
+    /// application's).
+    #[arg(long)]
+    app: Option<String>,
+    /// Workflows listed per kind (the counts are whole).
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
 }
 
 #[derive(Subcommand)]
@@ -318,6 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("Dropped schema `{}`; `mainstay migrate` recreates it.", config.system_schema);
         }
         Command::Workflow { action } => workflow(&client(g, project.as_ref()).await?, action, g.json).await?,
+        Command::Stuck(args) => stuck(&client(g, project.as_ref()).await?, args, g.json).await?,
         Command::Queue { action: QueueAction::List } => queues(&client(g, project.as_ref()).await?, g.json).await?,
         Command::Schedule { action } => schedule(&client(g, project.as_ref()).await?, action, g.json).await?,
         Command::Postgres { action } => {
@@ -620,6 +646,69 @@ async fn workflow(client: &Client, action: WorkflowAction, json: bool) -> anyhow
             Ok(())
         }
     }
+}
+
+async fn stuck(client: &Client, args: StuckArgs, json: bool) -> anyhow::Result<()> {
+    let client = match &args.app {
+        Some(app) => client.for_application(Some(app)),
+        None => client.clone(),
+    };
+    let criteria = StuckCriteria {
+        stalled_after: args.stalled_after,
+        queue_wait: args.queue_wait,
+        running_versions: (!args.running_versions.is_empty()).then_some(args.running_versions),
+        limit: args.limit,
+    };
+    let report = client.stuck_work(&criteria).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let ago = |ms: i64| humantime::format_duration(Duration::from_secs((now - ms).max(0) as u64 / 1000)).to_string();
+    let w = &report.workflows;
+    let running = if report.running_versions.is_empty() { "none".to_string() } else { report.running_versions.join(", ") };
+    println!("Running versions: {running}\n");
+    println!(
+        "Stalled: {} workflow(s) running without a checkpoint for {} or more",
+        w.stalled_total,
+        humantime::format_duration(args.stalled_after)
+    );
+    let rows = w
+        .stalled
+        .iter()
+        .map(|s| {
+            vec![s.workflow_id.clone(), opt(&s.name), opt(&s.executor_id), opt(&s.app_version), opt(&s.last_step), ago(s.active_at_ms)]
+        })
+        .collect();
+    render::print(false, &(), &["WORKFLOW ID", "NAME", "EXECUTOR", "VERSION", "LAST STEP", "IDLE FOR"], rows)?;
+    println!("\nParked: {} workflow(s) past their maximum recovery attempts (resume each once the cause is fixed)", w.parked_total);
+    let rows = w
+        .parked
+        .iter()
+        .map(|p| vec![p.workflow_id.clone(), opt(&p.name), opt(&p.app_version), p.recovery_attempts.to_string(), time(p.updated_at_ms)])
+        .collect();
+    render::print(false, &(), &["WORKFLOW ID", "NAME", "VERSION", "ATTEMPTS", "SINCE"], rows)?;
+    println!("\nStranded: queued work no running version can run");
+    let rows = report
+        .stranded
+        .iter()
+        .map(|s| {
+            vec![
+                s.workflow_name.clone(),
+                opt(&s.app_version),
+                opt(&s.for_version),
+                s.reason.as_str().to_string(),
+                s.queued.to_string(),
+                s.own.to_string(),
+            ]
+        })
+        .collect();
+    render::print(false, &(), &["WORKFLOW", "PINNED TO", "WAITS FOR", "REASON", "QUEUED", "OWN"], rows)?;
+    println!("\nSlow queues: the oldest ready workflow waited {} or more", humantime::format_duration(args.queue_wait));
+    let rows = report.slow_queues.iter().map(|q| vec![q.queue.clone(), q.enqueued.to_string(), ago(q.oldest_ready_ms)]).collect();
+    render::print(false, &(), &["QUEUE", "ENQUEUED", "OLDEST WAIT"], rows)?;
+    Ok(())
 }
 
 async fn queues(client: &Client, json: bool) -> anyhow::Result<()> {

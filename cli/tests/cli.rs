@@ -211,3 +211,45 @@ async fn workflows_are_started_and_signalled_from_the_cli() {
     client.close().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn stuck_reports_stranded_work_and_slow_queues_of_an_application() {
+    let url = fresh_database("cli_stuck").await;
+    let dir = tempdir("stuck");
+    let client = Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    let shop = client.for_application(Some("shop"));
+    shop.reserve_version("v1").await.unwrap();
+    shop.set_latest_version("v1").await.unwrap();
+    let opts = |id: &str| WorkflowOptions::new().id(id);
+    shop.enqueue("charge", "payments", vec![], opts("s-retired").app_version("v0")).await.unwrap();
+    shop.enqueue("charge", "payments", vec![], opts("s-ok")).await.unwrap();
+    // Another application's stranded work is not shop's.
+    client.for_application(Some("other")).enqueue("charge", "payments", vec![], opts("o-1").app_version("v9")).await.unwrap();
+
+    let report = json(&mainstay(&dir, Some(&url), &["stuck", "--app", "shop", "--json"]));
+    assert_eq!(report["running_versions"], serde_json::json!(["v1"]));
+    let stranded = report["stranded"].as_array().unwrap();
+    assert_eq!(stranded.len(), 1, "{report}");
+    assert_eq!(stranded[0]["app_version"], "v0");
+    assert_eq!(stranded[0]["reason"], "version_not_running");
+    assert_eq!(report["slow_queues"], serde_json::json!([]), "under the default 5 minutes nothing is slow");
+    assert_eq!((report["stalled_total"].as_i64(), report["parked_total"].as_i64()), (Some(0), Some(0)));
+
+    // Both versions running, no patience: nothing stranded, the queue slow; as a table.
+    let text = ok(&mainstay(
+        &dir,
+        Some(&url),
+        &["stuck", "--app", "shop", "--queue-wait", "0s", "--running-version", "v0", "--running-version", "v1"],
+    ));
+    assert!(text.contains("Running versions: v0, v1"), "{text}");
+    assert!(text.contains("Stalled: 0 workflow(s)"), "{text}");
+    let slow = text.split("Slow queues").nth(1).unwrap_or_default();
+    assert!(slow.lines().any(|l| l.split_whitespace().take(2).eq(["payments", "2"])), "{text}");
+    let stranded = text.split("Stranded").nth(1).unwrap_or_default().split("Slow queues").next().unwrap_or_default();
+    assert!(stranded.contains("(none)"), "{text}");
+
+    // A threshold that is not a duration is refused with what to write.
+    let err = fails(&mainstay(&dir, Some(&url), &["stuck", "--stalled-after", "soon"]));
+    assert!(err.contains("--stalled-after"), "{err}");
+}
