@@ -36,6 +36,8 @@ pub mod env {
     pub const MAX_PAYLOAD_BYTES: &str = "MAINSTAY_MAX_PAYLOAD_BYTES";
     /// The log format of `mainstay::init_logging`: `text` (default) or `json`.
     pub const LOG_FORMAT: &str = "MAINSTAY_LOG_FORMAT";
+    /// Recoveries a workflow may have before it is parked as `MAX_RECOVERY_ATTEMPTS_EXCEEDED`.
+    pub const MAX_RECOVERY_ATTEMPTS: &str = "MAINSTAY_MAX_RECOVERY_ATTEMPTS";
 }
 
 /// The schema DBOS and mainstay use by default.
@@ -214,6 +216,15 @@ impl Config {
                 ))
             })?;
             self.health_addr = Some(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+        }
+        if let Some(v) = var(env::MAX_RECOVERY_ATTEMPTS) {
+            self.max_recovery_attempts = v.trim().parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
+                Error::Config(format!(
+                    "{} is {v:?}, not a number of recoveries; set it to a whole number such as 100 \
+                     (the default), or unset it",
+                    env::MAX_RECOVERY_ATTEMPTS
+                ))
+            })?;
         }
         if let Some(v) = var(env::MAX_PAYLOAD_BYTES) {
             self.max_payload_bytes = v.trim().parse().map_err(|_| {
@@ -466,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn the_payload_limit_is_bounded() {
+    fn the_payload_and_recovery_limits_are_bounded_and_read_from_the_environment() {
         let mut c = Config::new("postgres://localhost/db");
         assert_eq!(c.max_payload_bytes, 16 * 1024 * 1024);
         c.max_payload_bytes = 512;
@@ -484,6 +495,14 @@ mod tests {
         let err = c.apply_env().unwrap_err().to_string();
         std::env::remove_var(env::MAX_PAYLOAD_BYTES);
         assert!(err.contains(env::MAX_PAYLOAD_BYTES) && err.contains("\"16MiB\""), "{err}");
+        // Likewise the recovery limit (in this test: no two tests set the environment at once).
+        std::env::set_var(env::MAX_RECOVERY_ATTEMPTS, "0");
+        c.apply_env().unwrap();
+        assert_eq!(c.max_recovery_attempts, 0);
+        std::env::set_var(env::MAX_RECOVERY_ATTEMPTS, "-1");
+        let err = c.apply_env().unwrap_err().to_string();
+        std::env::remove_var(env::MAX_RECOVERY_ATTEMPTS);
+        assert!(err.contains(env::MAX_RECOVERY_ATTEMPTS) && err.contains("\"-1\""), "{err}");
     }
 
     #[test]
