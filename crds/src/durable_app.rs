@@ -112,6 +112,39 @@ pub struct DurableAppSpec {
     /// An HTTP port served by the workers, and optionally a Service for it. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
+    /// When work counts as stuck (reported in `status.stuck`, as Warning Events and as
+    /// metrics). Default: {stalledAfterSeconds: 600, queueWaitSeconds: 300}.
+    #[serde(default)]
+    pub stuck: StuckSpec,
+}
+
+/// Thresholds of stuck work.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StuckSpec {
+    /// A running (`PENDING`) workflow on a live worker without a new checkpoint for this many
+    /// seconds is stalled. A durable sleep, `recv` or `get_event` waiting for its timer is not.
+    /// Default: 600.
+    #[serde(default = "default_stalled_after")]
+    #[schemars(range(min = 1))]
+    pub stalled_after_seconds: i64,
+    /// A queue whose oldest ready workflow has waited this many seconds is slow. Default: 300.
+    #[serde(default = "default_queue_wait")]
+    #[schemars(range(min = 1))]
+    pub queue_wait_seconds: i64,
+}
+
+impl Default for StuckSpec {
+    fn default() -> Self {
+        StuckSpec { stalled_after_seconds: default_stalled_after(), queue_wait_seconds: default_queue_wait() }
+    }
+}
+
+fn default_stalled_after() -> i64 {
+    600
+}
+fn default_queue_wait() -> i64 {
+    300
 }
 
 /// Image pull policy of the worker container.
@@ -388,6 +421,49 @@ pub struct DurableAppStatus {
     /// launch; a version none of whose workers has launched yet is absent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workflows: Vec<VersionWorkflows>,
+    /// Stuck and stranded work (see `spec.stuck`); absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<StuckStatus>,
+}
+
+/// Stuck and stranded work of an app. `mainstay stuck` lists the workflows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
+pub struct StuckStatus {
+    /// Running workflows on live workers without a new checkpoint for
+    /// `spec.stuck.stalledAfterSeconds`.
+    #[serde(default)]
+    pub stalled_workflows: i64,
+    /// A few of them, the longest stalled first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalled: Vec<String>,
+    /// Queued workflows no running version can run (pinned to a version without workers, or
+    /// not registered by the version that would take them).
+    #[serde(default)]
+    pub stranded_workflows: i64,
+    /// Workflows parked after too many recovery attempts (`MAX_RECOVERY_ATTEMPTS_EXCEEDED`),
+    /// waiting to be resumed.
+    #[serde(default)]
+    pub parked_workflows: i64,
+    /// A few of them, the oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parked: Vec<String>,
+    /// Queues whose oldest ready workflow has waited `spec.stuck.queueWaitSeconds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slow_queues: Vec<SlowQueueStatus>,
+}
+
+/// A queue whose oldest ready workflow waits too long.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::without_defaults)]
+pub struct SlowQueueStatus {
+    pub name: String,
+    /// Workflows waiting in it.
+    pub enqueued: i64,
+    /// When its oldest ready workflow became ready (RFC 3339).
+    pub waiting_since: String,
 }
 
 /// Depth of one queue.

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use mainstay::{ExecutorWork, QueueDepth, RegisteredWorkflow, UnrunnableWork, VersionWork};
-use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus, VersionWorkflows};
+use mainstay::{ExecutorWork, QueueDepth, QueueWait, RegisteredWorkflow, StuckWorkflows, UnrunnableWork, VersionWork};
+use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus, SlowQueueStatus, StuckStatus, VersionWorkflows};
 
 use crate::conditions::set;
 use crate::names::{condition, reason};
@@ -45,6 +45,10 @@ pub struct Observed<'a> {
     pub depths: Vec<QueueDepth>,
     /// Queued work the current version does not register.
     pub unrunnable: Vec<UnrunnableWork>,
+    /// The app's stalled and parked workflows (`None`: not read this time).
+    pub stuck: Option<StuckWorkflows>,
+    /// How long the oldest ready workflow of each of the app's queues has waited.
+    pub queue_waits: Vec<QueueWait>,
     /// What each deployed version (and the current one) registered.
     pub registered: BTreeMap<String, Vec<RegisteredWorkflow>>,
     /// The app's worker Deployments by version.
@@ -215,6 +219,7 @@ pub fn status(o: &Observed<'_>, d: &Decision, before: DurableAppStatus) -> Durab
         })
         .collect();
 
+    status.stuck = stuck(o, d, status.stuck.take());
     match problems(o, d).into_iter().next() {
         // The controller publishes it as an Event when its message is new.
         Some((why, msg)) => set(&mut status.conditions, condition::DEGRADED, true, why, &msg, generation, now),
@@ -245,6 +250,53 @@ pub fn status(o: &Observed<'_>, d: &Decision, before: DurableAppStatus) -> Durab
         set(&mut status.conditions, condition::READY, false, reason::WORKERS_NOT_READY, msg, generation, now);
     }
     status
+}
+
+/// Workflow IDs listed in `status.stuck`.
+const STUCK_LISTED: usize = 5;
+
+/// The app's stuck and stranded work (`None`: there is none). Stalled workflows count only on
+/// live workers (a dead one's are recovery's); what was not read this time stays as it was.
+pub fn stuck(o: &Observed<'_>, d: &Decision, before: Option<StuckStatus>) -> Option<StuckStatus> {
+    let before = before.unwrap_or_default();
+    let (stalled_workflows, stalled, parked_workflows, parked) = match &o.stuck {
+        Some(w) => {
+            let elsewhere = w.stalled.iter().filter(|s| !s.executor_id.as_ref().is_some_and(|e| o.live_pods.contains(e))).count();
+            let live: Vec<String> = w
+                .stalled
+                .iter()
+                .filter(|s| s.executor_id.as_ref().is_some_and(|e| o.live_pods.contains(e)))
+                .take(STUCK_LISTED)
+                .map(|s| s.workflow_id.clone())
+                .collect();
+            let parked = w.parked.iter().take(STUCK_LISTED).map(|p| p.workflow_id.clone()).collect();
+            (w.stalled_total - elsewhere as i64, live, w.parked_total, parked)
+        }
+        None => (before.stalled_workflows, before.stalled, before.parked_workflows, before.parked),
+    };
+    let threshold_ms = o.app.spec.stuck.queue_wait_seconds.saturating_mul(1000);
+    let slow_queues = o
+        .queue_waits
+        .iter()
+        .filter(|w| w.oldest_wait_ms >= threshold_ms)
+        .map(|w| SlowQueueStatus {
+            name: w.queue.clone(),
+            enqueued: w.enqueued,
+            waiting_since: DateTime::from_timestamp_millis(w.oldest_ready_ms).map(|t| t.to_rfc3339()).unwrap_or_default(),
+        })
+        .collect();
+    let stranded_workflows = d.stranded.iter().map(|(_, n)| n).sum::<i64>() + o.unrunnable.iter().map(|u| u.own).sum::<i64>();
+    let status = StuckStatus { stalled_workflows, stalled, stranded_workflows, parked_workflows, parked, slow_queues };
+    (status != StuckStatus::default()).then_some(status)
+}
+
+/// When the next workflow stalls or the next queue turns slow if nothing moves, to judge
+/// again then.
+pub fn next_judgement(o: &Observed<'_>) -> Option<DateTime<Utc>> {
+    let threshold_ms = o.app.spec.stuck.queue_wait_seconds.saturating_mul(1000);
+    let queues = o.queue_waits.iter().filter(|w| w.oldest_wait_ms < threshold_ms).map(|w| w.oldest_ready_ms.saturating_add(threshold_ms));
+    let stall = o.stuck.as_ref().and_then(|s| s.next_stall_at_ms);
+    queues.chain(stall).min().and_then(DateTime::from_timestamp_millis)
 }
 
 /// What needs fixing, most pressing first; the first is the Degraded condition.
@@ -290,6 +342,49 @@ fn problems(o: &Observed<'_>, d: &Decision) -> Vec<(&'static str, String)> {
                 o.version
             ),
         ));
+    }
+    let spec = &o.app.spec.stuck;
+    if let Some(stuck) = stuck(o, d, None) {
+        if stuck.stalled_workflows > 0 {
+            problems.push((
+                reason::STALLED_WORKFLOWS,
+                format!(
+                    "{} workflow(s) running on live workers without a new checkpoint for {}s or more (e.g. {}): a step \
+                     may hang (a call without a timeout, a deadlock); `mainstay stuck` lists them, `mainstay workflow \
+                     steps ID` shows how far each got",
+                    stuck.stalled_workflows,
+                    spec.stalled_after_seconds,
+                    stuck.stalled.join(", ")
+                ),
+            ));
+        }
+        if stuck.parked_workflows > 0 {
+            problems.push((
+                reason::PARKED_WORKFLOWS,
+                format!(
+                    "{} workflow(s) parked after too many recovery attempts (e.g. {}): fix what kills their \
+                     workers, then `mainstay workflow resume ID`",
+                    stuck.parked_workflows,
+                    stuck.parked.join(", ")
+                ),
+            ));
+        }
+        if !stuck.slow_queues.is_empty() {
+            let list = stuck
+                .slow_queues
+                .iter()
+                .map(|q| format!("{} ({} waiting since {})", q.name, q.enqueued, q.waiting_since))
+                .collect::<Vec<_>>();
+            problems.push((
+                reason::SLOW_QUEUES,
+                format!(
+                    "queues whose oldest workflow has waited {}s or more: {}. Raise spec.scaling.maxReplicas or the \
+                     queue's concurrency, or look for what holds its workers",
+                    spec.queue_wait_seconds,
+                    list.join(", ")
+                ),
+            ));
+        }
     }
     problems
 }
@@ -369,6 +464,8 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
             by_version,
             depths: vec![QueueDepth { queue: "orders".into(), enqueued: 25, pending: 0 }],
             unrunnable: Vec::new(),
+            stuck: None,
+            queue_waits: Vec::new(),
             registered: BTreeMap::new(),
             deployments: deployments.into_iter().map(|d| (d.annotations()["mainstay.dev/version"].clone(), d)).collect(),
             live_pods: BTreeSet::new(),
@@ -499,5 +596,55 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         assert_eq!(d.depth, 1, "the 4 queued refunds are not the current version's to run");
         let s = status(&o, &d, DurableAppStatus::default());
         assert_eq!(condition(&s, "Degraded").1, reason::UNRUNNABLE_WORK);
+    }
+
+    #[test]
+    fn stuck_work_is_reported_with_stalled_workflows_only_on_live_workers() {
+        let app = app(&format!("{APP}  stuck: {{stalledAfterSeconds: 60, queueWaitSeconds: 120}}\n"));
+        let live = format!("{}-live", deployment_name("shop", "v2"));
+        let mut o = observed(&app, vec![deployment(&app, "v2", "shop-worker:2", 1, 1)], vec![work(Some("v2"), 3, 2)]);
+        o.live_pods = [live.clone()].into();
+        let now = o.now.timestamp_millis();
+        let stalled = |id: &str, executor: &str| mainstay::StalledWorkflow {
+            workflow_id: id.into(),
+            name: Some("charge".into()),
+            executor_id: Some(executor.into()),
+            app_version: Some("v2".into()),
+            queue_name: None,
+            active_at_ms: now - 90_000,
+            last_step: None,
+        };
+        o.stuck = Some(StuckWorkflows {
+            stalled: vec![stalled("w-1", &live), stalled("w-gone", "shop-v2-dead")],
+            stalled_total: 2,
+            next_stall_at_ms: Some(now + 30_000),
+            parked: Vec::new(),
+            parked_total: 0,
+        });
+        let wait = |queue: &str, ago_ms: i64| QueueWait {
+            queue: queue.into(),
+            enqueued: 2,
+            oldest_ready_ms: now - ago_ms,
+            oldest_wait_ms: ago_ms,
+        };
+        o.queue_waits = vec![wait("orders", 150_000), wait("mail", 100_000)];
+        let d = decide(&o, &mut scaling::History::default());
+        let s = status(&o, &d, DurableAppStatus::default());
+        let report = s.stuck.clone().expect("stuck work reported");
+        assert_eq!((report.stalled_workflows, report.stalled.clone()), (1, vec!["w-1".to_string()]), "a dead worker's are recovery's");
+        assert_eq!(report.slow_queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), vec!["orders"]);
+        assert_eq!(report.slow_queues[0].waiting_since, "2026-12-02T09:57:30+00:00");
+        let (state, why, msg) = condition(&s, "Degraded");
+        assert_eq!((state, why), ("True", reason::STALLED_WORKFLOWS));
+        assert!(msg.contains("w-1") && msg.contains("60s"), "{msg}");
+        // Judged again when the next workflow stalls (30 s) or queue mail turns slow (20 s).
+        assert_eq!(next_judgement(&o), Some(o.now + chrono::Duration::seconds(20)));
+
+        // Not read this time: the figures stay as they were; nothing stuck at all: no report.
+        o.stuck = None;
+        o.queue_waits.clear();
+        assert_eq!(stuck(&o, &d, Some(report.clone())).map(|s| s.stalled_workflows), Some(1));
+        o.stuck = Some(StuckWorkflows::default());
+        assert_eq!(stuck(&o, &d, Some(report)), None);
     }
 }

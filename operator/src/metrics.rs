@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -29,6 +30,22 @@ pub struct QueueLabels {
     pub state: String,
 }
 
+/// A queue of an app.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppQueueLabels {
+    pub namespace: String,
+    pub app: String,
+    pub queue: String,
+}
+
+/// `kind`: `stalled`, `stranded` or `parked` (see `status.stuck` of a DurableApp).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StuckLabels {
+    pub namespace: String,
+    pub name: String,
+    pub kind: &'static str,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the operator exports.
@@ -42,6 +59,8 @@ pub struct Metrics {
     pub recovered_workflows: Family<ObjectLabels, Counter>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub desired_workers: Family<ObjectLabels, Gauge>,
+    pub queue_oldest_wait: Family<AppQueueLabels, Gauge<f64, AtomicU64>>,
+    pub stuck_workflows: Family<StuckLabels, Gauge>,
     pub leader: Gauge,
     /// Requests to the Kubernetes API (see [`crate::api_requests`]).
     pub api_requests: Family<crate::api_requests::RequestLabels, Counter>,
@@ -63,6 +82,8 @@ impl Metrics {
             recovered_workflows: Family::default(),
             queue_depth: Family::default(),
             desired_workers: Family::default(),
+            queue_oldest_wait: Family::default(),
+            stuck_workflows: Family::default(),
             leader: Gauge::default(),
             api_requests: Family::default(),
         };
@@ -75,6 +96,16 @@ impl Metrics {
         registry.register("recovered_workflows", "Workflows of dead workers re-enqueued for live ones", m.recovered_workflows.clone());
         registry.register("queue_depth", "Workflows per queue and state (enqueued, pending)", m.queue_depth.clone());
         registry.register("desired_workers", "Workers the autoscaler wants per DurableApp", m.desired_workers.clone());
+        registry.register(
+            "queue_oldest_wait_seconds",
+            "How long the oldest ready workflow of each queue has waited (0: none waiting)",
+            m.queue_oldest_wait.clone(),
+        );
+        registry.register(
+            "stuck_workflows",
+            "Workflows stalled (running without progress), stranded (queued, no running version can run them) or parked",
+            m.stuck_workflows.clone(),
+        );
         registry.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
         registry.register("api_requests", "Requests to the Kubernetes API by verb and resource", m.api_requests.clone());
         m

@@ -99,6 +99,9 @@ pub mod reason {
     pub const RUNS_FAILING: &str = "RunsFailing";
     pub const UNRUNNABLE_WORK: &str = "UnrunnableWork";
     pub const QUEUE_CONFLICT: &str = "QueueConflict";
+    pub const STALLED_WORKFLOWS: &str = "StalledWorkflows";
+    pub const PARKED_WORKFLOWS: &str = "ParkedWorkflows";
+    pub const SLOW_QUEUES: &str = "SlowQueues";
     pub const RUNNING: &str = "Running";
     pub const NOT_RUNNING: &str = "NotRunning";
     pub const WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
@@ -133,6 +136,12 @@ pub mod event {
     pub const BACKFILLED: &str = "Backfilled";
     pub const WORKFLOW_NOT_FOUND: &str = "WorkflowNotFound";
     pub const RUNS_FAILING: &str = "RunsFailing";
+    /// DurableApp: more workflows than before stalled, stranded or parked, or a queue turned
+    /// slow (see `status.stuck`).
+    pub const STALLED_WORKFLOWS: &str = "StalledWorkflows";
+    pub const STRANDED_WORK: &str = "StrandedWork";
+    pub const PARKED_WORKFLOWS: &str = "ParkedWorkflows";
+    pub const SLOW_QUEUE: &str = "SlowQueue";
 }
 
 /// Environment variables the operator binary reads (the chart sets them).

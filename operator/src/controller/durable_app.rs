@@ -25,7 +25,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
-use mainstay_crds::{DurableApp, DurableAppStatus};
+use mainstay_crds::{DurableApp, DurableAppStatus, StuckStatus};
 
 use super::{
     error_policy, forget_deleted, is_paused, kube_err, log_outcome, object_key, primary, reconciled, write_status, Context, Error,
@@ -33,7 +33,7 @@ use super::{
 use crate::app_decision::{self, Applied, Decision, Observed};
 use crate::conditions::{set, set_unknown};
 use crate::database::DatabaseError;
-use crate::metrics::{ObjectLabels, QueueLabels};
+use crate::metrics::{AppQueueLabels, ObjectLabels, QueueLabels, StuckLabels};
 use crate::names::{
     condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -46,6 +46,10 @@ use crate::workload::{app_selector_string, http_service, with_spec_hash};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "durableapp";
+
+/// Stalled and parked workflows read per reconcile, each (the status lists a few; the rest
+/// tells stalled workflows on live workers from others when there are many).
+const STUCK_READ: usize = 100;
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
 pub async fn run(
@@ -123,6 +127,21 @@ async fn cleanup(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     ctx.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     let labels = ObjectLabels { namespace: app.namespace().unwrap_or_default(), name: app.name_any() };
     ctx.metrics.desired_workers.remove(&labels);
+    for kind in ["stalled", "stranded", "parked"] {
+        ctx.metrics.stuck_workflows.remove(&StuckLabels { namespace: labels.namespace.clone(), name: labels.name.clone(), kind });
+    }
+    for q in app.status.iter().flat_map(|s| &s.queues) {
+        let (namespace, app, queue) = (labels.namespace.clone(), labels.name.clone(), q.name.clone());
+        ctx.metrics.queue_oldest_wait.remove(&AppQueueLabels { namespace: namespace.clone(), app: app.clone(), queue: queue.clone() });
+        for state in ["enqueued", "pending"] {
+            ctx.metrics.queue_depth.remove(&QueueLabels {
+                namespace: namespace.clone(),
+                app: app.clone(),
+                queue: queue.clone(),
+                state: state.into(),
+            });
+        }
+    }
     tracing::info!(app = %key, "DurableApp deleted; its workers go, its database stays");
     Ok(Action::await_change())
 }
@@ -255,8 +274,18 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         o.executors = reading.work.pending_by_executor(Some(&app_name));
         o.by_version = reading.work.outstanding_by_version(Some(&app_name));
         o.depths = reading.work.queue_depths(Some(&app_name));
+        o.queue_waits = reading.work.queue_waits(Some(&app_name), now.timestamp_millis());
         o.live_pods = pods.iter().filter(|p| !pod_is_gone(p, now)).map(|p| p.name_any()).collect();
         o.terminating = pods.iter().any(|p| p.metadata.deletion_timestamp.is_some());
+    };
+    // Stalled and parked workflows: a query of the app's own (its threshold is its own), run
+    // when the app is reconciled anyway and when the next workflow would stall (see below).
+    let stuck = match db.stuck_workflows(Duration::from_secs(app.spec.stuck.stalled_after_seconds.max(1) as u64), STUCK_READ).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(app = %key, error = %e, "cannot look for stalled workflows");
+            None
+        }
     };
     let decide = |observed: &Observed| {
         let mut histories = ctx.scaling.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,6 +302,8 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         by_version: Vec::new(),
         depths: Vec::new(),
         unrunnable: Vec::new(),
+        stuck,
+        queue_waits: Vec::new(),
         registered,
         deployments,
         live_pods: BTreeSet::new(),
@@ -311,10 +342,21 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.queue_depth.get_or_create(&labels).set(n);
         }
     }
+    for q in &status.queues {
+        let wait = observed.queue_waits.iter().find(|w| w.queue == q.name).map_or(0, |w| w.oldest_wait_ms);
+        let labels = AppQueueLabels { namespace: ns.clone(), app: name.clone(), queue: q.name.clone() };
+        ctx.metrics.queue_oldest_wait.get_or_create(&labels).set(wait as f64 / 1000.0);
+    }
+    let stuck = status.stuck.clone().unwrap_or_default();
+    for (kind, n) in [("stalled", stuck.stalled_workflows), ("stranded", stuck.stranded_workflows), ("parked", stuck.parked_workflows)] {
+        let labels = StuckLabels { namespace: ns.clone(), name: name.clone(), kind };
+        ctx.metrics.stuck_workflows.get_or_create(&labels).set(n);
+    }
     let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
     ctx.metrics.desired_workers.get_or_create(&labels).set(i64::from(decision.desired));
     write_status(&api, &app, current.as_ref(), &status).await?;
     warn_if_new(ctx, &app, current.as_ref(), &status).await;
+    warn_of_stuck_work(ctx, &app, current.as_ref().and_then(|s| s.stuck.as_ref()), status.stuck.as_ref()).await;
     ctx.succeeded(&key);
     // While something is settling, look again every poll interval. At rest, the observer asks
     // for a reconcile when the app's work changes and the watches when its objects do; the
@@ -324,6 +366,12 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         // The next retention sweep is due then.
         (false, Some(_)) => ctx.settings.retention_interval.min(IDLE_RESYNC),
         (false, None) => IDLE_RESYNC,
+    };
+    // Stuck work is a matter of time passing, which nothing else reports: judge again when the
+    // next workflow would stall or queue turn slow.
+    let next = match app_decision::next_judgement(&observed) {
+        Some(at) => next.min((at - Utc::now()).to_std().unwrap_or_default().max(ctx.settings.poll_interval)),
+        None => next,
     };
     Ok(Action::requeue(next))
 }
@@ -447,12 +495,51 @@ const IDLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 /// Publishes the Degraded condition as a Warning Event when its message is new, so a problem
 /// (the database, a version or queue conflict, stranded work) shows in `kubectl get events` and
 /// `kubectl describe` once, not on every reconcile.
+/// Publishes a Warning Event for each kind of stuck work that grew since the status before
+/// (a queue that turned slow; more workflows stalled, stranded or parked).
+async fn warn_of_stuck_work(ctx: &Context, app: &DurableApp, before: Option<&StuckStatus>, after: Option<&StuckStatus>) {
+    let Some(after) = after else { return };
+    let before = before.cloned().unwrap_or_default();
+    let spec = &app.spec.stuck;
+    if after.stalled_workflows > before.stalled_workflows {
+        let msg = format!(
+            "{} workflow(s) running without a new checkpoint for {}s or more, e.g. {}",
+            after.stalled_workflows,
+            spec.stalled_after_seconds,
+            after.stalled.join(", ")
+        );
+        ctx.event(app, true, event::STALLED_WORKFLOWS, "Observe", msg).await;
+    }
+    if after.stranded_workflows > before.stranded_workflows {
+        let msg = format!("{} queued workflow(s) that no running version can run (see the Degraded condition)", after.stranded_workflows);
+        ctx.event(app, true, event::STRANDED_WORK, "Observe", msg).await;
+    }
+    if after.parked_workflows > before.parked_workflows {
+        let msg =
+            format!("{} workflow(s) parked after too many recovery attempts, e.g. {}", after.parked_workflows, after.parked.join(", "));
+        ctx.event(app, true, event::PARKED_WORKFLOWS, "Observe", msg).await;
+    }
+    for q in &after.slow_queues {
+        if !before.slow_queues.iter().any(|b| b.name == q.name) {
+            let msg = format!(
+                "queue {}: its oldest workflow has waited {}s or more (since {}); {} waiting",
+                q.name, spec.queue_wait_seconds, q.waiting_since, q.enqueued
+            );
+            ctx.event(app, true, event::SLOW_QUEUE, "Observe", msg).await;
+        }
+    }
+}
+
+/// Reasons of the Degraded condition that `warn_of_stuck_work` publishes itself.
+const STUCK_REASONS: [&str; 5] =
+    [reason::STALLED_WORKFLOWS, reason::PARKED_WORKFLOWS, reason::SLOW_QUEUES, reason::STRANDED_WORK, reason::UNRUNNABLE_WORK];
+
 async fn warn_if_new(ctx: &Context, app: &DurableApp, before: Option<&DurableAppStatus>, after: &DurableAppStatus) {
     let degraded = |s: &DurableAppStatus| {
         s.conditions.iter().find(|c| c.type_ == condition::DEGRADED && c.status == "True").map(|c| (c.reason.clone(), c.message.clone()))
     };
     if let Some((why, msg)) = degraded(after) {
-        if before.and_then(degraded).as_ref().map(|(_, m)| m) != Some(&msg) {
+        if before.and_then(degraded).as_ref().map(|(_, m)| m) != Some(&msg) && !STUCK_REASONS.contains(&why.as_str()) {
             ctx.event(app, true, &why, "Reconcile", msg).await;
         }
     }
