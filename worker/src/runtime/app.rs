@@ -468,6 +468,8 @@ impl Mainstay {
             }
         }
         self.rt.db.close().await;
+        // The spans of what ran here, before the process goes.
+        crate::runtime::telemetry::flush().await;
     }
 
     /// Waits for SIGINT (Ctrl-C) or SIGTERM, then shuts down.

@@ -229,7 +229,8 @@ impl Client {
             self.app_name.clone(),
             options.app_version.clone(),
         );
-        let row = queued.with_enqueue_options(&options);
+        let mut row = queued.with_enqueue_options(&options);
+        row.traceparent = crate::runtime::telemetry::current_traceparent();
         let written = self.insert_rows(std::slice::from_ref(&row), &format!("enqueue workflow {id}")).await?;
         if let Some(StartOutcome::Exists { name: Some(existing) }) = written.first() {
             if existing != workflow_name {

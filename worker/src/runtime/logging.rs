@@ -28,22 +28,30 @@ impl LogFormat {
     }
 }
 
-/// Installs the process's log subscriber in the format `MAINSTAY_LOG_FORMAT` names; fails if the
-/// variable names no format. Returns `false`, installing nothing, when the process has a
-/// subscriber already (yours, or a test harness's: the spans reach it too).
+/// Installs the process's log subscriber in the format `MAINSTAY_LOG_FORMAT` names, and, with
+/// the `opentelemetry-otlp` feature, span export over OTLP when the `OTEL_*` variables ask for it
+/// (see `telemetry`). Fails if a variable is invalid. Returns `false`, installing nothing, when
+/// the process has a subscriber already (yours, or a test harness's: the spans reach it too).
 pub fn init_logging() -> Result<bool> {
-    Ok(init_logging_as(LogFormat::from_env()?))
+    init_logging_as(LogFormat::from_env()?)
 }
 
 /// Installs the process's log subscriber in `format` (see [`init_logging`]).
-pub fn init_logging_as(format: LogFormat) -> bool {
+pub fn init_logging_as(format: LogFormat) -> Result<bool> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(true).try_init(),
+    let lines = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).with_current_span(true).with_span_list(true).boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(lines);
+    #[cfg(feature = "opentelemetry-otlp")]
+    let registry = registry.with(crate::runtime::telemetry::layer()?);
     // The only failure: a global subscriber is set already.
-    installed.is_ok()
+    Ok(registry.try_init().is_ok())
 }

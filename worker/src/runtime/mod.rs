@@ -18,6 +18,7 @@ pub mod sleep;
 pub(crate) mod spans;
 pub mod step;
 pub mod stream;
+pub(crate) mod telemetry;
 pub mod transaction;
 pub mod wakeup;
 pub mod workflow;

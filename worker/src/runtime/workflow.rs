@@ -30,6 +30,7 @@ use crate::runtime::app::{LocalOutcome, Mainstay, Runtime};
 use crate::runtime::context::{self, WorkflowContext};
 use crate::runtime::spans::{self, Operation};
 use crate::runtime::step::IntoWorkflowCall;
+use crate::runtime::telemetry;
 use crate::sysdb::{Claimed, NewWorkflow, Outcome, StartOutcome, SystemDatabase};
 
 /// A durable workflow. `#[mainstay::workflow]` implements it for an `async fn`; implement it by
@@ -291,7 +292,7 @@ type Started<W> = (WorkflowHandle<<W as Workflow>::Output>, Option<tokio::task::
 fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, options: &WorkflowOptions, queue: Option<&str>) -> NewWorkflow {
     let app_version = Some(options.app_version.clone().unwrap_or_else(|| rt.app_version.clone()));
     let app_name = rt.config.app_name.clone();
-    match queue {
+    let mut row = match queue {
         Some(queue) => {
             NewWorkflow::enqueued(id, W::NAME.to_string(), inputs, queue.to_string(), app_name, app_version).with_enqueue_options(options)
         }
@@ -304,7 +305,9 @@ fn new_row<W: Workflow>(rt: &Runtime, id: String, inputs: String, options: &Work
             row.priority = options.priority.unwrap_or(0);
             row
         }
-    }
+    };
+    row.traceparent = telemetry::current_traceparent();
+    row
 }
 
 async fn start_top<W: Workflow>(rt: Arc<Runtime>, args: W::Args, options: WorkflowOptions) -> Result<Started<W>> {
@@ -393,15 +396,24 @@ async fn start_child<W: Workflow>(
 /// the parent workflow's child operation).
 fn spawn_run<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args) -> tokio::task::JoinHandle<Result<W::Output>> {
     let tasks = rt.tasks.clone();
-    tasks.spawn(run_local::<W>(rt, ctx, args, Span::current()))
+    tasks.spawn(run_local::<W>(rt, ctx, args, Span::current(), None))
 }
 
 /// Runs a workflow to its outcome, publishing it to local waiters.
-async fn run_local<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::Args, caller: Span) -> Result<W::Output> {
+/// `trace`: the context it was started in, when it runs elsewhere than under its starter's span
+/// (claimed, recovered).
+async fn run_local<W: Workflow>(
+    rt: Arc<Runtime>,
+    ctx: Arc<WorkflowContext>,
+    args: W::Args,
+    caller: Span,
+    trace: Option<&str>,
+) -> Result<W::Output> {
     let id = ctx.workflow_id.to_string();
     let (done, _) = watch::channel(None);
     rt.register_local(&id, ctx.cancel.clone(), done.subscribe());
     let span = spans::workflow(&caller, W::NAME, &id, &rt.app_version, &rt.config.executor_id, ctx.is_replay());
+    telemetry::continue_trace(&span, trace);
     rt.metrics.workflow_started(W::NAME);
     let started = std::time::Instant::now();
     let (result, outcome) = execute::<W>(&rt, ctx, args).instrument(span).await;
@@ -500,7 +512,7 @@ pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> Bo
         let ctx = Arc::new(WorkflowContext::new(rt.clone(), &id, &claimed.owner, recorded, claimed.deadline_ms));
         match decode_args::<W::Args>(claimed.inputs.as_deref(), claimed.serialization.as_deref(), &what) {
             Ok(args) => {
-                let _ = run_local::<W>(rt, ctx, args, Span::none()).await;
+                let _ = run_local::<W>(rt, ctx, args, Span::none(), claimed.traceparent.as_deref()).await;
             }
             Err(e) => {
                 tracing::error!(workflow_id = %id, error = %e, "cannot decode workflow inputs");

@@ -17,14 +17,16 @@ use sqlx::{PgConnection, Postgres, Row};
 
 use super::{q, CheckpointOutcome, NewWorkflow, Outcome, RecordedOp, Renderer, StartOutcome, StepRecord, SystemDatabase};
 
-const START_PARAMS: usize = 18;
+const START_PARAMS: usize = 19;
 const START_CTES: &str = r#"
 r AS (
     SELECT * FROM UNNEST(?1::text[], ?2::text[], ?3::text[], ?4::text[], ?5::text[], ?6::text[],
                          ?7::text[], ?8::text[], ?9::text[], ?10::text[], ?11::int8[], ?12::int8[],
-                         ?13::int4[], ?14::text[], ?15::text[], ?16::int8[], ?17::int8[], ?18::text[])
+                         ?13::int4[], ?14::text[], ?15::text[], ?16::int8[], ?17::int8[], ?18::text[],
+                         ?19::text[])
         AS r(id, name, status, inputs, owner, executor, version, app_name, queue, parent,
-             timeout_ms, deadline, priority, dedup, partition_key, delay_until, attempts, schedule)
+             timeout_ms, deadline, priority, dedup, partition_key, delay_until, attempts, schedule,
+             traceparent)
 ), ins AS (
     INSERT INTO {s}.workflow_status (
         workflow_uuid, name, status, owner_xid, executor_id, application_version,
@@ -41,6 +43,11 @@ r AS (
 ), inp AS (
     INSERT INTO {s}.workflow_input (workflow_uuid, inputs)
     SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
+    ON CONFLICT (workflow_uuid) DO NOTHING
+), trace AS (
+    INSERT INTO {s}.mainstay_workflow_trace (workflow_uuid, traceparent)
+    SELECT r.id, r.traceparent FROM r JOIN ins ON ins.workflow_uuid = r.id
+    WHERE r.traceparent IS NOT NULL
     ON CONFLICT (workflow_uuid) DO NOTHING
 )"#;
 
@@ -165,6 +172,7 @@ fn bind_starts(query: PgQuery, rows: &[&NewWorkflow]) -> PgQuery {
         .bind(rows.iter().map(|r| r.delay_until_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.recovery_attempts).collect::<Vec<_>>())
         .bind(text(&|r| r.schedule_name.clone()))
+        .bind(text(&|r| r.traceparent.clone()))
 }
 
 fn bind_steps(query: PgQuery, rows: &[&StepRecord]) -> PgQuery {

@@ -27,7 +27,7 @@ const MAINSTAY_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/0004_mainstay_claim_by_application.sql")),
     (4, include_str!("../../migrations/0005_mainstay_registered_workflows.sql")),
     (5, include_str!("../../migrations/0006_mainstay_registered_arguments_and_queues.sql")),
-    (6, include_str!("../../migrations/0007_mainstay_claim_wait.sql")),
+    (6, include_str!("../../migrations/0007_mainstay_claim_wait_and_trace.sql")),
 ];
 
 /// Mainstay migrations that older binaries cannot run against (none so far); recorded with

@@ -71,6 +71,8 @@ pub(crate) struct NewWorkflow {
     pub delay_until_ms: Option<i64>,
     pub recovery_attempts: i64,
     pub schedule_name: Option<String>,
+    /// The W3C trace context it was started in, kept so every execution joins that trace.
+    pub traceparent: Option<String>,
 }
 
 impl NewWorkflow {
@@ -115,6 +117,7 @@ impl NewWorkflow {
             delay_until_ms: None,
             recovery_attempts: 0,
             schedule_name: None,
+            traceparent: None,
         }
     }
 
@@ -215,6 +218,8 @@ pub(crate) struct Claimed {
     /// How long it waited since it became ready to run (enqueued, its delay over, or
     /// re-enqueued by a recovery), in milliseconds.
     pub wait_ms: Option<i64>,
+    /// The trace context it was started in (see `runtime::telemetry`).
+    pub traceparent: Option<String>,
 }
 
 /// All statements, with the schema name spliced in once.

@@ -96,7 +96,7 @@ const COLUMNS: &str = "name, concurrency, worker_concurrency, rate_limit_max, ra
 /// key (NULL: not partitioned), `$11` partition concurrency, `$12` partition worker concurrency,
 /// `$13`/`$14` partition rate limit max/period, `$15` take the queue's lock, `$16` the
 /// claimer's application (NULL: none), `$17` the workflow names it can run. NULL limits do not
-/// limit. See migrations 0004 for what a claim may take and 0007 for the wait it returns.
+/// limit. See migrations 0004 for what a claim may take and 0007 for the wait and trace context it returns.
 const CLAIM: &str = "SELECT * FROM {s}.mainstay_claim_queued($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
 fn limit(v: Option<u32>) -> Option<i64> {
@@ -158,6 +158,7 @@ fn claimed(row: sqlx::postgres::PgRow) -> Claimed {
         deadline_ms: row.get(6),
         has_steps: row.get(7),
         wait_ms: row.get(8),
+        traceparent: row.get(9),
     }
 }
 

@@ -1,10 +1,24 @@
--- Mainstay's own: the claim of 0004, also returning how long each claimed workflow waited (in
--- milliseconds, on the database's clock) since it became ready to run: its enqueue, or the end
--- of its delay; for work re-enqueued by a recovery, the re-enqueue. A worker measures queue wait
--- with it without another round trip. A function's
--- result type cannot change in place (and prepared statements of running binaries would fail
--- on it), so the claim is a new function, and 0004's becomes a wrapper over it: one body to
--- keep, and binaries that call the old name get the same rows as before.
+-- Mainstay's own: the trace context each workflow was started in, and a claim that returns it
+-- with how long each claimed workflow waited.
+--
+-- `mainstay_workflow_trace` holds the W3C traceparent of the span that started or enqueued a
+-- workflow (written in the statement that inserts the workflow, only when traces are exported),
+-- so each of its executions, on any worker and after any recovery, continues that trace. DBOS's
+-- tables have no place for it, and theirs must stay as DBOS defines them. Deleting a workflow
+-- (by Mainstay or by DBOS's tools) deletes its row, through the foreign key.
+--
+-- The claim returns, besides 0004's columns, the workflow's wait in milliseconds on the
+-- database's clock since it became ready to run (its enqueue, or the end of its delay; for work
+-- re-enqueued by a recovery, the re-enqueue), and its trace context. A function's result type
+-- cannot change in place (and prepared statements of running binaries would fail on it), so
+-- the claim is a new function, and 0004's becomes a wrapper over it: one body to keep, and
+-- binaries that call the old name get the same rows as before.
+CREATE TABLE IF NOT EXISTS {{schema}}.mainstay_workflow_trace (
+    workflow_uuid text PRIMARY KEY
+        REFERENCES {{schema}}.workflow_status (workflow_uuid) ON UPDATE CASCADE ON DELETE CASCADE,
+    traceparent text NOT NULL
+);
+
 CREATE OR REPLACE FUNCTION {{schema}}.mainstay_claim_queued(
     p_queue text, p_version text, p_executor text, p_max_attempts bigint, p_free bigint,
     p_concurrency bigint, p_worker_concurrency bigint, p_rate_max bigint, p_rate_period float8,
@@ -13,7 +27,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.mainstay_claim_queued(
     p_app text, p_names text[])
     RETURNS TABLE (claimed_id text, claimed_name text, claimed_status text, claimed_owner text,
                    claimed_inputs text, claimed_serialization text, claimed_deadline bigint,
-                   claimed_has_steps boolean, claimed_wait_ms bigint)
+                   claimed_has_steps boolean, claimed_wait_ms bigint, claimed_traceparent text)
     LANGUAGE plpgsql VOLATILE
     SET search_path TO 'pg_catalog', 'pg_temp'
     -- One plan for every call: re-planning this statement costs more than running it.
@@ -84,12 +98,13 @@ SET status = CASE WHEN COALESCE(ws.recovery_attempts, 0) > p_max_attempts THEN '
         WHEN ws.workflow_timeout_ms IS NOT NULL AND ws.workflow_deadline_epoch_ms IS NULL
         THEN (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint + ws.workflow_timeout_ms ELSE ws.workflow_deadline_epoch_ms END
 FROM picked LEFT JOIN {{schema}}.workflow_input wi ON wi.workflow_uuid = picked.workflow_uuid
+     LEFT JOIN {{schema}}.mainstay_workflow_trace wt ON wt.workflow_uuid = picked.workflow_uuid
 WHERE ws.workflow_uuid = picked.workflow_uuid
 RETURNING ws.workflow_uuid, ws.name, ws.status, ws.owner_xid, COALESCE(wi.inputs, ws.inputs),
           ws.serialization, ws.workflow_deadline_epoch_ms,
           EXISTS (SELECT 1 FROM {{schema}}.operation_outputs oo
                   WHERE oo.workflow_uuid = ws.workflow_uuid),
-          ws.started_at_epoch_ms - picked.ready_at;
+          ws.started_at_epoch_ms - picked.ready_at, wt.traceparent;
 END;
 $fn$;
 
