@@ -42,9 +42,11 @@ async fn operator_end_to_end() -> Result<()> {
     let runner = PodRunner::start(cluster.client.clone(), cluster.worker_bin.clone(), cluster.work_dir.clone(), vec![]);
     let outcome = async {
         invalid_resources_are_rejected(&cluster).await.context("scenario: invalid resources")?;
-        tokio::try_join!(async { scale_drain_and_recover(&cluster, &runner).await.context("scenario: scaling and recovery") }, async {
-            new_version_rolls_out(&cluster, &runner).await.context("scenario: roll-out")
-        },)?;
+        tokio::try_join!(
+            async { scale_drain_and_recover(&cluster, &runner).await.context("scenario: scaling and recovery") },
+            async { new_version_rolls_out(&cluster, &runner).await.context("scenario: roll-out") },
+            async { stuck_work_is_reported(&cluster, &operator).await.context("scenario: stuck work") },
+        )?;
         expect_metrics(
             &operator,
             &[
@@ -433,6 +435,88 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
             && scaled.iter().any(|l| l.contains("to 2 workers")),
         "the scalings up to 4, down to 0 and up to 2 are not each an Event: {scaled:?}"
     );
+    client.close().await;
+    Ok(())
+}
+
+/// Each kind of stuck work, produced for real and reported by the operator in `status.stuck`,
+/// as Warning Events and as metrics: a workflow hanging in a step (stalled), one queued behind
+/// it (a slow queue), one pinned to a version no worker runs (stranded), and the hanging one
+/// again after its worker dies, recovered onto a worker that allows no recovery (parked).
+async fn stuck_work_is_reported(cluster: &Cluster, operator: &Operator) -> Result<()> {
+    const STALLED_AFTER: i64 = 5;
+    let ns = &namespace("e2e-stuck");
+    let url = namespace_with_database(cluster, ns).await?;
+    // One worker, one workflow at a time, each order's work taking ten minutes.
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: slow, namespace: {ns}}}\nspec:\n  \
+             image: example.invalid/mainstay-example-worker:1.0.0\n  database: {{urlSecret: {{name: shop-db}}}}\n  \
+             queues: [{{name: orders, workerConcurrency: 1}}]\n  replicas: 1\n  \
+             env: [{{name: WORK_MS, value: \"600000\"}}, {{name: MAINSTAY_MAX_RECOVERY_ATTEMPTS, value: \"0\"}}]\n  \
+             stuck: {{stalledAfterSeconds: {STALLED_AFTER}, queueWaitSeconds: {STALLED_AFTER}}}\n"
+        ),
+    )?;
+    wait_for("a ready worker", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "slow").await?, "Ready").filter(|c| c.0 == "True" && c.1 == "Available").map(|_| ()))
+    })
+    .await?;
+    let client = Client::connect(&url).await?.for_application(Some("slow"));
+    let opts = |id: &str| WorkflowOptions::new().id(id);
+    client.enqueue("process_order", "orders", vec![serde_json::json!(1)], opts("stuck-1")).await?;
+    client.enqueue("process_order", "orders", vec![serde_json::json!(2)], opts("stuck-2")).await?;
+    client.enqueue("process_order", "orders", vec![serde_json::json!(3)], opts("stuck-retired").app_version("0.9.0")).await?;
+    // The first order's last progress: its first step, before the ten-minute one.
+    let moved_at = wait_for("the first order's first step", MINUTE, || async {
+        Ok(client.list_steps("stuck-1").await?.first().and_then(|s| s.completed_at_ms))
+    })
+    .await?;
+    let stuck = wait_for("stuck work in the status", MINUTE, || async {
+        let stuck = app(cluster, ns, "slow").await?.status.and_then(|s| s.stuck);
+        Ok(stuck.filter(|s| s.stalled_workflows == 1 && !s.slow_queues.is_empty() && s.stranded_workflows == 1))
+    })
+    .await?;
+    // Reported within the threshold of the workflow's stalling.
+    let late_ms = Utc::now().timestamp_millis() - (moved_at + STALLED_AFTER * 1000);
+    eprintln!("stalled workflow reported {late_ms} ms after it stalled (threshold {STALLED_AFTER} s)");
+    ensure!(late_ms < STALLED_AFTER * 1000, "stalled workflow reported {late_ms} ms after it stalled");
+    ensure!(stuck.stalled == vec!["stuck-1".to_string()], "{stuck:?}");
+    ensure!(stuck.slow_queues.iter().map(|q| (q.name.as_str(), q.enqueued)).eq([("orders", 2)]), "{stuck:?}");
+    let degraded = condition(&app(cluster, ns, "slow").await?, "Degraded").context("Degraded")?;
+    ensure!(degraded.0 == "True", "{degraded:?}");
+
+    // Its worker dies: the operator re-enqueues it, and the next worker, allowed no recovery,
+    // parks it.
+    let victim = client.status("stuck-1").await?.and_then(|s| s.executor_id).context("stuck-1's executor")?;
+    cluster.kubectl(&["delete", "pod", &victim, "-n", ns, "--wait=false"])?;
+    let stuck = wait_for("the recovered workflow parked", 2 * MINUTE, || async {
+        let stuck = app(cluster, ns, "slow").await?.status.and_then(|s| s.stuck);
+        Ok(stuck.filter(|s| s.parked_workflows == 1))
+    })
+    .await?;
+    ensure!(stuck.parked == vec!["stuck-1".to_string()], "{stuck:?}");
+    ensure!(client.status("stuck-1").await?.map(|s| s.status) == Some(Status::MaxRecoveryAttemptsExceeded));
+
+    let events = wait_for("an Event per kind of stuck work", MINUTE, || async {
+        let events = cluster.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+        ])?;
+        let reasons: BTreeSet<&str> = events.lines().filter_map(|l| l.split(':').next()).collect();
+        let all = ["StalledWorkflows", "SlowQueue", "StrandedWork", "ParkedWorkflows"].iter().all(|r| reasons.contains(r));
+        Ok(all.then_some(events.clone()))
+    })
+    .await?;
+    ensure!(events.lines().any(|l| l.starts_with("StalledWorkflows") && l.contains("stuck-1")), "{events}");
+    let metrics = operator.metrics().await.unwrap_or_default();
+    let series = |kind: &str| format!("mainstay_operator_stuck_workflows{{namespace=\"{ns}\",name=\"slow\",kind=\"{kind}\"}} 1");
+    ensure!(metrics.contains(&series("parked")) && metrics.contains(&series("stranded")), "stuck workflow metrics:\n{metrics}");
+    ensure!(metrics.contains(&format!("mainstay_operator_queue_oldest_wait_seconds{{namespace=\"{ns}\",app=\"slow\",queue=\"orders\"}}")));
     client.close().await;
     Ok(())
 }
