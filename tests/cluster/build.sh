@@ -38,12 +38,16 @@
 #       the Prometheus Operator's ServiceMonitor and PodMonitor CRDs, generated
 #       with controller-gen from its published API module (the CRD YAML itself
 #       is not in a module the proxy serves), for the chart's monitors
+#   mainstay-otel-receiver
+#       an OpenTelemetry Collector with only the OTLP receiver and the file
+#       exporter (tests/cluster/otel-receiver: our main over the collector's
+#       modules, pinned in its go.mod/go.sum), that spans are exported to
 #
 # Caches live outside the repository, under
 #   ${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s/
 # with the Go module and build caches in gomod/ and gocache/, and the binaries
 # in bin-<k8s>-<etcd>-<kwok>-<helm>/ (node: node-bin-<k8s>-<crictl>/; observability:
-# obs-bin-<prometheus>-<prometheus-operator>/). When that directory is complete the
+# obs-bin-<prometheus>-<prometheus-operator>-<collector>/). When that directory is complete the
 # script only prints it. A build happens in a temporary directory beside it and
 # is renamed into place at the end, so an interrupted build leaves no half
 # cache; a lock file serialises concurrent builds.
@@ -62,6 +66,8 @@ PROMETHEUS_MODULE_VERSION=v0.316.0
 PROMETHEUS_VERSION=3.16.0
 PROMETHEUS_OPERATOR_VERSION=v0.95.2
 CONTROLLER_TOOLS_VERSION=v0.19.0
+# The OpenTelemetry Collector release tests/cluster/otel-receiver/go.mod pins.
+OTEL_COLLECTOR_VERSION=v0.165.0
 
 set_name=${1:-control-plane}
 cache_dir="${MAINSTAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mainstay}/k8s"
@@ -75,8 +81,9 @@ node)
     bin_dir="$cache_dir/node-bin-$K8S_VERSION-$CRICTL_VERSION"
     ;;
 observability)
-    BINARIES=(promtool monitoring-crds/monitoring.coreos.com_servicemonitors.yaml monitoring-crds/monitoring.coreos.com_podmonitors.yaml)
-    bin_dir="$cache_dir/obs-bin-v$PROMETHEUS_VERSION-$PROMETHEUS_OPERATOR_VERSION"
+    BINARIES=(promtool monitoring-crds/monitoring.coreos.com_servicemonitors.yaml monitoring-crds/monitoring.coreos.com_podmonitors.yaml
+        mainstay-otel-receiver)
+    bin_dir="$cache_dir/obs-bin-v$PROMETHEUS_VERSION-$PROMETHEUS_OPERATOR_VERSION-$OTEL_COLLECTOR_VERSION"
     ;;
 *)
     printf 'usage: %s [control-plane|node|observability]\n' "${0##*/}" >&2
@@ -322,6 +329,16 @@ build_monitoring_crds() {
     done
 }
 
+build_otel_receiver() {
+    log "OTLP receiver (OpenTelemetry Collector $OTEL_COLLECTOR_VERSION: OTLP receiver, file exporter)"
+    # Built from a copy: the build must not write into the repository.
+    cp -r "$(dirname "${BASH_SOURCE[0]}")/otel-receiver" "$work/otel-receiver"
+    grep -q "go.opentelemetry.io/collector/otelcol $OTEL_COLLECTOR_VERSION\$" "$work/otel-receiver/go.mod" ||
+        die "otel-receiver/go.mod does not pin the collector at $OTEL_COLLECTOR_VERSION"
+    (cd "$work/otel-receiver" && go build -ldflags "-s -w" -o "$work/bin/mainstay-otel-receiver" .) ||
+        die "building the OTLP receiver failed"
+}
+
 if [[ "$set_name" == node ]]; then
     build_crictl
     build_pause
@@ -329,6 +346,7 @@ if [[ "$set_name" == node ]]; then
 elif [[ "$set_name" == observability ]]; then
     build_promtool
     build_monitoring_crds
+    build_otel_receiver
 else
     build_kwok
     build_helm
@@ -352,6 +370,7 @@ if [[ "$set_name" == node ]]; then
     [[ -x "$work/bin/pause" ]] || die "no pause binary"
 elif [[ "$set_name" == observability ]]; then
     check_version promtool "$PROMETHEUS_VERSION" --version
+    check_version mainstay-otel-receiver "${OTEL_COLLECTOR_VERSION#v}" --version
 else
     check_version etcd "${ETCD_VERSION#v}" --version
     for b in kube-apiserver kube-controller-manager kube-scheduler; do

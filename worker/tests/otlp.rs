@@ -131,7 +131,7 @@ fn receiver_config(port: u16, file: &Path) -> String {
     format!(
         "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{port}\n\
          exporters:\n  file:\n    path: {}\n    format: json\n    flush_interval: 100ms\n\
-         service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n",
+         service:\n  telemetry:\n    logs:\n      level: warn\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n",
         file.display()
     )
 }
@@ -155,7 +155,7 @@ async fn spans_reach_an_otlp_receiver_across_a_kill_and_recovery() {
     let (port, file) = (free_port(), dir.join("spans.json"));
     std::fs::write(dir.join("receiver.yaml"), receiver_config(port, &file)).unwrap();
     let mut collector = tokio::process::Command::new(&receiver)
-        .arg(format!("--config={}", dir.join("receiver.yaml").display()))
+        .arg(format!("--config=file:{}", dir.join("receiver.yaml").display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("receiver.log")).unwrap())
         .kill_on_drop(true)
@@ -206,8 +206,10 @@ async fn spans_reach_an_otlp_receiver_across_a_kill_and_recovery() {
     .await;
     let _ = collector.start_kill();
 
+    // The one span named `name`, or of the workflow of that ID.
     let one = |name: &str| -> Exported {
-        let found: Vec<&Exported> = spans.iter().filter(|s| s.name == name).collect();
+        let found: Vec<&Exported> =
+            spans.iter().filter(|s| s.name == name || s.attributes.get("workflow.id").map(String::as_str) == Some(name)).collect();
         assert_eq!(found.len(), 1, "one {name} span expected: {spans:#?}");
         found[0].clone()
     };
@@ -218,20 +220,36 @@ async fn spans_reach_an_otlp_receiver_across_a_kill_and_recovery() {
         assert_eq!(s.trace, request.trace, "every span in the request's trace: {s:?}");
     }
     // The recovered execution, in another process after a kill, continues under the request.
-    let recovered = one("ot_parent");
+    let recovered = one(WORKFLOW_ID);
+    assert_eq!(recovered.name, "ot_parent");
     assert_eq!(recovered.parent, request.id, "the recovered execution's parent is the request: {recovered:?}");
-    assert_eq!(recovered.attributes.get("workflow.id").map(String::as_str), Some(WORKFLOW_ID));
     assert_eq!(recovered.attributes.get("workflow.replay").map(String::as_str), Some("true"));
-    // Its steps under it: the one that ran there, and the replayed ones have no span.
-    assert_eq!(one("ot_block").parent, recovered.id);
-    // The first execution's structure: step and child operation under one (unexported, since
-    // killed) workflow span; the child workflow under the child operation; its step under it.
-    let first_step = one("ot_one");
-    let child_op = spans.iter().find(|s| s.name == "ot_child" && s.attributes.contains_key("step.id")).expect("the child operation's span");
-    let child = spans.iter().find(|s| s.name == "ot_child" && s.attributes.contains_key("workflow.id")).expect("the child workflow's span");
+    // Its operations under it: the first two answered from the first execution's records,
+    // the third run there.
+    let under = |id: &str| -> Vec<(String, Option<String>)> {
+        let mut ops: Vec<_> =
+            spans.iter().filter(|s| s.parent == id).map(|s| (s.name.clone(), s.attributes.get("step.replayed").cloned())).collect();
+        ops.sort();
+        ops
+    };
+    let replayed = Some("true".to_string());
+    assert_eq!(
+        under(&recovered.id),
+        vec![("ot_block".into(), None), ("ot_child".into(), replayed.clone()), ("ot_one".into(), replayed)],
+        "{spans:#?}"
+    );
+    // The first execution's structure: its first step and child operation under one workflow
+    // span (never exported: the process was killed inside it), the child workflow under the
+    // child operation, and the child's step under the child.
+    let first: Vec<&Exported> = spans.iter().filter(|s| s.parent != recovered.id && s.attributes.contains_key("step.id")).collect();
+    let first_step = first.iter().find(|s| s.name == "ot_one").expect("the first execution's first step");
+    let child_op = first.iter().find(|s| s.name == "ot_child").expect("the first execution's child operation");
     assert_eq!(child_op.parent, first_step.parent, "the child operation and the first step share the first execution");
+    assert!(!spans.iter().any(|s| s.id == first_step.parent), "the killed execution's span was never exported");
+    let child = one("ot-1-child");
     assert_eq!(child.parent, child_op.id, "the child workflow runs under its parent's child operation");
-    assert_eq!(child.attributes.get("workflow.id").map(String::as_str), Some("ot-1-child"));
-    assert_eq!(one("ot_two").parent, child.id);
+    assert_eq!(child.name, "ot_child");
+    let child_step = spans.iter().find(|s| s.name == "ot_two").expect("the child's step");
+    assert_eq!(child_step.parent, child.id);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -78,6 +78,7 @@ impl WorkflowContext {
                 called: name.to_string(),
             });
         }
+        crate::runtime::spans::record_replayed();
         Ok(Some(op))
     }
 

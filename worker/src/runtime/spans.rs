@@ -5,7 +5,7 @@
 //!
 //! Invariants: one span per execution of a workflow (a recovery or a replay on another worker is
 //! a new span, marked `workflow.replay`), one per operation called inside a workflow, created at
-//! the call, so its parent is the workflow's span even when steps run concurrently (`join!`).
+//! the call (marked `step.replayed` when a previous execution's record answers it), so its parent is the workflow's span even when steps run concurrently (`join!`).
 //! Outside a workflow an operation has no span of its own. Spans are at INFO level: a subscriber
 //! that filters INFO out pays nothing for them. Span and field names are all here (`tracing`
 //! takes them as literals); a span's `otel.name` is the function's name, as OpenTelemetry's
@@ -49,15 +49,32 @@ pub(crate) fn operation(kind: Operation, name: &str, position: Option<&(Arc<Work
     let Some((_, function_id)) = position else { return Span::none() };
     // A span's name must be a literal, one per kind.
     match kind {
-        Operation::Step => tracing::info_span!("step", otel.name = %name, step.id = function_id, step.name = %name, step.attempts = Empty),
-        Operation::Transaction => {
-            tracing::info_span!("transaction", otel.name = %name, step.id = function_id, step.name = %name)
+        Operation::Step => {
+            tracing::info_span!("step", otel.name = %name, step.id = function_id, step.name = %name, step.attempts = Empty, step.replayed = Empty)
         }
-        Operation::Sleep => tracing::info_span!("sleep", otel.name = %name, step.id = function_id, step.name = %name),
-        Operation::Send => tracing::info_span!("send", otel.name = %name, step.id = function_id, step.name = %name),
-        Operation::Recv => tracing::info_span!("recv", otel.name = %name, step.id = function_id, step.name = %name),
-        Operation::Child => tracing::info_span!("child", otel.name = %name, step.id = function_id, step.name = %name, child.id = Empty),
+        Operation::Transaction => {
+            tracing::info_span!("transaction", otel.name = %name, step.id = function_id, step.name = %name, step.replayed = Empty)
+        }
+        Operation::Sleep => {
+            tracing::info_span!("sleep", otel.name = %name, step.id = function_id, step.name = %name, step.replayed = Empty)
+        }
+        Operation::Send => tracing::info_span!("send", otel.name = %name, step.id = function_id, step.name = %name, step.replayed = Empty),
+        Operation::Recv => tracing::info_span!("recv", otel.name = %name, step.id = function_id, step.name = %name, step.replayed = Empty),
+        Operation::Child => tracing::info_span!(
+            "child",
+            otel.name = %name,
+            step.id = function_id,
+            step.name = %name,
+            child.id = Empty,
+            step.replayed = Empty
+        ),
     }
+}
+
+/// Marks the current operation's span as replayed: its recorded outcome was returned, nothing
+/// ran again.
+pub(crate) fn record_replayed() {
+    Span::current().record("step.replayed", true);
 }
 
 /// Records on the current span how many attempts a step or transaction took.
