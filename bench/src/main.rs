@@ -349,6 +349,11 @@ impl Private {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Built with `--features otlp`, the workers' own setup: the spans go out over OTLP when the
+    // OTEL_* variables ask (and `RUST_LOG` lets them through, e.g. `info`).
+    #[cfg(feature = "otlp")]
+    mainstay::init_logging()?;
+    #[cfg(not(feature = "otlp"))]
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
