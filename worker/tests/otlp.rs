@@ -224,6 +224,7 @@ async fn spans_reach_an_otlp_receiver_across_a_kill_and_recovery() {
     assert_eq!(recovered.name, "ot_parent");
     assert_eq!(recovered.parent, request.id, "the recovered execution's parent is the request: {recovered:?}");
     assert_eq!(recovered.attributes.get("workflow.replay").map(String::as_str), Some("true"));
+    assert!(recovered.attributes.contains_key("workflow.queue"), "a claimed execution names its queue: {recovered:?}");
     // Its operations under it: the first two answered from the first execution's records,
     // the third run there.
     let under = |id: &str| -> Vec<(String, Option<String>)> {

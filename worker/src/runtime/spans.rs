@@ -30,14 +30,16 @@ pub(crate) enum Operation {
     Child,
 }
 
-/// The span of one execution of workflow `name` (`id`), a child of `caller` (none: a root).
-pub(crate) fn workflow(caller: &Span, name: &str, id: &str, app_version: &str, executor: &str, replay: bool) -> Span {
+/// The span of one execution of workflow `name` (`id`, claimed from `queue` if it was), a child
+/// of `caller` (none: a root).
+pub(crate) fn workflow(caller: &Span, name: &str, id: &str, queue: Option<&str>, app_version: &str, executor: &str, replay: bool) -> Span {
     tracing::info_span!(
         parent: caller,
         "workflow",
         otel.name = %name,
         workflow.id = %id,
         workflow.name = %name,
+        workflow.queue = queue,
         workflow.replay = replay,
         app.version = %app_version,
         executor.id = %executor,

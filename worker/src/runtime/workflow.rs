@@ -400,20 +400,21 @@ fn spawn_run<W: Workflow>(rt: Arc<Runtime>, ctx: Arc<WorkflowContext>, args: W::
 }
 
 /// Runs a workflow to its outcome, publishing it to local waiters.
-/// `trace`: the context it was started in, when it runs elsewhere than under its starter's span
-/// (claimed, recovered).
+/// `claim`: the claim it runs from (a queue's, or a recovery's), when it does not run under its
+/// starter's span: its span then continues the trace it was started in.
 async fn run_local<W: Workflow>(
     rt: Arc<Runtime>,
     ctx: Arc<WorkflowContext>,
     args: W::Args,
     caller: Span,
-    trace: Option<&str>,
+    claim: Option<&Claimed>,
 ) -> Result<W::Output> {
     let id = ctx.workflow_id.to_string();
     let (done, _) = watch::channel(None);
     rt.register_local(&id, ctx.cancel.clone(), done.subscribe());
-    let span = spans::workflow(&caller, W::NAME, &id, &rt.app_version, &rt.config.executor_id, ctx.is_replay());
-    telemetry::continue_trace(&span, trace);
+    let queue = claim.map(|c| c.queue.as_str());
+    let span = spans::workflow(&caller, W::NAME, &id, queue, &rt.app_version, &rt.config.executor_id, ctx.is_replay());
+    telemetry::continue_trace(&span, claim.and_then(|c| c.traceparent.as_deref()));
     rt.metrics.workflow_started(W::NAME);
     let started = std::time::Instant::now();
     let (result, outcome) = execute::<W>(&rt, ctx, args).instrument(span).await;
@@ -512,7 +513,7 @@ pub(crate) fn run_claimed<W: Workflow>(rt: Arc<Runtime>, claimed: Claimed) -> Bo
         let ctx = Arc::new(WorkflowContext::new(rt.clone(), &id, &claimed.owner, recorded, claimed.deadline_ms));
         match decode_args::<W::Args>(claimed.inputs.as_deref(), claimed.serialization.as_deref(), &what) {
             Ok(args) => {
-                let _ = run_local::<W>(rt, ctx, args, Span::none(), claimed.traceparent.as_deref()).await;
+                let _ = run_local::<W>(rt, ctx, args, Span::none(), Some(&claimed)).await;
             }
             Err(e) => {
                 tracing::error!(workflow_id = %id, error = %e, "cannot decode workflow inputs");

@@ -206,6 +206,8 @@ pub(crate) struct Outcome {
 /// A workflow claimed from a queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Claimed {
+    /// The queue it was claimed from.
+    pub queue: String,
     pub id: String,
     pub name: String,
     pub status: Status,

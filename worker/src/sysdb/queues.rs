@@ -147,8 +147,9 @@ fn bind_claim(query: PgQuery, queue: &Queue, who: &Claimer<'_>, partition: Optio
         .bind(who.names.to_vec())
 }
 
-fn claimed(row: sqlx::postgres::PgRow) -> Claimed {
+fn claimed(row: sqlx::postgres::PgRow, queue: &str) -> Claimed {
     Claimed {
+        queue: queue.to_string(),
         id: row.get(0),
         name: row.get::<Option<String>, _>(1).unwrap_or_default(),
         status: Status::parse(row.get::<Option<String>, _>(2).as_deref().unwrap_or("")),
@@ -188,7 +189,7 @@ impl SystemDatabase {
         if !queue.partitioned {
             // One statement: the claim function takes the queue's lock itself when needed.
             let rows = bind_claim(q(&stmts.claim), queue, who, None).fetch_all(&self.pool).await.map_err(|e| Error::db(ctx(), e))?;
-            return Ok(rows.into_iter().map(claimed).collect());
+            return Ok(rows.into_iter().map(|r| claimed(r, &queue.name)).collect());
         }
         // Partitions are claimed one by one in one transaction, under one lock.
         let mut conn = self.pool.acquire().await.map_err(|e| Error::db(ctx(), e))?;
@@ -210,7 +211,7 @@ impl SystemDatabase {
             let who = Claimer { free, ..*who };
             let rows = bind_claim(q(&stmts.claim), queue, &who, Some(&key)).fetch_all(&mut *tx).await.map_err(|e| Error::db(ctx(), e))?;
             free -= rows.len() as i64;
-            out.extend(rows.into_iter().map(claimed));
+            out.extend(rows.into_iter().map(|r| claimed(r, &queue.name)));
         }
         tx.commit().await.map_err(|e| Error::db(ctx(), e))?;
         Ok(out)
