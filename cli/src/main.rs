@@ -283,7 +283,10 @@ async fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) if e.downcast_ref::<Reported>().is_some() => std::process::exit(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
+            if e.chain().any(|c| c.downcast_ref::<mainstay::Error>().is_some_and(mainstay::Error::is_schema_missing)) {
+                eprintln!("hint: the system database has no Mainstay schema yet: `mainstay migrate` creates it");
+            }
             // Advice only the CLI can give: it manages a local Postgres.
             if e.chain().any(|c| matches!(c.downcast_ref::<mainstay::Error>(), Some(mainstay::Error::Connect { retried: true, .. }))) {
                 eprintln!("hint: `mainstay postgres start` runs a local Postgres and prints its URL");
@@ -291,6 +294,19 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes, down to the first of the runtime's errors: those already say
+/// their cause in their message, so the rest of the chain would repeat it.
+fn message(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if cause.downcast_ref::<mainstay::Error>().is_some() {
+            break;
+        }
+    }
+    parts.join(": ")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {

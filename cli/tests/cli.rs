@@ -252,4 +252,10 @@ async fn stuck_reports_stranded_work_and_slow_queues_of_an_application() {
     // A threshold that is not a duration is refused with what to write.
     let err = fails(&mainstay(&dir, Some(&url), &["stuck", "--stalled-after", "soon"]));
     assert!(err.contains("--stalled-after"), "{err}");
+
+    // A database never migrated: said once, with what to run.
+    let bare = fresh_database("cli_stuck_bare").await;
+    let err = fails(&mainstay(&dir, Some(&bare), &["stuck"]));
+    assert!(err.contains("does not exist") && err.contains("mainstay migrate"), "{err}");
+    assert_eq!(err.matches("does not exist").count(), 1, "the cause is said once: {err}");
 }
