@@ -225,3 +225,29 @@ async fn steps_can_be_enqueued_like_in_the_tutorial() {
     assert_eq!(ops[1], (2, "cube".to_string(), None));
     app.shutdown().await;
 }
+
+/// Workers of an earlier release call the claim function of migration 0004, which migration 0007
+/// made a wrapper over the new claim: they still claim, with the columns they read.
+#[tokio::test]
+async fn the_claim_function_of_earlier_releases_still_claims() {
+    let url = fresh_database("q_old_claim").await;
+    mainstay::migrate(&config(&url, "x")).await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let opts = WorkflowOptions::new().id("old-claim-1").app_version("test-v1");
+    client.enqueue("square", "old_q", vec![serde_json::json!(3)], opts).await.unwrap();
+    let mut c = connect(&url).await;
+    let rows = sqlx::query(
+        "SELECT * FROM dbos.mainstay_claim_app('old_q', 'test-v1', 'old-worker', 100, 5, NULL, NULL, NULL, NULL, \
+         NULL, NULL, NULL, NULL, NULL, false, NULL, ARRAY['square'])",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(sqlx::Row::columns(row).len(), 8, "the columns binaries before migration 7 read");
+    assert_eq!(sqlx::Row::get::<String, _>(row, 0), "old-claim-1");
+    assert_eq!(sqlx::Row::get::<String, _>(row, 2), "PENDING");
+    let status = client.status("old-claim-1").await.unwrap().unwrap();
+    assert_eq!((status.status, status.executor_id.as_deref()), (Status::Pending, Some("old-worker")));
+}
