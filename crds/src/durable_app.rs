@@ -459,6 +459,7 @@ pub struct StuckStatus {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::without_defaults)]
 pub struct SlowQueueStatus {
+    /// Queue name.
     pub name: String,
     /// Workflows waiting in it.
     pub enqueued: i64,
