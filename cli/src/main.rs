@@ -705,7 +705,11 @@ async fn stuck(client: &Client, args: StuckArgs, json: bool) -> anyhow::Result<(
         .map(|p| vec![p.workflow_id.clone(), opt(&p.name), opt(&p.app_version), p.recovery_attempts.to_string(), time(p.updated_at_ms)])
         .collect();
     render::print(false, &(), &["WORKFLOW ID", "NAME", "VERSION", "ATTEMPTS", "SINCE"], rows)?;
-    println!("\nStranded: queued work no running version can run");
+    if report.stranded_judged {
+        println!("\nStranded: queued work no running version can run");
+    } else {
+        println!("\nStranded: not judged: name the application (--app, or MAINSTAY_APP_NAME) or the versions that run (--running-version)");
+    }
     let rows = report
         .stranded
         .iter()

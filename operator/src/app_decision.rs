@@ -290,11 +290,17 @@ pub fn stuck(o: &Observed<'_>, d: &Decision, before: Option<StuckStatus>) -> Opt
     (status != StuckStatus::default()).then_some(status)
 }
 
-/// When the next workflow stalls or the next queue turns slow if nothing moves, to judge
-/// again then.
+/// When to judge stuck work again if nothing else asks: now (the caller's next poll) while
+/// something is stuck, so its figures and gauges follow it and its end is seen (a stalled
+/// workflow moving on changes no count); otherwise when the next workflow stalls or the next
+/// queue turns slow, if nothing moves.
 pub fn next_judgement(o: &Observed<'_>) -> Option<DateTime<Utc>> {
     let threshold_ms = o.app.spec.stuck.queue_wait_seconds.saturating_mul(1000);
-    let queues = o.queue_waits.iter().filter(|w| w.oldest_wait_ms < threshold_ms).map(|w| w.oldest_ready_ms.saturating_add(threshold_ms));
+    let stalled = o.stuck.as_ref().is_some_and(|s| s.stalled_total > 0);
+    if stalled || o.queue_waits.iter().any(|w| w.oldest_wait_ms >= threshold_ms) {
+        return Some(o.now);
+    }
+    let queues = o.queue_waits.iter().map(|w| w.oldest_ready_ms.saturating_add(threshold_ms));
     let stall = o.stuck.as_ref().and_then(|s| s.next_stall_at_ms);
     queues.chain(stall).min().and_then(DateTime::from_timestamp_millis)
 }
@@ -637,8 +643,14 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         let (state, why, msg) = condition(&s, "Degraded");
         assert_eq!((state, why), ("True", reason::STALLED_WORKFLOWS));
         assert!(msg.contains("w-1") && msg.contains("60s"), "{msg}");
-        // Judged again when the next workflow stalls (30 s) or queue mail turns slow (20 s).
+        // While something is stuck, judged again at the next poll; otherwise when the next
+        // workflow stalls (30 s) or queue mail turns slow (20 s).
+        assert_eq!(next_judgement(&o), Some(o.now));
+        let (stuck_before, waits_before) = (o.stuck.clone(), o.queue_waits.clone());
+        o.stuck.as_mut().unwrap().stalled_total = 0;
+        o.queue_waits.retain(|w| w.queue == "mail");
         assert_eq!(next_judgement(&o), Some(o.now + chrono::Duration::seconds(20)));
+        (o.stuck, o.queue_waits) = (stuck_before, waits_before);
 
         // Not read this time: the figures stay as they were; nothing stuck at all: no report.
         o.stuck = None;

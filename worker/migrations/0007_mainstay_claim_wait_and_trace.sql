@@ -8,8 +8,9 @@
 -- (by Mainstay or by DBOS's tools) deletes its row, through the foreign key.
 --
 -- The claim returns, besides 0004's columns, the workflow's wait in milliseconds on the
--- database's clock since it became ready to run (its enqueue, or the end of its delay; for work
--- re-enqueued by a recovery, the re-enqueue), and its trace context. A function's result type
+-- database's clock since it became ready to run, and its trace context. A queued row's
+-- `updated_at` is when it was last put in the queue (enqueued, re-enqueued by a recovery or a
+-- resume, released), so ready is the later of that and the end of its delay. A function's result type
 -- cannot change in place (and prepared statements of running binaries would fail on it), so
 -- the claim is a new function, and 0004's becomes a wrapper over it: one body to keep, and
 -- binaries that call the old name get the same rows as before.
@@ -65,9 +66,7 @@ WITH budget AS (
     )) AS n
 ), picked AS (
     SELECT workflow_uuid,
-           CASE WHEN COALESCE(recovery_attempts, 0) = 0
-                THEN GREATEST(created_at, COALESCE(delay_until_epoch_ms, created_at))
-                ELSE updated_at END AS ready_at
+           GREATEST(COALESCE(updated_at, created_at), delay_until_epoch_ms) AS ready_at
     FROM {{schema}}.workflow_status
     WHERE queue_name = p_queue AND status = 'ENQUEUED'
       AND (p_partition IS NULL OR queue_partition_key = p_partition)

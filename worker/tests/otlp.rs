@@ -252,5 +252,16 @@ async fn spans_reach_an_otlp_receiver_across_a_kill_and_recovery() {
     assert_eq!(child.name, "ot_child");
     let child_step = spans.iter().find(|s| s.name == "ot_two").expect("the child's step");
     assert_eq!(child_step.parent, child.id);
+    // What let the executions join the trace: the context stored with the workflow and with
+    // its child.
+    let mut c = connect(&url).await;
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT workflow_uuid, traceparent FROM dbos.mainstay_workflow_trace ORDER BY workflow_uuid")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(stored.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec![WORKFLOW_ID, "ot-1-child"]);
+    assert!(stored[0].1.contains(&request.trace) && stored[0].1.contains(&request.id), "{stored:?}");
+    assert!(stored[1].1.contains(&child_op.id), "the child's context is its parent's child operation: {stored:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -39,6 +39,38 @@ async fn st_parent() -> mainstay::Result<u32> {
     child.get_result().await
 }
 
+#[mainstay::step]
+async fn st_quick() -> mainstay::Result<u32> {
+    Ok(1)
+}
+
+#[mainstay::workflow]
+async fn st_done() -> mainstay::Result<u32> {
+    st_quick().await
+}
+
+/// Waits on two children, the second of which finishes at once: still waiting on the first.
+#[mainstay::workflow]
+async fn st_fanout() -> mainstay::Result<u32> {
+    let slow = st_hang().id("st-fan-slow").start().await?;
+    let quick = st_done().id("st-fan-quick").start().await?;
+    Ok(quick.get_result().await? + slow.get_result().await?)
+}
+
+/// Receives its message long before the timeout, then hangs in a step.
+#[mainstay::workflow]
+async fn st_waiter() -> mainstay::Result<u32> {
+    let _: Option<String> = mainstay::recv(Some("go"), Duration::from_secs(3600)).await?;
+    st_block().await
+}
+
+/// Sleeps for ever.
+#[mainstay::workflow]
+async fn st_forever() -> mainstay::Result<u32> {
+    mainstay::sleep(Duration::MAX).await?;
+    Ok(0)
+}
+
 fn ids<'a>(it: impl Iterator<Item = &'a String>) -> BTreeSet<&'a str> {
     it.map(String::as_str).collect()
 }
@@ -52,13 +84,24 @@ async fn stalled_workflows_are_those_without_progress_past_the_threshold_and_not
     app.start(st_hang().id("st-hang")).await.unwrap();
     app.start(st_sleeper().id("st-sleep")).await.unwrap();
     app.start(st_parent().id("st-parent")).await.unwrap();
+    app.start(st_fanout().id("st-fanout")).await.unwrap();
+    app.start(st_waiter().id("st-waiter")).await.unwrap();
+    app.start(st_forever().id("st-forever")).await.unwrap();
     let client = Client::connect(&url).await.unwrap().for_application(Some("shop"));
-    // Everything has started (and the sleep and the child's start are recorded) before judging.
-    wait_for("the sleep and the child recorded", Duration::from_secs(20), || async {
-        let sleep = client.count_steps("st-sleep").await.unwrap();
+    // Everything has started (the sleeps, the children's starts, the receive's timer recorded)
+    // before judging; the waiter gets its message at once.
+    wait_for("the sleeps, the children and the receive recorded", Duration::from_secs(20), || async {
+        let sleeps = client.count_steps("st-sleep").await.unwrap() + client.count_steps("st-forever").await.unwrap();
         let parent = client.count_steps("st-parent").await.unwrap();
-        let child = client.status("st-child").await.unwrap().map(|s| s.status);
-        (sleep == 1 && parent == 1 && child == Some(Status::Pending)).then_some(())
+        let fanout = client.count_steps("st-fanout").await.unwrap();
+        let waiter = client.count_steps("st-waiter").await.unwrap();
+        let quick = client.status("st-fan-quick").await.unwrap().map(|s| s.status);
+        (sleeps == 2 && parent == 1 && fanout == 2 && waiter == 1 && quick == Some(Status::Success)).then_some(())
+    })
+    .await;
+    client.send("st-waiter", &"go", Some("go"), None).await.unwrap();
+    wait_for("the waiter's message received", Duration::from_secs(20), || async {
+        (client.count_steps("st-waiter").await.unwrap() == 2).then_some(())
     })
     .await;
 
@@ -70,17 +113,18 @@ async fn stalled_workflows_are_those_without_progress_past_the_threshold_and_not
     let now = mainstay_now_ms();
     assert!(next > now + 3_500_000 && next <= now + 3_600_000, "next stall at {next}, now {now}");
 
-    // Past a one-second threshold, the hanging workflow and the hanging child are stalled; the
-    // sleeper waits for its timer, the parent for its child.
-    let stuck = wait_for("two workflows stalled", Duration::from_secs(30), || async {
+    // Past a one-second threshold, the workflows hanging in a step are stalled: the two
+    // hanging workflows started as children, the plain one, and the one that got its message
+    // (its receive's timer no longer holds it). The sleepers wait for their timers (one for
+    // ever), the parents for an unfinished child.
+    let stuck = wait_for("four workflows stalled", Duration::from_secs(30), || async {
         let s = client.stuck_workflows(Duration::from_secs(1), 10).await.unwrap();
-        (s.stalled_total == 2).then_some(s)
+        (s.stalled_total == 4).then_some(s)
     })
     .await;
-    assert_eq!(ids(stuck.stalled.iter().map(|s| &s.workflow_id)), BTreeSet::from(["st-hang", "st-child"]));
+    assert_eq!(ids(stuck.stalled.iter().map(|s| &s.workflow_id)), BTreeSet::from(["st-hang", "st-child", "st-fan-slow", "st-waiter"]));
     for s in &stuck.stalled {
         assert_eq!(s.executor_id.as_deref(), Some("st-live"));
-        assert_eq!(s.name.as_deref(), Some("st_hang"));
         assert!(s.active_at_ms <= mainstay_now_ms() - 1000, "{s:?}");
     }
     // Another application's view holds none of it.
@@ -89,8 +133,9 @@ async fn stalled_workflows_are_those_without_progress_past_the_threshold_and_not
 
     // A step that completes is progress: released, the workflows finish and nothing is stalled.
     RELEASE.notify_waiters();
-    app.retrieve::<u32>("st-hang").get_result().await.unwrap();
-    app.retrieve::<u32>("st-parent").get_result().await.unwrap();
+    for id in ["st-hang", "st-parent", "st-fanout", "st-waiter"] {
+        app.retrieve::<u32>(id).get_result().await.unwrap();
+    }
     let after = client.stuck_workflows(Duration::from_secs(1), 10).await.unwrap();
     assert_eq!(after.stalled_total, 0, "{after:?}");
     app.shutdown().await;

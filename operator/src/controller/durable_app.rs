@@ -131,16 +131,7 @@ async fn cleanup(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         ctx.metrics.stuck_workflows.remove(&StuckLabels { namespace: labels.namespace.clone(), name: labels.name.clone(), kind });
     }
     for q in app.status.iter().flat_map(|s| &s.queues) {
-        let (namespace, app, queue) = (labels.namespace.clone(), labels.name.clone(), q.name.clone());
-        ctx.metrics.queue_oldest_wait.remove(&AppQueueLabels { namespace: namespace.clone(), app: app.clone(), queue: queue.clone() });
-        for state in ["enqueued", "pending"] {
-            ctx.metrics.queue_depth.remove(&QueueLabels {
-                namespace: namespace.clone(),
-                app: app.clone(),
-                queue: queue.clone(),
-                state: state.into(),
-            });
-        }
+        forget_queue_series(ctx, &labels.namespace, &labels.name, &q.name);
     }
     tracing::info!(app = %key, "DurableApp deleted; its workers go, its database stays");
     Ok(Action::await_change())
@@ -342,6 +333,10 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.queue_depth.get_or_create(&labels).set(n);
         }
     }
+    // A queue gone from the status (drained, not in the spec) takes its series with it.
+    for gone in current.iter().flat_map(|s| &s.queues).filter(|b| !status.queues.iter().any(|q| q.name == b.name)) {
+        forget_queue_series(ctx, &ns, &name, &gone.name);
+    }
     for q in &status.queues {
         let wait = observed.queue_waits.iter().find(|w| w.queue == q.name).map_or(0, |w| w.oldest_wait_ms);
         let labels = AppQueueLabels { namespace: ns.clone(), app: name.clone(), queue: q.name.clone() };
@@ -495,6 +490,14 @@ const IDLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 /// Publishes the Degraded condition as a Warning Event when its message is new, so a problem
 /// (the database, a version or queue conflict, stranded work) shows in `kubectl get events` and
 /// `kubectl describe` once, not on every reconcile.
+/// Removes the series of queue `queue` of app `namespace/app`.
+fn forget_queue_series(ctx: &Context, namespace: &str, app: &str, queue: &str) {
+    let labels = |state: &str| QueueLabels { namespace: namespace.into(), app: app.into(), queue: queue.into(), state: state.into() };
+    ctx.metrics.queue_oldest_wait.remove(&AppQueueLabels { namespace: namespace.into(), app: app.into(), queue: queue.into() });
+    ctx.metrics.queue_depth.remove(&labels("enqueued"));
+    ctx.metrics.queue_depth.remove(&labels("pending"));
+}
+
 /// Publishes a Warning Event for each kind of stuck work that grew since the status before
 /// (a queue that turned slow; more workflows stalled, stranded or parked).
 async fn warn_of_stuck_work(ctx: &Context, app: &DurableApp, before: Option<&StuckStatus>, after: Option<&StuckStatus>) {

@@ -29,7 +29,7 @@ pub struct WorkGroup {
     pub workflow_name: Option<String>,
     pub count: i64,
     /// For `Enqueued` groups, when the longest-waiting one became ready to run (epoch ms):
-    /// enqueued, its delay over, or re-enqueued by a recovery.
+    /// enqueued, its delay over, or re-enqueued (a recovery, a resume).
     pub oldest_ready_ms: Option<i64>,
 }
 

@@ -130,6 +130,10 @@ impl Default for StuckCriteria {
 pub struct StuckWork {
     /// The versions taken as running.
     pub running_versions: Vec<String>,
+    /// Whether stranded work was judged: it needs an application (whose latest version runs)
+    /// or the running versions named; across every application of a shared database no one
+    /// version is the latest.
+    pub stranded_judged: bool,
     #[serde(flatten)]
     pub workflows: StuckWorkflows,
     pub stranded: Vec<StrandedWork>,

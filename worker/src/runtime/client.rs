@@ -333,10 +333,17 @@ impl Client {
     }
 
     /// Everything stuck or stranded of this client's application, by `criteria`: stalled and
-    /// parked workflows, queued work no running version can run, slow queues.
+    /// parked workflows, queued work no running version can run (judged only for an
+    /// application or named running versions), slow queues.
     pub async fn stuck_work(&self, criteria: &StuckCriteria) -> Result<StuckWork> {
         let app = self.app_name.as_deref();
         let workflows = self.stuck_workflows(criteria.stalled_after, criteria.limit).await?;
+        let work = self.unfinished_work().await?;
+        let slow_queues = work.queue_waits(app, now_ms()).into_iter().filter(|w| w.oldest_wait_ms >= millis(criteria.queue_wait)).collect();
+        let stranded_judged = app.is_some() || criteria.running_versions.is_some();
+        if !stranded_judged {
+            return Ok(StuckWork { running_versions: Vec::new(), stranded_judged, workflows, stranded: Vec::new(), slow_queues });
+        }
         let latest = self.latest_version().await?;
         let running_versions = match &criteria.running_versions {
             Some(v) => v.clone(),
@@ -346,10 +353,8 @@ impl Client {
         for v in &running_versions {
             running.insert(v.clone(), self.registered_workflows(v).await?);
         }
-        let work = self.unfinished_work().await?;
         let stranded = work.stranded(app, &running, latest.as_deref());
-        let slow_queues = work.queue_waits(app, now_ms()).into_iter().filter(|w| w.oldest_wait_ms >= millis(criteria.queue_wait)).collect();
-        Ok(StuckWork { running_versions, workflows, stranded, slow_queues })
+        Ok(StuckWork { running_versions, stranded_judged, workflows, stranded, slow_queues })
     }
 
     /// How far each of the workflows among `ids` that exist has got, in one query: compare

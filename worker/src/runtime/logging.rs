@@ -42,6 +42,10 @@ pub fn init_logging_as(format: LogFormat) -> Result<bool> {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
 
+    if tracing::dispatcher::has_been_set() {
+        // Not ours to replace, and an exporter would see no span.
+        return Ok(false);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let lines = tracing_subscriber::fmt::layer().with_ansi(ansi);

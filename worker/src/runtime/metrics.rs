@@ -90,7 +90,7 @@ impl Metrics {
         r.register("queue_claims", "Queued workflows this process claimed, per queue", m.claimed.clone());
         r.register(
             "queue_wait_seconds",
-            "Time from a workflow becoming ready in a queue (enqueued, its delay over, re-enqueued by a recovery) to its claim here",
+            "Time from a workflow becoming ready in a queue (enqueued, its delay over, re-enqueued by a recovery or a resume) to its claim here",
             m.queue_wait_seconds.clone(),
         );
         r.register("recovered_workflows", "Workflows of this executor recovered at launch", m.recovered.clone());

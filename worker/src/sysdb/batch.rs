@@ -44,7 +44,12 @@ r AS (
     INSERT INTO {s}.workflow_input (workflow_uuid, inputs)
     SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
     ON CONFLICT (workflow_uuid) DO NOTHING
-), trace AS (
+)"#;
+
+/// Added to [`START_CTES`] when a row carries a trace context: a batch without one never names
+/// Mainstay's trace table, so a client (which does not migrate) still enqueues against a
+/// database its workers have not yet migrated to it.
+const TRACE_CTE: &str = r#", trace AS (
     INSERT INTO {s}.mainstay_workflow_trace (workflow_uuid, traceparent)
     SELECT r.id, r.traceparent FROM r JOIN ins ON ins.workflow_uuid = r.id
     WHERE r.traceparent IS NOT NULL
@@ -101,23 +106,27 @@ fn numbered(fragment: &str, offset: usize, count: usize) -> String {
     text
 }
 
-/// The four batch statements, with the schema spliced in.
+/// The batch statements, with the schema spliced in (`*_traced`: writing trace contexts too).
 pub(super) struct Statements {
     starts: Arc<str>,
+    starts_traced: Arc<str>,
     steps: Arc<str>,
     finishes: Arc<str>,
     mixed: Arc<str>,
+    mixed_traced: Arc<str>,
 }
 
 impl Statements {
     pub(super) fn new(r: &Renderer) -> Statements {
         let start = numbered(START_CTES, 0, START_PARAMS);
+        let start_traced = numbered(&format!("{START_CTES}{TRACE_CTE}"), 0, START_PARAMS);
         let step = numbered(STEP_CTES, 0, STEP_PARAMS);
         let finish = numbered(FINISH_CTES, 0, FINISH_PARAMS);
         let later_step = numbered(STEP_CTES, START_PARAMS, STEP_PARAMS);
         let later_finish = numbered(FINISH_CTES, START_PARAMS + STEP_PARAMS, FINISH_PARAMS);
         let names = [
             ("start", start.as_str()),
+            ("start_traced", start_traced.as_str()),
             ("step", step.as_str()),
             ("finish", finish.as_str()),
             ("later_step", later_step.as_str()),
@@ -128,10 +137,15 @@ impl Statements {
         ];
         Statements {
             starts: r.sql_with("WITH {start}\n{starts_done}", &names),
+            starts_traced: r.sql_with("WITH {start_traced}\n{starts_done}", &names),
             steps: r.sql_with("WITH {step}\n{steps_done}", &names),
             finishes: r.sql_with("WITH {finish}\n{finishes_done}", &names),
             mixed: r.sql_with(
                 "WITH {start}, {later_step}, {later_finish}\n{starts_done}\nUNION ALL {steps_done}\nUNION ALL {finishes_done}",
+                &names,
+            ),
+            mixed_traced: r.sql_with(
+                "WITH {start_traced}, {later_step}, {later_finish}\n{starts_done}\nUNION ALL {steps_done}\nUNION ALL {finishes_done}",
                 &names,
             ),
         }
@@ -202,11 +216,13 @@ impl SystemDatabase {
     pub(crate) async fn write_batch(&self, conn: &mut PgConnection, batch: &Batch<'_>) -> std::result::Result<Written, sqlx::Error> {
         let stmts = &self.sql.batch;
         let (has_starts, has_steps, has_finishes) = (!batch.starts.is_empty(), !batch.steps.is_empty(), !batch.finishes.is_empty());
+        let traced = batch.starts.iter().any(|r| r.traceparent.is_some());
+        let (starts, mixed) = if traced { (&stmts.starts_traced, &stmts.mixed_traced) } else { (&stmts.starts, &stmts.mixed) };
         let query = match (has_starts, has_steps, has_finishes) {
-            (_, false, false) => bind_starts(q(&stmts.starts), &batch.starts),
+            (_, false, false) => bind_starts(q(starts), &batch.starts),
             (false, true, false) => bind_steps(q(&stmts.steps), &batch.steps),
             (false, false, true) => bind_finishes(q(&stmts.finishes), &batch.finishes),
-            _ => bind_finishes(bind_steps(bind_starts(q(&stmts.mixed), &batch.starts), &batch.steps), &batch.finishes),
+            _ => bind_finishes(bind_steps(bind_starts(q(mixed), &batch.starts), &batch.steps), &batch.finishes),
         };
         let mut started = Vec::new();
         let mut stepped = Vec::new();

@@ -18,11 +18,10 @@ use crate::model::status::{Status, WorkflowStatus};
 /// Finished workflows deleted per statement by a retention sweep.
 const DELETE_BATCH: i64 = 5_000;
 
-/// When a queued workflow became ready to run (epoch ms): enqueued, its delay over, or (once it
-/// ran, so recovery attempts count) re-enqueued by a recovery. As the claim of migration 0007
-/// measures its wait.
-const READY_AT: &str = "CASE WHEN COALESCE(recovery_attempts, 0) = 0 \
-    THEN GREATEST(created_at, COALESCE(delay_until_epoch_ms, created_at)) ELSE updated_at END";
+/// When a queued workflow became ready to run (epoch ms): the later of when it was last put in
+/// the queue (enqueued, re-enqueued by a recovery or a resume: `updated_at`) and the end of its
+/// delay. As the claim of migration 0007 measures its wait.
+const READY_AT: &str = "GREATEST(COALESCE(updated_at, created_at), delay_until_epoch_ms)";
 
 /// Columns of a status read, in the order [`status_from_row`] expects.
 pub(super) const STATUS_COLUMNS: &str = r#"

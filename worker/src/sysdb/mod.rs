@@ -293,6 +293,10 @@ WITH own AS (
     INSERT INTO {s}.workflow_input (workflow_uuid, inputs)
     SELECT workflow_uuid, $11 FROM child
     ON CONFLICT (workflow_uuid) DO NOTHING
+), trace AS (
+    INSERT INTO {s}.mainstay_workflow_trace (workflow_uuid, traceparent)
+    SELECT workflow_uuid, $20::text FROM child WHERE $20::text IS NOT NULL
+    ON CONFLICT (workflow_uuid) DO NOTHING
 ), rec AS (
     INSERT INTO {s}.operation_outputs (
         workflow_uuid, function_id, function_name, child_workflow_id, started_at_epoch_ms,
@@ -567,6 +571,7 @@ impl SystemDatabase {
             .bind(&child.deduplication_id)
             .bind(&child.partition_key)
             .bind(child.delay_until_ms)
+            .bind(&child.traceparent)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| match duplicate_of(&e, child) {

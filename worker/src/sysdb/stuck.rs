@@ -11,8 +11,11 @@ use sqlx::Row;
 
 use super::{q, Renderer, SystemDatabase};
 use crate::model::error::{Error, Result};
-use crate::model::names::SLEEP_OPERATION;
+use crate::model::names::{GET_EVENT_OPERATION, RECV_OPERATION, SLEEP_OPERATION};
 use crate::model::stuck::{ParkedWorkflow, StalledWorkflow, StuckWorkflows};
+
+/// The latest time the query computes (epoch ms; far beyond any real one, within `bigint`).
+const MAX_MS: &str = "4000000000000000";
 
 pub(super) struct Statements {
     stalled: Arc<str>,
@@ -21,26 +24,34 @@ pub(super) struct Statements {
 
 /// `$1` application (NULL: every one), `$2` stalled after (ms), `$3` rows listed.
 /// A workflow last moved at the latest of its start, its record's update, its latest
-/// operation's start and end, and the wake-up time of the timer that operation set (a sleep,
-/// or a `recv`/`get_event` timeout: waiting by design). One waiting on an unfinished child is
-/// not judged (the child is). The last row (`workflow_uuid` NULL) carries the totals.
+/// operation's start and end, and the wake-up time of the timer that operation set when the
+/// workflow still waits on it (a sleep, or the timeout of a `recv`/`get_event` that has not
+/// returned: its record, the operation just before the timer, is not there yet). One with an
+/// unfinished child is not judged (the child is). The last row (`workflow_uuid` NULL) carries
+/// the totals. Times are computed in `numeric` and capped, so a timer set for ever (a wake-up
+/// time past the `bigint` range) cannot break the query.
 const STALLED: &str = r#"
 WITH pending AS (
     SELECT workflow_uuid, name, executor_id, application_version, queue_name, updated_at, started_at_epoch_ms
     FROM {s}.workflow_status WHERE status = 'PENDING' AND {scope}
 ), judged AS (
     SELECT p.*, op.function_name,
-           GREATEST(p.updated_at, p.started_at_epoch_ms, op.started_at_epoch_ms, op.completed_at_epoch_ms,
-                    CASE WHEN op.function_name = {sleep} AND op.output ~ '^[0-9]+(\.[0-9]+)?$'
-                         THEN (op.output::float8 * 1000)::bigint END) AS active_at
+           LEAST(GREATEST(p.updated_at, p.started_at_epoch_ms, op.started_at_epoch_ms, op.completed_at_epoch_ms,
+                          CASE WHEN op.function_name = {sleep} AND op.output ~ '^[0-9]+(\.[0-9]+)?$'
+                                    AND NOT EXISTS (
+                                        SELECT 1 FROM {s}.operation_outputs w
+                                        WHERE w.workflow_uuid = p.workflow_uuid AND w.function_id = op.function_id - 1
+                                          AND w.function_name IN ({recv}, {get_event}))
+                               THEN op.output::numeric * 1000 END),
+                 {max_ms})::bigint AS active_at
     FROM pending p
     LEFT JOIN LATERAL (
-        SELECT o.function_name, o.started_at_epoch_ms, o.completed_at_epoch_ms, o.output, o.child_workflow_id
+        SELECT o.function_id, o.function_name, o.started_at_epoch_ms, o.completed_at_epoch_ms, o.output
         FROM {s}.operation_outputs o WHERE o.workflow_uuid = p.workflow_uuid
         ORDER BY o.function_id DESC LIMIT 1) op ON true
-    WHERE op.child_workflow_id IS NULL OR NOT EXISTS (
+    WHERE NOT EXISTS (
         SELECT 1 FROM {s}.workflow_status c
-        WHERE c.workflow_uuid = op.child_workflow_id AND c.status IN ('PENDING', 'ENQUEUED', 'DELAYED'))
+        WHERE c.parent_workflow_id = p.workflow_uuid AND c.status IN ('PENDING', 'ENQUEUED', 'DELAYED'))
 ), stalled AS (
     SELECT * FROM judged WHERE active_at <= {clock} - $2::bigint
 )
@@ -49,7 +60,7 @@ WITH pending AS (
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT count(*) FROM stalled),
-       (SELECT min(active_at) + $2::bigint FROM judged WHERE active_at > {clock} - $2::bigint)"#;
+       (SELECT LEAST(min(active_at)::numeric + $2::bigint, {max_ms})::bigint FROM judged WHERE active_at > {clock} - $2::bigint)"#;
 
 /// `$1` application (NULL: every one), `$2` rows listed. The last row carries the total.
 const PARKED: &str = r#"
@@ -64,8 +75,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM parked)"#;
 
 impl Statements {
     pub(super) fn new(r: &Renderer) -> Statements {
-        let sleep = format!("'{SLEEP_OPERATION}'");
-        Statements { stalled: r.sql_with(STALLED, &[("sleep", &sleep)]), parked: r.sql(PARKED) }
+        let (sleep, recv, get_event) = (format!("'{SLEEP_OPERATION}'"), format!("'{RECV_OPERATION}'"), format!("'{GET_EVENT_OPERATION}'"));
+        let names = [("sleep", sleep.as_str()), ("recv", recv.as_str()), ("get_event", get_event.as_str()), ("max_ms", MAX_MS)];
+        Statements { stalled: r.sql_with(STALLED, &names), parked: r.sql(PARKED) }
     }
 }
 
