@@ -125,6 +125,7 @@ async fn cleanup(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     ctx.scaling.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     ctx.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    ctx.stuck_reported.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     let labels = ObjectLabels { namespace: app.namespace().unwrap_or_default(), name: app.name_any() };
     ctx.metrics.desired_workers.remove(&labels);
     for kind in ["stalled", "stranded", "parked"] {
@@ -351,7 +352,14 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.desired_workers.get_or_create(&labels).set(i64::from(decision.desired));
     write_status(&api, &app, current.as_ref(), &status).await?;
     warn_if_new(ctx, &app, current.as_ref(), &status).await;
-    warn_of_stuck_work(ctx, &app, current.as_ref().and_then(|s| s.stuck.as_ref()), status.stuck.as_ref()).await;
+    // What was reported last: this process's memory, or after a restart what the status says.
+    let reported = ctx
+        .stuck_reported
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone(), status.stuck.clone().unwrap_or_default())
+        .or_else(|| current.as_ref().and_then(|s| s.stuck.clone()));
+    warn_of_stuck_work(ctx, &app, reported.as_ref(), status.stuck.as_ref()).await;
     ctx.succeeded(&key);
     // While something is settling, look again every poll interval. At rest, the observer asks
     // for a reconcile when the app's work changes and the watches when its objects do; the

@@ -197,6 +197,9 @@ pub struct Context {
     pub(crate) queues_written: Mutex<HashMap<String, Vec<mainstay::Queue>>>,
     /// When retention last ran per DurableApp.
     pub(crate) retention_ran: Mutex<HashMap<String, std::time::Instant>>,
+    /// The stuck work last reported per DurableApp (Events go out when it grows; kept here so a
+    /// status the API server does not keep, under an old CRD, does not repeat them).
+    pub(crate) stuck_reported: Mutex<HashMap<String, mainstay_crds::StuckStatus>>,
     /// The retry delays of each object whose reconciles are failing (see `retry`).
     failures: Mutex<HashMap<String, backon::ExponentialBackoff>>,
     /// The spec hash of the Service last applied per DurableApp (`None`: known to have none).
@@ -230,6 +233,7 @@ impl Context {
             scaling: Mutex::default(),
             queues_written: Mutex::default(),
             retention_ran: Mutex::default(),
+            stuck_reported: Mutex::default(),
             failures: Mutex::default(),
             schedules_seen: Mutex::default(),
             services_applied: Mutex::default(),
@@ -291,6 +295,7 @@ impl Context {
             gone.extend(written.keys().filter(|k| !live.contains(*k)).cloned());
             written.retain(|k, _| live.contains(k));
             self.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
+            self.stuck_reported.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
             self.services_applied.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
             self.reserved.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
             self.registered.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(&k.0));
