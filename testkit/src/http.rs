@@ -3,6 +3,12 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A loopback port free at the time of asking, for a server a test starts (which binds it a
+/// moment later; another process may take it in between, so servers that can are told port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("its address").port()
+}
+
 /// What a GET was answered.
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {

@@ -14,7 +14,7 @@ mod promtool;
 mod wait;
 
 pub use database::{admin_url, connect, database_name, fresh_database, fresh_database_on, with_database, TEST_URL_ENV};
-pub use http::{http_get, HttpAnswer};
+pub use http::{free_port, http_get, HttpAnswer};
 pub use logs::{capture_logs, init_tracing, logged};
 pub use outcomes::count_outcome_writes;
 pub use process::{kill_child, self_command, spawn_self};

@@ -136,10 +136,6 @@ fn receiver_config(port: u16, file: &Path) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn spans_reach_an_otlp_receiver_across_a_kill_and_recovery() {
     let Ok(receiver) = std::env::var(RECEIVER_ENV) else {

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Api;
 
-pub use mainstay_testkit::http_get;
+pub use mainstay_testkit::{free_port, http_get};
 
 /// Variables `.ci/run` sets for the suite.
 pub const KUBECONFIG_ENV: &str = "MAINSTAY_E2E_KUBECONFIG";
@@ -141,10 +141,6 @@ fn ok(out: std::process::Output, tool: &str, args: &[&str]) -> Result<String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `check` until it yields a value; fails after `timeout` naming what it waited for and
