@@ -220,7 +220,7 @@ pub fn status(o: &Observed<'_>, d: &Decision, before: DurableAppStatus) -> Durab
         .collect();
 
     status.stuck = stuck(o, d, status.stuck.take());
-    match problems(o, d).into_iter().next() {
+    match problems(o, d, status.stuck.as_ref()).into_iter().next() {
         // The controller publishes it as an Event when its message is new.
         Some((why, msg)) => set(&mut status.conditions, condition::DEGRADED, true, why, &msg, generation, now),
         None => set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
@@ -252,6 +252,11 @@ pub fn status(o: &Observed<'_>, d: &Decision, before: DurableAppStatus) -> Durab
     status
 }
 
+/// How long a queue's oldest workflow may wait before the queue is slow (`spec.stuck`).
+fn queue_wait(o: &Observed<'_>) -> std::time::Duration {
+    std::time::Duration::from_secs(o.app.spec.stuck.queue_wait_seconds.max(0) as u64)
+}
+
 /// Workflow IDs listed in `status.stuck`.
 const STUCK_LISTED: usize = 5;
 
@@ -261,24 +266,18 @@ pub fn stuck(o: &Observed<'_>, d: &Decision, before: Option<StuckStatus>) -> Opt
     let before = before.unwrap_or_default();
     let (stalled_workflows, stalled, parked_workflows, parked) = match &o.stuck {
         Some(w) => {
-            let elsewhere = w.stalled.iter().filter(|s| !s.executor_id.as_ref().is_some_and(|e| o.live_pods.contains(e))).count();
-            let live: Vec<String> = w
-                .stalled
-                .iter()
-                .filter(|s| s.executor_id.as_ref().is_some_and(|e| o.live_pods.contains(e)))
-                .take(STUCK_LISTED)
-                .map(|s| s.workflow_id.clone())
-                .collect();
+            let (live, elsewhere): (Vec<_>, Vec<_>) =
+                w.stalled.iter().partition(|s| s.executor_id.as_ref().is_some_and(|e| o.live_pods.contains(e)));
+            let live = live.iter().take(STUCK_LISTED).map(|s| s.workflow_id.clone()).collect();
             let parked = w.parked.iter().take(STUCK_LISTED).map(|p| p.workflow_id.clone()).collect();
-            (w.stalled_total - elsewhere as i64, live, w.parked_total, parked)
+            (w.stalled_total - elsewhere.len() as i64, live, w.parked_total, parked)
         }
         None => (before.stalled_workflows, before.stalled, before.parked_workflows, before.parked),
     };
-    let threshold_ms = o.app.spec.stuck.queue_wait_seconds.saturating_mul(1000);
     let slow_queues = o
         .queue_waits
         .iter()
-        .filter(|w| w.oldest_wait_ms >= threshold_ms)
+        .filter(|w| w.waited(queue_wait(o)))
         .map(|w| SlowQueueStatus {
             name: w.queue.clone(),
             enqueued: w.enqueued,
@@ -295,18 +294,19 @@ pub fn stuck(o: &Observed<'_>, d: &Decision, before: Option<StuckStatus>) -> Opt
 /// workflow moving on changes no count); otherwise when the next workflow stalls or the next
 /// queue turns slow, if nothing moves.
 pub fn next_judgement(o: &Observed<'_>) -> Option<DateTime<Utc>> {
-    let threshold_ms = o.app.spec.stuck.queue_wait_seconds.saturating_mul(1000);
     let stalled = o.stuck.as_ref().is_some_and(|s| s.stalled_total > 0);
-    if stalled || o.queue_waits.iter().any(|w| w.oldest_wait_ms >= threshold_ms) {
+    if stalled || o.queue_waits.iter().any(|w| w.waited(queue_wait(o))) {
         return Some(o.now);
     }
+    let threshold_ms = i64::try_from(queue_wait(o).as_millis()).unwrap_or(i64::MAX);
     let queues = o.queue_waits.iter().map(|w| w.oldest_ready_ms.saturating_add(threshold_ms));
     let stall = o.stuck.as_ref().and_then(|s| s.next_stall_at_ms);
     queues.chain(stall).min().and_then(DateTime::from_timestamp_millis)
 }
 
-/// What needs fixing, most pressing first; the first is the Degraded condition.
-fn problems(o: &Observed<'_>, d: &Decision) -> Vec<(&'static str, String)> {
+/// What needs fixing, most pressing first; the first is the Degraded condition. `stuck`: the
+/// stuck work the status reports (see [`stuck`]).
+fn problems(o: &Observed<'_>, d: &Decision, stuck: Option<&StuckStatus>) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     if let Some(msg) = &o.version_conflict {
         problems.push((reason::VERSION_CONFLICT, msg.clone()));
@@ -350,7 +350,7 @@ fn problems(o: &Observed<'_>, d: &Decision) -> Vec<(&'static str, String)> {
         ));
     }
     let spec = &o.app.spec.stuck;
-    if let Some(stuck) = stuck(o, d, None) {
+    if let Some(stuck) = stuck {
         if stuck.stalled_workflows > 0 {
             problems.push((
                 reason::STALLED_WORKFLOWS,

@@ -495,9 +495,6 @@ async fn apply_decision(app: &DurableApp, ctx: &Context, db: &mainstay::Client, 
 /// and the watches bring it back on every change they see).
 const IDLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Publishes the Degraded condition as a Warning Event when its message is new, so a problem
-/// (the database, a version or queue conflict, stranded work) shows in `kubectl get events` and
-/// `kubectl describe` once, not on every reconcile.
 /// Removes the series of queue `queue` of app `namespace/app`.
 fn forget_queue_series(ctx: &Context, namespace: &str, app: &str, queue: &str) {
     let labels = |state: &str| QueueLabels { namespace: namespace.into(), app: app.into(), queue: queue.into(), state: state.into() };
@@ -545,6 +542,9 @@ async fn warn_of_stuck_work(ctx: &Context, app: &DurableApp, before: Option<&Stu
 const STUCK_REASONS: [&str; 5] =
     [reason::STALLED_WORKFLOWS, reason::PARKED_WORKFLOWS, reason::SLOW_QUEUES, reason::STRANDED_WORK, reason::UNRUNNABLE_WORK];
 
+/// Publishes the Degraded condition as a Warning Event when its message is new, so a problem
+/// (the database, a version or queue conflict, stranded work) shows in `kubectl get events` and
+/// `kubectl describe` once, not on every reconcile.
 async fn warn_if_new(ctx: &Context, app: &DurableApp, before: Option<&DurableAppStatus>, after: &DurableAppStatus) {
     let degraded = |s: &DurableAppStatus| {
         s.conditions.iter().find(|c| c.type_ == condition::DEGRADED && c.status == "True").map(|c| (c.reason.clone(), c.message.clone()))

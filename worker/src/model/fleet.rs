@@ -35,7 +35,7 @@ pub struct WorkGroup {
 
 /// Everything but `oldest_ready_ms`, which moves with every claim from a busy queue: a digest
 /// of the work changes when its amounts do, and what depends on waiting times is judged again
-/// on a clock (see [`UnfinishedWork::slow_queues`]).
+/// on a clock (see [`UnfinishedWork::queue_waits`]).
 impl std::hash::Hash for WorkGroup {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         (&self.application_name, &self.app_version, &self.version_owners, &self.queue_name, &self.executor_id).hash(h);

@@ -106,6 +106,13 @@ pub struct QueueWait {
     pub oldest_wait_ms: i64,
 }
 
+impl QueueWait {
+    /// Whether its oldest ready workflow has waited `threshold` or longer: a slow queue.
+    pub fn waited(&self, threshold: Duration) -> bool {
+        self.oldest_wait_ms >= millis(threshold)
+    }
+}
+
 /// What counts as stuck, for [`Client::stuck_work`](crate::Client::stuck_work).
 #[derive(Debug, Clone)]
 pub struct StuckCriteria {

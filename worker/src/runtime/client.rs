@@ -339,7 +339,7 @@ impl Client {
         let app = self.app_name.as_deref();
         let workflows = self.stuck_workflows(criteria.stalled_after, criteria.limit).await?;
         let work = self.unfinished_work().await?;
-        let slow_queues = work.queue_waits(app, now_ms()).into_iter().filter(|w| w.oldest_wait_ms >= millis(criteria.queue_wait)).collect();
+        let slow_queues = work.queue_waits(app, now_ms()).into_iter().filter(|w| w.waited(criteria.queue_wait)).collect();
         let stranded_judged = app.is_some() || criteria.running_versions.is_some();
         if !stranded_judged {
             return Ok(StuckWork { running_versions: Vec::new(), stranded_judged, workflows, stranded: Vec::new(), slow_queues });

@@ -5,7 +5,8 @@
 //!
 //! Invariants: one span per execution of a workflow (a recovery or a replay on another worker is
 //! a new span, marked `workflow.replay`), one per operation called inside a workflow, created at
-//! the call (marked `step.replayed` when a previous execution's record answers it), so its parent is the workflow's span even when steps run concurrently (`join!`).
+//! the call (marked `step.replayed` when a previous execution's record answers it), so its
+//! parent is the workflow's span even when steps run concurrently (`join!`).
 //! Outside a workflow an operation has no span of its own. Spans are at INFO level: a subscriber
 //! that filters INFO out pays nothing for them. Span and field names are all here (`tracing`
 //! takes them as literals); a span's `otel.name` is the function's name, as OpenTelemetry's
