@@ -148,13 +148,6 @@ pub struct StuckWork {
     pub slow_queues: Vec<QueueWait>,
 }
 
-impl StuckWork {
-    /// Whether nothing is stuck.
-    pub fn is_empty(&self) -> bool {
-        self.workflows.stalled_total == 0 && self.workflows.parked_total == 0 && self.stranded.is_empty() && self.slow_queues.is_empty()
-    }
-}
-
 impl UnfinishedWork {
     /// Queued work of application `app` that none of the `running` versions (with what each
     /// registered; empty: not recorded, taken as able to run anything) can run. Work without a
@@ -165,10 +158,9 @@ impl UnfinishedWork {
         running: &BTreeMap<String, Vec<RegisteredWorkflow>>,
         latest: Option<&str>,
     ) -> Vec<StrandedWork> {
-        let registers = |version: &str, name: &str| {
-            let names: HashSet<&str> = running.get(version).map(|r| r.iter().map(|w| w.name.as_str()).collect()).unwrap_or_default();
-            names.is_empty() || names.contains(name)
-        };
+        let names: BTreeMap<&str, HashSet<&str>> =
+            running.iter().map(|(v, r)| (v.as_str(), r.iter().map(|w| w.name.as_str()).collect())).collect();
+        let registers = |version: &str, name: &str| names.get(version).is_none_or(|n| n.is_empty() || n.contains(name));
         let mut by: BTreeMap<(String, Option<String>), StrandedWork> = BTreeMap::new();
         for g in self.of(app) {
             if !matches!(g.status, Status::Enqueued | Status::Delayed) {
