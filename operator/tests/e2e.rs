@@ -18,7 +18,7 @@ use harness::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use kube::{Api, ResourceExt};
+use kube::{Api, CustomResourceExt as _, ResourceExt};
 use mainstay::{Client, Status, WorkflowFilter, WorkflowOptions};
 use mainstay_crds::{DurableApp, Schedule, WorkflowRun};
 use mainstay_operator::names::LABEL_APP;
@@ -36,7 +36,7 @@ fn namespace(base: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_end_to_end() -> Result<()> {
     let cluster = Cluster::from_env().await?;
-    install_chart(&cluster)?;
+    install_chart(&cluster).await?;
     let sa = cluster.service_account_kubeconfig(RELEASE_NAMESPACE, RELEASE)?;
     let operator = Operator::start(&cluster, &sa, "e2e-operator-1").await?;
     let runner = PodRunner::start(cluster.client.clone(), cluster.worker_bin.clone(), cluster.work_dir.clone(), vec![]);
@@ -90,7 +90,7 @@ async fn expect_metrics(operator: &Operator, names: &[&str]) -> Result<()> {
 }
 
 /// `helm lint`, a server-side dry run of the rendered chart, then `helm install`.
-fn install_chart(cluster: &Cluster) -> Result<()> {
+async fn install_chart(cluster: &Cluster) -> Result<()> {
     cluster.helm(&["lint", "charts/mainstay"])?;
     // Two replicas without leader election would fight over every object: refused.
     let two = cluster.helm(&["template", RELEASE, "charts/mainstay", "--set", "replicaCount=2", "--set", "leaderElection.enabled=false"]);
@@ -100,6 +100,7 @@ fn install_chart(cluster: &Cluster) -> Result<()> {
     );
     let _ = cluster.helm(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"]);
     cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
+    crds_established(cluster, &[DurableApp::crd_name(), Schedule::crd_name(), WorkflowRun::crd_name()]).await?;
     apply(cluster, &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {RELEASE_NAMESPACE}}}\n"))?;
     // The `helm test` pod runs the operator's own image (a mirror's too), nothing else.
     let mirrored = cluster.helm(&["template", RELEASE, "charts/mainstay", "--set", "image.repository=mirror.example/mainstay-operator"])?;
@@ -108,7 +109,7 @@ fn install_chart(cluster: &Cluster) -> Result<()> {
         images.len() == 2 && images.iter().all(|i| i.starts_with("\"mirror.example/mainstay-operator:")),
         "the operator and its test pod should both run the operator's image: {images:?}"
     );
-    monitors_are_accepted(cluster).context("the chart's Prometheus Operator monitors")?;
+    monitors_are_accepted(cluster).await.context("the chart's Prometheus Operator monitors")?;
     let rendered = cluster.helm(&["template", RELEASE, "charts/mainstay", "-n", RELEASE_NAMESPACE])?;
     let dry = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)?;
     ensure!(dry.status.success(), "the rendered chart is refused by the apiserver: {}", String::from_utf8_lossy(&dry.stderr));
@@ -120,7 +121,7 @@ fn install_chart(cluster: &Cluster) -> Result<()> {
 /// Operator's CRDs are missing; accepted by the apiserver against those CRDs' own schemas
 /// (generated from its API module by `tests/cluster/build.sh observability`, named by
 /// `MAINSTAY_MONITORING_CRDS`); and the PodMonitor selects the worker pods the operator makes.
-fn monitors_are_accepted(cluster: &Cluster) -> Result<()> {
+async fn monitors_are_accepted(cluster: &Cluster) -> Result<()> {
     let Ok(crds) = std::env::var("MAINSTAY_MONITORING_CRDS") else {
         ensure!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -136,13 +137,7 @@ fn monitors_are_accepted(cluster: &Cluster) -> Result<()> {
         "monitors rendered without their CRDs: {without:?}"
     );
     cluster.kubectl(&["apply", "--server-side", "-f", &crds])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com",
-        "crd/podmonitors.monitoring.coreos.com",
-    ])?;
+    crds_established(cluster, &["servicemonitors.monitoring.coreos.com", "podmonitors.monitoring.coreos.com"]).await?;
     let args =
         [&["template", RELEASE, "charts/mainstay", "-n", RELEASE_NAMESPACE, "--api-versions", "monitoring.coreos.com/v1"][..], &on[..]]
             .concat();
@@ -157,6 +152,23 @@ fn monitors_are_accepted(cluster: &Cluster) -> Result<()> {
     }
     let dry = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)?;
     ensure!(dry.status.success(), "the monitors are refused by their CRDs: {}", String::from_utf8_lossy(&dry.stderr));
+    Ok(())
+}
+
+/// Waits until the apiserver serves each named CRD. Watched through the API (kube's own
+/// condition) rather than with `kubectl wait --for=condition=Established`, which fails outright,
+/// instead of waiting, when it reads a CRD whose status has no conditions yet, as a just-created
+/// one's may not.
+async fn crds_established(cluster: &Cluster, names: &[&str]) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions::is_crd_established};
+    let crds = Api::<CustomResourceDefinition>::all(cluster.client.clone());
+    for name in names {
+        tokio::time::timeout(Duration::from_secs(60), await_condition(crds.clone(), name, is_crd_established()))
+            .await
+            .with_context(|| format!("CRD {name} was not established within 60 s"))?
+            .with_context(|| format!("watching CRD {name}"))?;
+    }
     Ok(())
 }
 
