@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::ResourceExt;
+use kube::{CustomResourceExt as _, ResourceExt};
 use mainstay::{ExecutorWork, QueueDepth, QueueWait, RegisteredWorkflow, StuckWorkflows, UnrunnableWork, VersionWork};
 use mainstay_crds::{DurableApp, DurableAppStatus, QueueStatus, SlowQueueStatus, StuckStatus, VersionWorkflows};
 
@@ -47,6 +47,8 @@ pub struct Observed<'a> {
     pub unrunnable: Vec<UnrunnableWork>,
     /// The app's stalled and parked workflows (`None`: not read this time).
     pub stuck: Option<StuckWorkflows>,
+    /// The fields this operator knows that the installed DurableApp CRD lacks (see `crd_drift`).
+    pub crd_missing: Vec<String>,
     /// How long the oldest ready workflow of each of the app's queues has waited.
     pub queue_waits: Vec<QueueWait>,
     /// What each deployed version (and the current one) registered.
@@ -308,6 +310,10 @@ pub fn next_judgement(o: &Observed<'_>) -> Option<DateTime<Utc>> {
 /// stuck work the status reports (see [`stuck`]).
 fn problems(o: &Observed<'_>, d: &Decision, stuck: Option<&StuckStatus>) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
+    // First: it may explain the rest (a threshold set in the spec that the API server dropped).
+    if !o.crd_missing.is_empty() {
+        problems.push((reason::CRD_OUTDATED, crate::crd_drift::outdated_message(DurableApp::crd_name(), &o.crd_missing)));
+    }
     if let Some(msg) = &o.version_conflict {
         problems.push((reason::VERSION_CONFLICT, msg.clone()));
     }
@@ -471,6 +477,7 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
             depths: vec![QueueDepth { queue: "orders".into(), enqueued: 25, pending: 0 }],
             unrunnable: Vec::new(),
             stuck: None,
+            crd_missing: Vec::new(),
             queue_waits: Vec::new(),
             registered: BTreeMap::new(),
             deployments: deployments.into_iter().map(|d| (d.annotations()["mainstay.dev/version"].clone(), d)).collect(),
@@ -658,5 +665,24 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         assert_eq!(stuck(&o, &d, Some(report.clone())).map(|s| s.stalled_workflows), Some(1));
         o.stuck = Some(StuckWorkflows::default());
         assert_eq!(stuck(&o, &d, Some(report)), None);
+    }
+
+    #[test]
+    fn an_outdated_crd_is_the_first_problem() {
+        let app = app(APP);
+        let mut o = observed(&app, vec![deployment(&app, "v2", "shop-worker:2", 1, 1)], vec![work(Some("v2"), 0, 0)]);
+        o.version_conflict = Some("version v2 belongs to another application".into());
+        o.crd_missing = vec!["spec.stuck".into(), "status.stuck".into()];
+        let d = decide(&o, &mut scaling::History::default());
+        let s = status(&o, &d, DurableAppStatus::default());
+        let (state, why, msg) = condition(&s, "Degraded");
+        assert_eq!((state, why), ("True", reason::CRD_OUTDATED));
+        assert!(
+            msg.contains("durableapps.mainstay.dev") && msg.contains("spec.stuck, status.stuck") && msg.contains("charts/mainstay/crds/"),
+            "{msg}"
+        );
+        o.crd_missing.clear();
+        let d = decide(&o, &mut scaling::History::default());
+        assert_eq!(condition(&status(&o, &d, DurableAppStatus::default()), "Degraded").1, reason::VERSION_CONFLICT);
     }
 }

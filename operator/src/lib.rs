@@ -9,6 +9,7 @@ pub mod api_requests;
 pub mod app_decision;
 pub mod conditions;
 pub mod controller;
+pub mod crd_drift;
 pub mod database;
 pub mod endpoints;
 pub mod leader;

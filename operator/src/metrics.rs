@@ -46,6 +46,12 @@ pub struct StuckLabels {
     pub kind: &'static str,
 }
 
+/// One of the operator's CRDs, by name (`durableapps.mainstay.dev`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrdLabels {
+    pub crd: &'static str,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the operator exports.
@@ -61,6 +67,7 @@ pub struct Metrics {
     pub desired_workers: Family<ObjectLabels, Gauge>,
     pub queue_oldest_wait: Family<AppQueueLabels, Gauge<f64, AtomicU64>>,
     pub stuck_workflows: Family<StuckLabels, Gauge>,
+    pub crd_missing_fields: Family<CrdLabels, Gauge>,
     pub leader: Gauge,
     /// Requests to the Kubernetes API (see [`crate::api_requests`]).
     pub api_requests: Family<crate::api_requests::RequestLabels, Counter>,
@@ -84,6 +91,7 @@ impl Metrics {
             desired_workers: Family::default(),
             queue_oldest_wait: Family::default(),
             stuck_workflows: Family::default(),
+            crd_missing_fields: Family::default(),
             leader: Gauge::default(),
             api_requests: Family::default(),
         };
@@ -105,6 +113,11 @@ impl Metrics {
             "stuck_workflows",
             "Workflows stalled (running without progress), stranded (queued, no running version can run them) or parked",
             m.stuck_workflows.clone(),
+        );
+        registry.register(
+            "crd_missing_fields",
+            "Fields this operator knows that the installed CRD lacks, so the API server drops them (0: current)",
+            m.crd_missing_fields.clone(),
         );
         registry.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
         registry.register("api_requests", "Requests to the Kubernetes API by verb and resource", m.api_requests.clone());

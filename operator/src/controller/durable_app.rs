@@ -21,6 +21,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
+use kube::CustomResourceExt as _;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -101,6 +102,8 @@ pub async fn run(
         })
         // Apps whose share of their database's work changed (see `observer`).
         .reconcile_on(changed)
+        // Every app says whether the installed CRD is outdated.
+        .reconcile_all_on(ctx.crd_drift.changes())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| log_outcome(CONTROLLER, r))
         .await;
@@ -295,6 +298,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         depths: Vec::new(),
         unrunnable: Vec::new(),
         stuck,
+        crd_missing: ctx.crd_drift.missing(DurableApp::crd_name()),
         queue_waits: Vec::new(),
         registered,
         deployments,

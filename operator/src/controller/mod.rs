@@ -210,6 +210,8 @@ pub struct Context {
     pub(crate) registered: Mutex<HashMap<(String, String), Registered>>,
     /// Schedules (`namespace/name`) with metric series, to remove them once the Schedule goes.
     pub(crate) schedules_seen: Mutex<HashSet<String>>,
+    /// What the installed CRDs lack (fed by `stores::watch_crds`, which the binary starts).
+    pub crd_drift: Arc<crate::crd_drift::CrdDrift>,
 }
 
 impl Context {
@@ -239,6 +241,7 @@ impl Context {
             services_applied: Mutex::default(),
             reserved: Mutex::default(),
             registered: Mutex::default(),
+            crd_drift: Arc::default(),
         }
     }
 
