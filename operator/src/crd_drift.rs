@@ -212,7 +212,10 @@ spec:
 
     #[test]
     fn fields_only_the_served_crd_has_are_no_concern() {
-        let newer = BUILT.replace("                ready: {type: boolean}\n", "                ready: {type: boolean}\n                later: {type: string}\n");
+        let newer = BUILT.replace(
+            "                ready: {type: boolean}\n",
+            "                ready: {type: boolean}\n                later: {type: string}\n",
+        );
         assert_eq!(missing_fields(&crd(&newer), &crd(BUILT)), Vec::<String>::new());
     }
 
@@ -227,7 +230,9 @@ spec:
     #[test]
     fn the_charts_crds_are_current_and_an_older_one_is_not() {
         let chart = |file: &str| std::fs::read_to_string(format!("{}/../charts/mainstay/crds/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        for (file, built) in [("durableapps.yaml", DurableApp::crd()), ("schedules.yaml", Schedule::crd()), ("workflowruns.yaml", WorkflowRun::crd())] {
+        for (file, built) in
+            [("durableapps.yaml", DurableApp::crd()), ("schedules.yaml", Schedule::crd()), ("workflowruns.yaml", WorkflowRun::crd())]
+        {
             assert_eq!(missing_fields(&crd(&chart(file)), &built), Vec::<String>::new(), "{file}");
         }
         let mut old = crd(&chart("durableapps.yaml"));
@@ -244,9 +249,7 @@ spec:
     fn what_is_known_changes_only_when_the_fields_do() {
         let drift = CrdDrift::default();
         let mut changes = std::pin::pin!(drift.changes());
-        let changed = |changes: &mut std::pin::Pin<&mut _>| {
-            futures::FutureExt::now_or_never(futures::StreamExt::next(changes)).is_some()
-        };
+        let changed = |changes: &mut std::pin::Pin<&mut _>| futures::FutureExt::now_or_never(futures::StreamExt::next(changes)).is_some();
         assert!(drift.missing("a").is_empty());
         assert_eq!(drift.record("a", vec!["spec.x".into()]), Some(None));
         assert!(changed(&mut changes));

@@ -42,6 +42,9 @@ async fn operator_end_to_end() -> Result<()> {
     let runner = PodRunner::start(cluster.client.clone(), cluster.worker_bin.clone(), cluster.work_dir.clone(), vec![]);
     let outcome = async {
         invalid_resources_are_rejected(&cluster).await.context("scenario: invalid resources")?;
+        // Alone: it swaps the served DurableApp CRD for an older one, which the other
+        // scenarios would feel.
+        outdated_crd_is_reported(&cluster, &operator).await.context("scenario: an outdated CRD")?;
         tokio::try_join!(
             async { scale_drain_and_recover(&cluster, &runner).await.context("scenario: scaling and recovery") },
             async { new_version_rolls_out(&cluster, &runner).await.context("scenario: roll-out") },
@@ -216,6 +219,58 @@ async fn worker_deployments(cluster: &Cluster, ns: &str, app: &str) -> Result<Ve
 
 async fn count(client: &Client, filter: WorkflowFilter) -> Result<usize> {
     Ok(client.list_workflows(&filter).await?.len())
+}
+
+/// The DurableApp CRD of a release before `spec.stuck` is applied over the current one (what
+/// `helm upgrade` leaves, as it never upgrades CRDs): the operator, which may read exactly its
+/// own CRDs (the chart's RBAC), says on each app that the API server drops `spec.stuck` and
+/// `status.stuck`, and in its metrics; once the current CRDs are applied, it says so no more.
+async fn outdated_crd_is_reported(cluster: &Cluster, operator: &Operator) -> Result<()> {
+    let ns = namespace("e2e-crd");
+    namespace_with_database(cluster, &ns).await?;
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+             image: example.invalid/mainstay-example-worker:1.0.0\n  database: {{urlSecret: {{name: shop-db}}}}\n  replicas: 0\n"
+        ),
+    )?;
+    let degraded = |want: &'static str| {
+        let ns = ns.clone();
+        move || {
+            let ns = ns.clone();
+            async move {
+                let a = app(cluster, &ns, "shop").await?;
+                let migrated = condition(&a, "Migrated").is_some_and(|c| c.0 == "True");
+                Ok(condition(&a, "Degraded").filter(|c| migrated && c.1 == want).map(|c| c.2))
+            }
+        }
+    };
+    wait_for("shop to migrate with nothing degraded", MINUTE, degraded("AsExpected")).await?;
+
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/mainstay/crds/durableapps.yaml");
+    let current = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    let mut old: serde_json::Value = yaml_serde::from_str(&current)?;
+    for version in old["spec"]["versions"].as_array_mut().context("the CRD's versions")? {
+        for part in ["spec", "status"] {
+            let fields = version["schema"]["openAPIV3Schema"]["properties"][part]["properties"].as_object_mut().context("a schema")?;
+            ensure!(fields.remove("stuck").is_some(), "the CRD's {part} has no stuck field to take away");
+        }
+    }
+    let out = cluster.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &serde_json::to_string(&old)?)?;
+    ensure!(out.status.success(), "applying the old CRD failed: {}", String::from_utf8_lossy(&out.stderr));
+    let msg = wait_for("shop to report the outdated CRD", MINUTE, degraded("CRDOutdated")).await?;
+    ensure!(msg.contains("spec.stuck, status.stuck") && msg.contains("kubectl apply --server-side -f charts/mainstay/crds/"), "{msg}");
+    let gauge = "mainstay_operator_crd_missing_fields{crd=\"durableapps.mainstay.dev\"}";
+    let metrics = operator.metrics().await.unwrap_or_default();
+    ensure!(metrics.contains(&format!("{gauge} 2")), "/metrics lacks {gauge} 2:\n{metrics}");
+
+    cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
+    wait_for("shop to stop reporting the CRD once it is current", MINUTE, degraded("AsExpected")).await?;
+    let metrics = operator.metrics().await.unwrap_or_default();
+    ensure!(metrics.contains(&format!("{gauge} 0")), "/metrics lacks {gauge} 0:\n{metrics}");
+    cluster.kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
 }
 
 async fn invalid_resources_are_rejected(cluster: &Cluster) -> Result<()> {

@@ -21,10 +21,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::CustomResourceExt as _;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
+use kube::CustomResourceExt as _;
 use kube::{Api, ResourceExt};
 use mainstay_crds::{DurableApp, DurableAppStatus, StuckStatus};
 
