@@ -310,10 +310,6 @@ pub fn next_judgement(o: &Observed<'_>) -> Option<DateTime<Utc>> {
 /// stuck work the status reports (see [`stuck`]).
 fn problems(o: &Observed<'_>, d: &Decision, stuck: Option<&StuckStatus>) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
-    // First: it may explain the rest (a threshold set in the spec that the API server dropped).
-    if !o.crd_missing.is_empty() {
-        problems.push((reason::CRD_OUTDATED, crate::crd_drift::outdated_message(DurableApp::crd_name(), &o.crd_missing)));
-    }
     if let Some(msg) = &o.version_conflict {
         problems.push((reason::VERSION_CONFLICT, msg.clone()));
     }
@@ -397,6 +393,11 @@ fn problems(o: &Observed<'_>, d: &Decision, stuck: Option<&StuckStatus>) -> Vec<
                 ),
             ));
         }
+    }
+    // Last: it hides no other problem (nor its Event) for as long as nobody applies the CRDs;
+    // the operator's log and metrics say it regardless.
+    if !o.crd_missing.is_empty() {
+        problems.push((reason::CRD_OUTDATED, crate::crd_drift::outdated_message(DurableApp::crd_name(), &o.crd_missing)));
     }
     problems
 }
@@ -668,11 +669,14 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
     }
 
     #[test]
-    fn an_outdated_crd_is_the_first_problem() {
+    fn an_outdated_crd_is_the_last_problem() {
         let app = app(APP);
         let mut o = observed(&app, vec![deployment(&app, "v2", "shop-worker:2", 1, 1)], vec![work(Some("v2"), 0, 0)]);
         o.version_conflict = Some("version v2 belongs to another application".into());
         o.crd_missing = vec!["spec.stuck".into(), "status.stuck".into()];
+        let d = decide(&o, &mut scaling::History::default());
+        assert_eq!(condition(&status(&o, &d, DurableAppStatus::default()), "Degraded").1, reason::VERSION_CONFLICT);
+        o.version_conflict = None;
         let d = decide(&o, &mut scaling::History::default());
         let s = status(&o, &d, DurableAppStatus::default());
         let (state, why, msg) = condition(&s, "Degraded");
@@ -683,6 +687,6 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         );
         o.crd_missing.clear();
         let d = decide(&o, &mut scaling::History::default());
-        assert_eq!(condition(&status(&o, &d, DurableAppStatus::default()), "Degraded").1, reason::VERSION_CONFLICT);
+        assert_eq!(condition(&status(&o, &d, DurableAppStatus::default()), "Degraded").1, reason::AS_EXPECTED);
     }
 }

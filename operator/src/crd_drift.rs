@@ -1,41 +1,39 @@
 //! Whether the CRDs the API server serves are older than this operator: the fields the
 //! operator knows that an installed CRD's schema lacks.
 //!
-//! Why it matters: the API server prunes every field its schema does not declare. Helm installs
-//! CRDs but never upgrades them, so after an upgrade that skipped `kubectl apply --server-side
-//! -f charts/mainstay/crds/`, a new spec field the user sets is silently dropped (the operator
-//! falls back to its default) and a new status field the operator writes never appears. This
-//! module names those fields so the operator can say so; the watch that feeds it is in
-//! `stores`.
+//! Why it matters: the API server drops every field its schema does not declare (or, asked to
+//! validate strictly, refuses the object). Helm installs CRDs but never upgrades them, so after
+//! an upgrade that skipped applying the release's CRDs, a new spec field set through a client
+//! that does not validate strictly is silently dropped (the operator falls back to its
+//! default) and a new status field the operator writes never shows. This module names those
+//! fields so the operator can say so; `crd_watch` feeds it.
 //!
-//! Invariants: pure (no client). A field is missing only when the served schema would prune
-//! it: below `x-kubernetes-preserve-unknown-fields` nothing is. Fields the served CRD has and
-//! the operator does not know (a newer CRD, an operator rolled back) are no concern of this
-//! operator: it neither reads nor writes them.
+//! Invariants: pure (no client). A field is missing only when the served schema would drop it.
+//! Under `x-kubernetes-preserve-unknown-fields` undeclared fields are kept, but the declared
+//! ones are still checked (and pruned within). Fields only the served CRD has (a newer CRD, an
+//! operator rolled back) are no concern of this operator: it neither reads nor writes them. A
+//! CRD not read yet counts as current: nothing is claimed that was not seen.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 
-/// The paths (`spec.stuck`, `spec.queues[].priority`, `version v1`) of what `built` (the CRD
-/// this operator was built with) declares and `served` (the one installed) does not, outermost
-/// only: a missing object's own fields are not listed.
+/// The paths (`spec.stuck`, `spec.queues[].priority`, `spec.labels.*`, `version v1`) of what
+/// `built` (the CRD this operator was built with) declares and `served` (the one installed)
+/// would drop, outermost only: a missing object's own fields are not listed.
 pub fn missing_fields(served: &CustomResourceDefinition, built: &CustomResourceDefinition) -> Vec<String> {
+    let schema = |v: &CustomResourceDefinitionVersion| v.schema.as_ref().and_then(|s| s.open_api_v3_schema.clone());
     let mut missing = Vec::new();
     for version in &built.spec.versions {
         let Some(served_version) = served.spec.versions.iter().find(|v| v.name == version.name && v.served) else {
             missing.push(format!("version {}", version.name));
             continue;
         };
-        let schema = |v: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionVersion| {
-            v.schema.as_ref().and_then(|s| s.open_api_v3_schema.clone())
-        };
         match (schema(served_version), schema(version)) {
             (Some(served), Some(built)) => compare(&served, &built, "", &mut missing),
-            // No schema served: a v1 CRD must have one, so this is not a CRD of ours at all.
+            // A v1 CRD must have a schema: without one this is not a CRD of ours at all.
             (None, Some(_)) => missing.push(format!("the schema of version {}", version.name)),
             (_, None) => {}
         }
@@ -44,77 +42,183 @@ pub fn missing_fields(served: &CustomResourceDefinition, built: &CustomResourceD
 }
 
 fn compare(served: &JSONSchemaProps, built: &JSONSchemaProps, path: &str, missing: &mut Vec<String>) {
-    if served.x_kubernetes_preserve_unknown_fields == Some(true) {
-        return;
-    }
     let join = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    let keeps_unknown = served.x_kubernetes_preserve_unknown_fields == Some(true);
+    // Free-form here, structured there: whatever the operator puts under it that the served
+    // schema does not declare is dropped.
+    if built.x_kubernetes_preserve_unknown_fields == Some(true) && !keeps_unknown {
+        missing.push(format!("{} (its free-form fields)", if path.is_empty() { "the root" } else { path }));
+    }
     let no_properties = BTreeMap::new();
     let served_properties = served.properties.as_ref().unwrap_or(&no_properties);
     for (name, built_child) in built.properties.iter().flatten() {
         match served_properties.get(name) {
             Some(served_child) => compare(served_child, built_child, &join(name), missing),
-            None => missing.push(join(name)),
+            None if !keeps_unknown => missing.push(join(name)),
+            None => {}
         }
     }
     if let (Some(JSONSchemaPropsOrArray::Schema(s)), Some(JSONSchemaPropsOrArray::Schema(b))) = (&served.items, &built.items) {
         compare(s, b, &format!("{path}[]"), missing);
     }
-    if let (Some(JSONSchemaPropsOrBool::Schema(s)), Some(JSONSchemaPropsOrBool::Schema(b))) =
-        (&served.additional_properties, &built.additional_properties)
-    {
-        compare(s, b, &format!("{path}.*"), missing);
+    match (&served.additional_properties, &built.additional_properties) {
+        (Some(JSONSchemaPropsOrBool::Schema(s)), Some(JSONSchemaPropsOrBool::Schema(b))) => compare(s, b, &join("*"), missing),
+        // A map here, fixed properties there: its entries are dropped.
+        (None | Some(JSONSchemaPropsOrBool::Bool(false)), Some(JSONSchemaPropsOrBool::Schema(_))) if !keeps_unknown => {
+            missing.push(join("*"))
+        }
+        _ => {}
     }
 }
 
-/// What is known of each served CRD of ours: its missing fields (empty: current), by CRD name.
-/// A CRD not (yet) read, or one the operator may not read, is absent: nothing is claimed
-/// about it.
+/// What is known of each served CRD of ours: its missing fields (none: current), by CRD name,
+/// in a watch channel so whoever reports a CRD hears when its fields change.
 pub struct CrdDrift {
-    missing: Mutex<BTreeMap<String, Vec<String>>>,
-    /// Bumped on each change, so the objects that report it are reconciled again.
-    changes: tokio::sync::watch::Sender<u64>,
+    known: tokio::sync::watch::Sender<BTreeMap<String, Vec<String>>>,
 }
 
 impl Default for CrdDrift {
     fn default() -> Self {
-        CrdDrift { missing: Mutex::default(), changes: tokio::sync::watch::Sender::new(0) }
+        CrdDrift { known: tokio::sync::watch::Sender::new(BTreeMap::new()) }
     }
 }
 
 impl CrdDrift {
-    /// Records what `crd` lacks; returns what was known before (`None`: nothing) when that
-    /// changed, and tells [`CrdDrift::changes`]' subscribers.
-    pub fn record(&self, crd: &str, missing: Vec<String>) -> Option<Option<Vec<String>>> {
-        let before = {
-            let mut known = self.missing.lock().unwrap_or_else(|p| p.into_inner());
-            known.insert(crd.to_string(), missing.clone())
-        };
-        if before.as_ref() == Some(&missing) {
-            return None;
-        }
-        self.changes.send_modify(|n| *n += 1);
-        Some(before)
+    /// Records what served CRD `crd` lacks. When that changed, returns what it lacked before
+    /// (a CRD not read before lacked nothing) and tells the streams of [`CrdDrift::changes`].
+    pub fn record(&self, crd: &str, missing: Vec<String>) -> Option<Vec<String>> {
+        let mut before = None;
+        self.known.send_if_modified(|known| {
+            let old = known.insert(crd.to_string(), missing.clone()).unwrap_or_default();
+            let changed = old != missing;
+            before = changed.then_some(old);
+            changed
+        });
+        before
     }
 
-    /// A stream that yields once per change recorded after it was made.
-    pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
-        futures::stream::unfold(self.changes.subscribe(), |mut rx| async move { rx.changed().await.ok().map(|()| ((), rx)) })
+    /// Forgets CRD `crd` (deleted: nothing is claimed about it any more), as [`CrdDrift::record`].
+    pub fn forget(&self, crd: &str) -> Option<Vec<String>> {
+        let mut before = None;
+        self.known.send_if_modified(|known| {
+            before = known.remove(crd).filter(|old| !old.is_empty());
+            before.is_some()
+        });
+        before
     }
 
-    /// The fields served CRD `crd` lacks (empty when it is current or not known).
+    /// The fields served CRD `crd` lacks (none when it is current or not known).
     pub fn missing(&self, crd: &str) -> Vec<String> {
-        self.missing.lock().unwrap_or_else(|p| p.into_inner()).get(crd).cloned().unwrap_or_default()
+        self.known.borrow().get(crd).cloned().unwrap_or_default()
+    }
+
+    /// A stream that yields each time what CRD `crd` lacks changes, from now on.
+    pub fn changes(&self, crd: &'static str) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let rx = self.known.subscribe();
+        let last = self.missing(crd);
+        futures::stream::unfold((rx, last), move |(mut rx, last)| async move {
+            loop {
+                rx.changed().await.ok()?;
+                let now = rx.borrow_and_update().get(crd).cloned().unwrap_or_default();
+                if now != last {
+                    return Some(((), (rx, now)));
+                }
+            }
+        })
     }
 }
 
 /// What to tell whoever installed the CRDs.
 pub fn outdated_message(crd: &str, missing: &[String]) -> String {
     format!(
-        "the installed CRD {crd} is older than this operator: the API server drops {} (a spec field set there \
-         falls back to its default; a status field never shows). Apply the CRDs of this release: `kubectl apply \
-         --server-side -f charts/mainstay/crds/` (Helm installs CRDs but never upgrades them)",
-        missing.join(", ")
+        "the installed CRD {crd} is older than this operator: its schema lacks {}, which the API server drops (a \
+         spec field set there through Helm or another client that does not validate strictly falls back to its \
+         default; what the operator reports there does not show). Apply the CRDs of this release: `kubectl apply \
+         --server-side -f {}/` (or `helm show crds CHART | kubectl apply --server-side -f -`); Helm installs CRDs \
+         but never upgrades them",
+        missing.join(", "),
+        mainstay_crds::CHART_CRD_DIR
     )
+}
+
+/// One step of a field path as the API server writes it (`.status.queues[name="a"].depth`): a
+/// field, and whether the path goes on into every element of the list it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub field: String,
+    pub each: bool,
+}
+
+/// The fields a server-side apply was refused for (the API server refuses, rather than drops,
+/// a field its schema lacks in an apply: "….status.stuck: field not declared in schema"), as
+/// paths from the object's root.
+pub fn undeclared_fields(message: &str) -> Vec<Vec<Step>> {
+    const UNDECLARED: &str = ": field not declared in schema";
+    let mut paths = Vec::new();
+    let mut rest = message;
+    while let Some(end) = rest.find(UNDECLARED) {
+        let before = &rest[..end];
+        // The path starts with a dot after a space or an opening bracket (a list of errors).
+        let start = [" .", "[."].iter().filter_map(|p| before.rfind(p).map(|i| i + 1)).max().or(before.starts_with('.').then_some(0));
+        if let Some(path) = start.and_then(|start| parse_path(&before[start..])) {
+            paths.push(path);
+        }
+        rest = &rest[end + UNDECLARED.len()..];
+    }
+    paths
+}
+
+fn parse_path(path: &str) -> Option<Vec<Step>> {
+    let mut steps = Vec::new();
+    let mut chars = path.chars().peekable();
+    while chars.next_if_eq(&'.').is_some() {
+        let mut field = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '.' && *c != '[') {
+            field.push(c);
+        }
+        let mut each = false;
+        if chars.next_if_eq(&'[').is_some() {
+            // A list element by key or index: skip to its closing bracket, minding quotes.
+            let mut quoted = false;
+            loop {
+                match chars.next()? {
+                    '"' => quoted = !quoted,
+                    '\\' if quoted => {
+                        chars.next()?;
+                    }
+                    ']' if !quoted => break,
+                    _ => {}
+                }
+            }
+            each = true;
+        }
+        if field.is_empty() {
+            return None;
+        }
+        steps.push(Step { field, each });
+    }
+    (chars.peek().is_none() && !steps.is_empty()).then_some(steps)
+}
+
+/// Removes the field at `path` from `object`, from every element of each list on the way;
+/// returns whether there was one to remove.
+pub fn remove_field(object: &mut serde_json::Value, path: &[Step]) -> bool {
+    let Some((step, rest)) = path.split_first() else { return false };
+    let Some(fields) = object.as_object_mut() else { return false };
+    if rest.is_empty() && !step.each {
+        return fields.remove(&step.field).is_some();
+    }
+    let Some(child) = fields.get_mut(&step.field) else { return false };
+    if !step.each {
+        return remove_field(child, rest);
+    }
+    let Some(elements) = child.as_array_mut() else { return false };
+    // `each` on the last step names an element, not a field: nothing of ours to take away.
+    let mut removed = false;
+    for element in elements {
+        removed |= !rest.is_empty() && remove_field(element, rest);
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -186,7 +290,7 @@ spec:
     }
 
     #[test]
-    fn fields_an_older_schema_would_prune_are_named_outermost_first() {
+    fn fields_an_older_schema_would_drop_are_named_outermost_only() {
         let old = BUILT
             .replace("                    memory: {type: string}\n", "")
             .replace("                      priority: {type: boolean}\n", "")
@@ -202,12 +306,29 @@ spec:
     }
 
     #[test]
-    fn nothing_below_preserved_unknown_fields_is_pruned() {
-        let old = BUILT.replace(
+    fn preserved_unknown_fields_are_kept_but_declared_ones_still_checked() {
+        let free_form = BUILT.replace(
             "                extra:\n                  type: object\n                  properties:\n                    anything: {type: string}\n",
             "                extra:\n                  type: object\n                  x-kubernetes-preserve-unknown-fields: true\n",
         );
-        assert_eq!(missing_fields(&crd(&old), &crd(BUILT)), Vec::<String>::new());
+        assert_eq!(missing_fields(&crd(&free_form), &crd(BUILT)), Vec::<String>::new());
+        // The served schema keeps unknown fields under spec, but prunes inside what it declares.
+        let old = BUILT
+            .replace(
+                "            spec:\n              type: object\n",
+                "            spec:\n              type: object\n              x-kubernetes-preserve-unknown-fields: true\n",
+            )
+            .replace("                size: {type: integer}\n", "")
+            .replace("                    memory: {type: string}\n", "");
+        assert_eq!(missing_fields(&crd(&old), &crd(BUILT)), ["spec.limits.memory"]);
+        // Free-form in the operator's schema, structured in the served one; a map there, fixed
+        // properties here.
+        assert_eq!(missing_fields(&crd(BUILT), &crd(&free_form)), ["spec.extra (its free-form fields)"]);
+        let fixed = BUILT.replace(
+            "                  additionalProperties:\n                    type: object\n                    properties:\n                      value: {type: string}\n                      note: {type: string}\n",
+            "                  properties:\n                    value: {type: string}\n",
+        );
+        assert_eq!(missing_fields(&crd(&fixed), &crd(BUILT)), ["spec.labels.*"]);
     }
 
     #[test]
@@ -225,17 +346,20 @@ spec:
         assert_eq!(missing_fields(&crd(&old), &crd(BUILT)), ["version v1"]);
     }
 
+    fn chart_file(path: &str) -> String {
+        let path = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     /// The chart's CRDs are the operator's own (a drift test elsewhere keeps them equal); one
     /// of a release before `spec.stuck` lacks it and `status.stuck`.
     #[test]
     fn the_charts_crds_are_current_and_an_older_one_is_not() {
-        let chart = |file: &str| std::fs::read_to_string(format!("{}/../charts/mainstay/crds/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        for (file, built) in
-            [("durableapps.yaml", DurableApp::crd()), ("schedules.yaml", Schedule::crd()), ("workflowruns.yaml", WorkflowRun::crd())]
-        {
-            assert_eq!(missing_fields(&crd(&chart(file)), &built), Vec::<String>::new(), "{file}");
+        let chart = |file: &str| crd(&chart_file(&format!("{}/{file}", mainstay_crds::CHART_CRD_DIR)));
+        for (file, built) in mainstay_crds::crds() {
+            assert_eq!(missing_fields(&chart(file), &built), Vec::<String>::new(), "{file}");
         }
-        let mut old = crd(&chart("durableapps.yaml"));
+        let mut old = chart("durableapps.yaml");
         for version in &mut old.spec.versions {
             let schema = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()).unwrap();
             for part in ["spec", "status"] {
@@ -245,19 +369,64 @@ spec:
         assert_eq!(missing_fields(&old, &DurableApp::crd()), ["spec.stuck", "status.stuck"]);
     }
 
+    /// The chart lets the operator read exactly its CRDs: the names it grants are theirs.
+    #[test]
+    fn the_chart_grants_reading_the_operators_crds() {
+        let rbac = chart_file("charts/mainstay/templates/rbac.yaml");
+        let granted = rbac
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("resourceNames: ").filter(|names| names.contains(".mainstay.dev")))
+            .expect("a rule naming the CRDs");
+        let mut granted: Vec<String> = yaml_serde::from_str(granted).expect("a YAML list of names");
+        granted.sort();
+        let mut ours = vec![DurableApp::crd_name(), Schedule::crd_name(), WorkflowRun::crd_name()];
+        ours.sort();
+        assert_eq!(granted, ours);
+    }
+
     #[test]
     fn what_is_known_changes_only_when_the_fields_do() {
+        use futures::{FutureExt as _, StreamExt as _};
         let drift = CrdDrift::default();
-        let mut changes = std::pin::pin!(drift.changes());
-        let changed = |changes: &mut std::pin::Pin<&mut _>| futures::FutureExt::now_or_never(futures::StreamExt::next(changes)).is_some();
-        assert!(drift.missing("a").is_empty());
-        assert_eq!(drift.record("a", vec!["spec.x".into()]), Some(None));
-        assert!(changed(&mut changes));
+        let mut changes = std::pin::pin!(drift.changes("a"));
+        let mut others = std::pin::pin!(drift.changes("b"));
+        // Read and current: no change (unknown counted as current).
+        assert_eq!(drift.record("a", vec![]), None);
+        assert!(changes.next().now_or_never().is_none());
+        assert_eq!(drift.record("a", vec!["spec.x".into()]), Some(vec![]));
+        assert_eq!(changes.next().now_or_never(), Some(Some(())));
         assert_eq!(drift.record("a", vec!["spec.x".into()]), None);
-        assert!(!changed(&mut changes));
+        assert!(changes.next().now_or_never().is_none());
         assert_eq!(drift.missing("a"), ["spec.x"]);
-        assert_eq!(drift.record("a", vec![]), Some(Some(vec!["spec.x".to_string()])));
-        assert!(changed(&mut changes));
+        assert!(others.next().now_or_never().is_none(), "b's reporters hear nothing of a");
+        assert_eq!(drift.forget("a"), Some(vec!["spec.x".to_string()]));
+        assert_eq!(changes.next().now_or_never(), Some(Some(())));
         assert!(drift.missing("a").is_empty());
+    }
+
+    #[test]
+    fn refused_fields_are_read_from_the_api_servers_message_and_removed() {
+        let one = "failed to create typed patch object (ns/shop; mainstay.dev/v1alpha1, Kind=DurableApp): .status.stuck: \
+                   field not declared in schema";
+        let step = |field: &str, each: bool| Step { field: field.into(), each };
+        assert_eq!(undeclared_fields(one), [vec![step("status", false), step("stuck", false)]]);
+        let two = r#"failed to create typed patch object (x): [.status.queues[name="a.b]"].depth: field not declared in schema, .status.late: field not declared in schema]"#;
+        let paths = undeclared_fields(two);
+        assert_eq!(
+            paths,
+            [vec![step("status", false), step("queues", true), step("depth", false)], vec![step("status", false), step("late", false)]]
+        );
+        assert!(undeclared_fields("the server could not find the requested resource").is_empty());
+
+        let mut patch = serde_json::json!({
+            "apiVersion": "mainstay.dev/v1alpha1",
+            "status": {"late": 1, "ready": true, "queues": [{"name": "a.b]", "depth": 3}, {"name": "c", "depth": 4}]},
+        });
+        assert!(paths.iter().all(|p| remove_field(&mut patch, p)));
+        assert_eq!(
+            patch,
+            serde_json::json!({"apiVersion": "mainstay.dev/v1alpha1", "status": {"ready": true, "queues": [{"name": "a.b]"}, {"name": "c"}]}})
+        );
+        assert!(!remove_field(&mut patch, &paths[1]), "already gone");
     }
 }

@@ -10,6 +10,7 @@ pub mod app_decision;
 pub mod conditions;
 pub mod controller;
 pub mod crd_drift;
+pub mod crd_watch;
 pub mod database;
 pub mod endpoints;
 pub mod leader;

@@ -167,7 +167,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The watches run for the whole process, so a standby replica's view is warm when it leads.
     let stores = mainstay_operator::stores::Stores::start(&kube, args.namespace.as_deref(), &stop);
     let ctx = Arc::new(Context::new(kube.clone(), stores, metrics.clone(), settings, Some(identity.clone())));
-    mainstay_operator::stores::watch_crds(&kube, ctx.crd_drift.clone(), metrics.clone(), stop.clone());
+    mainstay_operator::crd_watch::start(&kube, ctx.crd_drift.clone(), metrics.clone(), stop.clone());
     let ns = args.namespace.clone();
     let controllers = || {
         let (ctx, ns) = (ctx.clone(), ns.clone());

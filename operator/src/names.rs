@@ -102,7 +102,8 @@ pub mod reason {
     pub const STALLED_WORKFLOWS: &str = "StalledWorkflows";
     pub const PARKED_WORKFLOWS: &str = "ParkedWorkflows";
     pub const SLOW_QUEUES: &str = "SlowQueues";
-    /// DurableApp: the installed CRD lacks fields this operator writes or reads (see `crd_drift`).
+    /// DurableApp, Schedule: the installed CRD lacks fields this operator writes or reads (see
+    /// `crd_drift`).
     pub const CRD_OUTDATED: &str = "CRDOutdated";
     pub const RUNNING: &str = "Running";
     pub const NOT_RUNNING: &str = "NotRunning";

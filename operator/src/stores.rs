@@ -8,21 +8,15 @@
 //! are watched as metadata only: the operator never holds Secret data it does not read (the
 //! URL an app names is fetched when the Secret's version changes, see `database`).
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, CustomResourceExt as _, Resource, ResourceExt};
-use mainstay_crds::{DurableApp, Schedule, WorkflowRun};
+use kube::{Api, Resource, ResourceExt};
+use mainstay_crds::{DurableApp, WorkflowRun};
 use tokio_util::sync::CancellationToken;
-
-use crate::crd_drift::CrdDrift;
-use crate::metrics::{CrdLabels, Metrics};
 
 use crate::names::{LABEL_APP, LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY};
 
@@ -62,59 +56,6 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     watcher(api, config).modify(|o| o.managed_fields_mut().clear())
-}
-
-/// Watches this operator's CRDs for the rest of the process (until `stop`), recording in
-/// `drift` (and the `crd_missing_fields` metric) what each served one lacks, and saying so in
-/// the log when that changes. Each CRD is watched by name, so the operator needs to read no
-/// other CRD (the chart grants exactly these); one it may not read is logged once and
-/// otherwise ignored: the operator works without knowing.
-pub fn watch_crds(kube: &kube::Client, drift: Arc<CrdDrift>, metrics: Arc<Metrics>, stop: CancellationToken) {
-    let ours = [
-        (DurableApp::crd_name(), DurableApp::crd()),
-        (Schedule::crd_name(), Schedule::crd()),
-        (WorkflowRun::crd_name(), WorkflowRun::crd()),
-    ];
-    for (crd, built) in ours {
-        let (drift, metrics, stop) = (drift.clone(), metrics.clone(), stop.clone());
-        let api = Api::<CustomResourceDefinition>::all(kube.clone());
-        tokio::spawn(async move {
-            let config = watcher::Config::default().fields(&format!("metadata.name={crd}"));
-            let mut served = std::pin::pin!(watch(api, config).default_backoff().applied_objects());
-            let mut failing = false;
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    next = served.next() => next,
-                };
-                match next {
-                    None => return,
-                    Some(Ok(served)) => {
-                        failing = false;
-                        let missing = crate::crd_drift::missing_fields(&served, &built);
-                        metrics.crd_missing_fields.get_or_create(&CrdLabels { crd }).set(missing.len() as i64);
-                        match drift.record(crd, missing.clone()) {
-                            Some(_) if !missing.is_empty() => {
-                                tracing::warn!(crd, missing = ?missing, "{}", crate::crd_drift::outdated_message(crd, &missing))
-                            }
-                            Some(Some(before)) if !before.is_empty() => tracing::info!(crd, "the installed CRD is current again"),
-                            _ => {}
-                        }
-                    }
-                    Some(Err(e)) if !failing => {
-                        failing = true;
-                        tracing::warn!(
-                            crd,
-                            error = %e,
-                            "cannot watch this CRD to check that it is current (the chart grants get, list and watch on it); \
-                             an outdated CRD will not be reported"
-                        );
-                    }
-                    Some(Err(e)) => tracing::debug!(crd, error = %e, "still cannot watch this CRD"),
-                }
-            }
-        });
-    }
 }
 
 /// Runs a reflector until `stop`, keeping `store` current.

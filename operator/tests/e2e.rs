@@ -221,54 +221,90 @@ async fn count(client: &Client, filter: WorkflowFilter) -> Result<usize> {
     Ok(client.list_workflows(&filter).await?.len())
 }
 
-/// The DurableApp CRD of a release before `spec.stuck` is applied over the current one (what
-/// `helm upgrade` leaves, as it never upgrades CRDs): the operator, which may read exactly its
-/// own CRDs (the chart's RBAC), says on each app that the API server drops `spec.stuck` and
-/// `status.stuck`, and in its metrics; once the current CRDs are applied, it says so no more.
+/// The DurableApp and Schedule CRDs of an older release (before `spec.stuck`, `status.stuck`
+/// and `spec.backfill`) are applied over the current ones (what `helm upgrade` leaves, as it
+/// never upgrades CRDs). The operator, which may read exactly its own CRDs (the chart's RBAC),
+/// keeps writing statuses the old schema cannot hold (the API server drops `status.stuck`), says
+/// on the app and the Schedule which fields are dropped, and in its metrics; once the current
+/// CRDs are applied, it says so no more.
 async fn outdated_crd_is_reported(cluster: &Cluster, operator: &Operator) -> Result<()> {
     let ns = namespace("e2e-crd");
-    namespace_with_database(cluster, &ns).await?;
+    let url = namespace_with_database(cluster, &ns).await?;
     apply(
         cluster,
         &format!(
             "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
-             image: example.invalid/mainstay-example-worker:1.0.0\n  database: {{urlSecret: {{name: shop-db}}}}\n  replicas: 0\n"
+             image: example.invalid/mainstay-example-worker:1.0.0\n  database: {{urlSecret: {{name: shop-db}}}}\n  replicas: 0\n---\n\
+             apiVersion: mainstay.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: yearly, namespace: {ns}}}\nspec:\n  \
+             appRef: shop\n  workflowName: nightly_report\n  schedule: \"0 0 1 1 *\"\n"
         ),
     )?;
-    let degraded = |want: &'static str| {
+    // The app (once migrated) and its Schedule, when their Degraded reasons are those wanted:
+    // the app, and the two messages.
+    let degraded = |app_wants: &'static str, schedule_wants: &'static str| {
         let ns = ns.clone();
         move || {
             let ns = ns.clone();
             async move {
                 let a = app(cluster, &ns, "shop").await?;
                 let migrated = condition(&a, "Migrated").is_some_and(|c| c.0 == "True");
-                Ok(condition(&a, "Degraded").filter(|c| migrated && c.1 == want).map(|c| c.2))
+                let of_app = condition(&a, "Degraded").filter(|c| migrated && c.1 == app_wants).map(|c| c.2);
+                let s = Api::<Schedule>::namespaced(cluster.client.clone(), &ns).get("yearly").await?;
+                let of_schedule = s.status.and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Degraded"));
+                let of_schedule = of_schedule.filter(|c| c.reason == schedule_wants).map(|c| c.message);
+                Ok(of_app.zip(of_schedule).map(|(m, n)| (a, m, n)))
             }
         }
     };
-    wait_for("shop to migrate with nothing degraded", MINUTE, degraded("AsExpected")).await?;
+    wait_for("shop and its Schedule to run with nothing degraded", MINUTE, degraded("AsExpected", "AsExpected")).await?;
 
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/mainstay/crds/durableapps.yaml");
-    let current = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-    let mut old: serde_json::Value = yaml_serde::from_str(&current)?;
-    for version in old["spec"]["versions"].as_array_mut().context("the CRD's versions")? {
-        for part in ["spec", "status"] {
-            let fields = version["schema"]["openAPIV3Schema"]["properties"][part]["properties"].as_object_mut().context("a schema")?;
-            ensure!(fields.remove("stuck").is_some(), "the CRD's {part} has no stuck field to take away");
+    let old_crd = |file: &str, drop: &[(&str, &str)]| -> Result<String> {
+        let path = format!("{}/../{}/{file}", env!("CARGO_MANIFEST_DIR"), mainstay_crds::CHART_CRD_DIR);
+        let current = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let mut old: serde_json::Value = yaml_serde::from_str(&current)?;
+        for version in old["spec"]["versions"].as_array_mut().context("the CRD's versions")? {
+            for (part, field) in drop {
+                let fields = version["schema"]["openAPIV3Schema"]["properties"][part]["properties"].as_object_mut().context("a schema")?;
+                ensure!(fields.remove(*field).is_some(), "{file}: {part} has no {field} to take away");
+            }
         }
+        Ok(serde_json::to_string(&old)?)
+    };
+    for old in
+        [old_crd("durableapps.yaml", &[("spec", "stuck"), ("status", "stuck")])?, old_crd("schedules.yaml", &[("spec", "backfill")])?]
+    {
+        let out = cluster.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &old)?;
+        ensure!(out.status.success(), "applying an old CRD failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let out = cluster.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &serde_json::to_string(&old)?)?;
-    ensure!(out.status.success(), "applying the old CRD failed: {}", String::from_utf8_lossy(&out.stderr));
-    let msg = wait_for("shop to report the outdated CRD", MINUTE, degraded("CRDOutdated")).await?;
-    ensure!(msg.contains("spec.stuck, status.stuck") && msg.contains("kubectl apply --server-side -f charts/mainstay/crds/"), "{msg}");
-    let gauge = "mainstay_operator_crd_missing_fields{crd=\"durableapps.mainstay.dev\"}";
-    let metrics = operator.metrics().await.unwrap_or_default();
-    ensure!(metrics.contains(&format!("{gauge} 2")), "/metrics lacks {gauge} 2:\n{metrics}");
+    // Work of a version that runs nowhere: a status with `stuck` in it, which the old schema
+    // drops, is still written (its Degraded condition).
+    let client = Client::connect(&url).await?.for_application(Some("shop"));
+    let opts = WorkflowOptions::new().id("crd-stranded").app_version("0.9.0");
+    client.enqueue("process_order", "orders", vec![serde_json::json!(1)], opts).await?;
+    let (a, _, of_schedule) =
+        wait_for("shop to report stranded work, its Schedule the outdated CRD", MINUTE, degraded("StrandedWork", "CRDOutdated")).await?;
+    ensure!(a.status.and_then(|s| s.stuck).is_none(), "the old CRD kept status.stuck: nothing was dropped");
+    let fix = "kubectl apply --server-side -f charts/mainstay/crds/";
+    ensure!(
+        of_schedule.contains("schedules.mainstay.dev") && of_schedule.contains("lacks spec.backfill,") && of_schedule.contains(fix),
+        "{of_schedule}"
+    );
+    client.cancel("crd-stranded").await?;
+    let (_, of_app, _) = wait_for("shop to report the outdated CRD", MINUTE, degraded("CRDOutdated", "CRDOutdated")).await?;
+    ensure!(
+        of_app.contains("durableapps.mainstay.dev") && of_app.contains("lacks spec.stuck, status.stuck,") && of_app.contains(fix),
+        "{of_app}"
+    );
+    let gauge = |crd: &str, n: usize| format!("mainstay_operator_crd_missing_fields{{crd=\"{crd}\"}} {n}");
+    let metrics = operator.metrics().await.context("reading the operator's /metrics")?;
+    for want in [gauge("durableapps.mainstay.dev", 2), gauge("schedules.mainstay.dev", 1), gauge("workflowruns.mainstay.dev", 0)] {
+        ensure!(metrics.contains(&want), "/metrics lacks {want}:\n{metrics}");
+    }
 
-    cluster.kubectl(&["apply", "--server-side", "-f", "charts/mainstay/crds/"])?;
-    wait_for("shop to stop reporting the CRD once it is current", MINUTE, degraded("AsExpected")).await?;
-    let metrics = operator.metrics().await.unwrap_or_default();
-    ensure!(metrics.contains(&format!("{gauge} 0")), "/metrics lacks {gauge} 0:\n{metrics}");
+    cluster.kubectl(&["apply", "--server-side", "-f", mainstay_crds::CHART_CRD_DIR])?;
+    wait_for("shop and its Schedule to stop reporting the CRDs once current", MINUTE, degraded("AsExpected", "AsExpected")).await?;
+    let metrics = operator.metrics().await.context("reading the operator's /metrics")?;
+    ensure!(metrics.contains(&gauge("durableapps.mainstay.dev", 0)), "/metrics still counts missing fields:\n{metrics}");
     cluster.kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
     Ok(())
 }

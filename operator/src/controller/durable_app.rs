@@ -8,8 +8,9 @@
 //! the latest version) → status (`app_decision::status`, a function of what was observed and
 //! decided). Every stage but apply and the reads of observe takes no client.
 //! It runs again when the observer sees its share of the database's work change, at once when a
-//! worker pod or Deployment changes, every poll interval while something is settling, and
-//! otherwise at its next retention sweep or after 5 min.
+//! worker pod or Deployment changes, every poll interval while something is settling, when
+//! what the installed DurableApp CRD lacks changes (`crd_watch`), and otherwise at its next
+//! retention sweep or after 5 min.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -103,7 +104,7 @@ pub async fn run(
         // Apps whose share of their database's work changed (see `observer`).
         .reconcile_on(changed)
         // Every app says whether the installed CRD is outdated.
-        .reconcile_all_on(ctx.crd_drift.changes())
+        .reconcile_all_on(ctx.crd_drift.changes(DurableApp::crd_name()))
         .run(reconcile, error_policy, ctx)
         .for_each(|r| log_outcome(CONTROLLER, r))
         .await;

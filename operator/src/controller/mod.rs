@@ -210,7 +210,7 @@ pub struct Context {
     pub(crate) registered: Mutex<HashMap<(String, String), Registered>>,
     /// Schedules (`namespace/name`) with metric series, to remove them once the Schedule goes.
     pub(crate) schedules_seen: Mutex<HashSet<String>>,
-    /// What the installed CRDs lack (fed by `stores::watch_crds`, which the binary starts).
+    /// What the installed CRDs lack (fed by `crd_watch`, which the binary starts).
     pub crd_drift: Arc<crate::crd_drift::CrdDrift>,
 }
 
@@ -387,8 +387,16 @@ pub(crate) fn object_key<K: ResourceExt>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
+/// Most fields taken out of one status write that an older CRD refuses.
+const MAX_UNDECLARED: usize = 16;
+
 /// Writes `status` with a server-side apply on the status subresource, if it differs from
 /// `current`.
+///
+/// An installed CRD older than the operator lacks some status fields, and the API server
+/// refuses an apply naming any of them (it does not drop them, as it would in an update). So
+/// the fields it names are taken out and the rest written: the conditions that say what is
+/// wrong (an outdated CRD among it) still show.
 pub(crate) async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
@@ -397,15 +405,29 @@ where
     if current == Some(status) {
         return Ok(());
     }
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(kube_err(format!("write the status of {} {}", K::kind(&()), object_key(obj))))?;
-    Ok(())
+    let action = || format!("write the status of {} {}", K::kind(&()), object_key(obj));
+    let mut taken_out = 0;
+    loop {
+        let e = match api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let undeclared = match &e {
+            kube::Error::Api(s) if taken_out < MAX_UNDECLARED => crate::crd_drift::undeclared_fields(&s.message),
+            _ => Vec::new(),
+        };
+        let removed: Vec<_> = undeclared.iter().filter(|path| crate::crd_drift::remove_field(&mut patch, path)).collect();
+        if removed.is_empty() {
+            return Err(kube_err(action())(e));
+        }
+        taken_out += removed.len();
+        tracing::debug!(object = %object_key(obj), fields = ?removed, "the installed CRD lacks these status fields; writing the rest");
+    }
 }
 
 /// Retries a failed reconcile with per-object backoff.

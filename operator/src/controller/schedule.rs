@@ -20,7 +20,7 @@ use futures::StreamExt;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller, WatchStreamExt};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, CustomResourceExt as _, Resource, ResourceExt};
 use mainstay::{Status, WorkflowFilter, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{Schedule, ScheduleStatus, WorkflowRun, WorkflowRunSpec};
 
@@ -71,7 +71,13 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .default_backoff()
         .applied_objects()
         .predicate_filter(run_phase, Default::default());
-    controller.owns_stream(phases).run(reconcile, error_policy, ctx).for_each(|r| log_outcome(CONTROLLER, r)).await;
+    controller
+        .owns_stream(phases)
+        // Every Schedule says whether the installed CRD is outdated.
+        .reconcile_all_on(ctx.crd_drift.changes(Schedule::crd_name()))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| log_outcome(CONTROLLER, r))
+        .await;
     sweeper.abort();
 }
 
@@ -380,7 +386,14 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         }
         None => {
             set(&mut status.conditions, condition::READY, true, reason::SCHEDULING, msg, generation, now);
-            set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now);
+            // It still fires, but a spec field the API server dropped falls back to its default.
+            let missing = ctx.crd_drift.missing(Schedule::crd_name());
+            if missing.is_empty() {
+                set(&mut status.conditions, condition::DEGRADED, false, reason::AS_EXPECTED, "", generation, now);
+            } else {
+                let msg = crate::crd_drift::outdated_message(Schedule::crd_name(), &missing);
+                set(&mut status.conditions, condition::DEGRADED, true, reason::CRD_OUTDATED, msg, generation, now);
+            }
         }
     }
     write_status(&api, &s, current.as_ref(), &status).await?;
