@@ -5,9 +5,10 @@
 //! Invariants: each CRD is watched by name, so the operator needs to read no other CRD (the
 //! chart grants exactly these three); it runs for the whole process, like the stores, so a
 //! standby replica knows when it takes over. Not being allowed to read a CRD is logged once
-//! and otherwise ignored: the operator works as before without knowing.
+//! and asked again only every few minutes: the operator works as before without knowing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -39,6 +40,13 @@ pub fn start(kube: &kube::Client, drift: Arc<CrdDrift>, metrics: Arc<Metrics>, s
     }
 }
 
+/// How often a CRD the operator may not read is tried again (RBAC granted later, or granted a
+/// moment after the operator started).
+const RETRY_FORBIDDEN: Duration = Duration::from_secs(300);
+
+/// Watches CRD `crd` for ever. While it may not be read, asks again every
+/// [`RETRY_FORBIDDEN`] with one `get` (a watch would retry, and kube log a warning, every
+/// second or so), saying so once.
 async fn watch(
     api: Api<CustomResourceDefinition>,
     crd: &'static str,
@@ -46,42 +54,51 @@ async fn watch(
     drift: &CrdDrift,
     metrics: &Metrics,
 ) {
-    let config = watcher::Config::default().fields(&format!("metadata.name={crd}"));
-    let mut events = std::pin::pin!(crate::stores::watch(api, config).default_backoff());
     let gauge = metrics.crd_missing_fields.get_or_create(&CrdLabels { crd }).clone();
-    let mut failing = false;
-    while let Some(event) = events.next().await {
-        let (missing, before) = match event {
-            Ok(Event::Apply(served) | Event::InitApply(served)) => {
-                let missing = missing_fields(&served, &built);
-                gauge.set(i64::try_from(missing.len()).unwrap_or(i64::MAX));
-                (missing.clone(), drift.record(crd, missing))
-            }
-            Ok(Event::Delete(_)) => {
-                gauge.set(0);
-                (Vec::new(), drift.forget(crd))
-            }
-            Ok(Event::Init | Event::InitDone) => continue,
-            Err(e) => {
-                let forbidden = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_forbidden());
-                if forbidden && !failing {
+    let mut told = false;
+    loop {
+        match api.get_opt(crd).await {
+            Err(kube::Error::Api(s)) if s.is_forbidden() => {
+                if !told {
                     tracing::warn!(
                         crd,
                         "may not read this CRD, so cannot tell whether it is older than the operator (the chart grants get, \
-                         list and watch on it, unless crdCheck.enabled is false); an outdated CRD will not be reported"
+                         list and watch on it unless crdCheck.enabled is false); an outdated CRD will not be reported"
                     );
-                } else {
-                    tracing::debug!(crd, error = %e, "watching the CRD failed; retrying");
+                    told = true;
                 }
-                failing = forbidden;
+                tokio::time::sleep(RETRY_FORBIDDEN).await;
                 continue;
             }
-        };
-        failing = false;
-        match before {
-            Some(_) if !missing.is_empty() => tracing::warn!(crd, "{}", outdated_message(crd, &missing)),
-            Some(before) if !before.is_empty() => tracing::info!(crd, "the installed CRD is current again"),
-            _ => {}
+            // Found, missing or another error: the watch sees it (and retries errors).
+            _ => told = false,
+        }
+        let config = watcher::Config::default().fields(&format!("metadata.name={crd}"));
+        let mut events = std::pin::pin!(crate::stores::watch(api.clone(), config).default_backoff());
+        while let Some(event) = events.next().await {
+            let (missing, before) = match event {
+                Ok(Event::Apply(served) | Event::InitApply(served)) => {
+                    let missing = missing_fields(&served, &built);
+                    gauge.set(i64::try_from(missing.len()).unwrap_or(i64::MAX));
+                    (missing.clone(), drift.record(crd, missing))
+                }
+                Ok(Event::Delete(_)) => {
+                    gauge.set(0);
+                    (Vec::new(), drift.forget(crd))
+                }
+                Ok(Event::Init | Event::InitDone) => continue,
+                // Access withdrawn: back to asking now and then.
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.is_forbidden() => break,
+                Err(e) => {
+                    tracing::debug!(crd, error = %e, "watching the CRD failed; retrying");
+                    continue;
+                }
+            };
+            match before {
+                Some(_) if !missing.is_empty() => tracing::warn!(crd, "{}", outdated_message(crd, &missing)),
+                Some(before) if !before.is_empty() => tracing::info!(crd, "the installed CRD is current again"),
+                _ => {}
+            }
         }
     }
 }

@@ -236,7 +236,7 @@ async fn wait_for_crds(kube: &kube::Client, namespace: Option<&str>, stop: &Canc
             Ok(()) => return true,
             Err(e) => tracing::error!(
                 error = %e,
-                "cannot list DurableApps and Schedules: are the CRDs installed (`kubectl apply --server-side -f charts/mainstay/crds/`) and may this service account list them? retrying"
+                "cannot list DurableApps and Schedules: are the CRDs installed (`kubectl apply --server-side -f charts/mainstay/crds/`, or `helm show crds CHART | kubectl apply --server-side -f -`) and may this service account list them? retrying"
             ),
         }
         tokio::select! {
