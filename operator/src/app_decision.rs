@@ -268,11 +268,12 @@ pub fn stuck(o: &Observed<'_>, d: &Decision, before: Option<StuckStatus>) -> Opt
     let before = before.unwrap_or_default();
     let (stalled_workflows, stalled, parked_workflows, parked) = match &o.stuck {
         Some(w) => {
-            let (live, elsewhere): (Vec<_>, Vec<_>) =
-                w.stalled.iter().partition(|s| s.executor_id.as_ref().is_some_and(|e| o.live_pods.contains(e)));
-            let live = live.iter().take(STUCK_LISTED).map(|s| s.workflow_id.clone()).collect();
+            // A dead worker's are recovery's to move, not stuck: counted on live workers only.
+            let on_live_pod = |executor: &Option<String>| executor.as_ref().is_some_and(|e| o.live_pods.contains(e));
+            let count = w.stalled_per_executor.iter().filter(|e| on_live_pod(&e.executor_id)).map(|e| e.stalled).sum();
+            let live = w.stalled.iter().filter(|s| on_live_pod(&s.executor_id)).take(STUCK_LISTED).map(|s| s.workflow_id.clone()).collect();
             let parked = w.parked.iter().take(STUCK_LISTED).map(|p| p.workflow_id.clone()).collect();
-            (w.stalled_total - elsewhere.len() as i64, live, w.parked_total, parked)
+            (count, live, w.parked_total, parked)
         }
         None => (before.stalled_workflows, before.stalled, before.parked_workflows, before.parked),
     };
@@ -631,6 +632,10 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         o.stuck = Some(StuckWorkflows {
             stalled: vec![stalled("w-1", &live), stalled("w-gone", "shop-v2-dead")],
             stalled_total: 2,
+            stalled_per_executor: vec![
+                mainstay::StalledOnExecutor { executor_id: Some(live.clone()), stalled: 1 },
+                mainstay::StalledOnExecutor { executor_id: Some("shop-v2-dead".into()), stalled: 1 },
+            ],
             next_stall_at_ms: Some(now + 30_000),
             parked: Vec::new(),
             parked_total: 0,

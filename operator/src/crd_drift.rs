@@ -6,7 +6,10 @@
 //! an upgrade that skipped applying the release's CRDs, a new spec field set through a client
 //! that does not validate strictly is silently dropped (the operator falls back to its
 //! default) and a new status field the operator writes never shows. This module names those
-//! fields so the operator can say so; `crd_watch` feeds it.
+//! fields so the operator can say so; `crd_watch` feeds it. It also reads which fields the API
+//! server refused in a server-side apply (it refuses, rather than drops, a field its schema
+//! lacks there) and takes them, or those known to be missing, out of a status before it is
+//! written, so the rest (the conditions that say what is wrong) still shows.
 //!
 //! Invariants: pure (no client). A field is missing only when the served schema would drop it.
 //! Under `x-kubernetes-preserve-unknown-fields` undeclared fields are kept, but the declared
@@ -141,17 +144,40 @@ pub fn outdated_message(crd: &str, missing: &[String]) -> String {
     )
 }
 
-/// One step of a field path as the API server writes it (`.status.queues[name="a"].depth`): a
-/// field, and whether the path goes on into every element of the list it holds.
+/// One step of a field path: a field (`*`: every entry of a map), and whether the path goes on
+/// into every element of the list it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub field: String,
     pub each: bool,
 }
 
-/// The fields a server-side apply was refused for (the API server refuses, rather than drops,
-/// a field its schema lacks in an apply: "….status.stuck: field not declared in schema"), as
-/// paths from the object's root.
+/// A path written as [`missing_fields`] writes them (`status.queues[].depth`).
+pub fn display_path(path: &[Step]) -> String {
+    path.iter().map(|s| if s.each { format!("{}[]", s.field) } else { s.field.clone() }).collect::<Vec<_>>().join(".")
+}
+
+/// The paths among `missing` (as [`missing_fields`] names them) inside the status, from the
+/// object's root; the others (a version, a free-form node) name nothing a status write can
+/// leave out.
+pub fn status_paths(missing: &[String]) -> Vec<Vec<Step>> {
+    missing
+        .iter()
+        .filter(|m| m.starts_with("status.") && !m.contains(' '))
+        .map(|m| {
+            m.split('.')
+                .map(|f| match f.strip_suffix("[]") {
+                    Some(field) => Step { field: field.to_string(), each: true },
+                    None => Step { field: f.to_string(), each: false },
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The fields a server-side apply was refused for ("….status.stuck: field not declared in
+/// schema", one or several in a list), as paths from the object's root. A path this cannot read
+/// (a map key with a dot in it) is left out: the write it came from fails as it did.
 pub fn undeclared_fields(message: &str) -> Vec<Vec<Step>> {
     const UNDECLARED: &str = ": field not declared in schema";
     let mut paths = Vec::new();
@@ -160,7 +186,7 @@ pub fn undeclared_fields(message: &str) -> Vec<Vec<Step>> {
         let before = &rest[..end];
         // The path starts with a dot after a space or an opening bracket (a list of errors).
         let start = [" .", "[."].iter().filter_map(|p| before.rfind(p).map(|i| i + 1)).max().or(before.starts_with('.').then_some(0));
-        if let Some(path) = start.and_then(|start| parse_path(&before[start..])) {
+        if let Some(path) = start.and_then(|start| parse_refused(&before[start..])) {
             paths.push(path);
         }
         rest = &rest[end + UNDECLARED.len()..];
@@ -168,7 +194,8 @@ pub fn undeclared_fields(message: &str) -> Vec<Vec<Step>> {
     paths
 }
 
-fn parse_path(path: &str) -> Option<Vec<Step>> {
+/// Reads `.status.queues[name="a"].depth`: the element selector stands for every element.
+fn parse_refused(path: &str) -> Option<Vec<Step>> {
     let mut steps = Vec::new();
     let mut chars = path.chars().peekable();
     while chars.next_if_eq(&'.').is_some() {
@@ -200,25 +227,39 @@ fn parse_path(path: &str) -> Option<Vec<Step>> {
     (chars.peek().is_none() && !steps.is_empty()).then_some(steps)
 }
 
-/// Removes the field at `path` from `object`, from every element of each list on the way;
-/// returns whether there was one to remove.
+/// Removes the field at `path` from `object`, from every element of each list and every entry
+/// of each map (`*`) on the way; returns whether there was something to remove.
 pub fn remove_field(object: &mut serde_json::Value, path: &[Step]) -> bool {
     let Some((step, rest)) = path.split_first() else { return false };
     let Some(fields) = object.as_object_mut() else { return false };
-    if rest.is_empty() && !step.each {
-        return fields.remove(&step.field).is_some();
-    }
-    let Some(child) = fields.get_mut(&step.field) else { return false };
-    if !step.each {
-        return remove_field(child, rest);
-    }
-    let Some(elements) = child.as_array_mut() else { return false };
-    // `each` on the last step names an element, not a field: nothing of ours to take away.
+    let last = rest.is_empty() && !step.each;
+    let children: Vec<&mut serde_json::Value> = match (step.field == "*", last) {
+        (true, true) => {
+            let had = !fields.is_empty();
+            fields.clear();
+            return had;
+        }
+        (false, true) => return fields.remove(&step.field).is_some(),
+        (true, false) => fields.values_mut().collect(),
+        (false, false) => fields.get_mut(&step.field).into_iter().collect(),
+    };
     let mut removed = false;
-    for element in elements {
-        removed |= !rest.is_empty() && remove_field(element, rest);
+    for child in children {
+        if !step.each {
+            removed |= remove_field(child, rest);
+        } else if let Some(elements) = child.as_array_mut() {
+            // `each` on the last step names an element, not a field: nothing to take away.
+            for element in elements {
+                removed |= !rest.is_empty() && remove_field(element, rest);
+            }
+        }
     }
     removed
+}
+
+/// Takes `paths` out of `object`; returns those that were there, as [`display_path`] writes them.
+pub fn take_out(object: &mut serde_json::Value, paths: &[Vec<Step>]) -> Vec<String> {
+    paths.iter().filter(|p| remove_field(object, p)).map(|p| display_path(p)).collect()
 }
 
 #[cfg(test)]
@@ -410,23 +451,52 @@ spec:
                    field not declared in schema";
         let step = |field: &str, each: bool| Step { field: field.into(), each };
         assert_eq!(undeclared_fields(one), [vec![step("status", false), step("stuck", false)]]);
-        let two = r#"failed to create typed patch object (x): [.status.queues[name="a.b]"].depth: field not declared in schema, .status.late: field not declared in schema]"#;
-        let paths = undeclared_fields(two);
+        // Several, as the API server lists them, and as a list of errors elsewhere.
+        let listed = "failed to create typed patch object (x): errors:\n  .status.queues[name=\"a.b]\"].depth: field not declared in \
+                      schema\n  .status.late: field not declared in schema";
+        let bracketed =
+            r#"(x): [.status.queues[name="a.b]"].depth: field not declared in schema, .status.late: field not declared in schema]"#;
+        let paths = undeclared_fields(listed);
         assert_eq!(
             paths,
             [vec![step("status", false), step("queues", true), step("depth", false)], vec![step("status", false), step("late", false)]]
         );
+        assert_eq!(undeclared_fields(bracketed), paths);
         assert!(undeclared_fields("the server could not find the requested resource").is_empty());
 
         let mut patch = serde_json::json!({
             "apiVersion": "mainstay.dev/v1alpha1",
             "status": {"late": 1, "ready": true, "queues": [{"name": "a.b]", "depth": 3}, {"name": "c", "depth": 4}]},
         });
-        assert!(paths.iter().all(|p| remove_field(&mut patch, p)));
+        assert_eq!(take_out(&mut patch, &paths), ["status.queues[].depth", "status.late"]);
         assert_eq!(
             patch,
             serde_json::json!({"apiVersion": "mainstay.dev/v1alpha1", "status": {"ready": true, "queues": [{"name": "a.b]"}, {"name": "c"}]}})
         );
-        assert!(!remove_field(&mut patch, &paths[1]), "already gone");
+        assert!(take_out(&mut patch, &paths).is_empty(), "already gone");
+    }
+
+    #[test]
+    fn what_a_served_crd_lacks_in_the_status_is_taken_out_before_writing() {
+        let missing =
+            ["spec.stuck", "status.stuck", "status.labels.*", "status.versions[].note", "version v2", "status (its free-form fields)"];
+        let paths = status_paths(&missing.map(String::from));
+        assert_eq!(
+            paths.iter().map(|p| display_path(p)).collect::<Vec<_>>(),
+            ["status.stuck", "status.labels.*", "status.versions[].note"]
+        );
+        let mut patch = serde_json::json!({"status": {
+            "stuck": {"stalledWorkflows": 1},
+            "labels": {"a": "1", "b": "2"},
+            "versions": [{"name": "v1", "note": "x"}, {"name": "v2"}],
+            "ready": true,
+        }});
+        assert_eq!(take_out(&mut patch, &paths), ["status.stuck", "status.labels.*", "status.versions[].note"]);
+        assert_eq!(patch, serde_json::json!({"status": {"labels": {}, "versions": [{"name": "v1"}, {"name": "v2"}], "ready": true}}));
+        // Fields within each entry of a map.
+        let mut patch = serde_json::json!({"status": {"labels": {"a": {"keep": 1, "drop": 2}, "b": {"drop": 3}}}});
+        let within = status_paths(&["status.labels.*.drop".to_string()]);
+        assert_eq!(take_out(&mut patch, &within), ["status.labels.*.drop"]);
+        assert_eq!(patch, serde_json::json!({"status": {"labels": {"a": {"keep": 1}, "b": {}}}}));
     }
 }

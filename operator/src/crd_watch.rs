@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::ListParams;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, CustomResourceExt};
@@ -44,9 +45,20 @@ pub fn start(kube: &kube::Client, drift: Arc<CrdDrift>, metrics: Arc<Metrics>, s
 /// moment after the operator started).
 const RETRY_FORBIDDEN: Duration = Duration::from_secs(300);
 
+/// Whether a watch failed for want of access (on its list, its start, or during it).
+fn is_forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_forbidden(),
+        watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    }
+}
+
 /// Watches CRD `crd` for ever. While it may not be read, asks again every
-/// [`RETRY_FORBIDDEN`] with one `get` (a watch would retry, and kube log a warning, every
-/// second or so), saying so once.
+/// [`RETRY_FORBIDDEN`] with the watch's own first request (a list of it by name), saying so
+/// once: a watch would retry every few seconds, and kube log a warning each time.
 async fn watch(
     api: Api<CustomResourceDefinition>,
     crd: &'static str,
@@ -55,9 +67,10 @@ async fn watch(
     metrics: &Metrics,
 ) {
     let gauge = metrics.crd_missing_fields.get_or_create(&CrdLabels { crd }).clone();
+    let by_name = format!("metadata.name={crd}");
     let mut told = false;
     loop {
-        match api.get_opt(crd).await {
+        match api.list(&ListParams::default().fields(&by_name)).await {
             Err(kube::Error::Api(s)) if s.is_forbidden() => {
                 if !told {
                     tracing::warn!(
@@ -70,35 +83,38 @@ async fn watch(
                 tokio::time::sleep(RETRY_FORBIDDEN).await;
                 continue;
             }
-            // Found, missing or another error: the watch sees it (and retries errors).
-            _ => told = false,
+            // Listed, or another error: the watch sees it (and retries errors).
+            Ok(_) => told = false,
+            Err(_) => {}
         }
-        let config = watcher::Config::default().fields(&format!("metadata.name={crd}"));
-        let mut events = std::pin::pin!(crate::stores::watch(api.clone(), config).default_backoff());
+        let mut events = std::pin::pin!(crate::stores::watch(api.clone(), watcher::Config::default().fields(&by_name)).default_backoff());
         while let Some(event) = events.next().await {
-            let (missing, before) = match event {
+            match event {
                 Ok(Event::Apply(served) | Event::InitApply(served)) => {
                     let missing = missing_fields(&served, &built);
                     gauge.set(i64::try_from(missing.len()).unwrap_or(i64::MAX));
-                    (missing.clone(), drift.record(crd, missing))
+                    match drift.record(crd, missing.clone()) {
+                        Some(_) if !missing.is_empty() => tracing::warn!(crd, "{}", outdated_message(crd, &missing)),
+                        Some(_) => tracing::info!(crd, "the installed CRD is current again"),
+                        None => {}
+                    }
                 }
                 Ok(Event::Delete(_)) => {
                     gauge.set(0);
-                    (Vec::new(), drift.forget(crd))
+                    drift.forget(crd);
+                    tracing::warn!(crd, "the CRD was deleted (and with it every object of its kind)");
                 }
-                Ok(Event::Init | Event::InitDone) => continue,
+                Ok(Event::Init | Event::InitDone) => {}
                 // Access withdrawn: back to asking now and then.
-                Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.is_forbidden() => break,
-                Err(e) => {
-                    tracing::debug!(crd, error = %e, "watching the CRD failed; retrying");
-                    continue;
-                }
-            };
-            match before {
-                Some(_) if !missing.is_empty() => tracing::warn!(crd, "{}", outdated_message(crd, &missing)),
-                Some(before) if !before.is_empty() => tracing::info!(crd, "the installed CRD is current again"),
-                _ => {}
+                Err(e) if is_forbidden(&e) => break,
+                Err(e) => tracing::debug!(crd, error = %e, "watching the CRD failed; retrying"),
             }
         }
+        // Not at once (the list may be allowed where the watch is not): said once, asked later.
+        if !told {
+            tracing::warn!(crd, "may no longer watch this CRD; an outdated CRD will not be reported until it may");
+            told = true;
+        }
+        tokio::time::sleep(RETRY_FORBIDDEN).await;
     }
 }

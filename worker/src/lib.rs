@@ -51,7 +51,7 @@ pub use model::schedule::{format_tick, tick_workflow_id, CronSchedule, InvalidSc
 pub use model::serialization::PORTABLE_JSON;
 pub use model::status::{Status, WorkflowStatus};
 pub use model::stuck::{
-    ParkedWorkflow, QueueWait, StalledWorkflow, StrandedReason, StrandedWork, StuckCriteria, StuckWork, StuckWorkflows,
+    ParkedWorkflow, QueueWait, StalledOnExecutor, StalledWorkflow, StrandedReason, StrandedWork, StuckCriteria, StuckWork, StuckWorkflows,
 };
 pub use runtime::app::{wait_for_signal, Mainstay, MainstayBuilder};
 pub use runtime::client::Client;

@@ -127,6 +127,11 @@ async fn stalled_workflows_are_those_without_progress_past_the_threshold_and_not
         assert_eq!(s.executor_id.as_deref(), Some("st-live"));
         assert!(s.active_at_ms <= mainstay_now_ms() - 1000, "{s:?}");
     }
+    // Listing fewer still counts them all, whole per executor (what tells stalled workflows on
+    // live workers from a dead one's when there are many).
+    let two = client.stuck_workflows(Duration::from_secs(1), 2).await.unwrap();
+    assert_eq!((two.stalled.len(), two.stalled_total), (2, 4), "{two:?}");
+    assert_eq!(two.stalled_per_executor, [mainstay::StalledOnExecutor { executor_id: Some("st-live".into()), stalled: 4 }]);
     // Another application's view holds none of it.
     let other = Client::connect(&url).await.unwrap().for_application(Some("other"));
     assert_eq!(other.stuck_workflows(Duration::from_secs(1), 10).await.unwrap().stalled_total, 0);

@@ -49,8 +49,8 @@ use crate::workload::{app_selector_string, http_service, with_spec_hash};
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "durableapp";
 
-/// Stalled and parked workflows read per reconcile, each (the status lists a few; the rest
-/// tells stalled workflows on live workers from others when there are many).
+/// Stalled and parked workflows listed per reconcile, each (the status names a few of those on
+/// live workers, found among these; the counts are whole, per executor).
 const STUCK_READ: usize = 100;
 
 /// Runs the controller until the stream ends (the caller drops it to stop).
@@ -166,7 +166,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
         let msg = format!("reconciliation is paused by annotation {ANNOTATION_PAUSED}=true; remove it to resume (workers, scaling and status are left as they are)");
         set_unknown(&mut status.conditions, condition::READY, reason::PAUSED, &msg, generation, now);
         set(&mut status.conditions, condition::PROGRESSING, false, reason::PAUSED, &msg, generation, now);
-        write_status(&api, &app, current.as_ref(), &status).await?;
+        write_status(ctx, &api, &app, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
     status.observed_generation = generation;
@@ -180,7 +180,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             let was_degraded = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
             set(&mut status.conditions, condition::DEGRADED, true, reason::INVALID_SPEC, &msg, generation, now);
             set(&mut status.conditions, condition::READY, false, reason::INVALID_SPEC, "the spec is invalid", generation, now);
-            write_status(&api, &app, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &app, current.as_ref(), &status).await?;
             if !was_degraded {
                 ctx.event(app.as_ref(), true, event::INVALID_SPEC, "Validate", msg).await;
             }
@@ -193,7 +193,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     let (db, queue_conflicts, secret_version) = match reach_database(&app, ctx, &valid.queues, &mut status, now).await {
         Ok(reached) => reached,
         Err(()) => {
-            write_status(&api, &app, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &app, current.as_ref(), &status).await?;
             warn_if_new(ctx, &app, current.as_ref(), &status).await;
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
@@ -235,7 +235,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
                 set(&mut status.conditions, condition::MIGRATED, false, reason::MIGRATION_FAILED, e.to_string(), generation, now);
             }
             database_down(&mut status, generation, now, reason::DATABASE_UNREACHABLE, &e.to_string());
-            write_status(&api, &app, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &app, current.as_ref(), &status).await?;
             warn_if_new(ctx, &app, current.as_ref(), &status).await;
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
@@ -355,7 +355,7 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     }
     let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
     ctx.metrics.desired_workers.get_or_create(&labels).set(i64::from(decision.desired));
-    write_status(&api, &app, current.as_ref(), &status).await?;
+    write_status(ctx, &api, &app, current.as_ref(), &status).await?;
     warn_if_new(ctx, &app, current.as_ref(), &status).await;
     // What was reported last: this process's memory, or after a restart what the status says.
     let reported = ctx

@@ -212,6 +212,8 @@ pub struct Context {
     pub(crate) schedules_seen: Mutex<HashSet<String>>,
     /// What the installed CRDs lack (fed by `crd_watch`, which the binary starts).
     pub crd_drift: Arc<crate::crd_drift::CrdDrift>,
+    /// CRDs whose status fields the API server refused, once said (see [`write_status`]).
+    pub(crate) refusals_told: Mutex<HashSet<&'static str>>,
 }
 
 impl Context {
@@ -242,6 +244,7 @@ impl Context {
             reserved: Mutex::default(),
             registered: Mutex::default(),
             crd_drift: Arc::default(),
+            refusals_told: Mutex::default(),
         }
     }
 
@@ -387,21 +390,24 @@ pub(crate) fn object_key<K: ResourceExt>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// Most fields taken out of one status write that an older CRD refuses.
-const MAX_UNDECLARED: usize = 16;
+/// Most refusals one status write is retried after (each takes out at least one field).
+const MAX_REFUSALS: usize = 16;
 
 /// Writes `status` with a server-side apply on the status subresource, if it differs from
 /// `current`.
 ///
 /// An installed CRD older than the operator lacks some status fields, and the API server
 /// refuses an apply naming any of them (it does not drop them, as it would in an update). So
-/// the fields it names are taken out and the rest written: the conditions that say what is
-/// wrong (an outdated CRD among it) still show.
-pub(crate) async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<(), Error>
+/// the fields it is known to lack (see `crd_drift`) are left out at once, and a status that
+/// differs from `current` only there is no change; any other the API server refuses is taken
+/// out and the write retried (said once per kind: the CRD cannot be read to know). The rest,
+/// the conditions that say what is wrong among them, still shows.
+pub(crate) async fn write_status<K, S>(ctx: &Context, api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + kube::CustomResourceExt + Clone + DeserializeOwned + Debug,
     S: Serialize + PartialEq,
 {
+    use crate::crd_drift::{status_paths, take_out, undeclared_fields};
     if current == Some(status) {
         return Ok(());
     }
@@ -410,24 +416,38 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
+    let known = status_paths(&ctx.crd_drift.missing(K::crd_name()));
+    if !take_out(&mut patch, &known).is_empty() {
+        let mut stored = serde_json::json!({ "status": current });
+        take_out(&mut stored, &known);
+        if stored["status"] == patch["status"] {
+            return Ok(());
+        }
+    }
     let action = || format!("write the status of {} {}", K::kind(&()), object_key(obj));
-    let mut taken_out = 0;
+    let (mut refused, mut refusals) = (Vec::new(), 0);
     loop {
         let e = match api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => break,
             Err(e) => e,
         };
-        let undeclared = match &e {
-            kube::Error::Api(s) if taken_out < MAX_UNDECLARED => crate::crd_drift::undeclared_fields(&s.message),
+        let taken = match &e {
+            kube::Error::Api(s) if refusals < MAX_REFUSALS => take_out(&mut patch, &undeclared_fields(&s.message)),
             _ => Vec::new(),
         };
-        let removed: Vec<_> = undeclared.iter().filter(|path| crate::crd_drift::remove_field(&mut patch, path)).collect();
-        if removed.is_empty() {
+        if taken.is_empty() {
             return Err(kube_err(action())(e));
         }
-        taken_out += removed.len();
-        tracing::debug!(object = %object_key(obj), fields = ?removed, "the installed CRD lacks these status fields; writing the rest");
+        refusals += 1;
+        refused.extend(taken);
     }
+    if !refused.is_empty() {
+        let first = ctx.refusals_told.lock().unwrap_or_else(|p| p.into_inner()).insert(K::crd_name());
+        if first {
+            tracing::warn!(object = %object_key(obj), "{}", crate::crd_drift::outdated_message(K::crd_name(), &refused));
+        }
+    }
+    Ok(())
 }
 
 /// Retries a failed reconcile with per-object backoff.

@@ -139,7 +139,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         let msg = format!("reconciliation is paused by annotation {ANNOTATION_PAUSED}=true: no ticks fire; remove it to resume");
         not_ready(&mut status, generation, now, reason::PAUSED, &msg, false);
         status.next_schedule_time = None;
-        write_status(&api, &s, current.as_ref(), &status).await?;
+        write_status(ctx, &api, &s, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
 
@@ -150,7 +150,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
             let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == msg);
             not_ready(&mut status, generation, now, reason::INVALID_SPEC, &msg, true);
             status.next_schedule_time = None;
-            write_status(&api, &s, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &s, current.as_ref(), &status).await?;
             if !known {
                 ctx.event(s.as_ref(), true, event::INVALID_SPEC, "Validate", msg).await;
             }
@@ -169,7 +169,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     let Some(app) = found else {
         let msg = format!("DurableApp {ns}/{} does not exist; create it or fix spec.appRef", s.spec.app_ref);
         not_ready(&mut status, generation, now, reason::APP_NOT_FOUND, &msg, true);
-        write_status(&api, &s, current.as_ref(), &status).await?;
+        write_status(ctx, &api, &s, current.as_ref(), &status).await?;
         return Ok(Action::requeue(ctx.backoff(&key)));
     };
     // Until the app's database is migrated there is nowhere to enqueue to; wait for it quietly
@@ -178,7 +178,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
     if !migrated {
         let msg = format!("waiting for DurableApp {ns}/{} to migrate its system database", s.spec.app_ref);
         not_ready(&mut status, generation, now, reason::APP_NOT_MIGRATED, &msg, false);
-        write_status(&api, &s, current.as_ref(), &status).await?;
+        write_status(ctx, &api, &s, current.as_ref(), &status).await?;
         return Ok(Action::requeue(ctx.settings.poll_interval));
     }
     let db = match ctx.databases.client(&ctx.kube, &ctx.stores, &app).await {
@@ -186,7 +186,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         Err(e) => {
             let why = if e.is_secret_problem() { reason::SECRET_NOT_FOUND } else { reason::DATABASE_UNREACHABLE };
             not_ready(&mut status, generation, now, why, &e.to_string(), true);
-            write_status(&api, &s, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &s, current.as_ref(), &status).await?;
             return Ok(Action::requeue(ctx.backoff(&key)));
         }
     };
@@ -204,7 +204,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         Ok(Some(r)) => {
             let known = status.conditions.iter().any(|c| c.type_ == condition::DEGRADED && c.message == r.message);
             not_ready(&mut status, generation, now, r.reason, &r.message, true);
-            write_status(&api, &s, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &s, current.as_ref(), &status).await?;
             if !known {
                 ctx.event(s.as_ref(), true, r.reason, "Validate", r.message).await;
             }
@@ -240,7 +240,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
                 b.start, b.end
             );
             not_ready(&mut status, generation, now, reason::INVALID_SPEC, &msg, true);
-            write_status(&api, &s, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &s, current.as_ref(), &status).await?;
             return Ok(Action::await_change());
         };
         // `[start, end)`: ticks after start - 1 ns, up to end - 1 ns; each under its tick's ID.
@@ -253,7 +253,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
                 b.start, b.end
             );
             not_ready(&mut status, generation, now, reason::INVALID_SPEC, &msg, true);
-            write_status(&api, &s, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &s, current.as_ref(), &status).await?;
             return Ok(Action::await_change());
         }
         for tick in &ticks {
@@ -272,7 +272,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
         let unfinished = show_runs(ctx, &s, &db, &db_name, &mut status).await;
         not_ready(&mut status, generation, now, reason::SUSPENDED, "suspended: no ticks fire", false);
         status.next_schedule_time = None;
-        write_status(&api, &s, current.as_ref(), &status).await?;
+        write_status(ctx, &api, &s, current.as_ref(), &status).await?;
         return Ok(if unfinished { Action::requeue(MAX_WAIT) } else { Action::await_change() });
     }
 
@@ -396,7 +396,7 @@ async fn apply(s: Arc<Schedule>, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
-    write_status(&api, &s, current.as_ref(), &status).await?;
+    write_status(ctx, &api, &s, current.as_ref(), &status).await?;
     let wait = plan.next.and_then(|next| (next - Utc::now()).to_std().ok()).map(|d| d + AFTER_TICK).unwrap_or(AFTER_TICK).min(MAX_WAIT);
     ctx.succeeded(&key);
     Ok(Action::requeue(wait))
@@ -413,7 +413,7 @@ async fn enqueue_failed(
 ) -> Result<Action, Error> {
     tracing::warn!(schedule = %object_key(s), error = msg, "firing failed; retrying");
     not_ready(&mut status, s.metadata.generation, now, reason::ENQUEUE_FAILED, msg, true);
-    write_status(api, s, current.as_ref(), &status).await?;
+    write_status(ctx, api, s, current.as_ref(), &status).await?;
     Ok(Action::requeue(ctx.backoff(&object_key(s))))
 }
 

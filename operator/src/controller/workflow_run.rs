@@ -109,7 +109,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
         }
         // Not a failure: the app is on its way.
         status.phase = Some(mainstay_crds::WorkflowRunPhase::Pending);
-        write_status(&api, &run, current.as_ref(), &status).await?;
+        write_status(ctx, &api, &run, current.as_ref(), &status).await?;
         return Ok(Action::requeue(ctx.settings.poll_interval));
     }
     let db = match ctx.databases.client(&ctx.kube, &ctx.stores, &app).await {
@@ -128,7 +128,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             // database was replaced): starting it again would run finished work twice.
             tracing::info!(run = %key, workflow = %id, "the run's record is gone from the database; its status stays as last seen");
             ctx.observer.forget_run(&key);
-            write_status(&api, &run, current.as_ref(), &status).await?;
+            write_status(ctx, &api, &run, current.as_ref(), &status).await?;
             return Ok(Action::await_change());
         }
         None => {
@@ -158,7 +158,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
             ctx.event(run.as_ref(), false, event::RESUMED, "Resume", format!("resumed workflow {id} from its last completed step")).await;
         }
         status.resumed = Some(asked);
-        write_status(&api, &run, current.as_ref(), &status).await?;
+        write_status(ctx, &api, &run, current.as_ref(), &status).await?;
         return Ok(Action::requeue(std::time::Duration::from_millis(200)));
     }
     // Messages: each item of spec.messages once, its name the idempotency key.
@@ -188,7 +188,7 @@ async fn apply(run: Arc<WorkflowRun>, ctx: &Context) -> Result<Action, Error> {
         Ok(events) => status.events = run_status::events(events),
         Err(e) => tracing::warn!(run = %key, error = %e, "cannot read the workflow's events"),
     }
-    write_status(&api, &run, current.as_ref(), &status).await?;
+    write_status(ctx, &api, &run, current.as_ref(), &status).await?;
     ctx.succeeded(&key);
     if !finished(phase) {
         // What was mirrored, as the observer compares it: any later change of the record or
@@ -235,7 +235,7 @@ async fn refuse(
 ) -> Result<Action, Error> {
     let known = status.conditions.iter().any(|c| c.type_ == condition::FAILED && c.message == msg);
     run_status::refused(&mut status, why, &msg, run.metadata.generation, Utc::now());
-    write_status(api, run, current, &status).await?;
+    write_status(ctx, api, run, current, &status).await?;
     if !known {
         ctx.event(run, true, why, "Start", msg).await;
     }

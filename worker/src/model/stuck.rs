@@ -38,6 +38,14 @@ pub struct StalledWorkflow {
     pub last_step: Option<String>,
 }
 
+/// How many stalled workflows one executor holds (whether it is alive is for the caller to
+/// tell: a dead one's are recovery's, not stuck).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StalledOnExecutor {
+    pub executor_id: Option<String>,
+    pub stalled: i64,
+}
+
 /// A workflow parked as `MAX_RECOVERY_ATTEMPTS_EXCEEDED`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParkedWorkflow {
@@ -55,6 +63,8 @@ pub struct ParkedWorkflow {
 pub struct StuckWorkflows {
     pub stalled: Vec<StalledWorkflow>,
     pub stalled_total: i64,
+    /// The whole count per executor (not only the workflows listed).
+    pub stalled_per_executor: Vec<StalledOnExecutor>,
     /// When the next `PENDING` workflow not yet stalled will be, if nothing moves (epoch ms).
     pub next_stall_at_ms: Option<i64>,
     pub parked: Vec<ParkedWorkflow>,

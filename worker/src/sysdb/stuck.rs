@@ -3,7 +3,8 @@
 //! Invariants: both are scoped as an application's figures are (`{scope}`); the stalled one
 //! reads only `PENDING` rows (a partial index holds them) and, per row, its latest operation by
 //! primary key, so its cost follows the work in flight, not the history; the parked one reads
-//! the failed-status index. Counts are whole; the rows listed are the oldest, up to a limit.
+//! the failed-status index. Counts are whole (also per executor, so a caller that knows which
+//! executors are alive counts theirs exactly); the rows listed are the oldest, up to a limit.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use sqlx::Row;
 use super::{q, Renderer, SystemDatabase};
 use crate::model::error::{Error, Result};
 use crate::model::names::{GET_EVENT_OPERATION, RECV_OPERATION, SLEEP_OPERATION};
-use crate::model::stuck::{ParkedWorkflow, StalledWorkflow, StuckWorkflows};
+use crate::model::stuck::{ParkedWorkflow, StalledOnExecutor, StalledWorkflow, StuckWorkflows};
 
 /// The latest time the query computes (epoch ms; far beyond any real one, within `bigint`).
 const MAX_MS: &str = "4000000000000000";
@@ -27,8 +28,8 @@ pub(super) struct Statements {
 /// operation's start and end, and the wake-up time of the timer that operation set when the
 /// workflow still waits on it (a sleep, or the timeout of a `recv`/`get_event` that has not
 /// returned: its record, the operation just before the timer, is not there yet). One with an
-/// unfinished child is not judged (the child is). The last row (`workflow_uuid` NULL) carries
-/// the totals. Times are computed in `numeric` and capped, so a timer set for ever (a wake-up
+/// unfinished child is not judged (the child is). Rows of kind 0 list the oldest stalled, of
+/// kind 1 count them per executor, and the one of kind 2 carries the totals. Times are computed in `numeric` and capped, so a timer set for ever (a wake-up
 /// time past the `bigint` range) cannot break the query.
 const STALLED: &str = r#"
 WITH pending AS (
@@ -55,10 +56,13 @@ WITH pending AS (
 ), stalled AS (
     SELECT * FROM judged WHERE active_at <= {clock} - $2::bigint
 )
-(SELECT workflow_uuid, name, executor_id, application_version, queue_name, active_at, function_name, NULL::bigint, NULL::bigint
+(SELECT 0::smallint, workflow_uuid, name, executor_id, application_version, queue_name, active_at, function_name,
+        NULL::bigint, NULL::bigint
  FROM stalled ORDER BY active_at, workflow_uuid LIMIT $3)
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT 1::smallint, NULL, NULL, executor_id, NULL, NULL, NULL, NULL, count(*), NULL FROM stalled GROUP BY executor_id
+UNION ALL
+SELECT 2::smallint, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT count(*) FROM stalled),
        (SELECT LEAST(min(active_at)::numeric + $2::bigint, {max_ms})::bigint FROM judged WHERE active_at > {clock} - $2::bigint)"#;
 
@@ -94,19 +98,22 @@ impl SystemDatabase {
             .map_err(|e| Error::db("find stalled workflows", e))?;
         let mut out = StuckWorkflows::default();
         for r in rows {
-            match r.get::<Option<String>, _>(0) {
-                Some(workflow_id) => out.stalled.push(StalledWorkflow {
-                    workflow_id,
-                    name: r.get(1),
-                    executor_id: r.get(2),
-                    app_version: r.get(3),
-                    queue_name: r.get(4),
-                    active_at_ms: r.get::<Option<i64>, _>(5).unwrap_or_default(),
-                    last_step: r.get(6),
+            match r.get::<i16, _>(0) {
+                0 => out.stalled.push(StalledWorkflow {
+                    workflow_id: r.get(1),
+                    name: r.get(2),
+                    executor_id: r.get(3),
+                    app_version: r.get(4),
+                    queue_name: r.get(5),
+                    active_at_ms: r.get::<Option<i64>, _>(6).unwrap_or_default(),
+                    last_step: r.get(7),
                 }),
-                None => {
-                    out.stalled_total = r.get::<Option<i64>, _>(7).unwrap_or_default();
-                    out.next_stall_at_ms = r.get(8);
+                1 => out
+                    .stalled_per_executor
+                    .push(StalledOnExecutor { executor_id: r.get(3), stalled: r.get::<Option<i64>, _>(8).unwrap_or_default() }),
+                _ => {
+                    out.stalled_total = r.get::<Option<i64>, _>(8).unwrap_or_default();
+                    out.next_stall_at_ms = r.get(9);
                 }
             }
         }
