@@ -353,17 +353,20 @@ fn problems(o: &Observed<'_>, d: &Decision, stuck: Option<&StuckStatus>) -> Vec<
         ));
     }
     let spec = &o.app.spec.stuck;
+    // The examples named may be none: the workflows listed are the oldest stalled of all
+    // executors, dead ones' included, while the count is of live ones' only.
+    let examples = |ids: &[String]| if ids.is_empty() { String::new() } else { format!(" (e.g. {})", ids.join(", ")) };
     if let Some(stuck) = stuck {
         if stuck.stalled_workflows > 0 {
             problems.push((
                 reason::STALLED_WORKFLOWS,
                 format!(
-                    "{} workflow(s) running on live workers without a new checkpoint for {}s or more (e.g. {}): a step \
-                     may hang (a call without a timeout, a deadlock); `mainstay stuck` lists them, `mainstay workflow \
+                    "{} workflow(s) running on live workers without a new checkpoint for {}s or more{}: a step may \
+                     hang (a call without a timeout, a deadlock); `mainstay stuck` lists them, `mainstay workflow \
                      steps ID` shows how far each got",
                     stuck.stalled_workflows,
                     spec.stalled_after_seconds,
-                    stuck.stalled.join(", ")
+                    examples(&stuck.stalled)
                 ),
             ));
         }
@@ -371,10 +374,10 @@ fn problems(o: &Observed<'_>, d: &Decision, stuck: Option<&StuckStatus>) -> Vec<
             problems.push((
                 reason::PARKED_WORKFLOWS,
                 format!(
-                    "{} workflow(s) parked after too many recovery attempts (e.g. {}): fix what kills their \
-                     workers, then `mainstay workflow resume ID`",
+                    "{} workflow(s) parked after too many recovery attempts{}: fix what kills their workers, then \
+                     `mainstay workflow resume ID`",
                     stuck.parked_workflows,
-                    stuck.parked.join(", ")
+                    examples(&stuck.parked)
                 ),
             ));
         }
@@ -664,6 +667,20 @@ status: {{replicas: {replicas}, readyReplicas: {ready}}}
         o.queue_waits.retain(|w| w.queue == "mail");
         assert_eq!(next_judgement(&o), Some(o.now + chrono::Duration::seconds(20)));
         (o.stuck, o.queue_waits) = (stuck_before, waits_before);
+
+        // More stalled on the live worker than listed (the listed are all a dead one's): counted
+        // whole, none named.
+        let mut many = o.stuck.clone().unwrap();
+        many.stalled.retain(|s| s.workflow_id == "w-gone");
+        many.stalled_per_executor[0].stalled = 7;
+        let before = o.stuck.replace(many);
+        let s = status(&o, &d, DurableAppStatus::default());
+        let report = s.stuck.clone().expect("stuck work reported");
+        assert_eq!((report.stalled_workflows, report.stalled.len()), (7, 0));
+        let (_, why, msg) = condition(&s, "Degraded");
+        assert!(why == reason::STALLED_WORKFLOWS && msg.starts_with("7 workflow(s)") && !msg.contains("e.g."), "{msg}");
+        o.stuck = before;
+        let report = status(&o, &d, DurableAppStatus::default()).stuck.expect("stuck work reported");
 
         // Not read this time: the figures stay as they were; nothing stuck at all: no report.
         o.stuck = None;

@@ -136,11 +136,9 @@ pub fn outdated_message(crd: &str, missing: &[String]) -> String {
     format!(
         "the installed CRD {crd} is older than this operator: its schema lacks {}, which the API server drops (a \
          spec field set there through Helm or another client that does not validate strictly falls back to its \
-         default; what the operator reports there does not show). Apply the CRDs of this release: `kubectl apply \
-         --server-side -f {}/` (or `helm show crds CHART | kubectl apply --server-side -f -`); Helm installs CRDs \
-         but never upgrades them",
+         default; what the operator reports there does not show). {}",
         missing.join(", "),
-        mainstay_crds::CHART_CRD_DIR
+        apply_hint()
     )
 }
 
@@ -260,6 +258,27 @@ pub fn remove_field(object: &mut serde_json::Value, path: &[Step]) -> bool {
 /// Takes `paths` out of `object`; returns those that were there, as [`display_path`] writes them.
 pub fn take_out(object: &mut serde_json::Value, paths: &[Vec<Step>]) -> Vec<String> {
     paths.iter().filter(|p| remove_field(object, p)).map(|p| display_path(p)).collect()
+}
+
+/// Takes `paths` (what the installed CRD lacks) out of the status apply `patch`; returns
+/// whether it is still worth sending: not when it differs from the `stored` status only in
+/// what was taken out (which the stored object cannot hold).
+pub fn leave_out(patch: &mut serde_json::Value, stored: Option<serde_json::Value>, paths: &[Vec<Step>]) -> bool {
+    if take_out(patch, paths).is_empty() {
+        return true;
+    }
+    let mut stored = serde_json::json!({ "status": stored });
+    take_out(&mut stored, paths);
+    stored["status"] != patch["status"]
+}
+
+/// How to bring the CRDs up to date.
+pub fn apply_hint() -> String {
+    format!(
+        "Apply the CRDs of this release: `kubectl apply --server-side -f {}/` (or `helm show crds CHART | kubectl apply \
+         --server-side -f -`); Helm installs CRDs but never upgrades them",
+        mainstay_crds::CHART_CRD_DIR
+    )
 }
 
 #[cfg(test)]
@@ -498,5 +517,30 @@ spec:
         let within = status_paths(&["status.labels.*.drop".to_string()]);
         assert_eq!(take_out(&mut patch, &within), ["status.labels.*.drop"]);
         assert_eq!(patch, serde_json::json!({"status": {"labels": {"a": {"keep": 1}, "b": {}}}}));
+    }
+
+    #[test]
+    fn a_status_differing_only_in_what_the_crd_lacks_is_not_written() {
+        let paths = status_paths(&["status.stuck".to_string()]);
+        let status = |stuck: bool, ready: bool| {
+            let mut s = serde_json::json!({"ready": ready});
+            if stuck {
+                s["stuck"] = serde_json::json!({"stalledWorkflows": 1});
+            }
+            s
+        };
+        let patch = |s: serde_json::Value| serde_json::json!({"kind": "DurableApp", "status": s});
+        // The stored object cannot hold `stuck`: the same status otherwise is no change.
+        let mut p = patch(status(true, true));
+        assert!(!leave_out(&mut p, Some(status(false, true)), &paths));
+        assert_eq!(p, patch(status(false, true)));
+        // Anything else that changed is written (without `stuck`).
+        let mut p = patch(status(true, false));
+        assert!(leave_out(&mut p, Some(status(false, true)), &paths));
+        assert_eq!(p, patch(status(false, false)));
+        // No status yet, or nothing to leave out: written as it is.
+        assert!(leave_out(&mut patch(status(true, true)), None, &paths));
+        let mut p = patch(status(false, true));
+        assert!(leave_out(&mut p, Some(status(false, true)), &paths), "the caller compares typed statuses first");
     }
 }

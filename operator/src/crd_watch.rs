@@ -4,8 +4,9 @@
 //!
 //! Invariants: each CRD is watched by name, so the operator needs to read no other CRD (the
 //! chart grants exactly these three); it runs for the whole process, like the stores, so a
-//! standby replica knows when it takes over. Not being allowed to read a CRD is logged once
-//! and asked again only every few minutes: the operator works as before without knowing.
+//! standby replica knows when it takes over. Not being allowed to read or watch a CRD is logged
+//! once and the CRD asked for again only every few minutes: the operator works as before
+//! without knowing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,8 @@ fn is_forbidden(e: &watcher::Error) -> bool {
 
 /// Watches CRD `crd` for ever. While it may not be read, asks again every
 /// [`RETRY_FORBIDDEN`] with the watch's own first request (a list of it by name), saying so
-/// once: a watch would retry every few seconds, and kube log a warning each time.
+/// once: a watch would retry every few seconds, and kube log a warning each time. One that may
+/// be listed but not watched is read that way, every [`RETRY_FORBIDDEN`] (also said once).
 async fn watch(
     api: Api<CustomResourceDefinition>,
     crd: &'static str,
@@ -68,23 +70,23 @@ async fn watch(
 ) {
     let gauge = metrics.crd_missing_fields.get_or_create(&CrdLabels { crd }).clone();
     let by_name = format!("metadata.name={crd}");
-    let mut told = false;
+    let (mut told_list, mut told_watch) = (false, false);
     loop {
         match api.list(&ListParams::default().fields(&by_name)).await {
             Err(kube::Error::Api(s)) if s.is_forbidden() => {
-                if !told {
+                if !told_list {
                     tracing::warn!(
                         crd,
                         "may not read this CRD, so cannot tell whether it is older than the operator (the chart grants get, \
                          list and watch on it unless crdCheck.enabled is false); an outdated CRD will not be reported"
                     );
-                    told = true;
+                    told_list = true;
                 }
                 tokio::time::sleep(RETRY_FORBIDDEN).await;
                 continue;
             }
             // Listed, or another error: the watch sees it (and retries errors).
-            Ok(_) => told = false,
+            Ok(_) => told_list = false,
             Err(_) => {}
         }
         let mut events = std::pin::pin!(crate::stores::watch(api.clone(), watcher::Config::default().fields(&by_name)).default_backoff());
@@ -105,15 +107,14 @@ async fn watch(
                     tracing::warn!(crd, "the CRD was deleted (and with it every object of its kind)");
                 }
                 Ok(Event::Init | Event::InitDone) => {}
-                // Access withdrawn: back to asking now and then.
+                // Access withdrawn, or listing allowed and watching not: asked again later.
                 Err(e) if is_forbidden(&e) => break,
                 Err(e) => tracing::debug!(crd, error = %e, "watching the CRD failed; retrying"),
             }
         }
-        // Not at once (the list may be allowed where the watch is not): said once, asked later.
-        if !told {
-            tracing::warn!(crd, "may no longer watch this CRD; an outdated CRD will not be reported until it may");
-            told = true;
+        if !told_watch {
+            tracing::warn!(crd, "may not watch this CRD (any more): it is read again every 5 min instead");
+            told_watch = true;
         }
         tokio::time::sleep(RETRY_FORBIDDEN).await;
     }

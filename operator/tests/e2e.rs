@@ -468,12 +468,21 @@ async fn scale_drain_and_recover(cluster: &Cluster, runner: &PodRunner) -> Resul
     ensure!(sc.read_only_root_filesystem == Some(true) && sc.run_as_non_root == Some(true), "security defaults: {sc:?}");
 
     // 500 orders: the operator scales up from zero, the workers drain the queue, and it scales
-    // back to zero.
+    // back to zero. They are enqueued while the app is paused, so the operator sees all 500 at
+    // once: enqueued one by one on a loaded machine, a first worker could drain them about as
+    // fast as they come, and the depth the scale-up follows would depend on the machine's speed.
+    let paused = mainstay_operator::names::ANNOTATION_PAUSED;
+    cluster.kubectl(&["annotate", "durableapp", "shop", "-n", ns, &format!("{paused}=true")])?;
+    wait_for("the app to be paused", MINUTE, || async {
+        Ok(condition(&app(cluster, ns, "shop").await?, "Ready").filter(|c| c.1 == "Paused").map(|_| ()))
+    })
+    .await?;
     let client = Client::connect(&url).await?;
     for i in 0..500 {
         let opts = WorkflowOptions::new().id(format!("order-{i}"));
         client.enqueue("process_order", "orders", vec![serde_json::json!(i)], opts).await?;
     }
+    cluster.kubectl(&["annotate", "durableapp", "shop", "-n", ns, &format!("{paused}-")])?;
     let most = std::sync::atomic::AtomicI32::new(0);
     wait_for("500 orders to succeed", 3 * MINUTE, || async {
         let d = worker_deployments(cluster, ns, "shop").await?;

@@ -178,6 +178,9 @@ pub(crate) struct Registered {
     workflows: Vec<mainstay::RegisteredWorkflow>,
 }
 
+/// Status fields the API server refused for one CRD (paths, see `crd_drift`), and when.
+type Refused = (std::time::Instant, Vec<Vec<crate::crd_drift::Step>>);
+
 /// What the controllers share.
 pub struct Context {
     pub kube: kube::Client,
@@ -212,8 +215,10 @@ pub struct Context {
     pub(crate) schedules_seen: Mutex<HashSet<String>>,
     /// What the installed CRDs lack (fed by `crd_watch`, which the binary starts).
     pub crd_drift: Arc<crate::crd_drift::CrdDrift>,
-    /// CRDs whose status fields the API server refused, once said (see [`write_status`]).
-    pub(crate) refusals_told: Mutex<HashSet<&'static str>>,
+    /// Status fields the API server refused per CRD, and since when (see [`write_status`]).
+    refused: Mutex<HashMap<&'static str, Refused>>,
+    /// CRDs whose refused status fields were said (once per process).
+    refusals_told: Mutex<HashSet<&'static str>>,
 }
 
 impl Context {
@@ -244,6 +249,7 @@ impl Context {
             reserved: Mutex::default(),
             registered: Mutex::default(),
             crd_drift: Arc::default(),
+            refused: Mutex::default(),
             refusals_told: Mutex::default(),
         }
     }
@@ -372,6 +378,22 @@ impl Context {
     }
 
     /// The next retry delay for `key` after a failure: 1–2 s, doubling, at most 5 min (jittered).
+    /// The status fields of `crd` the API server refused within [`REFUSALS_KEPT`].
+    fn refused_lately(&self, crd: &'static str) -> Vec<Vec<crate::crd_drift::Step>> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.get(crd).filter(|(since, _)| since.elapsed() < REFUSALS_KEPT).map(|(_, paths)| paths.clone()).unwrap_or_default()
+    }
+
+    /// Remembers that the API server refused `paths` of `crd` (those refused lately are kept,
+    /// the time starts again); returns whether this is the first time it is said.
+    fn remember_refused(&self, crd: &'static str, paths: Vec<Vec<crate::crd_drift::Step>>) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = refused.get(crd).filter(|(since, _)| since.elapsed() < REFUSALS_KEPT).map(|(_, p)| p.clone()).unwrap_or_default();
+        all.extend(paths.into_iter().filter(|p| !all.contains(p)).collect::<Vec<_>>());
+        refused.insert(crd, (std::time::Instant::now(), all));
+        self.refusals_told.lock().unwrap_or_else(|p| p.into_inner()).insert(crd)
+    }
+
     pub(crate) fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let delays = failures.entry(key.to_string()).or_insert_with(crate::retry::object_delays);
@@ -393,36 +415,38 @@ pub(crate) fn object_key<K: ResourceExt>(obj: &K) -> String {
 /// Most refusals one status write is retried after (each takes out at least one field).
 const MAX_REFUSALS: usize = 16;
 
+/// How long status fields the API server refused are left out without asking again (the CRD
+/// may be upgraded meanwhile, unseen when the operator may not read it).
+const REFUSALS_KEPT: Duration = Duration::from_secs(300);
+
 /// Writes `status` with a server-side apply on the status subresource, if it differs from
 /// `current`.
 ///
 /// An installed CRD older than the operator lacks some status fields, and the API server
 /// refuses an apply naming any of them (it does not drop them, as it would in an update). So
-/// the fields it is known to lack (see `crd_drift`) are left out at once, and a status that
-/// differs from `current` only there is no change; any other the API server refuses is taken
-/// out and the write retried (said once per kind: the CRD cannot be read to know). The rest,
-/// the conditions that say what is wrong among them, still shows.
+/// the fields the CRD is known to lack (see `crd_drift`), or that the API server refused in the
+/// last [`REFUSALS_KEPT`], are left out at once, and a status that differs from `current` only
+/// there is no change; any other field refused is taken out and the write retried (said once
+/// per CRD). The rest, the conditions that say what is wrong among them, still shows.
 pub(crate) async fn write_status<K, S>(ctx: &Context, api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + kube::CustomResourceExt + Clone + DeserializeOwned + Debug,
     S: Serialize + PartialEq,
 {
-    use crate::crd_drift::{status_paths, take_out, undeclared_fields};
+    use crate::crd_drift::{apply_hint, leave_out, status_paths, take_out, undeclared_fields};
     if current == Some(status) {
         return Ok(());
     }
+    let crd = K::crd_name();
     let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    let known = status_paths(&ctx.crd_drift.missing(K::crd_name()));
-    if !take_out(&mut patch, &known).is_empty() {
-        let mut stored = serde_json::json!({ "status": current });
-        take_out(&mut stored, &known);
-        if stored["status"] == patch["status"] {
-            return Ok(());
-        }
+    let mut known = status_paths(&ctx.crd_drift.missing(crd));
+    known.extend(ctx.refused_lately(crd));
+    if !leave_out(&mut patch, current.and_then(|c| serde_json::to_value(c).ok()), &known) {
+        return Ok(());
     }
     let action = || format!("write the status of {} {}", K::kind(&()), object_key(obj));
     let (mut refused, mut refusals) = (Vec::new(), 0);
@@ -431,20 +455,28 @@ where
             Ok(_) => break,
             Err(e) => e,
         };
-        let taken = match &e {
-            kube::Error::Api(s) if refusals < MAX_REFUSALS => take_out(&mut patch, &undeclared_fields(&s.message)),
+        let paths = match &e {
+            kube::Error::Api(s) if refusals < MAX_REFUSALS => undeclared_fields(&s.message),
             _ => Vec::new(),
         };
+        let taken = take_out(&mut patch, &paths);
         if taken.is_empty() {
             return Err(kube_err(action())(e));
         }
         refusals += 1;
-        refused.extend(taken);
+        refused.extend(paths);
+        tracing::debug!(object = %object_key(obj), fields = ?taken, "the API server refused these status fields; writing the rest");
     }
     if !refused.is_empty() {
-        let first = ctx.refusals_told.lock().unwrap_or_else(|p| p.into_inner()).insert(K::crd_name());
-        if first {
-            tracing::warn!(object = %object_key(obj), "{}", crate::crd_drift::outdated_message(K::crd_name(), &refused));
+        let names: Vec<String> = refused.iter().map(|p| crate::crd_drift::display_path(p)).collect();
+        if ctx.remember_refused(crd, refused) {
+            tracing::warn!(
+                crd,
+                "the installed CRD lacks status fields the operator writes ({}): the API server refused them, so they are \
+                 left out. {}",
+                names.join(", "),
+                apply_hint()
+            );
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::Controller;
-use kube::{Api, ResourceExt};
+use kube::{Api, CustomResourceExt as _, ResourceExt};
 use mainstay::{ForkOptions, WorkflowOptions, INTERNAL_QUEUE};
 use mainstay_crds::{DurableApp, WorkflowRun, WorkflowRunPhase, WorkflowRunStatus};
 
@@ -52,6 +52,8 @@ pub async fn run(
     controller
         // Runs whose workflow moved on (see `observer`).
         .reconcile_on(changed)
+        // Each run's status written whole again once the installed CRD holds all of it.
+        .reconcile_all_on(ctx.crd_drift.changes(WorkflowRun::crd_name()))
         .run(reconcile, error_policy, ctx)
         .for_each(|r| log_outcome(CONTROLLER, r))
         .await;

@@ -29,8 +29,9 @@ pub(super) struct Statements {
 /// workflow still waits on it (a sleep, or the timeout of a `recv`/`get_event` that has not
 /// returned: its record, the operation just before the timer, is not there yet). One with an
 /// unfinished child is not judged (the child is). Rows of kind 0 list the oldest stalled, of
-/// kind 1 count them per executor, and the one of kind 2 carries the totals. Times are computed in `numeric` and capped, so a timer set for ever (a wake-up
-/// time past the `bigint` range) cannot break the query.
+/// kind 1 count them per executor, and the one of kind 2 carries the totals. Times are
+/// computed in `numeric` and capped, so a timer set for ever (a wake-up time past the `bigint`
+/// range) cannot break the query.
 const STALLED: &str = r#"
 WITH pending AS (
     SELECT workflow_uuid, name, executor_id, application_version, queue_name, updated_at, started_at_epoch_ms
