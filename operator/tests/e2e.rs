@@ -70,6 +70,8 @@ async fn operator_end_to_end() -> Result<()> {
         scale_down_window_survives_the_restart(&cluster, &shared).await.context("scenario: restart during a scale-down window")?;
         leader_steps_down_before_its_lease_expires(&cluster, &operator).await.context("scenario: lease renewal fails")?;
         operator.stop().await.context("the operator stops gracefully")?;
+        // Alone again, with no other operator running: it swaps a CRD for an older one.
+        status_is_written_where_the_crds_cannot_be_read(&cluster).await.context("scenario: CRDs the operator may not read")?;
         uninstall_keeps_the_database(&cluster).await.context("scenario: helm uninstall")
     }
     .await;
@@ -258,24 +260,8 @@ async fn outdated_crd_is_reported(cluster: &Cluster, operator: &Operator) -> Res
     };
     wait_for("shop and its Schedule to run with nothing degraded", MINUTE, degraded("AsExpected", "AsExpected")).await?;
 
-    let old_crd = |file: &str, drop: &[(&str, &str)]| -> Result<String> {
-        let path = format!("{}/../{}/{file}", env!("CARGO_MANIFEST_DIR"), mainstay_crds::CHART_CRD_DIR);
-        let current = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let mut old: serde_json::Value = yaml_serde::from_str(&current)?;
-        for version in old["spec"]["versions"].as_array_mut().context("the CRD's versions")? {
-            for (part, field) in drop {
-                let fields = version["schema"]["openAPIV3Schema"]["properties"][part]["properties"].as_object_mut().context("a schema")?;
-                ensure!(fields.remove(*field).is_some(), "{file}: {part} has no {field} to take away");
-            }
-        }
-        Ok(serde_json::to_string(&old)?)
-    };
-    for old in
-        [old_crd("durableapps.yaml", &[("spec", "stuck"), ("status", "stuck")])?, old_crd("schedules.yaml", &[("spec", "backfill")])?]
-    {
-        let out = cluster.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &old)?;
-        ensure!(out.status.success(), "applying an old CRD failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    apply_older_crd(cluster, "durableapps.yaml", &[("spec", "stuck"), ("status", "stuck")])?;
+    apply_older_crd(cluster, "schedules.yaml", &[("spec", "backfill")])?;
     // Work of a version that runs nowhere: a status with `stuck` in it, which the old schema
     // drops, is still written (its Degraded condition).
     let client = Client::connect(&url).await?.for_application(Some("shop"));
@@ -305,6 +291,88 @@ async fn outdated_crd_is_reported(cluster: &Cluster, operator: &Operator) -> Res
     wait_for("shop and its Schedule to stop reporting the CRDs once current", MINUTE, degraded("AsExpected", "AsExpected")).await?;
     let metrics = operator.metrics().await.context("reading the operator's /metrics")?;
     ensure!(metrics.contains(&gauge("durableapps.mainstay.dev", 0)), "/metrics still counts missing fields:\n{metrics}");
+    cluster.kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+/// Applies the chart's CRD `file` without the fields `drop` names (`(spec|status, field)`), as
+/// an older release's would be.
+fn apply_older_crd(cluster: &Cluster, file: &str, drop: &[(&str, &str)]) -> Result<()> {
+    let path = format!("{}/../{}/{file}", env!("CARGO_MANIFEST_DIR"), mainstay_crds::CHART_CRD_DIR);
+    let current = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mut old: serde_json::Value = yaml_serde::from_str(&current)?;
+    for version in old["spec"]["versions"].as_array_mut().context("the CRD's versions")? {
+        for (part, field) in drop {
+            let fields = version["schema"]["openAPIV3Schema"]["properties"][part]["properties"].as_object_mut().context("a schema")?;
+            ensure!(fields.remove(*field).is_some(), "{file}: {part} has no {field} to take away");
+        }
+    }
+    let out = cluster.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &serde_json::to_string(&old)?)?;
+    ensure!(out.status.success(), "applying an older {file} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// With the main operator stopped: an operator installed with `crdCheck.enabled=false` (it may
+/// not read its CRDs, so it cannot know one is old) still writes the status of an app with
+/// stuck work under an older CRD: the API server refuses `status.stuck`, the operator leaves it
+/// out and says so once, and the conditions show.
+async fn status_is_written_where_the_crds_cannot_be_read(cluster: &Cluster) -> Result<()> {
+    let ns = namespace("e2e-nocrd");
+    let url = namespace_with_database(cluster, &ns).await?;
+    let watch_ns = format!("watchNamespace={ns}");
+    let rbac = cluster.helm(&[
+        "template",
+        "nocrd",
+        "charts/mainstay",
+        "-n",
+        &ns,
+        "--set",
+        "crdCheck.enabled=false",
+        "--set",
+        &watch_ns,
+        "--set",
+        "leaderElection.enabled=false",
+        "--show-only",
+        "templates/rbac.yaml",
+        "--show-only",
+        "templates/serviceaccount.yaml",
+    ])?;
+    ensure!(!rbac.contains("customresourcedefinitions"), "crdCheck.enabled=false still grants reading the CRDs:\n{rbac}");
+    apply(cluster, &rbac)?;
+    let kubeconfig = cluster.service_account_kubeconfig(&ns, "nocrd-mainstay")?;
+    apply_older_crd(cluster, "durableapps.yaml", &[("spec", "stuck"), ("status", "stuck")])?;
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: mainstay.dev/v1alpha1\nkind: DurableApp\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  \
+             image: example.invalid/mainstay-example-worker:1.0.0\n  database: {{urlSecret: {{name: shop-db}}}}\n  replicas: 0\n"
+        ),
+    )?;
+    let args = ["--leader-elect=false".to_string(), format!("--namespace={ns}")];
+    let operator = Operator::start_with(cluster, &kubeconfig, "e2e-nocrd", &args).await?;
+    let outcome = async {
+        wait_for("shop to migrate", MINUTE, || async {
+            Ok(condition(&app(cluster, &ns, "shop").await?, "Migrated").filter(|c| c.0 == "True").map(|_| ()))
+        })
+        .await?;
+        let client = Client::connect(&url).await?.for_application(Some("shop"));
+        client.enqueue("process_order", "orders", vec![serde_json::json!(1)], WorkflowOptions::new().app_version("0.9.0")).await?;
+        let a = wait_for("shop to report stranded work", MINUTE, || async {
+            let a = app(cluster, &ns, "shop").await?;
+            Ok(condition(&a, "Degraded").filter(|c| c.1 == "StrandedWork").map(|_| a))
+        })
+        .await?;
+        ensure!(a.status.and_then(|s| s.stuck).is_none(), "the old CRD kept status.stuck");
+        let log = std::fs::read_to_string(&operator.log)?;
+        let said = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+        ensure!(said("may not read this CRD") == 3, "not said once per CRD that it may not be read:\n{log}");
+        ensure!(said("lacks status fields the operator writes (status.stuck)") == 1, "the refusal not said exactly once:\n{log}");
+        Ok(())
+    }
+    .await;
+    cluster.kubectl(&["apply", "--server-side", "-f", mainstay_crds::CHART_CRD_DIR])?;
+    operator.stop().await?;
+    outcome?;
     cluster.kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
     Ok(())
 }
