@@ -38,7 +38,10 @@ pub struct AppQueueLabels {
     pub queue: String,
 }
 
-/// `kind`: `stalled`, `stranded` or `parked` (see `status.stuck` of a DurableApp).
+/// The kinds of stuck work a DurableApp reports (see `status.stuck`).
+pub const STUCK_KINDS: [&str; 3] = ["stalled", "stranded", "parked"];
+
+/// `kind`: one of [`STUCK_KINDS`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StuckLabels {
     pub namespace: String,
@@ -132,6 +135,25 @@ impl Metrics {
         out
     }
 
+    /// Removes the series of queue `queue` of app `namespace/app`.
+    pub fn forget_queue(&self, namespace: &str, app: &str, queue: &str) {
+        let labels = |state: &str| QueueLabels { namespace: namespace.into(), app: app.into(), queue: queue.into(), state: state.into() };
+        self.queue_oldest_wait.remove(&AppQueueLabels { namespace: namespace.into(), app: app.into(), queue: queue.into() });
+        self.queue_depth.remove(&labels("enqueued"));
+        self.queue_depth.remove(&labels("pending"));
+    }
+
+    /// Removes every series of DurableApp `namespace/name`, its queues' (`queues`) among them.
+    pub fn forget_app<'q>(&self, namespace: &str, name: &str, queues: impl IntoIterator<Item = &'q str>) {
+        self.desired_workers.remove(&ObjectLabels { namespace: namespace.into(), name: name.into() });
+        for kind in STUCK_KINDS {
+            self.stuck_workflows.remove(&StuckLabels { namespace: namespace.into(), name: name.into(), kind });
+        }
+        for queue in queues {
+            self.forget_queue(namespace, name, queue);
+        }
+    }
+
     /// Records one reconcile of `controller`.
     pub fn observe_reconcile(&self, controller: &str, seconds: f64, failed: bool) {
         let labels = ControllerLabels { controller: controller.to_string() };
@@ -152,6 +174,29 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_apps_series_all_go() {
+        let m = Metrics::new();
+        let app = |name: &str| ObjectLabels { namespace: "ns".into(), name: name.into() };
+        for name in ["shop", "other"] {
+            m.desired_workers.get_or_create(&app(name)).set(2);
+            for kind in STUCK_KINDS {
+                m.stuck_workflows.get_or_create(&StuckLabels { namespace: "ns".into(), name: name.into(), kind }).set(1);
+            }
+            m.queue_oldest_wait
+                .get_or_create(&AppQueueLabels { namespace: "ns".into(), app: name.into(), queue: "orders".into() })
+                .set(1.0);
+            for state in ["enqueued", "pending"] {
+                let labels = QueueLabels { namespace: "ns".into(), app: name.into(), queue: "orders".into(), state: state.into() };
+                m.queue_depth.get_or_create(&labels).set(3);
+            }
+        }
+        m.forget_app("ns", "shop", ["orders"]);
+        let text = m.encode();
+        assert!(!text.contains("\"shop\""), "{text}");
+        assert_eq!(text.matches("\"other\"").count(), 7, "{text}");
+    }
 
     #[test]
     fn metrics_are_exposed_with_the_prefix() {

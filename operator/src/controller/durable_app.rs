@@ -35,7 +35,7 @@ use super::{
 use crate::app_decision::{self, Applied, Decision, Observed};
 use crate::conditions::{set, set_unknown};
 use crate::database::DatabaseError;
-use crate::metrics::{AppQueueLabels, ObjectLabels, QueueLabels, StuckLabels};
+use crate::metrics::{AppQueueLabels, ObjectLabels, QueueLabels, StuckLabels, STUCK_KINDS};
 use crate::names::{
     condition, event, reason, ANNOTATION_PAUSED, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_APP, LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -130,14 +130,8 @@ async fn cleanup(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
     ctx.queues_written.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     ctx.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     ctx.stuck_reported.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-    let labels = ObjectLabels { namespace: app.namespace().unwrap_or_default(), name: app.name_any() };
-    ctx.metrics.desired_workers.remove(&labels);
-    for kind in ["stalled", "stranded", "parked"] {
-        ctx.metrics.stuck_workflows.remove(&StuckLabels { namespace: labels.namespace.clone(), name: labels.name.clone(), kind });
-    }
-    for q in app.status.iter().flat_map(|s| &s.queues) {
-        forget_queue_series(ctx, &labels.namespace, &labels.name, &q.name);
-    }
+    let queues = app.status.iter().flat_map(|s| &s.queues).map(|q| q.name.as_str());
+    ctx.metrics.forget_app(&app.namespace().unwrap_or_default(), &app.name_any(), queues);
     tracing::info!(app = %key, "DurableApp deleted; its workers go, its database stays");
     Ok(Action::await_change())
 }
@@ -338,18 +332,16 @@ async fn apply(app: Arc<DurableApp>, ctx: &Context) -> Result<Action, Error> {
             let labels = QueueLabels { namespace: ns.clone(), app: name.clone(), queue: q.name.clone(), state: state.into() };
             ctx.metrics.queue_depth.get_or_create(&labels).set(n);
         }
-    }
-    // A queue gone from the status (drained, not in the spec) takes its series with it.
-    for gone in current.iter().flat_map(|s| &s.queues).filter(|b| !status.queues.iter().any(|q| q.name == b.name)) {
-        forget_queue_series(ctx, &ns, &name, &gone.name);
-    }
-    for q in &status.queues {
         let wait = observed.queue_waits.iter().find(|w| w.queue == q.name).map_or(0, |w| w.oldest_wait_ms);
         let labels = AppQueueLabels { namespace: ns.clone(), app: name.clone(), queue: q.name.clone() };
         ctx.metrics.queue_oldest_wait.get_or_create(&labels).set(wait as f64 / 1000.0);
     }
+    // A queue gone from the status (drained, not in the spec) takes its series with it.
+    for gone in current.iter().flat_map(|s| &s.queues).filter(|b| !status.queues.iter().any(|q| q.name == b.name)) {
+        ctx.metrics.forget_queue(&ns, &name, &gone.name);
+    }
     let stuck = status.stuck.clone().unwrap_or_default();
-    for (kind, n) in [("stalled", stuck.stalled_workflows), ("stranded", stuck.stranded_workflows), ("parked", stuck.parked_workflows)] {
+    for (kind, n) in STUCK_KINDS.into_iter().zip([stuck.stalled_workflows, stuck.stranded_workflows, stuck.parked_workflows]) {
         let labels = StuckLabels { namespace: ns.clone(), name: name.clone(), kind };
         ctx.metrics.stuck_workflows.get_or_create(&labels).set(n);
     }
@@ -499,14 +491,6 @@ async fn apply_decision(app: &DurableApp, ctx: &Context, db: &mainstay::Client, 
 /// How often an app at rest is reconciled when nothing asks for it (a safety net: the observer
 /// and the watches bring it back on every change they see).
 const IDLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Removes the series of queue `queue` of app `namespace/app`.
-fn forget_queue_series(ctx: &Context, namespace: &str, app: &str, queue: &str) {
-    let labels = |state: &str| QueueLabels { namespace: namespace.into(), app: app.into(), queue: queue.into(), state: state.into() };
-    ctx.metrics.queue_oldest_wait.remove(&AppQueueLabels { namespace: namespace.into(), app: app.into(), queue: queue.into() });
-    ctx.metrics.queue_depth.remove(&labels("enqueued"));
-    ctx.metrics.queue_depth.remove(&labels("pending"));
-}
 
 /// Publishes a Warning Event for each kind of stuck work that grew since the status before
 /// (a queue that turned slow; more workflows stalled, stranded or parked).

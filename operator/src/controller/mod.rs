@@ -217,8 +217,6 @@ pub struct Context {
     pub crd_drift: Arc<crate::crd_drift::CrdDrift>,
     /// Status fields the API server refused per CRD, and since when (see [`write_status`]).
     refused: Mutex<HashMap<&'static str, Refused>>,
-    /// CRDs whose refused status fields were said (once per process).
-    refusals_told: Mutex<HashSet<&'static str>>,
 }
 
 impl Context {
@@ -250,7 +248,6 @@ impl Context {
             registered: Mutex::default(),
             crd_drift: Arc::default(),
             refused: Mutex::default(),
-            refusals_told: Mutex::default(),
         }
     }
 
@@ -299,12 +296,16 @@ impl Context {
         self.databases.forget_except(live).await;
         self.databases.forget_deleted_secrets(&self.stores).await;
         self.observer.forget_apps_except(live);
-        let gone: Vec<String> = {
+        // Each app gone, with the queues whose settings were written for it (their series go too).
+        let gone: HashMap<String, Vec<String>> = {
             let mut scaling = self.scaling.lock().unwrap_or_else(|p| p.into_inner());
-            let mut gone: Vec<String> = scaling.keys().filter(|k| !live.contains(*k)).cloned().collect();
+            let mut gone: HashMap<String, Vec<String>> =
+                scaling.keys().filter(|k| !live.contains(*k)).map(|k| (k.clone(), Vec::new())).collect();
             scaling.retain(|k, _| live.contains(k));
             let mut written = self.queues_written.lock().unwrap_or_else(|p| p.into_inner());
-            gone.extend(written.keys().filter(|k| !live.contains(*k)).cloned());
+            for (key, queues) in written.iter().filter(|(k, _)| !live.contains(*k)) {
+                gone.insert(key.clone(), queues.iter().map(|q| q.name.clone()).collect());
+            }
             written.retain(|k, _| live.contains(k));
             self.retention_ran.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
             self.stuck_reported.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
@@ -313,9 +314,9 @@ impl Context {
             self.registered.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(&k.0));
             gone
         };
-        for key in gone {
+        for (key, queues) in &gone {
             if let Some((namespace, name)) = key.split_once('/') {
-                self.metrics.desired_workers.remove(&crate::metrics::ObjectLabels { namespace: namespace.into(), name: name.into() });
+                self.metrics.forget_app(namespace, name, queues.iter().map(String::as_str));
             }
         }
     }
@@ -377,7 +378,6 @@ impl Context {
         self.scaling.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// The next retry delay for `key` after a failure: 1–2 s, doubling, at most 5 min (jittered).
     /// The status fields of `crd` the API server refused within [`REFUSALS_KEPT`].
     fn refused_lately(&self, crd: &'static str) -> Vec<Vec<crate::crd_drift::Step>> {
         let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
@@ -385,15 +385,15 @@ impl Context {
     }
 
     /// Remembers that the API server refused `paths` of `crd` (those refused lately are kept,
-    /// the time starts again); returns whether this is the first time it is said.
+    /// the time starts again); returns whether this is the first time in this process (an
+    /// entry, once made, is only ever replaced).
     fn remember_refused(&self, crd: &'static str, paths: Vec<Vec<crate::crd_drift::Step>>) -> bool {
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all = refused.get(crd).filter(|(since, _)| since.elapsed() < REFUSALS_KEPT).map(|(_, p)| p.clone()).unwrap_or_default();
+        let mut all = self.refused_lately(crd);
         all.extend(paths.into_iter().filter(|p| !all.contains(p)).collect::<Vec<_>>());
-        refused.insert(crd, (std::time::Instant::now(), all));
-        self.refusals_told.lock().unwrap_or_else(|p| p.into_inner()).insert(crd)
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(crd, (std::time::Instant::now(), all)).is_none()
     }
 
+    /// The next retry delay for `key` after a failure: 1–2 s, doubling, at most 5 min (jittered).
     pub(crate) fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let delays = failures.entry(key.to_string()).or_insert_with(crate::retry::object_delays);
