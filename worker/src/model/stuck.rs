@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::clock::millis;
 use crate::model::fleet::UnfinishedWork;
 use crate::model::management::RegisteredWorkflow;
 use crate::model::status::Status;
@@ -221,11 +222,6 @@ impl UnfinishedWork {
             })
             .collect()
     }
-}
-
-/// Milliseconds of a threshold, saturating.
-pub fn millis(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 #[cfg(test)]

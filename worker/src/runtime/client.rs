@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::model::clock::now_ms;
+use crate::model::clock::{millis, now_ms};
 use crate::model::config::Config;
 use crate::model::names::INTERNAL_QUEUE;
 
@@ -26,7 +26,7 @@ use crate::model::queue::Queue;
 use crate::model::schedule::{Schedule, ScheduleStatus};
 use crate::model::serialization::{decode, encode};
 use crate::model::status::WorkflowStatus;
-use crate::model::stuck::{millis, StuckCriteria, StuckWork, StuckWorkflows};
+use crate::model::stuck::{StuckCriteria, StuckWork, StuckWorkflows};
 use crate::runtime::event::wait_for_event;
 use crate::runtime::message::{encode_message, send_outside, stored_topic};
 use crate::runtime::stream;
@@ -374,7 +374,7 @@ impl Client {
     /// `max_age` ago, and beyond the newest `keep` workflows. Unfinished workflows are never
     /// deleted. Returns how many were deleted.
     pub async fn delete_finished(&self, max_age: Option<Duration>, keep: Option<u64>) -> Result<u64> {
-        let cutoff = max_age.map(|age| now_ms() - age.as_millis().min(i64::MAX as u128) as i64);
+        let cutoff = max_age.map(|age| now_ms() - millis(age));
         let keep = keep.map(|k| k.min(i64::MAX as u64) as i64);
         self.db.delete_finished(cutoff, keep, self.app_name.as_deref()).await
     }

@@ -42,7 +42,7 @@ pub(crate) async fn durable_deadline(ctx: &WorkflowContext, function_id: i32, du
         None => {
             ctx.check_interrupted()?;
             let now = now_ms();
-            let wake_ms = now.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64);
+            let wake_ms = now.saturating_add(crate::model::clock::millis(duration));
             let output = encode(&(wake_ms as f64 / 1000.0), "a sleep's wake-up time", ctx.rt.db.payload_limit())?;
             match ctx.record(function_id, SLEEP_OPERATION, Some(output), now).await? {
                 None => return Ok(wake_ms),

@@ -97,7 +97,7 @@ pub(crate) fn next_wait(deadline_ms: i64, poll: Duration) -> Option<Duration> {
 
 /// Epoch ms `timeout` from now (saturating).
 pub(crate) fn deadline_after(timeout: Duration) -> i64 {
-    crate::model::clock::now_ms().saturating_add(timeout.as_millis().min(i64::MAX as u128) as i64)
+    crate::model::clock::now_ms().saturating_add(crate::model::clock::millis(timeout))
 }
 
 /// Runs a listener on `channels` until `stop`, handing each notification to `on_message` and

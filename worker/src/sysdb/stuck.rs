@@ -29,9 +29,9 @@ pub(super) struct Statements {
 /// workflow still waits on it (a sleep, or the timeout of a `recv`/`get_event` that has not
 /// returned: its record, the operation just before the timer, is not there yet). One with an
 /// unfinished child is not judged (the child is). Rows of kind 0 list the oldest stalled, of
-/// kind 1 count them per executor, and the one of kind 2 carries the totals. Times are
-/// computed in `numeric` and capped, so a timer set for ever (a wake-up time past the `bigint`
-/// range) cannot break the query.
+/// kind 1 count them per executor (together: the total), and the one of kind 2 carries the
+/// next stall. Times are computed in `numeric` and capped, so a timer set for ever (a wake-up
+/// time past the `bigint` range) cannot break the query.
 const STALLED: &str = r#"
 WITH pending AS (
     SELECT workflow_uuid, name, executor_id, application_version, queue_name, updated_at, started_at_epoch_ms
@@ -63,8 +63,7 @@ WITH pending AS (
 UNION ALL
 SELECT 1::smallint, NULL, NULL, executor_id, NULL, NULL, NULL, NULL, count(*), NULL FROM stalled GROUP BY executor_id
 UNION ALL
-SELECT 2::smallint, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       (SELECT count(*) FROM stalled),
+SELECT 2::smallint, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT LEAST(min(active_at)::numeric + $2::bigint, {max_ms})::bigint FROM judged WHERE active_at > {clock} - $2::bigint)"#;
 
 /// `$1` application (NULL: every one), `$2` rows listed. The last row carries the total.
@@ -112,12 +111,10 @@ impl SystemDatabase {
                 1 => out
                     .stalled_per_executor
                     .push(StalledOnExecutor { executor_id: r.get(3), stalled: r.get::<Option<i64>, _>(8).unwrap_or_default() }),
-                _ => {
-                    out.stalled_total = r.get::<Option<i64>, _>(8).unwrap_or_default();
-                    out.next_stall_at_ms = r.get(9);
-                }
+                _ => out.next_stall_at_ms = r.get(9),
             }
         }
+        out.stalled_total = out.stalled_per_executor.iter().map(|e| e.stalled).sum();
         let rows = q(&stmts.parked).bind(app).bind(limit).fetch_all(&self.pool).await.map_err(|e| Error::db("find parked workflows", e))?;
         for r in rows {
             match r.get::<Option<String>, _>(0) {
